@@ -1,0 +1,1 @@
+"""The ASGI data plane: route table, runtime snapshots, lifecycle."""
