@@ -1,0 +1,189 @@
+"""The root config: where Crossway listens, which routes it serves and the backends behind them."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Final, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from crossway.config.base import StrictModel
+from crossway.config.common import Timeouts
+from crossway.config.llm import LlmBackendConfig
+from crossway.config.mcp import McpBackendConfig
+
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 8080
+DEFAULT_ADMIN_PORT: Final = 15000
+DEFAULT_MAX_BODY_BYTES: Final = 10 * 1024 * 1024
+DEFAULT_DRAIN_SECONDS: Final = 30.0
+DEFAULT_POOL_SIZE: Final = 256
+
+
+class ListenConfig(StrictModel):
+    """The data-plane listener."""
+
+    host: str = DEFAULT_HOST
+    """Address to bind."""
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    """TCP port to bind (0 picks a free one)."""
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
+    """Largest request body accepted; larger ones get 413."""
+    drain_seconds: float = Field(default=DEFAULT_DRAIN_SECONDS, ge=0)
+    """On shutdown, how long requests in flight may take to finish."""
+
+
+class AdminConfig(StrictModel):
+    """The admin plane: health, readiness, metrics and the effective config."""
+
+    enabled: bool = True
+    """Serve the admin plane at all."""
+    host: str = DEFAULT_HOST
+    """Address to bind. Keep it on loopback unless it is protected by other means."""
+    port: int = Field(default=DEFAULT_ADMIN_PORT, ge=0, le=65535)
+    """TCP port to bind."""
+
+
+class PathMatch(StrictModel):
+    """How a route matches the request path: exactly one of `exact`, `prefix` or `regex`."""
+
+    exact: str | None = None
+    """The path must equal this."""
+    prefix: str | None = None
+    """The path must start with this, at a segment boundary (`/v1` matches `/v1/x`, not `/v10`)."""
+    regex: str | None = None
+    """The path must fully match this regular expression."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PathMatch:
+        given = [k for k in ("exact", "prefix", "regex") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("set exactly one of exact, prefix or regex")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"invalid regex: {exc}") from None
+        for value in (self.exact, self.prefix):
+            if value is not None and not value.startswith("/"):
+                raise ValueError("paths must start with '/'")
+        return self
+
+
+class RouteMatch(StrictModel):
+    """Conditions a request must meet for a route to take it; all given ones must hold."""
+
+    host: str | None = None
+    """Host header (port ignored); `*.example.com` matches any subdomain."""
+    path: PathMatch = Field(default_factory=lambda: PathMatch(prefix="/"))
+    """Path condition; default matches everything."""
+    methods: list[str] | None = None
+    """HTTP methods; default any."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Headers that must be present with exactly these values (names are case-insensitive)."""
+
+    @field_validator("methods")
+    @classmethod
+    def _upper(cls, v: list[str] | None) -> list[str] | None:
+        return [m.upper() for m in v] if v is not None else None
+
+
+class ApiKeyAuth(StrictModel):
+    """Require callers to present one of these keys (as `Authorization: Bearer` or `x-api-key`)."""
+
+    type: Literal["api_key"]
+    """Policy kind."""
+    keys: dict[str, SecretStr] = Field(min_length=1)
+    """Key name -> key. The name becomes the caller's identity."""
+
+
+RoutePolicy = Annotated[ApiKeyAuth, Field(discriminator="type")]
+
+
+class Route(StrictModel):
+    """Traffic matching `match` goes to `backend` after passing `policies`."""
+
+    name: str
+    """Name used in metrics, logs and errors."""
+    match: RouteMatch = Field(default_factory=RouteMatch)
+    """Which requests this route takes."""
+    backend: str
+    """Name of a backend in `backends`."""
+    strip_prefix: bool = False
+    """Remove the matched path prefix before the backend sees the path."""
+    policies: list[RoutePolicy] = Field(default_factory=list)
+    """Policies applied in order before the backend."""
+
+
+class HttpBackendConfig(StrictModel):
+    """A plain HTTP upstream: Crossway reverse-proxies requests to it unchanged."""
+
+    type: Literal["http"]
+    """Backend kind."""
+    url: str
+    """Base URL of the upstream; the request path is appended to its path."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Headers added to every upstream request (override the client's)."""
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    """Connect / first-byte / idle timeouts."""
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("url must start with http:// or https://")
+        return v.rstrip("/")
+
+
+BackendConfig = Annotated[
+    HttpBackendConfig | LlmBackendConfig | McpBackendConfig,
+    Field(discriminator="type"),
+]
+
+
+class Config(StrictModel):
+    """A whole Crossway config file."""
+
+    listen: ListenConfig = Field(default_factory=ListenConfig)
+    """Data-plane listener."""
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    """Admin plane listener."""
+    routes: list[Route] = Field(default_factory=list)
+    """Routes, tried in order; the first that matches takes the request."""
+    backends: dict[str, BackendConfig] = Field(default_factory=dict)
+    """Backends by name."""
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        problems = reference_problems(
+            [(r.name, r.backend) for r in self.routes], set(self.backends)
+        )
+        if problems:
+            loc, msg = problems[0]
+            raise ValueError(f"{format_loc(loc)}: {msg}")
+        return self
+
+
+Loc = tuple[str | int, ...]
+
+
+def reference_problems(routes: list[tuple[str, str]], backends: set[str]) -> list[tuple[Loc, str]]:
+    """Cross-references pydantic cannot check per field: each route's backend exists, names are unique."""
+    problems: list[tuple[Loc, str]] = []
+    seen: set[str] = set()
+    for i, (name, backend) in enumerate(routes):
+        if backend not in backends:
+            known = ", ".join(sorted(backends)) or "none defined"
+            problems.append((("routes", i, "backend"), f"unknown backend {backend!r} (known: {known})"))
+        if name in seen:
+            problems.append((("routes", i, "name"), f"duplicate route name {name!r}"))
+        seen.add(name)
+    return problems
+
+
+def format_loc(loc: Loc) -> str:
+    """`("routes", 0, "backend")` -> `routes[0].backend`."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(root)"
