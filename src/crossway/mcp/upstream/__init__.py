@@ -1,0 +1,1 @@
+"""Upstream MCP connections, one module per transport; the interface is in `base`."""
