@@ -20,6 +20,12 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 
 from crossway.config.base import StrictModel
+from crossway.config.mcp_security import (
+    McpAuthConfig,
+    McpAuthorizationConfig,
+    PinningConfig,
+    UpstreamCredentialsConfig,
+)
 
 DEFAULT_SEPARATOR: Final = "_"
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
@@ -82,6 +88,8 @@ class _HttpServerBase(_ServerBase):
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     """Headers sent on every request, e.g. the upstream's own `Authorization` (the client's
     token is never passed through)."""
+    credentials: UpstreamCredentialsConfig | None = None
+    """A token Crossway obtains for this server (OAuth client credentials or token exchange)."""
 
     @field_validator("url")
     @classmethod
@@ -120,8 +128,12 @@ class OpenApiServerConfig(_ServerBase):
     """Where to send the calls; default: the document's first `servers` entry."""
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     """Headers sent on every call (the API's own credentials)."""
-    options: dict[str, Any] = Field(default_factory=dict)
-    """Further settings read by the OpenAPI upstream."""
+    credentials: UpstreamCredentialsConfig | None = None
+    """A token Crossway obtains for this API (OAuth client credentials or token exchange)."""
+    include: list[str] = Field(default_factory=list)
+    """Only expose these operations (by tool name, before prefixing); empty exposes all."""
+    exclude: list[str] = Field(default_factory=list)
+    """Never expose these operations (by tool name, before prefixing)."""
 
 
 McpServerConfig = Annotated[
@@ -164,6 +176,12 @@ class McpBackendConfig(StrictModel):
     """`serverInfo.name` reported to clients."""
     instructions: str | None = None
     """`instructions` reported to clients (default: the servers' own, joined)."""
+    auth: McpAuthConfig | None = None
+    """Require an OAuth access token (JWT) on `/mcp` and publish RFC 9728 metadata."""
+    authorization: McpAuthorizationConfig | None = None
+    """CEL rules deciding which tools, prompts and resources each caller sees and uses."""
+    pinning: PinningConfig = Field(default_factory=PinningConfig)
+    """Tool-definition pinning and description scanning (on, in memory, by default)."""
 
     @field_validator("servers")
     @classmethod
