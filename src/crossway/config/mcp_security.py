@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from crossway.config.base import StrictModel
 
@@ -103,6 +103,23 @@ class McpAuthorizationConfig(StrictModel):
     """CEL expressions; when any are given, something is allowed only if one of them is true."""
     deny: list[str] = Field(default_factory=list)
     """CEL expressions; something is forbidden if any of them is true (deny wins over allow)."""
+
+    @field_validator("allow", "deny")
+    @classmethod
+    def _compile(cls, rules: list[str]) -> list[str]:
+        # Compiled here so `crossway validate` reports a bad rule with its path; the compiled
+        # programs are cached and reused when the backend is built.
+        from crossway.mcp.authz import RuleError, compile_rule
+
+        problems = []
+        for index, source in enumerate(rules):
+            try:
+                compile_rule(source)
+            except RuleError as exc:
+                problems.append(f"rule {index}: {exc}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return rules
 
 
 class PinningConfig(StrictModel):
