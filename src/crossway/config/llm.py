@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from crossway.config.base import StrictModel
 from crossway.config.common import Timeouts
@@ -21,6 +21,50 @@ ProviderType = Literal[
 
 DEFAULT_WEIGHT: Final = 1.0
 
+OpenAICompatiblePreset = Literal[
+    "vllm",
+    "ollama",
+    "lmstudio",
+    "groq",
+    "mistral",
+    "deepseek",
+    "openrouter",
+    "together",
+]
+
+PRESET_BASE_URLS: Final[dict[str, str]] = {
+    "vllm": "http://localhost:8000/v1",
+    "ollama": "http://localhost:11434/v1",
+    "lmstudio": "http://localhost:1234/v1",
+    "groq": "https://api.groq.com/openai/v1",
+    "mistral": "https://api.mistral.ai/v1",
+    "deepseek": "https://api.deepseek.com/v1",
+    "openrouter": "https://openrouter.ai/api/v1",
+    "together": "https://api.together.xyz/v1",
+}
+"""Default base URL of each `openai_compatible` preset (a `base_url` given in the config wins)."""
+
+DEFAULT_ANTHROPIC_VERSION: Final = "2023-06-01"
+DEFAULT_AZURE_API_VERSION: Final = "2024-10-21"
+DEFAULT_VERTEX_LOCATION: Final = "us-central1"
+
+# Which provider-specific keys each type accepts (every type takes the common ones).
+_TYPE_FIELDS: Final[dict[str, frozenset[str]]] = {
+    "preset": frozenset({"openai_compatible"}),
+    "api_version": frozenset({"azure"}),
+    "deployment": frozenset({"azure"}),
+    "anthropic_version": frozenset({"anthropic", "vertex"}),
+    "default_max_tokens": frozenset({"anthropic", "vertex", "bedrock"}),
+    "region": frozenset({"bedrock"}),
+    "aws_access_key_id": frozenset({"bedrock"}),
+    "aws_secret_access_key": frozenset({"bedrock"}),
+    "aws_session_token": frozenset({"bedrock"}),
+    "project": frozenset({"vertex"}),
+    "location": frozenset({"vertex"}),
+    "service_account_file": frozenset({"vertex"}),
+    "service_account_json": frozenset({"vertex"}),
+}
+
 
 class ProviderConfig(StrictModel):
     """One upstream LLM provider account (an endpoint plus its credentials)."""
@@ -35,6 +79,69 @@ class ProviderConfig(StrictModel):
     """Extra headers sent upstream with every request."""
     timeouts: Timeouts = Field(default_factory=Timeouts)
     """Connect / first-byte / idle timeouts for this provider."""
+
+    # --- openai_compatible
+    preset: OpenAICompatiblePreset | None = None
+    """`openai_compatible` only: a known server whose default `base_url` is filled in (see docs/llm.md)."""
+
+    # --- azure
+    api_version: str | None = None
+    """`azure` only: the `api-version` query parameter (default `2024-10-21`); `v1` uses the `/openai/v1` API."""
+    deployment: str | None = None
+    """`azure` only: deployment name for every request; empty means the target's model name is the deployment."""
+
+    # --- anthropic (and Claude on vertex / bedrock)
+    anthropic_version: str | None = None
+    """`anthropic`: the `anthropic-version` header (default `2023-06-01`); `vertex`: the body's `anthropic_version` (default `vertex-2023-10-16`)."""
+    default_max_tokens: int | None = Field(default=None, gt=0)
+    """Claude models require `max_tokens`; used when the client sets none (default 4096)."""
+
+    # --- bedrock
+    region: str | None = None
+    """`bedrock` only: AWS region, e.g. `us-east-1` (default: `AWS_REGION` / `AWS_DEFAULT_REGION` at start)."""
+    aws_access_key_id: SecretStr | None = None
+    """`bedrock` only: access key for SigV4 signing; empty means botocore's usual chain (env, files, roles)."""
+    aws_secret_access_key: SecretStr | None = None
+    """`bedrock` only: secret key paired with `aws_access_key_id`."""
+    aws_session_token: SecretStr | None = None
+    """`bedrock` only: session token of temporary credentials."""
+
+    # --- vertex
+    project: str | None = None
+    """`vertex` only: Google Cloud project id (default: `project_id` of the service account)."""
+    location: str | None = None
+    """`vertex` only: region such as `us-central1`, or `global` (default `us-central1`)."""
+    service_account_file: str | None = None
+    """`vertex` only: path of a service-account JSON key, exchanged for access tokens (read at start)."""
+    service_account_json: SecretStr | None = None
+    """`vertex` only: the service-account JSON key itself, e.g. from `${GOOGLE_SA_JSON}`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_base_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") and not data.get("base_url"):
+            url = PRESET_BASE_URLS.get(str(data["preset"]))
+            if url is not None:
+                data = {**data, "base_url": url}
+        return data
+
+    @model_validator(mode="after")
+    def _type_specific(self) -> ProviderConfig:
+        for key, types in _TYPE_FIELDS.items():
+            if getattr(self, key) is not None and self.type not in types:
+                allowed = " / ".join(sorted(types))
+                raise ValueError(f"{key} applies only to type {allowed}, not {self.type}")
+        if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        if self.type == "openai_compatible" and self.base_url is None:
+            raise ValueError("openai_compatible needs base_url or preset")
+        if self.type == "azure" and self.base_url is None:
+            raise ValueError("azure needs base_url (https://RESOURCE.openai.azure.com)")
+        if (self.aws_access_key_id is None) != (self.aws_secret_access_key is None):
+            raise ValueError("set both aws_access_key_id and aws_secret_access_key, or neither")
+        if self.service_account_file is not None and self.service_account_json is not None:
+            raise ValueError("set service_account_file or service_account_json, not both")
+        return self
 
 
 class ModelTarget(StrictModel):
