@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import abc
 
+import orjson
+
+from crossway.errors import GatewayError
 from crossway.server.context import RequestContext
 from crossway.types import Receive, Scope, Send
 
@@ -26,3 +29,27 @@ class Backend(abc.ABC):
     async def __call__(self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext) -> None:
         """Serve one request. Raise `crossway.errors.GatewayError` before the response started
         for the app to render it; after the response started, end it in the protocol's own way."""
+
+    def render_error(self, exc: GatewayError, scope: Scope, ctx: RequestContext) -> ErrorResponse:
+        """Render a gateway error in this backend's wire format (default: the OpenAI error shape)."""
+        return render_json_error(exc)
+
+
+ErrorResponse = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+def render_json_error(exc: GatewayError) -> ErrorResponse:
+    """The OpenAI-style error body `{"error": {"message", "type", "param", "code"}}`."""
+    body = orjson.dumps(
+        {
+            "error": {
+                "message": exc.message,
+                "type": exc.type,
+                "param": exc.param,
+                "code": exc.code,
+            }
+        }
+    )
+    headers = [(b"content-type", b"application/json")]
+    headers.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items())
+    return exc.status_code, headers, body

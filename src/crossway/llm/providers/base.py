@@ -1,0 +1,78 @@
+"""The interface every LLM provider implements.
+
+A provider turns a canonical request (an OpenAI Chat Completions body, as a dict) into an HTTP
+request for its API, and turns the answer back into canonical form: a `chat.completion` dict, or
+`chat.completion.chunk` dicts fed incrementally from the byte stream as it arrives.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from crossway.config.llm import ProviderConfig
+from crossway.errors import GatewayError
+
+Json = dict[str, Any]
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    """An HTTP request ready to send upstream."""
+
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+class StreamTranslator(abc.ABC):
+    """Turns a provider's streamed response bytes into canonical chunks, incrementally.
+
+    `feed` is called with each network chunk as it arrives (frames may be split anywhere) and
+    returns the `chat.completion.chunk` dicts completed so far; `close` is called at the end of
+    the stream and returns any remaining chunks. Usage, when the provider reports it, is
+    emitted as a final chunk with `choices: []` and `usage` set, like OpenAI's
+    `stream_options.include_usage`. A provider error inside the stream raises `GatewayError`.
+    """
+
+    @abc.abstractmethod
+    def feed(self, data: bytes) -> list[Json]: ...
+
+    def close(self) -> list[Json]:
+        return []
+
+
+class Provider(abc.ABC):
+    """One configured provider account."""
+
+    #: The wire format this provider speaks natively ("openai_chat" for OpenAI-style servers).
+    native_api: ClassVar[str] = ""
+
+    def __init__(self, name: str, config: ProviderConfig) -> None:
+        self.name = name
+        self.config = config
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Fetch credentials or warm anything the provider needs before serving."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what `start` acquired."""
+
+    @abc.abstractmethod
+    async def chat_request(self, body: Json, model: str, stream: bool) -> UpstreamRequest:
+        """Build the upstream request for a canonical chat body, asking for `model` upstream."""
+
+    @abc.abstractmethod
+    def chat_response(self, body: bytes) -> Json:
+        """Translate a successful (2xx) non-streamed answer into a `chat.completion` dict."""
+
+    @abc.abstractmethod
+    def chat_stream(self, model: str) -> StreamTranslator:
+        """A translator for one streamed answer (chunks carry `model` as the client named it)."""
+
+    @abc.abstractmethod
+    def error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
+        """Translate a non-2xx answer into the gateway error tree, keeping status and message."""

@@ -1,0 +1,142 @@
+"""OpenAI and every OpenAI-compatible server (vLLM, Ollama, LM Studio, Groq, ...)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import orjson
+
+from crossway.config.llm import ProviderConfig
+from crossway.errors import (
+    BadRequest,
+    Forbidden,
+    GatewayError,
+    NotFound,
+    RateLimited,
+    UpstreamError,
+)
+from crossway.llm.providers.base import Json, Provider, StreamTranslator, UpstreamRequest
+
+DEFAULT_OPENAI_BASE_URL: Final = "https://api.openai.com/v1"
+
+
+class OpenAIProvider(Provider):
+    """Speaks the OpenAI wire format natively: requests and answers pass through as bytes."""
+
+    native_api = "openai_chat"
+
+    def __init__(self, name: str, config: ProviderConfig) -> None:
+        super().__init__(name, config)
+        self.base_url = (config.base_url or DEFAULT_OPENAI_BASE_URL).rstrip("/")
+        headers = {"content-type": "application/json"}
+        if config.api_key is not None and config.api_key.get_secret_value():
+            headers["authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+        headers.update({k.lower(): v for k, v in config.headers.items()})
+        self.headers = headers
+
+    def url(self, path: str) -> str:
+        """Absolute URL of an API path such as `/chat/completions`."""
+        return self.base_url + path
+
+    async def chat_request(self, body: Json, model: str, stream: bool) -> UpstreamRequest:
+        if body.get("model") != model:
+            body = {**body, "model": model}
+        return UpstreamRequest("POST", self.url("/chat/completions"), dict(self.headers), orjson.dumps(body))
+
+    def chat_response(self, body: bytes) -> Json:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError("upstream sent an invalid JSON answer") from exc
+        if not isinstance(data, dict):
+            raise UpstreamError("upstream sent an unexpected answer")
+        return data
+
+    def chat_stream(self, model: str) -> StreamTranslator:
+        return OpenAIStreamDecoder()
+
+    def error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
+        return openai_error(status, headers, body)
+
+
+class OpenAIStreamDecoder(StreamTranslator):
+    """Parses OpenAI SSE (`data: {...}` events, `data: [DONE]`) into chunk dicts."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[Json]:
+        self._buffer += data
+        out: list[Json] = []
+        while True:
+            end = _event_end(self._buffer)
+            if end is None:
+                return out
+            event, self._buffer = self._buffer[: end[0]], self._buffer[end[1] :]
+            chunk = _parse_event(event)
+            if chunk is not None:
+                out.append(chunk)
+
+    def close(self) -> list[Json]:
+        rest, self._buffer = self._buffer, b""
+        chunk = _parse_event(rest) if rest.strip() else None
+        return [chunk] if chunk is not None else []
+
+
+def _event_end(buffer: bytes) -> tuple[int, int] | None:
+    """Position of the first blank line ending an SSE event (`\\n\\n` or `\\r\\n\\r\\n`)."""
+    i = buffer.find(b"\n\n")
+    j = buffer.find(b"\r\n\r\n")
+    if i < 0 and j < 0:
+        return None
+    if j >= 0 and (i < 0 or j < i):
+        return j, j + 4
+    return i, i + 2
+
+
+def _parse_event(event: bytes) -> Json | None:
+    data = b"".join(
+        line[5:].lstrip() for line in event.splitlines() if line.startswith(b"data:")
+    )
+    if not data or data == b"[DONE]":
+        return None
+    try:
+        chunk: Any = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError("upstream sent an invalid stream event") from exc
+    if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
+        err = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
+        raise UpstreamError(str(err.get("message", "upstream stream error")), code=err.get("code"))
+    return chunk if isinstance(chunk, dict) else None
+
+
+_STATUS_ERRORS: Final[dict[int, type[GatewayError]]] = {
+    400: BadRequest,
+    403: Forbidden,
+    404: NotFound,
+    429: RateLimited,
+}
+
+
+def openai_error(status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
+    """An OpenAI-style error answer as a gateway error, keeping its status, message and code."""
+    message = f"upstream answered HTTP {status}"
+    code = param = None
+    try:
+        data = orjson.loads(body)
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict):
+            message = str(err.get("message") or message)
+            code = err.get("code")
+            param = err.get("param")
+        elif isinstance(err, str):
+            message = err
+    except orjson.JSONDecodeError:
+        pass
+    keep = {}
+    retry_after = headers.get("retry-after") or headers.get("Retry-After")
+    if retry_after:
+        keep["retry-after"] = retry_after
+    cls = _STATUS_ERRORS.get(status, UpstreamError)
+    return cls(message, code=code, param=param, status=status, headers=keep)

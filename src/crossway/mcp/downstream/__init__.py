@@ -1,0 +1,1 @@
+"""What MCP clients connect to: Streamable HTTP (`/mcp`) and the legacy HTTP+SSE transport."""

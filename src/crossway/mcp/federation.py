@@ -1,0 +1,481 @@
+"""Many MCP servers as one: lists merged, calls routed, names and URIs rewritten.
+
+`Federation.handle` serves one client request within a `Session` and returns its `result`
+(or raises an error that `crossway.mcp.jsonrpc` renders). Requests are forwarded as the dicts
+they arrived as, with only the routed name or URI replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from crossway.config.mcp import McpBackendConfig
+from crossway.errors import BadRequest, Forbidden, GatewayError, ServiceUnavailable, UpstreamError
+from crossway.mcp import jsonrpc
+from crossway.mcp.hooks import Kind, McpHooks
+from crossway.mcp.jsonrpc import JsonRpcCodeError
+from crossway.mcp.naming import Naming
+from crossway.mcp.session import ClientChannel, Session
+from crossway.mcp.upstream.base import (
+    JsonObject,
+    RequestOptions,
+    Upstream,
+    UpstreamRpcError,
+    UpstreamSession,
+)
+
+logger = logging.getLogger(__name__)
+
+HANDSHAKE_VERSIONS: Final = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+MODERN_VERSIONS: Final = ("2026-07-28",)
+LATEST_HANDSHAKE: Final = HANDSHAKE_VERSIONS[-1]
+
+SERVER_CAPABILITIES: Final[JsonObject] = {
+    "tools": {"listChanged": True},
+    "prompts": {"listChanged": True},
+    "resources": {"subscribe": True, "listChanged": True},
+    "completions": {},
+    "logging": {},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _ListKind:
+    capability: str
+    field: str
+    kind: Kind
+    key: str  # "name", "uri" or "uriTemplate"
+
+
+LISTS: Final = {
+    "tools/list": _ListKind("tools", "tools", "tool", "name"),
+    "prompts/list": _ListKind("prompts", "prompts", "prompt", "name"),
+    "resources/list": _ListKind("resources", "resources", "resource", "uri"),
+    "resources/templates/list": _ListKind(
+        "resources", "resourceTemplates", "resource_template", "uriTemplate"
+    ),
+}
+
+Handler = Callable[["Federation", Session, JsonObject, "Call"], Awaitable[JsonObject]]
+
+
+@dataclass(slots=True)
+class Call:
+    """One client request being served."""
+
+    request_id: Any
+    identity: dict[str, Any] | None
+    channel: ClientChannel | None
+
+
+class Federation:
+    """The federated server of one MCP backend."""
+
+    def __init__(
+        self, cfg: McpBackendConfig, upstreams: dict[str, Upstream], hooks: McpHooks
+    ) -> None:
+        self.cfg = cfg
+        self.upstreams = upstreams
+        self.hooks = hooks
+        self.naming = Naming({n: s.prefix for n, s in cfg.servers.items()}, cfg.separator)
+        self._timeouts = {
+            name: server.timeouts or cfg.timeouts for name, server in cfg.servers.items()
+        }
+
+    # -- lifecycle of a session ----------------------------------------------------------------
+
+    async def connect_all(self, session: Session) -> list[str]:
+        """Open `session`'s upstream sessions in parallel; returns the servers that failed."""
+
+        async def one(server: str) -> None:
+            await asyncio.wait_for(session.upstream(server), self._timeouts[server].connect)
+
+        names = list(self.upstreams)
+        results = await asyncio.gather(*(one(n) for n in names), return_exceptions=True)
+        failed = []
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, BaseException):
+                logger.warning("MCP server %s unavailable: %s", name, _describe(result))
+                failed.append(name)
+        if failed and self.cfg.fail_closed:
+            raise ServiceUnavailable(
+                f"MCP servers unavailable: {', '.join(failed)}", detail={"servers": failed}
+            )
+        return failed
+
+    def initialize_result(self, session: Session, protocol_version: str) -> JsonObject:
+        instructions = self.cfg.instructions
+        if instructions is None:
+            parts = [
+                f"{name}: {up.init_result['instructions']}"
+                for name, up in session.upstreams.items()
+                if isinstance(up.init_result.get("instructions"), str)
+            ]
+            instructions = "\n\n".join(parts) or None
+        result: JsonObject = {
+            "protocolVersion": protocol_version,
+            "capabilities": SERVER_CAPABILITIES,
+            "serverInfo": {"name": self.cfg.server_name, "version": "0.1.0"},
+        }
+        if instructions:
+            result["instructions"] = instructions
+        return result
+
+    # -- dispatch -------------------------------------------------------------------------------
+
+    async def handle(self, session: Session, message: JsonObject, call: Call) -> JsonObject:
+        """Serve one request; returns its result."""
+        method = message.get("method")
+        handler = _HANDLERS.get(method) if isinstance(method, str) else None
+        if handler is None:
+            raise JsonRpcCodeError(jsonrpc.METHOD_NOT_FOUND, f"method not found: {method}")
+        params = message.get("params")
+        if params is None:
+            params = {}
+        elif not isinstance(params, dict):
+            raise JsonRpcCodeError(jsonrpc.INVALID_PARAMS, "params must be an object")
+        return await handler(self, session, params, call)
+
+    async def notification(self, session: Session, message: JsonObject) -> None:
+        """A notification from the client."""
+        method = message.get("method")
+        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        assert isinstance(params, dict)
+        if method == "notifications/cancelled":
+            task = session.inflight.get(params.get("requestId"))
+            if task is not None:
+                task.cancel()
+        elif method == "notifications/roots/list_changed":
+            for up in list(session.upstreams.values()):
+                await _quietly(up.notify(str(method), params or None))
+
+    # -- lists ----------------------------------------------------------------------------------
+
+    async def _list(self, session: Session, method: str, params: JsonObject, call: Call) -> JsonObject:
+        spec = LISTS[method]
+        cursor = params.get("cursor")
+        if cursor is not None:
+            cursors = _decode_cursor(cursor)
+            targets = list(cursors)
+        else:
+            cursors = {}
+            targets = list(self.upstreams)
+        pages = await asyncio.gather(
+            *(self._list_one(session, s, method, cursors.get(s)) for s in targets),
+            return_exceptions=True,
+        )
+        items: list[JsonObject] = []
+        next_cursors: dict[str, Any] = {}
+        failed: list[str] = []
+        for server, page in zip(targets, pages, strict=True):
+            if isinstance(page, BaseException):
+                if isinstance(page, asyncio.CancelledError):
+                    raise page
+                logger.warning("MCP server %s left out of %s: %s", server, method, _describe(page))
+                failed.append(server)
+                continue
+            if page is None:
+                continue
+            for item in page.get(spec.field, ()):
+                if not isinstance(item, dict):
+                    continue
+                out = self._rewrite_item(server, spec, item)
+                if out is None:
+                    continue
+                if not self.hooks.authorize(call.identity, spec.kind, out[spec.key], None):
+                    continue
+                items.append(out)
+            if page.get("nextCursor") is not None:
+                next_cursors[server] = page["nextCursor"]
+        if failed and self.cfg.fail_closed:
+            raise ServiceUnavailable(
+                f"MCP servers unavailable: {', '.join(failed)}", detail={"servers": failed}
+            )
+        result: JsonObject = {spec.field: items}
+        if next_cursors:
+            result["nextCursor"] = _encode_cursor(next_cursors)
+        return result
+
+    async def _list_one(
+        self, session: Session, server: str, method: str, cursor: Any
+    ) -> JsonObject | None:
+        key = (server, method)
+        if cursor is None and key in session.cache:
+            return session.cache[key]
+        up = await asyncio.wait_for(session.upstream(server), self._timeouts[server].connect)
+        caps = up.init_result.get("capabilities")
+        if isinstance(caps, dict) and LISTS[method].capability not in caps:
+            return None
+        params = {"cursor": cursor} if cursor is not None else None
+        page = await up.request(method, params, RequestOptions(timeout=self._timeouts[server].list))
+        if cursor is None:
+            session.cache[key] = page
+        return page
+
+    def _rewrite_item(self, server: str, spec: _ListKind, item: JsonObject) -> JsonObject | None:
+        original = item.get(spec.key)
+        if not isinstance(original, str):
+            return None
+        if spec.kind == "tool":
+            verdict = self.hooks.pinning.check(server, item)
+            if verdict == "blocked":
+                return None
+        if spec.key == "name":
+            federated = self.naming.name(server, original)
+        else:
+            federated = self.naming.uri(server, original)
+        if federated == original:
+            return item
+        return {**item, spec.key: federated}
+
+    # -- routed requests ------------------------------------------------------------------------
+
+    async def _route_name(
+        self, session: Session, kind: Kind, params: JsonObject, call: Call, method: str
+    ) -> JsonObject:
+        name = params.get("name")
+        if not isinstance(name, str):
+            raise JsonRpcCodeError(jsonrpc.INVALID_PARAMS, "params.name must be a string")
+        arguments = params.get("arguments")
+        target = self.naming.split(name)
+        if target is None or target[0] not in self.upstreams:
+            raise JsonRpcCodeError(jsonrpc.INVALID_PARAMS, f"unknown {kind}: {name}")
+        if not self.hooks.authorize(
+            call.identity, kind, name, arguments if isinstance(arguments, dict) else {}
+        ):
+            raise Forbidden(f"{kind} {name!r} is not allowed")
+        server, original = target
+        if kind == "tool" and not await self._tool_usable(session, server, original):
+            raise Forbidden(f"tool {name!r} is blocked: its definition changed")
+        return await self._forward(session, server, method, {**params, "name": original}, call)
+
+    async def _tool_usable(self, session: Session, server: str, original: str) -> bool:
+        """Pinning sees a tool before its first call (on this replica, in this session)."""
+        if isinstance(self.hooks.pinning, _TRUST_ALL_TYPE):
+            return True
+        try:
+            page = await self._list_one(session, server, "tools/list", None)
+        except Exception:
+            return True  # the call itself will report the upstream's state
+        for tool in (page or {}).get("tools", ()):
+            if isinstance(tool, dict) and tool.get("name") == original:
+                return self.hooks.pinning.check(server, tool) != "blocked"
+        return True
+
+    async def _route_uri(
+        self, session: Session, params: JsonObject, call: Call, method: str
+    ) -> JsonObject:
+        uri = params.get("uri")
+        if not isinstance(uri, str):
+            raise JsonRpcCodeError(jsonrpc.INVALID_PARAMS, "params.uri must be a string")
+        target = self.naming.split_uri(uri)
+        if target is None or target[0] not in self.upstreams:
+            raise JsonRpcCodeError(jsonrpc.RESOURCE_NOT_FOUND, f"unknown resource: {uri}")
+        if not self.hooks.authorize(call.identity, "resource", uri, {}):
+            raise Forbidden(f"resource {uri!r} is not allowed")
+        server, original = target
+        result = await self._forward(session, server, method, {**params, "uri": original}, call)
+        if method == "resources/read" and original != uri:
+            contents = result.get("contents")
+            if isinstance(contents, list):
+                result = {
+                    **result,
+                    "contents": [
+                        {**c, "uri": self.naming.uri(server, c["uri"])}
+                        if isinstance(c, dict) and isinstance(c.get("uri"), str)
+                        else c
+                        for c in contents
+                    ],
+                }
+        return result
+
+    async def _forward(
+        self, session: Session, server: str, method: str, params: JsonObject, call: Call
+    ) -> JsonObject:
+        timeouts = self._timeouts[server]
+        try:
+            up = await asyncio.wait_for(session.upstream(server), timeouts.connect)
+        except TimeoutError:
+            raise UpstreamError(f"MCP server {server!r} is not available") from None
+        except (GatewayError, UpstreamRpcError) as exc:
+            raise UpstreamError(f"MCP server {server!r} is not available: {_describe(exc)}") from None
+        channel = call.channel
+        options = RequestOptions(
+            timeout=timeouts.call,
+            on_notification=(lambda m: self._related_notification(server, m, channel))
+            if channel is not None
+            else None,
+            on_request=(lambda m: session.ask_client(server, m, channel)),
+        )
+        return await up.request(method, params, options)
+
+    async def _related_notification(
+        self, server: str, message: JsonObject, channel: ClientChannel
+    ) -> None:
+        outgoing = self.rewrite_server_notification(server, message)
+        if outgoing is not None:
+            await channel.send(outgoing)
+
+    def rewrite_server_notification(self, server: str, message: JsonObject) -> JsonObject | None:
+        """A notification from `server` as the client should see it."""
+        method = message.get("method")
+        params = message.get("params")
+        if method == "notifications/resources/updated" and isinstance(params, dict):
+            uri = params.get("uri")
+            if isinstance(uri, str):
+                return {**message, "params": {**params, "uri": self.naming.uri(server, uri)}}
+        if method == "notifications/message" and isinstance(params, dict):
+            if self.naming.prefixed.get(server) and "logger" not in params:
+                return {**message, "params": {**params, "logger": server}}
+        return message
+
+    # -- per-method handlers --------------------------------------------------------------------
+
+    async def _ping(self, session: Session, params: JsonObject, call: Call) -> JsonObject:
+        return {}
+
+    async def _tools_list(self, session: Session, params: JsonObject, call: Call) -> JsonObject:
+        return await self._list(session, "tools/list", params, call)
+
+    async def _prompts_list(self, session: Session, params: JsonObject, call: Call) -> JsonObject:
+        return await self._list(session, "prompts/list", params, call)
+
+    async def _resources_list(
+        self, session: Session, params: JsonObject, call: Call
+    ) -> JsonObject:
+        return await self._list(session, "resources/list", params, call)
+
+    async def _templates_list(
+        self, session: Session, params: JsonObject, call: Call
+    ) -> JsonObject:
+        return await self._list(session, "resources/templates/list", params, call)
+
+    async def _tools_call(self, session: Session, params: JsonObject, call: Call) -> JsonObject:
+        return await self._route_name(session, "tool", params, call, "tools/call")
+
+    async def _prompts_get(self, session: Session, params: JsonObject, call: Call) -> JsonObject:
+        return await self._route_name(session, "prompt", params, call, "prompts/get")
+
+    async def _resources_read(
+        self, session: Session, params: JsonObject, call: Call
+    ) -> JsonObject:
+        return await self._route_uri(session, params, call, "resources/read")
+
+    async def _resources_subscribe(
+        self, session: Session, params: JsonObject, call: Call
+    ) -> JsonObject:
+        return await self._route_uri(session, params, call, "resources/subscribe")
+
+    async def _resources_unsubscribe(
+        self, session: Session, params: JsonObject, call: Call
+    ) -> JsonObject:
+        return await self._route_uri(session, params, call, "resources/unsubscribe")
+
+    async def _complete(self, session: Session, params: JsonObject, call: Call) -> JsonObject:
+        ref = params.get("ref")
+        if not isinstance(ref, dict):
+            raise JsonRpcCodeError(jsonrpc.INVALID_PARAMS, "params.ref must be an object")
+        if ref.get("type") == "ref/prompt" and isinstance(ref.get("name"), str):
+            target = self.naming.split(ref["name"])
+            if target is None or target[0] not in self.upstreams:
+                raise JsonRpcCodeError(jsonrpc.INVALID_PARAMS, f"unknown prompt: {ref['name']}")
+            if not self.hooks.authorize(call.identity, "prompt", ref["name"], None):
+                raise Forbidden(f"prompt {ref['name']!r} is not allowed")
+            new_ref = {**ref, "name": target[1]}
+        elif ref.get("type") == "ref/resource" and isinstance(ref.get("uri"), str):
+            target = self.naming.split_uri(ref["uri"])
+            if target is None or target[0] not in self.upstreams:
+                raise JsonRpcCodeError(jsonrpc.INVALID_PARAMS, f"unknown resource: {ref['uri']}")
+            if not self.hooks.authorize(call.identity, "resource_template", ref["uri"], None):
+                raise Forbidden(f"resource {ref['uri']!r} is not allowed")
+            new_ref = {**ref, "uri": target[1]}
+        else:
+            raise JsonRpcCodeError(jsonrpc.INVALID_PARAMS, "unsupported completion ref")
+        return await self._forward(
+            session, target[0], "completion/complete", {**params, "ref": new_ref}, call
+        )
+
+    async def _set_level(self, session: Session, params: JsonObject, call: Call) -> JsonObject:
+        level = params.get("level")
+        if not isinstance(level, str):
+            raise JsonRpcCodeError(jsonrpc.INVALID_PARAMS, "params.level must be a string")
+        session.log_level = level
+
+        async def one(server: str) -> None:
+            up = await asyncio.wait_for(session.upstream(server), self._timeouts[server].connect)
+            caps = up.init_result.get("capabilities")
+            if isinstance(caps, dict) and "logging" not in caps:
+                return
+            await up.request(
+                "logging/setLevel", params, RequestOptions(timeout=self._timeouts[server].list)
+            )
+
+        await asyncio.gather(*(one(s) for s in self.upstreams), return_exceptions=True)
+        return {}
+
+    async def _discover(self, session: Session, params: JsonObject, call: Call) -> JsonObject:
+        return {
+            "supportedVersions": [*MODERN_VERSIONS],
+            "capabilities": SERVER_CAPABILITIES,
+            "serverInfo": {"name": self.cfg.server_name, "version": "0.1.0"},
+            **({"instructions": self.cfg.instructions} if self.cfg.instructions else {}),
+        }
+
+
+_HANDLERS: Final[dict[str, Any]] = {
+    "ping": Federation._ping,
+    "tools/list": Federation._tools_list,
+    "tools/call": Federation._tools_call,
+    "prompts/list": Federation._prompts_list,
+    "prompts/get": Federation._prompts_get,
+    "resources/list": Federation._resources_list,
+    "resources/templates/list": Federation._templates_list,
+    "resources/read": Federation._resources_read,
+    "resources/subscribe": Federation._resources_subscribe,
+    "resources/unsubscribe": Federation._resources_unsubscribe,
+    "completion/complete": Federation._complete,
+    "logging/setLevel": Federation._set_level,
+    "server/discover": Federation._discover,
+}
+
+from crossway.mcp.hooks import TrustAllTools as _TRUST_ALL_TYPE  # noqa: E402
+
+
+def _encode_cursor(cursors: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(cursors)).decode()
+
+
+def _decode_cursor(cursor: Any) -> dict[str, Any]:
+    try:
+        decoded = orjson.loads(base64.urlsafe_b64decode(str(cursor)))
+    except (binascii.Error, ValueError, orjson.JSONDecodeError):
+        raise JsonRpcCodeError(jsonrpc.INVALID_PARAMS, "invalid cursor") from None
+    if not isinstance(decoded, dict):
+        raise JsonRpcCodeError(jsonrpc.INVALID_PARAMS, "invalid cursor")
+    return decoded
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, (GatewayError, UpstreamRpcError)):
+        return exc.message
+    return type(exc).__name__ + (f": {exc}" if str(exc) else "")
+
+
+async def _quietly(awaitable: Awaitable[Any]) -> None:
+    try:
+        await awaitable
+    except Exception:
+        logger.debug("forwarding a notification failed", exc_info=True)
+
+
+__all__ = ["Call", "Federation", "UpstreamSession"]

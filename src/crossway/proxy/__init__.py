@@ -1,0 +1,1 @@
+"""Talking to upstreams: pooled HTTP client, streaming, timeouts; the plain HTTP backend."""

@@ -1,0 +1,138 @@
+"""The pooled upstream HTTP client shared by every backend in a worker.
+
+One `aiohttp.ClientSession` per worker process keeps keep-alive connections to every upstream.
+Timeouts are per request (connect / first byte / idle between body chunks), so backends with
+different limits share the pool. Every failure is mapped into the gateway error tree here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from typing import Final
+
+import aiohttp
+
+from crossway.config.common import Timeouts
+from crossway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+
+DEFAULT_POOL_LIMIT: Final = 1024
+DEFAULT_POOL_LIMIT_PER_HOST: Final = 512
+DEFAULT_KEEPALIVE_SECONDS: Final = 60.0
+STREAM_READ_SIZE: Final = 64 * 1024
+
+_session: aiohttp.ClientSession | None = None
+
+
+def get_session() -> aiohttp.ClientSession:
+    """The worker's shared session, created on first use inside the running loop."""
+    global _session
+    if _session is None or _session.closed:
+        connector = aiohttp.TCPConnector(
+            limit=DEFAULT_POOL_LIMIT,
+            limit_per_host=DEFAULT_POOL_LIMIT_PER_HOST,
+            keepalive_timeout=DEFAULT_KEEPALIVE_SECONDS,
+            enable_cleanup_closed=False,
+            ttl_dns_cache=300,
+        )
+        _session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+    return _session
+
+
+async def close_session() -> None:
+    """Close the shared session (at worker shutdown)."""
+    global _session
+    if _session is not None and not _session.closed:
+        await _session.close()
+    _session = None
+
+
+def _timeout(t: Timeouts) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=t.connect, connect=t.connect)
+
+
+async def send(
+    method: str,
+    url: str,
+    headers: Mapping[str, str] | list[tuple[str, str]],
+    body: bytes,
+    timeouts: Timeouts,
+) -> aiohttp.ClientResponse:
+    """Send a request and return once the response headers arrived.
+
+    The caller must release the response (`read_body`/`iter_body` do, or `resp.release()`).
+    """
+    session = get_session()
+    try:
+        async with asyncio.timeout(timeouts.connect + timeouts.first_byte):
+            return await session.request(
+                method,
+                url,
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
+                timeout=_timeout(timeouts),
+            )
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise UpstreamTimeout(f"upstream connect timed out ({url_host(url)})") from exc
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise UpstreamTimeout(f"upstream did not answer in time ({url_host(url)})") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamUnreachable(f"upstream unreachable ({url_host(url)}): {exc.strerror or exc}") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamUnreachable(f"upstream connection failed ({url_host(url)}): {exc}") from exc
+
+
+async def read_body(resp: aiohttp.ClientResponse, timeouts: Timeouts) -> bytes:
+    """Read a whole (non-streamed) response body."""
+    try:
+        async with asyncio.timeout(timeouts.idle):
+            return await resp.read()
+    except TimeoutError as exc:
+        raise UpstreamTimeout("upstream stopped sending the response body") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"upstream connection broke while reading the body: {exc}") from exc
+    finally:
+        resp.release()
+
+
+async def iter_body(resp: aiohttp.ClientResponse, timeouts: Timeouts) -> AsyncIterator[bytes]:
+    """Yield body chunks as they arrive; an idle gap longer than `timeouts.idle` ends with
+    `UpstreamTimeout`, a broken connection with `UpstreamError`."""
+    content = resp.content
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(timeouts.idle):
+                    chunk = await content.readany()
+            except TimeoutError as exc:
+                raise UpstreamTimeout("upstream stream went idle") from exc
+            except aiohttp.ClientError as exc:
+                raise UpstreamError(f"upstream stream broke: {exc}") from exc
+            if not chunk:
+                return
+            yield chunk
+    finally:
+        resp.release()
+
+
+def url_host(url: str) -> str:
+    """The `host[:port]` of a URL, for error messages that must not leak paths or keys."""
+    rest = url.split("://", 1)[-1]
+    return rest.split("/", 1)[0]
+
+
+__all__ = [
+    "GatewayError",
+    "close_session",
+    "get_session",
+    "iter_body",
+    "read_body",
+    "send",
+    "url_host",
+]

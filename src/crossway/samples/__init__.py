@@ -1,0 +1,1 @@
+"""Local sample upstreams so the quickstart answers offline, with no keys."""

@@ -1,0 +1,89 @@
+"""The admin plane (off the hot path, Starlette): health, readiness, metrics, effective config.
+
+It runs in the supervising process, next to the workers; metrics come from every worker through
+prometheus-client's multiprocess files.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from crossway import __version__
+from crossway.config import Config, ConfigError, load_config
+
+
+class ConfigView:
+    """The last valid config read from the file, for display; re-read when asked."""
+
+    def __init__(self, path: str, config: Config) -> None:
+        self.path = path
+        self.config = config
+        self.error: str | None = None
+        self._lock = threading.Lock()
+
+    def current(self) -> Config:
+        with self._lock:
+            try:
+                self.config = load_config(self.path)
+                self.error = None
+            except ConfigError as exc:
+                self.error = str(exc)
+            return self.config
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The config as JSON with every secret replaced by `**********`."""
+    data: dict[str, Any] = config.model_dump(mode="json")
+    return data
+
+
+def workers_ready(registry: CollectorRegistry) -> float:
+    for family in registry.collect():
+        if family.name == "crossway_workers_ready":
+            return sum(s.value for s in family.samples)
+    return 0.0
+
+
+def create_admin_app(view: ConfigView, multiproc_dir: str) -> Starlette:
+    """The admin Starlette app."""
+
+    def registry() -> CollectorRegistry:
+        reg = CollectorRegistry()
+        MultiProcessCollector(reg, path=multiproc_dir)
+        return reg
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    async def readyz(request: Request) -> Response:
+        ready = workers_ready(registry())
+        status = 200 if ready >= 1 else 503
+        return JSONResponse({"ready": ready >= 1, "workers_ready": int(ready)}, status_code=status)
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry()), media_type=CONTENT_TYPE_LATEST)
+
+    async def config(request: Request) -> Response:
+        cfg = view.current()
+        body: dict[str, Any] = {"path": view.path, "config": redacted(cfg)}
+        if view.error:
+            body["rejected_reload"] = view.error
+        return Response(orjson.dumps(body, option=orjson.OPT_INDENT_2), media_type="application/json")
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+            Route("/config", config),
+        ]
+    )

@@ -1,0 +1,225 @@
+"""The data-plane ASGI app: match a route on the current runtime, run its policies, call its
+backend, render errors in the backend's format, count everything."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Final
+
+from crossway.config import ConfigError, load_config
+from crossway.errors import GatewayError, NotFound
+from crossway.proxy import client
+from crossway.server.asgi import ClientDisconnected, send_response
+from crossway.server.backend import render_json_error
+from crossway.server.context import RequestContext
+from crossway.server.runtime import Runtime, build_runtime, retire_runtime
+from crossway.telemetry import metrics
+from crossway.types import Message, Receive, Scope, Send
+
+log = logging.getLogger("crossway")
+
+CONFIG_ENV: Final = "CROSSWAY_CONFIG"
+WATCH_INTERVAL_SECONDS: Final = 1.0
+
+
+class GatewayApp:
+    """The raw ASGI app each worker runs.
+
+    The current `Runtime` is one reference: a reload builds a new runtime off to the side and
+    swaps it in; requests keep the runtime they started with.
+    """
+
+    def __init__(self, config_path: str | None = None) -> None:
+        self.config_path = config_path
+        self.runtime: Runtime | None = None
+        self._ids = itertools.count(1)
+        self._id_prefix = f"{os.getpid():x}-"
+        self._watch_task: asyncio.Task[None] | None = None
+        self._reload_lock = asyncio.Lock()
+        self._mtime: float | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.handle(scope, receive, send)
+        elif kind == "lifespan":
+            await self.lifespan(scope, receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        runtime = self.runtime
+        started = time.perf_counter()
+        if runtime is None:
+            await _send_error(send, GatewayError("gateway is starting", status=503))
+            return
+        runtime.enter()
+        route_name = "_unmatched"
+        status = 500
+        response_started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+            await send(message)
+
+        backend = None
+        ctx: RequestContext | None = None
+        try:
+            found = runtime.routes.match(scope)
+            if found is None:
+                raise NotFound(f"no route for {scope['method']} {scope['path']}", code="route_not_found")
+            route, path = found
+            route_name = route.name
+            backend = route.backend
+            request_id = self._id_prefix + str(next(self._ids))
+            ctx = RequestContext(route.name, route.backend_name, request_id, path)
+            for policy in route.policies:
+                await policy.check(scope, ctx)
+            await backend(scope, receive, tracked_send, ctx)
+        except GatewayError as exc:
+            if not response_started:
+                if backend is not None and ctx is not None:
+                    code, headers, body = backend.render_error(exc, scope, ctx)
+                else:
+                    code, headers, body = render_json_error(exc)
+                await _send_safely(tracked_send, code, headers, body)
+            else:
+                log.warning("route %s: error after the response started: %s", route_name, exc)
+        except ClientDisconnected:
+            status = 499
+        except Exception:
+            log.exception("route %s: unexpected error", route_name)
+            if not response_started:
+                code, headers, body = render_json_error(
+                    GatewayError("internal error in the gateway", code="internal_error")
+                )
+                await _send_safely(tracked_send, code, headers, body)
+        finally:
+            runtime.exit()
+            metrics.observe_request(route_name, status, time.perf_counter() - started)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.error("startup failed: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        path = self.config_path or os.environ.get(CONFIG_ENV)
+        if not path:
+            raise RuntimeError(f"no config: pass a path or set {CONFIG_ENV}")
+        self.config_path = path
+        self._mtime = _mtime(path)
+        config = load_config(path)
+        self.runtime = await build_runtime(config)
+        metrics.WORKERS_READY.inc()
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread (tests) or no signals on this platform
+        self._watch_task = asyncio.ensure_future(self._watch())
+
+    async def shutdown(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+        runtime = self.runtime
+        if runtime is not None:
+            metrics.WORKERS_READY.dec()
+            drain = runtime.config.listen.drain_seconds
+            try:
+                await asyncio.wait_for(runtime.drained(), drain)
+            except TimeoutError:
+                log.warning("shutdown: %d requests still running after %.0fs", runtime.in_flight, drain)
+            await retire_runtime(runtime, None)
+        for task in list(self._retiring):
+            task.cancel()
+        await client.close_session()
+
+    def _on_sighup(self) -> None:
+        log.info("SIGHUP: reloading %s", self.config_path)
+        asyncio.ensure_future(self.reload())
+
+    async def _watch(self) -> None:
+        assert self.config_path is not None
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_SECONDS)
+            mtime = _mtime(self.config_path)
+            if mtime is not None and mtime != self._mtime:
+                self._mtime = mtime
+                await self.reload()
+
+    async def reload(self) -> bool:
+        """Load the config file again and swap it in; keep the old one if it is invalid."""
+        assert self.config_path is not None
+        async with self._reload_lock:
+            self._mtime = _mtime(self.config_path)
+            try:
+                config = await asyncio.to_thread(load_config, self.config_path)
+            except ConfigError as exc:
+                metrics.CONFIG_RELOADS.labels("rejected").inc()
+                log.error("config reload rejected, still serving the previous config: %s", exc)
+                return False
+            old = self.runtime
+            if old is not None and config == old.config:
+                return True
+            try:
+                new = await build_runtime(config, old)
+            except Exception as exc:
+                metrics.CONFIG_RELOADS.labels("failed").inc()
+                log.error("config reload failed, still serving the previous config: %s", exc)
+                return False
+            self.runtime = new
+            metrics.CONFIG_RELOADS.labels("applied").inc()
+            log.info("config reloaded from %s", self.config_path)
+            if old is not None:
+                task = asyncio.ensure_future(retire_runtime(old, new))
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+            return True
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return Path(path).stat().st_mtime
+    except OSError:
+        return None
+
+
+async def _send_error(send: Send, exc: GatewayError) -> None:
+    code, headers, body = render_json_error(exc)
+    await _send_safely(send, code, headers, body)
+
+
+async def _send_safely(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    try:
+        await send_response(send, status, body, headers)
+    except Exception:
+        pass  # the client is gone; nothing left to tell it
+
+
+def create_app() -> GatewayApp:
+    """Entry point for the server: config path from `CROSSWAY_CONFIG`."""
+    return GatewayApp()

@@ -1,0 +1,87 @@
+"""`crossway serve`: validate the config, start the admin plane and the granian workers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from crossway.config import Config
+
+log = logging.getLogger("crossway")
+
+
+def serve(config_path: str, config: Config, workers: int) -> None:
+    """Run until SIGINT/SIGTERM; SIGHUP reloads the config in every worker."""
+    path = str(Path(config_path).resolve())
+    os.environ["CROSSWAY_CONFIG"] = path
+    # Metrics of every worker process land here; the admin plane aggregates them.
+    multiproc_dir = tempfile.mkdtemp(prefix="crossway-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
+
+    from granian.constants import Interfaces, Loops
+    from granian.server import MPServer
+
+    admin = _start_admin(path, config, multiproc_dir) if config.admin.enabled else None
+
+    class CrosswayServer(MPServer):  # type: ignore[misc]
+        """granian's server, except SIGHUP reloads config in place instead of respawning."""
+
+        def signal_handler_reload(self, *args: Any, **kwargs: Any) -> None:
+            for worker in list(self.wrks):
+                pid = worker._id()
+                if pid:
+                    try:
+                        os.kill(pid, signal.SIGHUP)
+                    except ProcessLookupError:
+                        pass
+
+    server = CrosswayServer(
+        "crossway.server.app:create_app",
+        address=config.listen.host,
+        port=config.listen.port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        loop=Loops.auto,
+        factory=True,
+        log_access=False,
+        respawn_failed_workers=True,
+        workers_kill_timeout=int(config.listen.drain_seconds) + 5,
+        backlog=2048,
+    )
+    log.info(
+        "Crossway serving on http://%s:%d (admin on %s)",
+        config.listen.host,
+        config.listen.port,
+        f"http://{config.admin.host}:{config.admin.port}" if admin else "off",
+    )
+    try:
+        server.serve()
+    finally:
+        if admin is not None:
+            admin.should_exit = True
+
+
+def _start_admin(path: str, config: Config, multiproc_dir: str) -> Any:
+    import uvicorn
+
+    from crossway.server.admin import ConfigView, create_admin_app
+
+    app = create_admin_app(ConfigView(path, config), multiproc_dir)
+    uv_config = uvicorn.Config(
+        app,
+        host=config.admin.host,
+        port=config.admin.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
+    server = uvicorn.Server(uv_config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.run, name="crossway-admin", daemon=True)
+    thread.start()
+    return server
