@@ -20,6 +20,7 @@ import orjson
 
 from crossway.errors import BadRequest, GatewayError
 from crossway.llm.api.sse import named_event
+from crossway.llm.errors import render_anthropic_error
 from crossway.llm.usage import usage_from_chat
 
 Json = dict[str, Any]
@@ -35,18 +36,6 @@ STOP_REASONS: Final = {
     "content_filter": "refusal",
 }
 """Chat `finish_reason` -> Messages `stop_reason`."""
-
-ERROR_TYPES: Final = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    503: "overloaded_error",
-    529: "overloaded_error",
-}
-"""HTTP status -> Anthropic error type (anything else 4xx is invalid_request, 5xx api_error)."""
 
 
 def _bad(message: str, param: str | None = None) -> BadRequest:
@@ -346,25 +335,6 @@ def chat_to_message(resp: Json, model: str) -> Json:
     }
 
 
-# --- errors -------------------------------------------------------------------------------
-
-
-def error_body(exc: GatewayError) -> Json:
-    """The Anthropic error object for a gateway error."""
-    status = exc.status_code
-    kind = ERROR_TYPES.get(status) or (
-        "invalid_request_error" if 400 <= status < 500 else "api_error"
-    )
-    return {"type": "error", "error": {"type": kind, "message": exc.message}}
-
-
-def render_error(exc: GatewayError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """Status, headers and body answering `exc` in Anthropic's error shape."""
-    headers = [(b"content-type", b"application/json")]
-    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
-    return exc.status_code, headers, orjson.dumps(error_body(exc))
-
-
 # --- streaming ----------------------------------------------------------------------------
 
 
@@ -395,7 +365,7 @@ class MessagesStreamWriter:
 
     def _start(self) -> bytes:
         self._started = True
-        message = {
+        message: Json = {
             "id": new_message_id(),
             "type": "message",
             "role": "assistant",
@@ -463,7 +433,7 @@ class MessagesStreamWriter:
         index = call.get("index", 0)
         function = call.get("function") or {}
         if index not in self._tools:
-            block = {
+            block: Json = {
                 "type": "tool_use",
                 "id": call.get("id") or "toolu_" + os.urandom(12).hex(),
                 "name": function.get("name") or "",
@@ -495,4 +465,4 @@ class MessagesStreamWriter:
 
     def error(self, exc: GatewayError) -> bytes:
         """End a broken stream with an `error` event the Anthropic SDKs raise on."""
-        return named_event("error", error_body(exc))
+        return b"event: error\ndata: " + render_anthropic_error(exc)[2] + b"\n\n"

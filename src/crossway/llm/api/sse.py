@@ -6,12 +6,6 @@ from typing import Any, Final
 
 import orjson
 
-SSE_HEADERS: Final = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-]
-"""Response headers of every streamed answer."""
-
 DONE: Final = b"data: [DONE]\n\n"
 """The OpenAI Chat Completions end-of-stream marker."""
 
