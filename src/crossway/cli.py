@@ -12,12 +12,18 @@ from crossway import __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="crossway", description="An agent gateway for LLM, MCP and A2A traffic.")
+    parser = argparse.ArgumentParser(
+        prog="crossway", description="An agent gateway for LLM, MCP and A2A traffic."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run the gateway")
     p_serve.add_argument("--config", "-c", required=True, help="config file (YAML)")
-    p_serve.add_argument("--workers", "-w", type=int, default=1, help="worker processes (default 1)")
-    p_serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p_serve.add_argument(
+        "--workers", "-w", type=int, default=1, help="worker processes (default 1)"
+    )
+    p_serve.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     p_validate = sub.add_parser("validate", help="check a config file and print every problem")
     p_validate.add_argument("--config", "-c", required=True, help="config file (YAML)")
     sub.add_parser("schema", help="print the config's JSON Schema")

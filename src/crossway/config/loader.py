@@ -127,7 +127,9 @@ def _clean_loc(loc: tuple[Any, ...], data: Any) -> Loc:
     return tuple(out)
 
 
-def parse_config(text: str, source: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
+def parse_config(
+    text: str, source: str = "<config>", env: Mapping[str, str] | None = None
+) -> Config:
     """Parse and validate config text; raise `ConfigError` listing every problem."""
     yaml = YAML(typ="rt")
     try:

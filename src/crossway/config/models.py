@@ -174,7 +174,9 @@ def reference_problems(routes: list[tuple[str, str]], backends: set[str]) -> lis
     for i, (name, backend) in enumerate(routes):
         if backend not in backends:
             known = ", ".join(sorted(backends)) or "none defined"
-            problems.append((("routes", i, "backend"), f"unknown backend {backend!r} (known: {known})"))
+            problems.append(
+                (("routes", i, "backend"), f"unknown backend {backend!r} (known: {known})")
+            )
         if name in seen:
             problems.append((("routes", i, "name"), f"duplicate route name {name!r}"))
         seen.add(name)

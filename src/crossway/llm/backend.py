@@ -54,9 +54,7 @@ class LlmBackend(Backend):
         for route in config.models:
             for target in route.targets:
                 if target.provider not in self.providers:
-                    raise ValueError(
-                        f"model {route.name!r}: unknown provider {target.provider!r}"
-                    )
+                    raise ValueError(f"model {route.name!r}: unknown provider {target.provider!r}")
 
     async def start(self) -> None:
         for provider in self.providers.values():
@@ -69,7 +67,9 @@ class LlmBackend(Backend):
     def render_error(self, exc: GatewayError, scope: Scope, ctx: RequestContext) -> ErrorResponse:
         return render_openai_error(exc)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext) -> None:
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext
+    ) -> None:
         path = ctx.path
         if path.endswith("/chat/completions"):
             if scope["method"] != "POST":
@@ -96,7 +96,11 @@ class LlmBackend(Backend):
                     route, rest = candidate, model[len(prefix) :]
                     break
         if route is None:
-            raise NotFound(f"The model `{model}` does not exist or is not configured", code="model_not_found", param="model")
+            raise NotFound(
+                f"The model `{model}` does not exist or is not configured",
+                code="model_not_found",
+                param="model",
+            )
         target = route.targets[0]
         return self.providers[target.provider], target.model or rest
 
@@ -109,7 +113,9 @@ class LlmBackend(Backend):
         except msgspec.DecodeError as exc:
             raise InvalidJSON(f"request body is not valid JSON for this endpoint: {exc}") from None
         if not head.model:
-            raise BadRequest("you must provide a model parameter", param="model", code="missing_model")
+            raise BadRequest(
+                "you must provide a model parameter", param="model", code="missing_model"
+            )
         stream = bool(head.stream)
         ctx.attrs["llm.model"] = head.model
         provider, upstream_model = self.resolve(head.model)
@@ -124,12 +130,16 @@ class LlmBackend(Backend):
             request = await provider.chat_request(body, upstream_model, stream)
         timeouts = provider.config.timeouts
         started = time.perf_counter()
-        resp = await client.send(request.method, request.url, request.headers, request.body, timeouts)
+        resp = await client.send(
+            request.method, request.url, request.headers, request.body, timeouts
+        )
         metrics.observe_upstream(self.name, resp.status, time.perf_counter() - started)
         if resp.status >= 400:
             data = await client.read_body(resp, timeouts)
             raise provider.error(resp.status, resp.headers, data)
-        if provider.native_api != "openai_chat":  # pragma: no cover - translation lands with providers
+        if (
+            provider.native_api != "openai_chat"
+        ):  # pragma: no cover - translation lands with providers
             raise BadRequest("translation for this provider is not available")
         if not stream:
             data = await client.read_body(resp, timeouts)
@@ -142,8 +152,10 @@ class LlmBackend(Backend):
     async def list_models(self, send: Send) -> None:
         if self.config.models:
             names = [r.name for r in self.config.models]
-            data = [{"id": n, "object": "model", "created": 0, "owned_by": self.name} for n in names]
-            await send_response(send, 200, orjson.dumps({"object": "list", "data": data}))
+            listing = [
+                {"id": n, "object": "model", "created": 0, "owned_by": self.name} for n in names
+            ]
+            await send_response(send, 200, orjson.dumps({"object": "list", "data": listing}))
             return
         provider = next(iter(self.providers.values()))
         if provider.native_api != "openai_chat" or not hasattr(provider, "url"):
@@ -151,7 +163,8 @@ class LlmBackend(Backend):
             return
         timeouts = provider.config.timeouts
         request = await provider.chat_request({}, "", False)
-        resp = await client.send("GET", provider.url("/models"), request.headers, b"", timeouts)
+        url = provider.url("/models")  # type: ignore[attr-defined]
+        resp = await client.send("GET", url, request.headers, b"", timeouts)
         data = await client.read_body(resp, timeouts)
         if resp.status >= 400:
             raise provider.error(resp.status, resp.headers, data)

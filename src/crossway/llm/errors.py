@@ -36,12 +36,25 @@ def render_anthropic_error(exc: GatewayError) -> ErrorResponse:
     kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     body = orjson.dumps({"type": "error", "error": {"type": kind, "message": exc.message}})
     headers = [(b"content-type", b"application/json")]
-    headers.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items())
+    headers.extend(
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()
+    )
     return status, headers, body
 
 
 def openai_stream_error(exc: GatewayError) -> bytes:
     """The SSE event that ends an OpenAI-style stream broken after it started."""
-    return b"data: " + orjson.dumps(
-        {"error": {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}}
-    ) + b"\n\n"
+    return (
+        b"data: "
+        + orjson.dumps(
+            {
+                "error": {
+                    "message": exc.message,
+                    "type": exc.type,
+                    "param": exc.param,
+                    "code": exc.code,
+                }
+            }
+        )
+        + b"\n\n"
+    )

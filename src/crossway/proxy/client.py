@@ -83,7 +83,9 @@ async def send(
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise UpstreamTimeout(f"upstream did not answer in time ({url_host(url)})") from exc
     except aiohttp.ClientConnectorError as exc:
-        raise UpstreamUnreachable(f"upstream unreachable ({url_host(url)}): {exc.strerror or exc}") from exc
+        raise UpstreamUnreachable(
+            f"upstream unreachable ({url_host(url)}): {exc.strerror or exc}"
+        ) from exc
     except aiohttp.ClientError as exc:
         raise UpstreamUnreachable(f"upstream connection failed ({url_host(url)}): {exc}") from exc
 

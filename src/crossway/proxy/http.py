@@ -26,24 +26,20 @@ class HttpBackend(Backend):
         self._extra = [(k.lower(), v) for k, v in config.headers.items()]
         self._extra_names = {k.encode() for k, _ in self._extra}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext) -> None:
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext
+    ) -> None:
         body = await read_body(scope, receive, self.max_body_bytes)
         skip = _SKIP_REQUEST | self._extra_names
         headers = [
-            (k.decode("latin-1"), v.decode("latin-1"))
-            for k, v in scope["headers"]
-            if k not in skip
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in skip
         ]
         headers.extend(self._extra)
         query = scope.get("query_string", b"")
         url = self.config.url + ctx.path + ("?" + query.decode("latin-1") if query else "")
         timeouts = self.config.timeouts
         resp = await client.send(scope["method"], url, headers, body, timeouts)
-        out = [
-            (k.lower(), v)
-            for k, v in resp.raw_headers
-            if k.lower() not in _SKIP_RESPONSE
-        ]
+        out = [(k.lower(), v) for k, v in resp.raw_headers if k.lower() not in _SKIP_RESPONSE]
         length = resp.content_length
         if length is not None and length <= WHOLE_BODY_MAX:
             # A small sized body: read it whole and answer in one go (no watcher task).

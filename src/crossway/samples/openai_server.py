@@ -26,20 +26,28 @@ def reply_text(body: dict[str, Any]) -> str:
             content = message.get("content")
             if isinstance(content, list):
                 content = " ".join(
-                    str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
+                    str(p.get("text", ""))
+                    for p in content
+                    if isinstance(p, dict) and p.get("type") == "text"
                 )
             return f"You said: {content}"
     return "Hello from the Crossway sample model."
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None) -> web.Response:
+def _error(
+    status: int, message: str, kind: str = "invalid_request_error", param: str | None = None
+) -> web.Response:
     return web.json_response(
         {"error": {"message": message, "type": kind, "param": param, "code": None}}, status=status
     )
 
 
 def _usage(prompt: int, completion: int) -> dict[str, Any]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
@@ -54,7 +62,9 @@ async def chat(request: web.Request) -> web.StreamResponse:
     model = body["model"]
     text = reply_text(body)
     words = text.split(" ")
-    prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body["messages"] if isinstance(m, dict))
+    prompt_tokens = sum(
+        len(str(m.get("content", "")).split()) for m in body["messages"] if isinstance(m, dict)
+    )
     created = int(time.time())
     cid = "chatcmpl-sample" + hashlib.sha1(text.encode()).hexdigest()[:12]
     if not body.get("stream"):
@@ -77,7 +87,9 @@ async def chat(request: web.Request) -> web.StreamResponse:
             }
         )
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    resp = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
+    resp = web.StreamResponse(
+        headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
+    )
     await resp.prepare(request)
 
     def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
@@ -117,7 +129,10 @@ async def models(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "object": "list",
-            "data": [{"id": m, "object": "model", "created": 0, "owned_by": "crossway-sample"} for m in SAMPLE_MODELS],
+            "data": [
+                {"id": m, "object": "model", "created": 0, "owned_by": "crossway-sample"}
+                for m in SAMPLE_MODELS
+            ],
         }
     )
 

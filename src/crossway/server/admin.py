@@ -58,7 +58,7 @@ def create_admin_app(view: ConfigView, multiproc_dir: str) -> Starlette:
 
     def registry() -> CollectorRegistry:
         reg = CollectorRegistry()
-        MultiProcessCollector(reg, path=multiproc_dir)
+        MultiProcessCollector(reg, path=multiproc_dir)  # type: ignore[no-untyped-call]
         return reg
 
     async def healthz(request: Request) -> Response:
@@ -77,7 +77,9 @@ def create_admin_app(view: ConfigView, multiproc_dir: str) -> Starlette:
         body: dict[str, Any] = {"path": view.path, "config": redacted(cfg)}
         if view.error:
             body["rejected_reload"] = view.error
-        return Response(orjson.dumps(body, option=orjson.OPT_INDENT_2), media_type="application/json")
+        return Response(
+            orjson.dumps(body, option=orjson.OPT_INDENT_2), media_type="application/json"
+        )
 
     return Starlette(
         routes=[

@@ -10,7 +10,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from crossway.config import ConfigError, load_config
 from crossway.errors import GatewayError, NotFound
@@ -43,7 +43,7 @@ class GatewayApp:
         self._watch_task: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
         self._mtime: float | None = None
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._retiring: set[asyncio.Task[Any]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -77,7 +77,9 @@ class GatewayApp:
         try:
             found = runtime.routes.match(scope)
             if found is None:
-                raise NotFound(f"no route for {scope['method']} {scope['path']}", code="route_not_found")
+                raise NotFound(
+                    f"no route for {scope['method']} {scope['path']}", code="route_not_found"
+                )
             route, path = found
             route_name = route.name
             backend = route.backend
@@ -152,7 +154,9 @@ class GatewayApp:
             try:
                 await asyncio.wait_for(runtime.drained(), drain)
             except TimeoutError:
-                log.warning("shutdown: %d requests still running after %.0fs", runtime.in_flight, drain)
+                log.warning(
+                    "shutdown: %d requests still running after %.0fs", runtime.in_flight, drain
+                )
             await retire_runtime(runtime, None)
         for task in list(self._retiring):
             task.cancel()
@@ -160,7 +164,9 @@ class GatewayApp:
 
     def _on_sighup(self) -> None:
         log.info("SIGHUP: reloading %s", self.config_path)
-        asyncio.ensure_future(self.reload())
+        task = asyncio.ensure_future(self.reload())
+        self._retiring.add(task)  # hold a reference until it finishes
+        task.add_done_callback(self._retiring.discard)
 
     async def _watch(self) -> None:
         assert self.config_path is not None
@@ -213,7 +219,9 @@ async def _send_error(send: Send, exc: GatewayError) -> None:
     await _send_safely(send, code, headers, body)
 
 
-async def _send_safely(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+async def _send_safely(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
     try:
         await send_response(send, status, body, headers)
     except Exception:

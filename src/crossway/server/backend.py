@@ -26,7 +26,9 @@ class Backend(abc.ABC):
         """Release everything `start` acquired."""
 
     @abc.abstractmethod
-    async def __call__(self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext) -> None:
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext
+    ) -> None:
         """Serve one request. Raise `crossway.errors.GatewayError` before the response started
         for the app to render it; after the response started, end it in the protocol's own way."""
 
@@ -51,5 +53,7 @@ def render_json_error(exc: GatewayError) -> ErrorResponse:
         }
     )
     headers = [(b"content-type", b"application/json")]
-    headers.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items())
+    headers.extend(
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()
+    )
     return exc.status_code, headers, body

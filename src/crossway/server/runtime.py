@@ -26,9 +26,7 @@ class Runtime:
         self.backends = backends
         self.routes = RouteTable(
             [
-                compile_route(
-                    r, backends[r.backend], tuple(build_policy(p) for p in r.policies)
-                )
+                compile_route(r, backends[r.backend], tuple(build_policy(p) for p in r.policies))
                 for r in config.routes
             ]
         )

@@ -33,7 +33,7 @@ def serve(config_path: str, config: Config, workers: int) -> None:
 
         def signal_handler_reload(self, *args: Any, **kwargs: Any) -> None:
             for worker in list(self.wrks):
-                pid = worker._id()
+                pid = worker._id()  # type: ignore[no-untyped-call]
                 if pid:
                     try:
                         os.kill(pid, signal.SIGHUP)
@@ -81,7 +81,7 @@ def _start_admin(path: str, config: Config, multiproc_dir: str) -> Any:
         lifespan="off",
     )
     server = uvicorn.Server(uv_config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.run, name="crossway-admin", daemon=True)
     thread.start()
     return server

@@ -33,7 +33,9 @@ CONFIG_RELOADS = Counter(
     "crossway_config_reloads_total", "Config reload attempts, by result.", ["result"]
 )
 WORKERS_READY = Gauge(
-    "crossway_workers_ready", "Workers that have loaded a config and serve.", multiprocess_mode="livesum"
+    "crossway_workers_ready",
+    "Workers that have loaded a config and serve.",
+    multiprocess_mode="livesum",
 )
 
 _request_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}

@@ -1,15 +1,58 @@
-"""Provider registry: one class per `type` of provider config."""
+"""Upstream LLM providers: each turns canonical (OpenAI Chat) requests into its own wire format
+and its answers back, streams included.
+
+    openai, openai_compatible   crossway.llm.providers.openai.OpenAIProvider
+    azure                       crossway.llm.providers.azure.AzureOpenAIProvider
+    anthropic                   crossway.llm.providers.anthropic.AnthropicProvider
+    gemini                      crossway.llm.providers.gemini.GeminiProvider
+    vertex                      crossway.llm.providers.vertex.VertexProvider
+    bedrock                     crossway.llm.providers.bedrock.BedrockProvider
+
+`build_provider` is the one place a provider type becomes a class; modules are imported only
+when a config uses them.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Final
+
 from crossway.config.llm import ProviderConfig
-from crossway.llm.providers.base import Provider
+from crossway.llm.providers.base import Provider, StreamTranslator, UpstreamRequest
+
+PROVIDER_CLASSES: Final[dict[str, str]] = {
+    "openai": "crossway.llm.providers.openai:OpenAIProvider",
+    "openai_compatible": "crossway.llm.providers.openai:OpenAIProvider",
+    "azure": "crossway.llm.providers.azure:AzureOpenAIProvider",
+    "anthropic": "crossway.llm.providers.anthropic:AnthropicProvider",
+    "gemini": "crossway.llm.providers.gemini:GeminiProvider",
+    "vertex": "crossway.llm.providers.vertex:VertexProvider",
+    "bedrock": "crossway.llm.providers.bedrock:BedrockProvider",
+}
+"""Provider type -> `module:Class` implementing it."""
 
 
-def build_provider(name: str, config: ProviderConfig) -> Provider:
-    """Build the runtime provider for one configured provider account."""
-    if config.type in ("openai", "openai_compatible"):
-        from crossway.llm.providers.openai import OpenAIProvider
+def provider_class(kind: str) -> type[Provider]:
+    """The class implementing provider type `kind`."""
+    try:
+        target = PROVIDER_CLASSES[kind]
+    except KeyError:
+        raise ValueError(f"unknown provider type {kind!r}") from None
+    module_name, _, class_name = target.partition(":")
+    cls: type[Provider] = getattr(importlib.import_module(module_name), class_name)
+    return cls
 
-        return OpenAIProvider(name, config)
-    raise ValueError(f"provider type {config.type!r} is not supported yet")
+
+def build_provider(name: str, cfg: ProviderConfig) -> Provider:
+    """A provider instance for config `cfg`, named `name` (not started yet)."""
+    return provider_class(cfg.type)(name, cfg)
+
+
+__all__ = [
+    "PROVIDER_CLASSES",
+    "Provider",
+    "StreamTranslator",
+    "UpstreamRequest",
+    "build_provider",
+    "provider_class",
+]

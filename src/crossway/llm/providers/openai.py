@@ -42,7 +42,9 @@ class OpenAIProvider(Provider):
     async def chat_request(self, body: Json, model: str, stream: bool) -> UpstreamRequest:
         if body.get("model") != model:
             body = {**body, "model": model}
-        return UpstreamRequest("POST", self.url("/chat/completions"), dict(self.headers), orjson.dumps(body))
+        return UpstreamRequest(
+            "POST", self.url("/chat/completions"), dict(self.headers), orjson.dumps(body)
+        )
 
     def chat_response(self, body: bytes) -> Json:
         try:
@@ -96,9 +98,7 @@ def _event_end(buffer: bytes) -> tuple[int, int] | None:
 
 
 def _parse_event(event: bytes) -> Json | None:
-    data = b"".join(
-        line[5:].lstrip() for line in event.splitlines() if line.startswith(b"data:")
-    )
+    data = b"".join(line[5:].lstrip() for line in event.splitlines() if line.startswith(b"data:"))
     if not data or data == b"[DONE]":
         return None
     try:
@@ -106,7 +106,9 @@ def _parse_event(event: bytes) -> Json | None:
     except orjson.JSONDecodeError as exc:
         raise UpstreamError("upstream sent an invalid stream event") from exc
     if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
-        err = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
+        err = (
+            chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
+        )
         raise UpstreamError(str(err.get("message", "upstream stream error")), code=err.get("code"))
     return chunk if isinstance(chunk, dict) else None
 

@@ -1,0 +1,152 @@
+"""Test support: free ports, readiness waits, and a real `crossway serve` process per test.
+
+Usage:
+    with start_gateway(config_yaml) as gw:      # or `async with`
+        httpx/openai client -> gw.url
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+READY_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (on loopback)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate, timeout: float = READY_TIMEOUT, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    """Poll `predicate` until it is true (short backoff, never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return None
+
+
+@dataclass
+class Gateway:
+    """A running `crossway serve` process."""
+
+    proc: subprocess.Popen[bytes]
+    config_path: Path
+    port: int
+    admin_port: int
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def write_config(self, text: str) -> None:
+        """Replace the config file atomically (what an operator's deploy does)."""
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(textwrap.dedent(text))
+        os.replace(tmp, self.config_path)
+
+    def sighup(self) -> None:
+        self.proc.send_signal(signal.SIGHUP)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+
+@contextlib.contextmanager
+def start_gateway(
+    config: str,
+    *,
+    env: dict[str, str] | None = None,
+    workers: int = 1,
+    port: int | None = None,
+    admin_port: int | None = None,
+) -> Iterator[Gateway]:
+    """Start `crossway serve` with `config` (YAML text; `{port}` and `{admin_port}` are filled in
+    when the text has no `listen:`/`admin:` section) and wait until it is ready."""
+    port = port or free_port()
+    admin_port = admin_port or free_port()
+    tmpdir = Path(tempfile.mkdtemp(prefix="crossway-test-"))
+    text = textwrap.dedent(config)
+    if "listen:" not in text:
+        text = f"listen:\n  port: {port}\n" + text
+    if "admin:" not in text:
+        text = f"admin:\n  port: {admin_port}\n" + text
+    config_path = tmpdir / "config.yaml"
+    config_path.write_text(text)
+    log_path = tmpdir / "crossway.log"
+    full_env = {**os.environ, **(env or {})}
+    full_env.setdefault("CROSSWAY_PORT", str(port))
+    full_env.setdefault("CROSSWAY_ADMIN_PORT", str(admin_port))
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "crossway",
+                "serve",
+                "--config",
+                str(config_path),
+                "--workers",
+                str(workers),
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=ROOT,
+        )
+    gw = Gateway(proc, config_path, port, admin_port, log_path, full_env)
+    try:
+        wait_for(
+            lambda: proc.poll() is not None or http_status(gw.admin_url + "/readyz") == 200,
+            what="gateway readiness",
+        )
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {proc.returncode}:\n{gw.log()}")
+        yield gw
+    finally:
+        gw.stop()
