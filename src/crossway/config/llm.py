@@ -144,6 +144,62 @@ class ProviderConfig(StrictModel):
         return self
 
 
+RoutingStrategy = Literal["weighted", "least_in_flight", "latency"]
+
+DEFAULT_RETRIES: Final = 2
+DEFAULT_BACKOFF_BASE: Final = 0.25
+DEFAULT_BACKOFF_MAX: Final = 8.0
+DEFAULT_MAX_RETRY_AFTER: Final = 30.0
+DEFAULT_COOLDOWN_FAILURES: Final = 3
+DEFAULT_COOLDOWN_SECONDS: Final = 30.0
+
+
+class RetryConfig(StrictModel):
+    """When and how often a failed upstream call is tried again."""
+
+    retries: int = Field(default=DEFAULT_RETRIES, ge=0)
+    """Extra attempts after every deployment of the model was tried once (failover itself is free)."""
+    backoff_base: float = Field(default=DEFAULT_BACKOFF_BASE, ge=0)
+    """Seconds before the first retry of a deployment already tried; doubles each retry, with jitter."""
+    backoff_max: float = Field(default=DEFAULT_BACKOFF_MAX, ge=0)
+    """Longest back-off between two attempts, in seconds."""
+    max_retry_after: float = Field(default=DEFAULT_MAX_RETRY_AFTER, ge=0)
+    """A `Retry-After` longer than this (seconds) is not waited for: the error goes to the client."""
+
+
+class CooldownConfig(StrictModel):
+    """Outlier ejection: a deployment that keeps failing is skipped for a while."""
+
+    failures: int = Field(default=DEFAULT_COOLDOWN_FAILURES, ge=1)
+    """Consecutive failures (429, 5xx, resets, timeouts) that eject a deployment."""
+    seconds: float = Field(default=DEFAULT_COOLDOWN_SECONDS, ge=0)
+    """How long an ejected deployment is skipped (a 429's `Retry-After` is used when longer)."""
+
+
+class RoutingConfig(StrictModel):
+    """How a backend spreads load over deployments and recovers from failures."""
+
+    strategy: RoutingStrategy = "weighted"
+    """`weighted` (random by weight), `least_in_flight`, or `latency` (fastest recent first byte)."""
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    """Retries with back-off on 429, 5xx, connection resets and timeouts."""
+    cooldown: CooldownConfig = Field(default_factory=CooldownConfig)
+    """Ejection of failing deployments."""
+
+
+class ModelPrice(StrictModel):
+    """A model's price in USD per 1M tokens."""
+
+    input: float = Field(ge=0)
+    """Prompt tokens."""
+    output: float = Field(ge=0)
+    """Completion tokens (reasoning included)."""
+    cached_input: float | None = Field(default=None, ge=0)
+    """Prompt tokens read from the provider's cache; empty: the input price."""
+    cache_write: float | None = Field(default=None, ge=0)
+    """Prompt tokens written to the provider's cache; empty: the input price."""
+
+
 class ModelTarget(StrictModel):
     """A deployment a client-facing model name can be served by."""
 
@@ -155,6 +211,8 @@ class ModelTarget(StrictModel):
     """Relative share of traffic among targets of the same priority."""
     priority: int = 0
     """Failover order: lower numbers are tried first; higher ones only when all lower ones failed."""
+    context_window: int | None = Field(default=None, gt=0)
+    """Tokens this deployment takes (prompt plus `max_tokens`); longer prompts skip it. Empty: no limit."""
 
 
 class ModelRoute(StrictModel):
@@ -164,6 +222,25 @@ class ModelRoute(StrictModel):
     """Model name clients send; `anthropic/*` matches every name with that prefix."""
     targets: list[ModelTarget] = Field(min_length=1)
     """Deployments serving this name."""
+    strategy: RoutingStrategy | None = None
+    """Load-balancing strategy among targets of one priority; empty: the backend's `routing.strategy`."""
+    timeouts: Timeouts | None = None
+    """Upstream timeouts for this model, replacing the provider's."""
+    context_fallbacks: list[str] = Field(default_factory=list)
+    """Other model names (in order) that serve a prompt too long for every target of this one."""
+    system_prepend: str | None = None
+    """A system message put before the client's messages."""
+    system_append: str | None = None
+    """A system message put after the client's system messages (before the conversation)."""
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    """Request parameters set when the client did not set them (e.g. `temperature: 0.2`)."""
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    """Request parameters forced whatever the client sent (e.g. `max_tokens: 1024`)."""
+
+    @property
+    def enriches(self) -> bool:
+        """Whether requests to this model are rewritten (prompts or parameters)."""
+        return bool(self.system_prepend or self.system_append or self.defaults or self.overrides)
 
 
 class LlmBackendConfig(StrictModel):
@@ -175,3 +252,31 @@ class LlmBackendConfig(StrictModel):
     """Upstream provider accounts by name."""
     models: list[ModelRoute] = Field(default_factory=list)
     """Client-facing model names. Empty: any model name goes to the only provider unchanged."""
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    """Load balancing, retries and cooldown of failing deployments."""
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    """Prices by upstream model name, over the bundled table (USD per 1M tokens)."""
+
+    @model_validator(mode="after")
+    def _model_references(self) -> LlmBackendConfig:
+        names = {route.name for route in self.models}
+        seen: set[str] = set()
+        for i, route in enumerate(self.models):
+            if route.name in seen:
+                raise ValueError(f"models[{i}].name: duplicate model name {route.name!r}")
+            seen.add(route.name)
+            if "*" in route.name[:-1]:
+                raise ValueError(f"models[{i}].name: '*' is only allowed at the end")
+            for j, target in enumerate(route.targets):
+                if target.provider not in self.providers:
+                    known = ", ".join(sorted(self.providers))
+                    raise ValueError(
+                        f"models[{i}].targets[{j}].provider: unknown provider "
+                        f"{target.provider!r} (known: {known})"
+                    )
+            for j, fallback in enumerate(route.context_fallbacks):
+                if fallback not in names or fallback == route.name:
+                    raise ValueError(
+                        f"models[{i}].context_fallbacks[{j}]: {fallback!r} is not another model name"
+                    )
+        return self
