@@ -1,0 +1,234 @@
+"""Render a benchmark run (the JSON the harness writes) as the markdown table in bench/results/."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+GOAL_REFERENCE_RATIO: Final = 0.75
+GOAL_LITELLM_RATIO: Final = 30.0
+GOAL_ADDED_P50_MS: Final = 0.5
+GOAL_IDLE_RSS_MB: Final = 80.0
+GOAL_TRANSLATION_RATIO: Final = 0.80
+GOAL_ADDED_TTFT_MS: Final = 1.0
+
+Run = dict[str, Any]
+NONE: Final = "-"
+"""Shown where a figure was not measured."""
+
+
+def _ms(us: float | None) -> str:
+    if us is None:
+        return NONE
+    ms = us / 1000
+    return f"{ms:.3f}" if ms < 10 else f"{ms:.1f}"
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return NONE
+    return f"{value:,.{digits}f}"
+
+
+def _get(run: Run | None, *keys: str) -> Any:
+    value: Any = run
+    for key in keys:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def find(results: dict[str, Any], target: str, mode: str) -> Run | None:
+    """The measured run of `target` in `mode`, or None if it was skipped or failed."""
+    for run in results["runs"]:
+        if run["target"] == target and run["mode"] == mode and "c32" in run and "failed" not in run:
+            return run
+    return None
+
+
+def one_line(run: Run) -> str:
+    """A progress line for the console."""
+    if "skipped" in run:
+        return run["skipped"]
+    if "failed" in run:
+        return "FAILED " + run["failed"].splitlines()[0]
+    text = f"{_get(run, 'c32', 'rps'):,.0f} req/s @32, p50 @1 {_ms(_get(run, 'c1', 'latency_us', 'p50'))} ms"
+    if "first_byte" in run:
+        text += f", TTFT p50 {_ms(run['first_byte']['ttft_p50_us'])} ms"
+    if "rss_idle_mb" in run:
+        text += f", RSS {run['rss_idle_mb']}/{run['rss_peak_mb']} MB"
+    return text
+
+
+def _row(run: Run) -> str:
+    name = f"**{run['target']}**" if run["target"].startswith("crossway") else run["target"]
+    if "skipped" in run:
+        return f"| {name} | {run['skipped']} |" + " |" * 10
+    if "failed" in run:
+        first = run["failed"].splitlines()[0].replace("|", "/")
+        return f"| {name} | FAILED: {first} |" + " |" * 10
+    errors = (_get(run, "c32", "errors") or 0) + (_get(run, "c1", "errors") or 0)
+    return (
+        f"| {name} | {_num(_get(run, 'c32', 'rps'))} "
+        f"| {_ms(_get(run, 'c32', 'latency_us', 'p50'))} | {_ms(_get(run, 'c32', 'latency_us', 'p99'))} "
+        f"| {_ms(_get(run, 'c1', 'latency_us', 'p50'))} | {_ms(_get(run, 'c1', 'latency_us', 'p99'))} "
+        f"| {_ms(_get(run, 'first_byte', 'ttfb_p50_us'))} | {_ms(_get(run, 'first_byte', 'ttft_p50_us'))} "
+        f"| {_num(run.get('rss_idle_mb'), 1)} | {_num(run.get('rss_peak_mb'), 1)} "
+        f"| {_num(run.get('proxy_cpu_percent'))} | {errors} |"
+    )
+
+
+HEADER: Final = (
+    "| target | req/s @32 | p50 @32 (ms) | p99 @32 (ms) | p50 @1 (ms) | p99 @1 (ms) "
+    "| first byte p50 (ms) | first token p50 (ms) | RSS idle (MB) | RSS peak (MB) | proxy CPU % | errors |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def _ratio(a: Run | None, b: Run | None) -> float | None:
+    ra, rb = _get(a, "c32", "rps"), _get(b, "c32", "rps")
+    return ra / rb if ra and rb else None
+
+
+def _verdict(value: float | None, goal: float, *, at_least: bool) -> str:
+    if value is None:
+        return "not measured"
+    met = value >= goal if at_least else value <= goal
+    return "**met**" if met else "**not met**"
+
+
+def goals(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(goal, target value, measured, verdict) rows for issue 2's and issue 3's goals."""
+    rows: list[tuple[str, str, str, str]] = []
+    for mode in ("json", "stream"):
+        cw, ref, ll = (
+            find(results, "crossway", mode),
+            find(results, "reference", mode),
+            find(results, "litellm", mode),
+        )
+        ratio = _ratio(cw, ref)
+        rows.append(
+            (
+                f"Crossway / reference throughput ({mode})",
+                f"≥ {GOAL_REFERENCE_RATIO}",
+                _num(ratio, 2),
+                _verdict(ratio, GOAL_REFERENCE_RATIO, at_least=True),
+            )
+        )
+        ratio = _ratio(cw, ll)
+        rows.append(
+            (
+                f"Crossway / LiteLLM throughput ({mode})",
+                f"≥ {GOAL_LITELLM_RATIO:.0f}",
+                _num(ratio, 1),
+                _verdict(ratio, GOAL_LITELLM_RATIO, at_least=True),
+            )
+        )
+    for mode in ("json", "stream"):
+        cw, direct = find(results, "crossway", mode), find(results, "direct", mode)
+        a, b = _get(cw, "c1", "latency_us", "p50"), _get(direct, "c1", "latency_us", "p50")
+        added = (a - b) / 1000 if a is not None and b is not None else None
+        rows.append(
+            (
+                f"added p50 at 1 connection over direct ({mode})",
+                f"≤ {GOAL_ADDED_P50_MS} ms",
+                _num(added, 3) + " ms" if added is not None else NONE,
+                _verdict(added, GOAL_ADDED_P50_MS, at_least=False),
+            )
+        )
+    idle = _get(find(results, "crossway", "json"), "rss_idle_mb")
+    rows.append(
+        (
+            "Crossway idle RSS (whole process tree)",
+            f"≤ {GOAL_IDLE_RSS_MB:.0f} MB",
+            _num(idle, 1) + " MB" if idle else NONE,
+            _verdict(idle, GOAL_IDLE_RSS_MB, at_least=False),
+        )
+    )
+    for provider in ("anthropic", "bedrock"):
+        for mode in ("json", "stream"):
+            tr, base = find(results, f"crossway-{provider}", mode), find(results, "crossway", mode)
+            ratio = _ratio(tr, base)
+            rows.append(
+                (
+                    f"{provider} translation / passthrough throughput ({mode})",
+                    f"≥ {GOAL_TRANSLATION_RATIO}",
+                    _num(ratio, 2),
+                    _verdict(ratio, GOAL_TRANSLATION_RATIO, at_least=True),
+                )
+            )
+        tr, base = (
+            find(results, f"crossway-{provider}", "stream"),
+            find(results, "crossway", "stream"),
+        )
+        a, b = _get(tr, "first_byte", "ttft_p50_us"), _get(base, "first_byte", "ttft_p50_us")
+        added = (a - b) / 1000 if a is not None and b is not None else None
+        rows.append(
+            (
+                f"{provider} translation added time to first token (p50)",
+                f"≤ {GOAL_ADDED_TTFT_MS:.0f} ms",
+                _num(added, 3) + " ms" if added is not None else NONE,
+                _verdict(added, GOAL_ADDED_TTFT_MS, at_least=False),
+            )
+        )
+    return rows
+
+
+def _profile_section(results: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    for run in results["runs"]:
+        prof = run.get("profile")
+        if not prof:
+            continue
+        out.append(f"### py-spy: {run['target']} / {run['mode']}")
+        if "error" in prof:
+            out.append(f"profile failed: {prof['error']}\n")
+            continue
+        out.append(
+            f"{prof['samples']} samples of Python stacks (idle time excluded); collapsed stacks in `{prof['collapsed']}`.\n"
+        )
+        out.append("| self % | function |\n|---:|---|")
+        out += [f"| {r['percent']} | `{r['function']}` |" for r in prof["self"][:12]]
+        if prof["crossway_inclusive"]:
+            out.append("\n| inclusive % | Crossway function |\n|---:|---|")
+            out += [
+                f"| {r['percent']} | `{r['function']}` |" for r in prof["crossway_inclusive"][:12]
+            ]
+        out.append("")
+    return out
+
+
+def render(results: dict[str, Any]) -> str:
+    """The whole markdown report."""
+    m, s = results["machine"], results["settings"]
+    lines = [
+        f"# Crossway benchmark — {results['started']}",
+        "",
+        f"- Machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, Python {m['python']}",
+        f"- Stack: granian {m['granian']}, aiohttp {m['aiohttp']}, uvloop {m['uvloop']}; {m['nginx']}; {m['wrk']}; LiteLLM {m['litellm']}",
+        f"- Crossway {m['crossway']} at `{m['crossway_commit']}`",
+        f"- Method: proxy pinned to core {s['proxy_cpu']} (one worker); nginx, wrk and the first-byte probe pinned to core {s['load_cpu']}; "
+        f"{s['request_body_bytes']} B JSON request body; wrk {s['warmup_s']:g} s warm-up, then {s['seconds_c32']:g} s at 32 connections "
+        f"and {s['seconds_c1']:g} s at 1 connection; {s['probe_count']} sequential streamed requests for first byte / first token.",
+        f"- Load average (1/5/15 min) at start {results['load_average_start']}, at end {results['load_average_end']} "
+        "(other work on this machine adds noise; each run's own load average is in the JSON).",
+        f"- Whole run: {results['elapsed_s']} s.",
+        "",
+    ]
+    for mode, title in (("json", "Non-streaming"), ("stream", "Streaming (SSE)")):
+        lines += [f"## {title}", "", HEADER]
+        lines += [_row(run) for run in results["runs"] if run["mode"] == mode]
+        lines.append("")
+    lines += [
+        "First byte / first token: time from writing the request to the first body byte / the first content token, one request at a time. "
+        "RSS: the proxy's whole process tree. proxy CPU %: the proxy's CPU time over the 32-connection run (100 = the whole core).",
+        "",
+        "## Goals",
+        "",
+        "| goal | target | measured | verdict |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {g} | {t} | {v} | {verdict} |" for g, t, v, verdict in goals(results)]
+    lines.append("")
+    lines += _profile_section(results)
+    return "\n".join(lines) + "\n"
