@@ -1,0 +1,513 @@
+"""Anthropic Messages API (`POST /v1/messages`) behind the canonical OpenAI Chat shape.
+
+What is translated:
+- system and developer messages go to the top-level `system` (as text blocks, in order);
+- consecutive messages of one role are merged (Anthropic wants user / assistant alternating),
+  so parallel tool results (one OpenAI `tool` message each) land in one user message;
+- tool calls become `tool_use` blocks (arguments parsed into an object), tool results
+  `tool_result` blocks with the same ids; images: data URLs become base64 sources, other URLs
+  `url` sources; PDFs in `file` parts become `document` blocks;
+- `max_tokens` is required by Anthropic: when the client sets none, `DEFAULT_MAX_TOKENS`
+  (or the provider's `default_max_tokens`) is sent;
+- `tool_choice` required -> any, a function -> tool, `parallel_tool_calls: false` ->
+  `disable_parallel_tool_use`; `stop` -> `stop_sequences`; `user` -> `metadata.user_id`;
+- `response_format` json_object / json_schema becomes an instruction appended to the system
+  prompt (Anthropic has no JSON mode on every model);
+- keys OpenAI does not know (`top_k`, `thinking`, ...) are forwarded as they are.
+
+Answers: text blocks are joined into `content`, `tool_use` blocks become `tool_calls`, thinking
+blocks become `reasoning_content` plus `thinking_blocks`; usage counts cache reads and writes
+in `prompt_tokens` (Anthropic's `input_tokens` excludes them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import orjson
+
+from crossway.config.llm import DEFAULT_ANTHROPIC_VERSION, ProviderConfig
+from crossway.errors import BadRequest, GatewayError, UpstreamError
+from crossway.llm.providers.base import Json, Provider, StreamTranslator, UpstreamRequest
+from crossway.llm.providers.common import (
+    ChunkFactory,
+    SSEParser,
+    check_base64,
+    completion,
+    content_parts,
+    function_tools,
+    image_url_of,
+    loads_object,
+    max_tokens_of,
+    messages_of,
+    new_id,
+    parse_data_url,
+    passthrough_keys,
+    status_error,
+    stop_list,
+    text_of,
+    tool_arguments,
+    tool_choice_of,
+    usage_object,
+)
+
+DEFAULT_ANTHROPIC_BASE_URL: Final = "https://api.anthropic.com"
+DEFAULT_MAX_TOKENS: Final = 4096
+"""`max_tokens` sent when the client sets none (every current Claude model allows at least this)."""
+
+STOP_REASONS: Final[dict[str, str]] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+# Anthropic error types -> HTTP status, for errors that arrive inside a stream.
+ERROR_STATUS: Final[dict[str, int]] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
+# --- request ----------------------------------------------------------------------------------
+
+
+def translate_request(body: Json, model: str | None, stream: bool, default_max_tokens: int) -> Json:
+    """A canonical chat body as an Anthropic Messages body (`model` None leaves it out)."""
+    system: list[Json] = []
+    messages: list[Json] = []
+    for i, msg in enumerate(messages_of(body)):
+        role = msg["role"]
+        where = f"messages[{i}]"
+        if role in ("system", "developer"):
+            system.extend(_text_blocks(msg.get("content"), where))
+            continue
+        if role == "user":
+            blocks = _user_blocks(msg.get("content"), where)
+            _append(messages, "user", blocks)
+        elif role == "assistant":
+            _append(messages, "assistant", _assistant_blocks(msg, where))
+        elif role in ("tool", "function"):
+            _append(messages, "user", [_tool_result(msg, where)])
+        else:
+            raise BadRequest(f"{where}.role {role!r} is not supported", param="messages")
+
+    out: Json = passthrough_keys(body)
+    if model is not None:
+        out["model"] = model
+    out["messages"] = messages
+    out["max_tokens"] = max_tokens_of(body) or default_max_tokens
+    instruction = _json_instruction(body.get("response_format"))
+    if instruction:
+        system.append({"type": "text", "text": instruction})
+    if system:
+        out["system"] = system
+    for src, dst in (("temperature", "temperature"), ("top_p", "top_p")):
+        if body.get(src) is not None:
+            out[dst] = body[src]
+    stops = stop_list(body)
+    if stops:
+        out["stop_sequences"] = stops
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
+        out["metadata"] = {"user_id": metadata["user_id"]}
+    if isinstance(body.get("user"), str):
+        out["metadata"] = {"user_id": body["user"]}
+    n = body.get("n")
+    if n not in (None, 1):
+        raise BadRequest("n > 1 is not supported by Anthropic models", param="n")
+
+    tools = function_tools(body)
+    if tools:
+        out["tools"] = [_tool(fn) for fn in tools]
+    choice = tool_choice_of(body)
+    anthropic_choice: Json | None = None
+    if choice is not None:
+        mode, name = choice
+        if mode == "none":
+            anthropic_choice = {"type": "none"}
+        elif mode == "auto":
+            anthropic_choice = {"type": "auto"}
+        elif mode == "required":
+            anthropic_choice = {"type": "any"}
+        else:
+            anthropic_choice = {"type": "tool", "name": name}
+    if body.get("parallel_tool_calls") is False and tools:
+        anthropic_choice = anthropic_choice or {"type": "auto"}
+        if anthropic_choice["type"] != "none":
+            anthropic_choice["disable_parallel_tool_use"] = True
+    if anthropic_choice is not None and (tools or anthropic_choice["type"] == "none"):
+        out["tool_choice"] = anthropic_choice
+    if stream:
+        out["stream"] = True
+    else:
+        out.pop("stream", None)
+    return out
+
+
+def _append(messages: list[Json], role: str, blocks: list[Json]) -> None:
+    """Add a message, merging it into the previous one when the role repeats."""
+    if messages and messages[-1]["role"] == role:
+        previous: list[Json] = messages[-1]["content"]
+        if role == "user" and blocks and blocks[0].get("type") == "tool_result":
+            # Tool results must come first in a user message.
+            results = [b for b in previous if b.get("type") == "tool_result"]
+            others = [b for b in previous if b.get("type") != "tool_result"]
+            messages[-1]["content"] = results + blocks + others
+        else:
+            previous.extend(blocks)
+        return
+    messages.append({"role": role, "content": blocks})
+
+
+def _text_blocks(content: Any, where: str) -> list[Json]:
+    blocks: list[Json] = []
+    for part in content_parts(content, where):
+        if part["type"] in ("text", "input_text") and part.get("text"):
+            block: Json = {"type": "text", "text": part["text"]}
+            if "cache_control" in part:
+                block["cache_control"] = part["cache_control"]
+            blocks.append(block)
+    return blocks
+
+
+def _user_blocks(content: Any, where: str) -> list[Json]:
+    blocks: list[Json] = []
+    for j, part in enumerate(content_parts(content, where)):
+        kind = part["type"]
+        at = f"{where}.content[{j}]"
+        block: Json
+        if kind in ("text", "input_text"):
+            if not part.get("text"):
+                continue
+            block = {"type": "text", "text": part["text"]}
+        elif kind == "image_url":
+            url = image_url_of(part, at)
+            data = parse_data_url(url, at)
+            if data is not None:
+                source: Json = {
+                    "type": "base64",
+                    "media_type": data[0],
+                    "data": check_base64(data[1], at),
+                }
+            else:
+                source = {"type": "url", "url": url}
+            block = {"type": "image", "source": source}
+        elif kind == "file":
+            block = _document(part, at)
+        elif kind in ("image", "document", "tool_result", "search_result"):
+            block = dict(part)  # already Anthropic-shaped (sent by an Anthropic-aware client)
+        else:
+            raise BadRequest(f"{at}: content type {kind!r} is not supported by Anthropic models")
+        if "cache_control" in part:
+            block["cache_control"] = part["cache_control"]
+        blocks.append(block)
+    return blocks
+
+
+def _document(part: Json, where: str) -> Json:
+    file = part.get("file")
+    data = file.get("file_data") if isinstance(file, dict) else None
+    parsed = parse_data_url(data, where) if isinstance(data, str) else None
+    if parsed is None:
+        raise BadRequest(f"{where}: files must be sent inline as file_data data URLs")
+    media_type, payload = parsed
+    source = {"type": "base64", "media_type": media_type, "data": payload}
+    return {"type": "document", "source": source}
+
+
+def _assistant_blocks(msg: Json, where: str) -> list[Json]:
+    blocks: list[Json] = []
+    thinking = msg.get("thinking_blocks")
+    if isinstance(thinking, list):
+        blocks.extend(b for b in thinking if isinstance(b, dict))
+    for part in content_parts(msg.get("content"), where):
+        if part["type"] in ("text", "output_text") and part.get("text"):
+            blocks.append({"type": "text", "text": part["text"]})
+    calls = msg.get("tool_calls")
+    if calls is not None:
+        if not isinstance(calls, list):
+            raise BadRequest(f"{where}.tool_calls must be a list", param="messages")
+        for k, call in enumerate(calls):
+            at = f"{where}.tool_calls[{k}]"
+            if not isinstance(call, dict) or not isinstance(call.get("id"), str):
+                raise BadRequest(f"{at}.id is required", param="messages")
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": call["id"],
+                    "name": call["function"].get("name", "")
+                    if isinstance(call.get("function"), dict)
+                    else "",
+                    "input": tool_arguments(call, at),
+                }
+            )
+    return blocks
+
+
+def _tool_result(msg: Json, where: str) -> Json:
+    call_id = msg.get("tool_call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise BadRequest(f"{where}.tool_call_id is required", param="messages")
+    content = msg.get("content")
+    result: Json = {"type": "tool_result", "tool_use_id": call_id}
+    if isinstance(content, list):
+        result["content"] = _user_blocks(content, where)
+    else:
+        result["content"] = text_of(content)
+    return result
+
+
+def _tool(fn: Json) -> Json:
+    schema = fn.get("parameters") or {"type": "object", "properties": {}}
+    tool: Json = {"name": fn["name"], "input_schema": schema}
+    if fn.get("description"):
+        tool["description"] = fn["description"]
+    return tool
+
+
+def _json_instruction(response_format: Any) -> str | None:
+    if not isinstance(response_format, dict):
+        return None
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return "Respond with a single JSON object and nothing else."
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        return (
+            "Respond with a single JSON value and nothing else, matching this JSON schema: "
+            + orjson.dumps(schema).decode()
+        )
+    return None
+
+
+# --- response ---------------------------------------------------------------------------------
+
+
+def anthropic_usage(usage: Any) -> Json:
+    """Anthropic usage as canonical usage (cache reads and writes count as prompt tokens)."""
+    if not isinstance(usage, dict):
+        usage = {}
+    inp = usage.get("input_tokens") or 0
+    read = usage.get("cache_read_input_tokens") or 0
+    write = usage.get("cache_creation_input_tokens") or 0
+    return usage_object(
+        inp + read + write, usage.get("output_tokens") or 0, cached=read, cache_write=write
+    )
+
+
+def translate_response(data: Json, model: str) -> Json:
+    """An Anthropic `message` as a canonical `chat.completion`."""
+    text: list[str] = []
+    reasoning: list[str] = []
+    thinking_blocks: list[Json] = []
+    calls: list[Json] = []
+    for block in data.get("content") or []:
+        kind = block.get("type")
+        if kind == "text":
+            text.append(block.get("text", ""))
+        elif kind == "tool_use":
+            calls.append(
+                {
+                    "id": block.get("id", ""),
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name", ""),
+                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
+                    },
+                }
+            )
+        elif kind == "thinking":
+            reasoning.append(block.get("thinking", ""))
+            thinking_blocks.append(block)
+        elif kind == "redacted_thinking":
+            thinking_blocks.append(block)
+    message: Json = {"role": "assistant", "content": "".join(text) if text or not calls else None}
+    if calls:
+        message["tool_calls"] = calls
+    if thinking_blocks:
+        message["reasoning_content"] = "".join(reasoning)
+        message["thinking_blocks"] = thinking_blocks
+    message["refusal"] = None
+    finish = STOP_REASONS.get(data.get("stop_reason") or "end_turn", "stop")
+    return completion(
+        str(data.get("id") or new_id("chatcmpl-")),
+        model,
+        message,
+        finish,
+        anthropic_usage(data.get("usage")),
+    )
+
+
+def anthropic_error(status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
+    """An Anthropic error answer (`{type: "error", error: {type, message}}`) as a gateway error."""
+    message = f"upstream answered HTTP {status}"
+    kind = None
+    try:
+        data = orjson.loads(body)
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict):
+            message = str(err.get("message") or message)
+            kind = err.get("type")
+    except orjson.JSONDecodeError:
+        if body:
+            message = body[:500].decode("utf-8", "replace")
+    return status_error(status, message, headers, code=kind if kind == "overloaded_error" else None)
+
+
+# --- stream -----------------------------------------------------------------------------------
+
+
+class AnthropicStreamTranslator(StreamTranslator):
+    """Anthropic SSE events -> canonical chunks, one event at a time."""
+
+    def __init__(self, model: str) -> None:
+        self._sse = SSEParser()
+        self._chunks = ChunkFactory(new_id("chatcmpl-"), model)
+        self._tool_index: dict[int, int] = {}  # content block index -> tool call index
+        self._usage: Json = {}
+        self._finished = False
+        self._stopped = False
+
+    def feed(self, data: bytes) -> list[Json]:
+        out: list[Json] = []
+        for name, payload in self._sse.feed(data):
+            self._event(name, payload, out)
+        return out
+
+    def close(self) -> list[Json]:
+        out: list[Json] = []
+        for name, payload in self._sse.close():
+            self._event(name, payload, out)
+        if not self._stopped:
+            raise UpstreamError("the upstream stream ended before message_stop")
+        return out
+
+    def _event(self, name: str, payload: bytes, out: list[Json]) -> None:
+        if name == "ping":
+            return
+        event = loads_object(payload, "stream event")
+        kind = event.get("type", name)
+        chunks = self._chunks
+        if kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            dkind = delta.get("type")
+            if dkind == "text_delta":
+                out.append(chunks.delta({"content": delta.get("text", "")}))
+            elif dkind == "input_json_delta":
+                fragment = delta.get("partial_json", "")
+                if fragment:
+                    index = self._tool_index.get(event.get("index", 0), 0)
+                    out.append(
+                        chunks.delta(
+                            {"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}
+                        )
+                    )
+            elif dkind == "thinking_delta":
+                out.append(chunks.delta({"reasoning_content": delta.get("thinking", "")}))
+            elif dkind == "signature_delta":
+                block = {
+                    "type": "thinking",
+                    "thinking": "",
+                    "signature": delta.get("signature", ""),
+                }
+                out.append(chunks.delta({"thinking_blocks": [block]}))
+        elif kind == "content_block_start":
+            block = event.get("content_block") or {}
+            bkind = block.get("type")
+            if bkind == "tool_use":
+                index = len(self._tool_index)
+                self._tool_index[event.get("index", 0)] = index
+                call = {
+                    "index": index,
+                    "id": block.get("id", ""),
+                    "type": "function",
+                    "function": {"name": block.get("name", ""), "arguments": ""},
+                }
+                out.append(chunks.delta({"tool_calls": [call]}))
+            elif bkind == "text" and block.get("text"):
+                out.append(chunks.delta({"content": block["text"]}))
+            elif bkind == "thinking" and block.get("thinking"):
+                out.append(chunks.delta({"reasoning_content": block["thinking"]}))
+            elif bkind == "redacted_thinking":
+                out.append(chunks.delta({"thinking_blocks": [block]}))
+        elif kind == "message_start":
+            message = event.get("message") or {}
+            if message.get("id"):
+                chunks.id = str(message["id"])
+            self._usage.update(message.get("usage") or {})
+            out.append(chunks.delta({"role": "assistant", "content": ""}))
+        elif kind == "message_delta":
+            usage = event.get("usage")
+            if isinstance(usage, dict):
+                self._usage.update({k: v for k, v in usage.items() if v is not None})
+            reason = (event.get("delta") or {}).get("stop_reason")
+            if reason and not self._finished:
+                self._finished = True
+                out.append(chunks.delta({}, STOP_REASONS.get(reason, "stop")))
+        elif kind == "message_stop":
+            self._stopped = True
+            if not self._finished:
+                self._finished = True
+                out.append(chunks.delta({}, "stop"))
+            out.append(chunks.usage(anthropic_usage(self._usage)))
+        elif kind == "error":
+            err = event.get("error") or {}
+            etype = err.get("type", "api_error")
+            raise status_error(
+                ERROR_STATUS.get(etype, 500),
+                str(err.get("message") or etype),
+                code=etype if etype == "overloaded_error" else None,
+            )
+
+
+# --- provider ---------------------------------------------------------------------------------
+
+
+class AnthropicProvider(Provider):
+    """Anthropic's API with an `x-api-key` and the `anthropic-version` header."""
+
+    native_api = "anthropic_messages"
+
+    def __init__(self, name: str, config: ProviderConfig) -> None:
+        super().__init__(name, config)
+        self.base_url = (config.base_url or DEFAULT_ANTHROPIC_BASE_URL).rstrip("/")
+        if self.base_url.endswith("/v1"):
+            self.base_url = self.base_url[:-3]
+        self.max_tokens = config.default_max_tokens or DEFAULT_MAX_TOKENS
+        headers = {
+            "content-type": "application/json",
+            "anthropic-version": config.anthropic_version or DEFAULT_ANTHROPIC_VERSION,
+        }
+        if config.api_key is not None and config.api_key.get_secret_value():
+            headers["x-api-key"] = config.api_key.get_secret_value()
+        headers.update({k.lower(): v for k, v in config.headers.items()})
+        self.headers = headers
+
+    async def chat_request(self, body: Json, model: str, stream: bool) -> UpstreamRequest:
+        payload = translate_request(body, model, stream, self.max_tokens)
+        return UpstreamRequest(
+            "POST", self.base_url + "/v1/messages", dict(self.headers), orjson.dumps(payload)
+        )
+
+    def chat_response(self, body: bytes) -> Json:
+        data = loads_object(body)
+        return translate_response(data, str(data.get("model") or ""))
+
+    def chat_stream(self, model: str) -> StreamTranslator:
+        return AnthropicStreamTranslator(model)
+
+    def error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
+        return anthropic_error(status, headers, body)

@@ -1,0 +1,468 @@
+"""Pieces every translating provider shares: SSE framing, canonical chunk shapes, content
+parts, and mapping an upstream's HTTP error onto the gateway's error tree.
+
+The canonical form is OpenAI Chat Completions. A few extension fields carry what OpenAI's
+shape has no room for, so a round trip through another provider loses nothing:
+
+- `message.reasoning_content` / `delta.reasoning_content`: visible reasoning ("thinking") text.
+- `message.thinking_blocks` / `delta.thinking_blocks`: Anthropic-shaped thinking blocks
+  (`{type: "thinking", thinking, signature}` or `{type: "redacted_thinking", data}`), needed to
+  send a thinking turn back to the model. In a stream, a block's signature arrives as a delta
+  `{type: "thinking", thinking: "", signature}` after its text.
+- `usage.prompt_tokens_details.cache_creation_tokens`: prompt tokens written to a cache.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+import orjson
+
+from crossway.errors import (
+    BadRequest,
+    Forbidden,
+    GatewayError,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ServiceUnavailable,
+    Unauthenticated,
+    UnprocessableEntity,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from crossway.llm.providers.base import Json
+
+CONTEXT_LENGTH_EXCEEDED: Final = "context_length_exceeded"
+"""Error `code` set when an upstream refused a prompt as too long (OpenAI's own code), so
+routing can fall back to a model with a larger context window."""
+
+# OpenAI Chat request keys a translating provider consumes or must not forward; any other key a
+# client sends is passed through to providers whose API might accept it.
+OPENAI_ONLY_KEYS: Final = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "n",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "logprobs",
+        "top_logprobs",
+        "logit_bias",
+        "response_format",
+        "parallel_tool_calls",
+        "tools",
+        "tool_choice",
+        "functions",
+        "function_call",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "user",
+        "store",
+        "modalities",
+        "audio",
+        "prediction",
+        "reasoning_effort",
+        "service_tier",
+        "verbosity",
+        "web_search_options",
+        "prompt_cache_key",
+        "safety_identifier",
+        "temperature",
+        "top_p",
+        "metadata",
+    }
+)
+
+_STATUS_ERRORS: Final[dict[int, type[GatewayError]]] = {
+    400: BadRequest,
+    401: Unauthenticated,
+    403: Forbidden,
+    404: NotFound,
+    408: UpstreamTimeout,
+    413: PayloadTooLarge,
+    422: UnprocessableEntity,
+    429: RateLimited,
+    503: ServiceUnavailable,
+    504: UpstreamTimeout,
+}
+
+_KEPT_HEADERS: Final = ("retry-after", "retry-after-ms")
+
+_TOO_LONG_HINTS: Final = (
+    "prompt is too long",
+    "input is too long",
+    "too many input tokens",
+    "input token count",
+    "exceeds the maximum number of tokens",
+    "context length",
+    "context window",
+    "maximum context",
+)
+
+
+def status_error(
+    status: int,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+) -> GatewayError:
+    """The gateway error for an upstream's HTTP error `status`, keeping status, message and
+    the retry hints (`retry-after`) a client or the router needs."""
+    keep: dict[str, str] = {}
+    if headers:
+        for name in _KEPT_HEADERS:
+            value = headers.get(name) or headers.get(name.title())
+            if value:
+                keep[name] = value
+    if code is None and status in (400, 413) and _looks_too_long(message):
+        code = CONTEXT_LENGTH_EXCEEDED
+    cls = _STATUS_ERRORS.get(status, UpstreamError)
+    return cls(message, code=code, param=param, status=status, headers=keep)
+
+
+def _looks_too_long(message: str) -> bool:
+    lower = message.lower()
+    return any(hint in lower for hint in _TOO_LONG_HINTS)
+
+
+def loads_object(body: bytes | str, what: str = "answer") -> Json:
+    """Parse a JSON object sent by an upstream; anything else is an `UpstreamError`."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise UpstreamError(f"upstream sent an invalid JSON {what}") from None
+    if not isinstance(data, dict):
+        raise UpstreamError(f"upstream sent an unexpected {what}")
+    return data
+
+
+def new_id(prefix: str) -> str:
+    """A random id such as `chatcmpl-3f9a...` for answers whose provider gives none."""
+    return prefix + os.urandom(12).hex()
+
+
+def now() -> int:
+    return int(time.time())
+
+
+# --- canonical shapes -----------------------------------------------------------------------
+
+
+def completion(
+    id_: str, model: str, message: Json, finish_reason: str | None, usage: Json | None
+) -> Json:
+    """A canonical `chat.completion` with one choice."""
+    out: Json = {
+        "id": id_,
+        "object": "chat.completion",
+        "created": now(),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}
+        ],
+    }
+    if usage is not None:
+        out["usage"] = usage
+    return out
+
+
+def usage_object(
+    prompt: int,
+    completion_tokens: int,
+    *,
+    cached: int = 0,
+    cache_write: int = 0,
+    reasoning: int = 0,
+    total: int | None = None,
+) -> Json:
+    """Canonical usage; `prompt` counts cached tokens too, `completion_tokens` reasoning too."""
+    details: Json = {"cached_tokens": cached}
+    if cache_write:
+        details["cache_creation_tokens"] = cache_write
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion_tokens,
+        "total_tokens": total if total is not None else prompt + completion_tokens,
+        "prompt_tokens_details": details,
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
+class ChunkFactory:
+    """Builds the `chat.completion.chunk` dicts of one stream (same id, model and time)."""
+
+    __slots__ = ("created", "id", "model")
+
+    def __init__(self, id_: str, model: str) -> None:
+        self.id = id_
+        self.model = model
+        self.created = now()
+
+    def delta(self, delta: Json, finish_reason: str | None = None, index: int = 0) -> Json:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+            ],
+        }
+
+    def usage(self, usage: Json) -> Json:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": usage,
+        }
+
+
+# --- request pieces ---------------------------------------------------------------------------
+
+
+def text_of(content: Any) -> str:
+    """The text of a message `content` (a string or a list of parts; non-text parts skipped)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(p.get("text", ""))
+            for p in content
+            if isinstance(p, dict) and p.get("type") in ("text", "input_text", "output_text")
+        )
+    raise BadRequest("message content must be a string or a list of parts")
+
+
+def content_parts(content: Any, where: str) -> list[Json]:
+    """A message `content` as a list of part dicts (a string becomes one text part)."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    if isinstance(content, list):
+        for i, part in enumerate(content):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise BadRequest(f"{where}.content[{i}] must be an object with a type")
+        return content
+    raise BadRequest(f"{where}.content must be a string or a list of parts")
+
+
+def image_url_of(part: Json, where: str) -> str:
+    """The URL of an OpenAI `image_url` part."""
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str) or not url:
+        raise BadRequest(f"{where}.image_url.url must be a non-empty string")
+    return url
+
+
+def parse_data_url(url: str, where: str) -> tuple[str, str] | None:
+    """`(media_type, base64 data)` of a `data:` URL, or None for any other URL."""
+    if not url.startswith("data:"):
+        return None
+    header, sep, data = url[5:].partition(",")
+    if not sep or not header.endswith(";base64"):
+        raise BadRequest(f"{where}: data URLs must be base64 encoded (data:<type>;base64,...)")
+    media_type = header[: -len(";base64")] or "application/octet-stream"
+    return media_type, data
+
+
+def guess_media_type(url: str, default: str = "image/jpeg") -> str:
+    """A media type from a URL's file extension (for providers that want one with a URL)."""
+    path = url.split("?", 1)[0].lower()
+    for ext, media in (
+        (".png", "image/png"),
+        (".jpg", "image/jpeg"),
+        (".jpeg", "image/jpeg"),
+        (".gif", "image/gif"),
+        (".webp", "image/webp"),
+        (".pdf", "application/pdf"),
+    ):
+        if path.endswith(ext):
+            return media
+    return default
+
+
+def check_base64(data: str, where: str) -> str:
+    """`data` unchanged if it is valid base64; a `BadRequest` naming `where` otherwise."""
+    try:
+        base64.b64decode(data[:64] + "=" * (-len(data[:64]) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"{where}: invalid base64 data") from None
+    return data
+
+
+def tool_arguments(call: Json, where: str) -> Json:
+    """The arguments of an OpenAI tool call (a JSON string) as the object other providers want."""
+    fn = call.get("function")
+    if not isinstance(fn, dict):
+        raise BadRequest(f"{where}.function is required")
+    raw = fn.get("arguments")
+    if raw is None or raw == "":
+        return {}
+    if isinstance(raw, dict):
+        return raw
+    try:
+        args = orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError):
+        raise BadRequest(f"{where}.function.arguments is not valid JSON") from None
+    if not isinstance(args, dict):
+        raise BadRequest(f"{where}.function.arguments must be a JSON object")
+    return args
+
+
+def function_tools(body: Json) -> list[Json]:
+    """The `function` objects of a request's tools (legacy `functions` too), validated."""
+    tools = body.get("tools")
+    if tools is None and isinstance(body.get("functions"), list):
+        tools = [{"type": "function", "function": f} for f in body["functions"]]
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise BadRequest("tools must be a list", param="tools")
+    out: list[Json] = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            raise BadRequest(
+                f"tools[{i}]: only function tools can be translated (got {kind!r})",
+                param=f"tools[{i}].type",
+            )
+        fn = tool.get("function")
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise BadRequest(f"tools[{i}].function.name is required", param=f"tools[{i}].function")
+        params = fn.get("parameters")
+        if params is not None and not isinstance(params, dict):
+            raise BadRequest(
+                f"tools[{i}].function.parameters must be an object",
+                param=f"tools[{i}].function.parameters",
+            )
+        out.append(fn)
+    return out
+
+
+def tool_choice_of(body: Json) -> tuple[str, str | None] | None:
+    """The request's tool choice as `(mode, function name)`: mode is none / auto / required /
+    function; None when the client did not say."""
+    choice = body.get("tool_choice", body.get("function_call"))
+    if choice is None:
+        return None
+    if isinstance(choice, str):
+        if choice not in ("none", "auto", "required"):
+            raise BadRequest(f"unknown tool_choice {choice!r}", param="tool_choice")
+        return choice, None
+    if isinstance(choice, dict):
+        fn = choice.get("function") if "function" in choice else choice
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if isinstance(name, str) and name:
+            return "function", name
+    raise BadRequest("tool_choice must be none, auto, required or a function", param="tool_choice")
+
+
+def stop_list(body: Json) -> list[str] | None:
+    """`stop` as a list of strings, or None."""
+    stop = body.get("stop")
+    if stop is None:
+        return None
+    if isinstance(stop, str):
+        return [stop]
+    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        return stop
+    raise BadRequest("stop must be a string or a list of strings", param="stop")
+
+
+def max_tokens_of(body: Json) -> int | None:
+    value = body.get("max_completion_tokens", body.get("max_tokens"))
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise BadRequest("max_tokens must be a positive integer", param="max_tokens")
+    return value
+
+
+def messages_of(body: Json) -> list[Json]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("messages must be a non-empty list", param="messages")
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
+            raise BadRequest(f"messages[{i}] must be an object with a role", param="messages")
+    return messages
+
+
+def passthrough_keys(body: Json, native: frozenset[str] = frozenset()) -> Json:
+    """Keys of the request that are not OpenAI's, to forward to a provider that may take them."""
+    return {k: v for k, v in body.items() if k not in OPENAI_ONLY_KEYS or k in native}
+
+
+# --- server-sent events -----------------------------------------------------------------------
+
+
+class SSEParser:
+    """Splits a server-sent event stream into `(event name, data)` pairs, incrementally.
+
+    Frames may be split anywhere across `feed` calls; both `\\n` and `\\r\\n` line ends work.
+    Only the `event:` and `data:` fields are read (`id:`, `retry:` and comments are skipped).
+    """
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
+        buffer = self._buffer + data if self._buffer else data
+        held = b""
+        if b"\r" in buffer:
+            if buffer.endswith(b"\r"):
+                # A CR at the very end may be the first half of a CRLF: wait for the next byte.
+                buffer, held = buffer[:-1], b"\r"
+            buffer = buffer.replace(b"\r\n", b"\n")
+        events: list[tuple[str, bytes]] = []
+        start = 0
+        while True:
+            end = buffer.find(b"\n\n", start)
+            if end < 0:
+                break
+            event = _parse_sse_event(buffer[start:end])
+            if event is not None:
+                events.append(event)
+            start = end + 2
+        self._buffer = buffer[start:] + held
+        return events
+
+    def close(self) -> list[tuple[str, bytes]]:
+        rest, self._buffer = self._buffer.replace(b"\r\n", b"\n").strip(b"\r\n"), b""
+        event = _parse_sse_event(rest) if rest else None
+        return [event] if event is not None else []
+
+
+def _parse_sse_event(raw: bytes) -> tuple[str, bytes] | None:
+    name = "message"
+    data: list[bytes] = []
+    for line in raw.split(b"\n"):
+        if line.startswith(b"data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(b" ") else value)
+        elif line.startswith(b"event:"):
+            name = line[6:].strip().decode("utf-8", "replace")
+    if not data:
+        return None
+    return name, b"\n".join(data)
