@@ -18,9 +18,9 @@ from typing import Any, Final
 import orjson
 
 from crossway.config.mcp import McpBackendConfig
-from crossway.errors import BadRequest, Forbidden, GatewayError, ServiceUnavailable, UpstreamError
+from crossway.errors import Forbidden, GatewayError, ServiceUnavailable, UpstreamError
 from crossway.mcp import jsonrpc
-from crossway.mcp.hooks import Kind, McpHooks
+from crossway.mcp.hooks import Kind, McpHooks, TrustAllTools
 from crossway.mcp.jsonrpc import JsonRpcCodeError
 from crossway.mcp.naming import Naming
 from crossway.mcp.session import ClientChannel, Session
@@ -152,6 +152,7 @@ class Federation:
         if method == "notifications/cancelled":
             task = session.inflight.get(params.get("requestId"))
             if task is not None:
+                session.client_cancelled.add(params.get("requestId"))
                 task.cancel()
         elif method == "notifications/roots/list_changed":
             for up in list(session.upstreams.values()):
@@ -159,12 +160,14 @@ class Federation:
 
     # -- lists ----------------------------------------------------------------------------------
 
-    async def _list(self, session: Session, method: str, params: JsonObject, call: Call) -> JsonObject:
+    async def _list(
+        self, session: Session, method: str, params: JsonObject, call: Call
+    ) -> JsonObject:
         spec = LISTS[method]
         cursor = params.get("cursor")
         if cursor is not None:
             cursors = _decode_cursor(cursor)
-            targets = list(cursors)
+            targets = [server for server in cursors if server in self.upstreams]
         else:
             cursors = {}
             targets = list(self.upstreams)
@@ -259,7 +262,7 @@ class Federation:
 
     async def _tool_usable(self, session: Session, server: str, original: str) -> bool:
         """Pinning sees a tool before its first call (on this replica, in this session)."""
-        if isinstance(self.hooks.pinning, _TRUST_ALL_TYPE):
+        if isinstance(self.hooks.pinning, TrustAllTools):
             return True
         try:
             page = await self._list_one(session, server, "tools/list", None)
@@ -306,7 +309,9 @@ class Federation:
         except TimeoutError:
             raise UpstreamError(f"MCP server {server!r} is not available") from None
         except (GatewayError, UpstreamRpcError) as exc:
-            raise UpstreamError(f"MCP server {server!r} is not available: {_describe(exc)}") from None
+            raise UpstreamError(
+                f"MCP server {server!r} is not available: {_describe(exc)}"
+            ) from None
         channel = call.channel
         options = RequestOptions(
             timeout=timeouts.call,
@@ -348,14 +353,10 @@ class Federation:
     async def _prompts_list(self, session: Session, params: JsonObject, call: Call) -> JsonObject:
         return await self._list(session, "prompts/list", params, call)
 
-    async def _resources_list(
-        self, session: Session, params: JsonObject, call: Call
-    ) -> JsonObject:
+    async def _resources_list(self, session: Session, params: JsonObject, call: Call) -> JsonObject:
         return await self._list(session, "resources/list", params, call)
 
-    async def _templates_list(
-        self, session: Session, params: JsonObject, call: Call
-    ) -> JsonObject:
+    async def _templates_list(self, session: Session, params: JsonObject, call: Call) -> JsonObject:
         return await self._list(session, "resources/templates/list", params, call)
 
     async def _tools_call(self, session: Session, params: JsonObject, call: Call) -> JsonObject:
@@ -364,9 +365,7 @@ class Federation:
     async def _prompts_get(self, session: Session, params: JsonObject, call: Call) -> JsonObject:
         return await self._route_name(session, "prompt", params, call, "prompts/get")
 
-    async def _resources_read(
-        self, session: Session, params: JsonObject, call: Call
-    ) -> JsonObject:
+    async def _resources_read(self, session: Session, params: JsonObject, call: Call) -> JsonObject:
         return await self._route_uri(session, params, call, "resources/read")
 
     async def _resources_subscribe(
@@ -430,7 +429,7 @@ class Federation:
         }
 
 
-_HANDLERS: Final[dict[str, Any]] = {
+_HANDLERS: Final[dict[str, Handler]] = {
     "ping": Federation._ping,
     "tools/list": Federation._tools_list,
     "tools/call": Federation._tools_call,
@@ -445,8 +444,6 @@ _HANDLERS: Final[dict[str, Any]] = {
     "logging/setLevel": Federation._set_level,
     "server/discover": Federation._discover,
 }
-
-from crossway.mcp.hooks import TrustAllTools as _TRUST_ALL_TYPE  # noqa: E402
 
 
 def _encode_cursor(cursors: dict[str, Any]) -> str:

@@ -112,6 +112,7 @@ __all__ = [
     "METHOD_NOT_FOUND",
     "PARSE_ERROR",
     "JsonRpcCodeError",
+    "UpstreamRpcError",
     "dumps",
     "error_from_exception",
     "error_response",

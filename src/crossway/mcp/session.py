@@ -13,7 +13,7 @@ import orjson
 
 from crossway.errors import UpstreamTimeout
 from crossway.mcp import jsonrpc
-from crossway.mcp.upstream.base import ClientHello, JsonObject, UpstreamSession, UpstreamRpcError
+from crossway.mcp.upstream.base import ClientHello, JsonObject, UpstreamRpcError, UpstreamSession
 
 if TYPE_CHECKING:
     from crossway.mcp.federation import Federation
@@ -83,6 +83,7 @@ class Session:
         self.stream = EventStream(federation.cfg.event_buffer)
         self.cache: dict[tuple[str, str], JsonObject] = {}
         self.inflight: dict[Any, asyncio.Task[Any]] = {}
+        self.client_cancelled: set[Any] = set()
         self.last_used = time.monotonic()
         self.log_level: str | None = None
         self.legacy_sse = False

@@ -59,7 +59,9 @@ async def send_json(
     await send({"type": "http.response.body", "body": payload})
 
 
-async def send_empty(send: Send, status: int, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def send_empty(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     """A response without a body."""
     await send({"type": "http.response.start", "status": status, "headers": headers or []})
     await send({"type": "http.response.body", "body": b""})

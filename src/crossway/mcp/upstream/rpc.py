@@ -54,7 +54,7 @@ class RpcPeer(abc.ABC):
     async def write(self, message: JsonObject) -> None:
         """Send one message to the server."""
 
-    async def unrelated_notification(self, message: JsonObject) -> None:
+    async def unrelated_notification(self, message: JsonObject) -> None:  # noqa: B027
         """A notification no in-flight request claims."""
 
     async def unrelated_request(self, message: JsonObject) -> JsonObject:
@@ -160,7 +160,10 @@ class RpcPeer(abc.ABC):
             if message["method"] == "notifications/progress" and isinstance(params, dict):
                 pending = self._by_token.get(str(params.get("progressToken")))
                 if pending is not None and pending.options.on_notification is not None:
-                    message = {**message, "params": {**params, "progressToken": pending.progress_token}}
+                    message = {
+                        **message,
+                        "params": {**params, "progressToken": pending.progress_token},
+                    }
                     await pending.options.on_notification(message)
                 return
             if message["method"] == "notifications/message":

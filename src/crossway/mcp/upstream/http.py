@@ -1,0 +1,361 @@
+"""Upstream MCP servers speaking Streamable HTTP.
+
+One upstream session per downstream session (`shared = False`), over one pooled aiohttp
+client. Each request is a POST whose response is either JSON or an SSE stream carrying the
+request's own notifications and server-to-client requests before its result; a GET stream
+carries everything else. An expired upstream session (404) is re-initialized once,
+transparently. The upstream's `Mcp-Session-Id` is the resume token another replica uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from typing import Any, Final
+
+import aiohttp
+import orjson
+
+from crossway.config.mcp import McpTimeouts, StreamableHttpServerConfig
+from crossway.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from crossway.mcp import jsonrpc
+from crossway.mcp.upstream.base import (
+    ClientHello,
+    JsonObject,
+    RequestOptions,
+    Upstream,
+    UpstreamEvents,
+    UpstreamRpcError,
+    UpstreamSession,
+)
+from crossway.mcp.upstream.rpc import initialize_params
+from crossway.mcp.upstream.sse_parser import iter_events
+
+logger = logging.getLogger(__name__)
+
+GET_STREAM_RETRIES: Final = 5
+ACCEPT: Final = "application/json, text/event-stream"
+GATEWAY_CLIENT_INFO: Final[JsonObject] = {"name": "crossway", "version": "0.1.0"}
+_SESSION_GONE: Final = 404
+
+
+class _SessionExpired(Exception):
+    pass
+
+
+class StreamableHttpUpstream(Upstream):
+    """A Streamable HTTP MCP server."""
+
+    shared = False
+
+    def __init__(
+        self, name: str, cfg: StreamableHttpServerConfig, timeouts: McpTimeouts, max_bytes: int
+    ) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.timeouts = timeouts
+        self.max_bytes = max_bytes
+        self.headers = {k: v.get_secret_value() for k, v in cfg.headers.items()}
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeouts.connect),
+                auto_decompress=True,
+                read_bufsize=2**18,
+            )
+        return self._http
+
+    async def start(self) -> None:
+        _ = self.http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def open_session(
+        self, hello: ClientHello, events: UpstreamEvents, *, resume: str | None = None
+    ) -> UpstreamSession:
+        session = _HttpSession(self, hello, events)
+        if resume is not None and session.restore(resume):
+            return session
+        await session.initialize()
+        return session
+
+
+class _HttpSession(UpstreamSession):
+    def __init__(
+        self, upstream: StreamableHttpUpstream, hello: ClientHello, events: UpstreamEvents
+    ):
+        self.server = upstream.name
+        self.upstream = upstream
+        self.hello = hello
+        self.events = events
+        self.init_result: JsonObject = {}
+        self.session_id: str | None = None
+        self.protocol_version: str | None = None
+        self._ids = itertools.count(1)
+        self._closed = False
+        self._get_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def restore(self, token: str) -> bool:
+        try:
+            state = orjson.loads(token)
+            self.session_id = str(state["s"]) if state.get("s") else None
+            self.protocol_version = str(state["v"])
+            self.init_result = {
+                "protocolVersion": self.protocol_version,
+                "capabilities": {k: {} for k in state.get("k", ())},
+            }
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            return False
+        self._start_get_stream()
+        return True
+
+    def resume_token(self) -> str | None:
+        if self.protocol_version is None:
+            return None
+        caps = self.init_result.get("capabilities")
+        keys = sorted(caps) if isinstance(caps, dict) else []
+        return orjson.dumps({"s": self.session_id, "v": self.protocol_version, "k": keys}).decode()
+
+    async def initialize(self) -> None:
+        self.session_id = None
+        self.protocol_version = None
+        params = initialize_params(
+            self.hello.protocol_version
+            if self.hello.protocol_version.startswith("2025")
+            else "2025-11-25",
+            self.hello.capabilities,
+            GATEWAY_CLIENT_INFO | {"name": f"crossway/{self.hello.client_info.get('name', '?')}"},
+        )
+        result = await self._post_request(
+            "initialize", params, RequestOptions(timeout=self.upstream.timeouts.connect)
+        )
+        self.init_result = result
+        version = result.get("protocolVersion")
+        self.protocol_version = version if isinstance(version, str) else "2025-06-18"
+        await self.notify("notifications/initialized", None)
+        self._start_get_stream()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._get_task is not None:
+            self._get_task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        if self.session_id is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.upstream.timeouts.connect):
+                    async with self.upstream.http.delete(
+                        self.upstream.cfg.url, headers=self._headers()
+                    ):
+                        pass
+
+    @property
+    def alive(self) -> bool:
+        return not self._closed
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        headers = {
+            "accept": ACCEPT,
+            "content-type": "application/json",
+            **self.upstream.headers,
+        }
+        if self.session_id is not None:
+            headers["mcp-session-id"] = self.session_id
+        if self.protocol_version is not None:
+            headers["mcp-protocol-version"] = self.protocol_version
+        return headers
+
+    async def request(
+        self, method: str, params: JsonObject | None, options: RequestOptions
+    ) -> JsonObject:
+        try:
+            return await self._post_request(method, params, options)
+        except _SessionExpired:
+            logger.info("MCP server %s forgot our session; initializing again", self.server)
+            await self.initialize()
+            try:
+                return await self._post_request(method, params, options)
+            except _SessionExpired:
+                raise UpstreamError(
+                    f"MCP server {self.server!r} keeps losing its session"
+                ) from None
+
+    async def notify(self, method: str, params: JsonObject | None) -> None:
+        message: JsonObject = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = params
+        await self._post_plain(message)
+
+    async def _post_plain(self, message: JsonObject) -> None:
+        """POST a notification or response (answered with 202)."""
+        try:
+            async with asyncio.timeout(self.upstream.timeouts.connect):
+                async with self.upstream.http.post(
+                    self.upstream.cfg.url, data=orjson.dumps(message), headers=self._headers()
+                ) as resp:
+                    await resp.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            logger.debug("MCP server %s: posting a message failed: %s", self.server, exc)
+
+    async def _post_request(
+        self, method: str, params: JsonObject | None, options: RequestOptions
+    ) -> JsonObject:
+        request_id = next(self._ids)
+        message: JsonObject = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        try:
+            async with asyncio.timeout(options.timeout):
+                return await self._exchange(request_id, message, options)
+        except TimeoutError:
+            self._spawn(self._cancel(request_id, "timed out"))
+            raise UpstreamTimeout(
+                f"MCP server {self.server!r} did not answer {method} within {options.timeout:g}s"
+            ) from None
+        except asyncio.CancelledError:
+            self._spawn(self._cancel(request_id, "cancelled by the client"))
+            raise
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            raise UpstreamUnreachable(f"MCP server {self.server!r} is unreachable: {exc}") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"MCP server {self.server!r} failed: {exc}") from None
+
+    async def _exchange(
+        self, request_id: int, message: JsonObject, options: RequestOptions
+    ) -> JsonObject:
+        upstream = self.upstream
+        async with upstream.http.post(
+            upstream.cfg.url, data=orjson.dumps(message), headers=self._headers()
+        ) as resp:
+            if message["method"] == "initialize":
+                sid = resp.headers.get("mcp-session-id")
+                if sid:
+                    self.session_id = sid
+            if resp.status == _SESSION_GONE and self.session_id is not None:
+                raise _SessionExpired
+            ctype = resp.content_type
+            if ctype == "text/event-stream" and resp.status < 400:
+                async for event in iter_events(resp.content.iter_any(), upstream.max_bytes):
+                    if event.event != "message" or not event.data:
+                        continue
+                    try:
+                        incoming = orjson.loads(event.data)
+                    except orjson.JSONDecodeError:
+                        logger.warning("MCP server %s sent a non-JSON event", self.server)
+                        continue
+                    if not isinstance(incoming, dict):
+                        continue
+                    if incoming.get("id") == request_id and "method" not in incoming:
+                        return _result_of(incoming)
+                    await self._incoming(incoming, options)
+                raise UpstreamError(f"MCP server {self.server!r} ended the stream without a result")
+            body = await resp.content.read(upstream.max_bytes + 1)
+            if len(body) > upstream.max_bytes:
+                raise UpstreamError(
+                    f"MCP server {self.server!r} sent a response over the size limit"
+                )
+            try:
+                reply = orjson.loads(body) if body else None
+            except orjson.JSONDecodeError:
+                reply = None
+            if isinstance(reply, dict) and ("result" in reply or "error" in reply):
+                return _result_of(reply)
+            raise UpstreamError(
+                f"MCP server {self.server!r} answered HTTP {resp.status} without a JSON-RPC response"
+            )
+
+    async def _incoming(self, message: JsonObject, options: RequestOptions | None) -> None:
+        """A message from the server other than the awaited response."""
+        if "method" not in message:
+            return
+        if "id" in message:
+            handler = options.on_request if options is not None else None
+            self._spawn(self._answer(message, handler))
+        elif options is not None and options.on_notification is not None:
+            await options.on_notification(message)
+        else:
+            await self.events.on_notification(self.server, message)
+
+    async def _answer(self, message: JsonObject, handler: Any) -> None:
+        try:
+            if handler is not None:
+                body = await handler(message)
+            else:
+                body = await self.events.on_request(self.server, message)
+        except UpstreamRpcError as exc:
+            body = {"error": exc.to_error()}
+        except Exception as exc:
+            body = {"error": jsonrpc.error_from_exception(exc)}
+        await self._post_plain({"jsonrpc": "2.0", "id": message["id"], **body})
+
+    async def _cancel(self, request_id: int, reason: str) -> None:
+        await self.notify("notifications/cancelled", {"requestId": request_id, "reason": reason})
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- the GET stream -------------------------------------------------------------------------
+
+    def _start_get_stream(self) -> None:
+        if self._get_task is None or self._get_task.done():
+            self._get_task = asyncio.get_running_loop().create_task(self._get_stream())
+
+    async def _get_stream(self) -> None:
+        last_event_id: str | None = None
+        failures = 0
+        while not self._closed and failures < GET_STREAM_RETRIES:
+            headers = self._headers()
+            headers["accept"] = "text/event-stream"
+            headers.pop("content-type", None)
+            if last_event_id is not None:
+                headers["last-event-id"] = last_event_id
+            try:
+                async with self.upstream.http.get(self.upstream.cfg.url, headers=headers) as resp:
+                    if resp.status != 200 or resp.content_type != "text/event-stream":
+                        return  # the server offers no standalone stream (405) or has one (409)
+                    failures = 0
+                    async for event in iter_events(
+                        resp.content.iter_any(), self.upstream.max_bytes
+                    ):
+                        if event.id is not None:
+                            last_event_id = event.id
+                        if event.event != "message" or not event.data:
+                            continue
+                        with contextlib.suppress(orjson.JSONDecodeError):
+                            incoming = orjson.loads(event.data)
+                            if isinstance(incoming, dict):
+                                await self._incoming(incoming, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.debug("MCP server %s: GET stream ended: %s", self.server, exc)
+            failures += 1
+            await asyncio.sleep(min(0.2 * 2**failures, 5.0))
+
+
+def _result_of(reply: JsonObject) -> JsonObject:
+    if "error" in reply:
+        error = reply["error"] if isinstance(reply["error"], dict) else {}
+        raise UpstreamRpcError(
+            int(error.get("code", jsonrpc.INTERNAL_ERROR)),
+            str(error.get("message", "error")),
+            error.get("data"),
+        )
+    result = reply.get("result")
+    return result if isinstance(result, dict) else {}
