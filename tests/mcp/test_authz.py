@@ -126,3 +126,39 @@ def test_evaluation_is_fast() -> None:
     assert len(visible) == 1000
     # ~10 us per item with two rules on one core; generous bound for slow CI machines.
     assert elapsed < 0.25, elapsed
+
+
+def test_gateway_hook_splits_federated_names() -> None:
+    def split(name: str) -> tuple[str, str] | None:
+        server, sep, rest = name.partition("_")
+        return (server, rest) if sep else None
+
+    def split_uri(uri: str) -> tuple[str, str] | None:
+        prefix = "crossway://"
+        if not uri.startswith(prefix):
+            return None
+        server, _, rest = uri[len(prefix) :].partition("/")
+        return server, rest
+
+    authz = McpAuthorizer(
+        McpAuthorizationConfig(
+            allow=[
+                'mcp.server == "weather" || jwt.sub == "alice"',
+                'mcp.kind == "resource" && mcp.target.startsWith("test://public/")',
+            ],
+            deny=['mcp.target == "echo" && mcp.arguments.message == "boom"'],
+        ),
+        split_name=split,
+        split_uri=split_uri,
+    )
+    assert authz(None, "tool", "weather_forecast", None)
+    assert not authz(None, "tool", "files_read", None)
+    assert authz({"sub": "alice"}, "tool", "files_read", {"path": "/"})
+    assert authz({"sub": "alice"}, "tool", "files_echo", None)  # listed: depends on arguments
+    assert not authz({"sub": "alice"}, "tool", "files_echo", {"message": "boom"})
+    assert authz(None, "resource", "crossway://files/test://public/a", {})
+    assert authz(None, "resource_template", "crossway://files/test://public/{id}", None)
+    assert not authz(None, "resource", "crossway://files/test://private/a", {})
+    assert authz.target("prompt", "weather_greet") == McpTarget(
+        kind="prompt", name="weather_greet", server="weather", target="greet"
+    )

@@ -84,14 +84,19 @@ class ProtectedResource:
     # -- RFC 9728 -----------------------------------------------------------------------------
 
     def resource_url(self, scope: Scope, path: str | None = None) -> str:
-        """The resource identifier: the configured one, or this request's origin + endpoint."""
+        """The resource identifier: the configured one, else this request's origin + `path`
+        (default: the request's own path, or the endpoint path for a metadata request)."""
         if self.config.resource:
             return self.config.resource
         host = (header(scope, b"host") or b"").decode("latin-1")
         if not host:
             server = scope.get("server") or ("127.0.0.1", 80)
             host = f"{server[0]}:{server[1]}"
-        return f"{scope.get('scheme', 'http')}://{host}{path or self.endpoint_path}"
+        if path is None:
+            path = scope["path"]
+            if not path or path.startswith(WELL_KNOWN):
+                path = self.endpoint_path
+        return f"{scope.get('scheme', 'http')}://{host}{path}"
 
     def metadata_url(self, scope: Scope) -> str:
         """Where the metadata of this resource is published (the path-suffixed form)."""

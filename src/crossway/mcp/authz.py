@@ -100,12 +100,55 @@ def _mcp_attrs(target: McpTarget, arguments: Mapping[str, Any] | None) -> dict[s
     }
 
 
-class McpAuthorizer:
-    """Decides, per caller, which tools, prompts and resources are visible and callable."""
+NameSplitter = Callable[[str], "tuple[str, str] | None"]
+"""Maps a federated name (or URI) to `(server, name at the server)`, None if it is not one."""
 
-    def __init__(self, config: McpAuthorizationConfig) -> None:
+
+class McpAuthorizer:
+    """Decides, per caller, which tools, prompts and resources are visible and callable.
+
+    Calling the object is the gateway's `crossway.mcp.hooks.Authorizer` hook:
+    `authorizer(identity, kind, name, arguments)`, with `arguments` None for lists. The identity
+    is seen by rules as `identity` and, when it holds token claims, as `jwt`.
+    """
+
+    def __init__(
+        self,
+        config: McpAuthorizationConfig,
+        *,
+        split_name: NameSplitter | None = None,
+        split_uri: NameSplitter | None = None,
+    ) -> None:
         self.allow_rules = tuple(compile_rule(source) for source in config.allow)
         self.deny_rules = tuple(compile_rule(source) for source in config.deny)
+        self._split_name = split_name
+        self._split_uri = split_uri
+
+    def target(self, kind: str, name: str) -> McpTarget:
+        """The `McpTarget` of a federated name or URI (`resource_template` counts as resource)."""
+        is_uri = kind in ("resource", "resource_template")
+        splitter = self._split_uri if is_uri else self._split_name
+        routed = splitter(name) if splitter is not None else None
+        server, original = routed if routed is not None else ("", name)
+        return McpTarget(
+            kind="resource" if is_uri else ("prompt" if kind == "prompt" else "tool"),
+            name=name,
+            server=server,
+            target=original,
+        )
+
+    def __call__(
+        self,
+        identity: dict[str, Any] | None,
+        kind: str,
+        name: str,
+        arguments: dict[str, Any] | None,
+    ) -> bool:
+        if not self.active:
+            return True
+        return self._decide(
+            self.target(kind, name), identity, identity, arguments, listing=arguments is None
+        )
 
     @property
     def active(self) -> bool:

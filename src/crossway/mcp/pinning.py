@@ -23,7 +23,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import orjson
 
@@ -209,6 +209,10 @@ class ToolPinning:
         self.config = config or PinningConfig()
         self._pins: dict[tuple[str, str], str] = {}
         self._blocked: set[tuple[str, str]] = set()
+        self._reported: dict[tuple[str, str], str] = {}
+        self._reported_scan: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._unsaved: list[tuple[str, str, str]] = []
+        self._flushing: asyncio.Task[None] | None = None
         self._store: _SqlitePins | None = None
         if self.config.mode != "off" and self.config.store == "sqlite":
             path = Path(self.config.path) if self.config.path else default_pin_path()
@@ -225,8 +229,9 @@ class ToolPinning:
             self._pins = await self._store.load()
 
     async def close(self) -> None:
-        """Close the store."""
+        """Save pending pins and close the store."""
         if self._store is not None:
+            await self.flush()
             await self._store.close()
 
     def is_blocked(self, server: str, tool: str) -> bool:
@@ -246,31 +251,27 @@ class ToolPinning:
         if self._store is not None:
             await self._store.put([(key[0], key[1], digest)])
 
-    async def review(self, server: str, tools: list[dict[str, Any]]) -> PinReview:
-        """Check one upstream's tool list; record new tools, act on changed or suspicious ones.
+    def judge(self, server: str, tool: Mapping[str, Any]) -> PinVerdict:
+        """Check one tool definition an upstream listed; record it if it is new.
 
-        `tools` are tool objects as the upstream sent them (upstream names). The returned list
-        keeps the order, omits blocked tools and marks flagged tools under
-        `_meta["crossway/pinning"]`.
+        Updates the in-memory pins and blocked set at once; a new pin is written to the store
+        in the background (see `flush`).
         """
+        name = str(tool.get("name"))
+        key = (server, name)
         mode = self.config.mode
-        if not self.enabled:
-            return PinReview(tools=tools)
-        out: list[dict[str, Any]] = []
-        verdicts: dict[str, PinVerdict] = {}
-        new_rows: list[tuple[str, str, str]] = []
-        for tool in tools:
-            name = str(tool.get("name"))
-            key = (server, name)
-            changed = False
-            if mode != "off":
-                digest = tool_fingerprint(tool)
-                known = self._pins.get(key)
-                if known is None:
-                    self._pins[key] = digest
-                    new_rows.append((server, name, digest))
-                elif known != digest:
-                    changed = True
+        changed = False
+        if mode != "off":
+            digest = tool_fingerprint(tool)
+            known = self._pins.get(key)
+            if known is None:
+                self._pins[key] = digest
+                self._unsaved.append((server, name, digest))
+                self._schedule_flush()
+            elif known != digest:
+                changed = True
+                if key not in self._reported or self._reported[key] != digest:
+                    self._reported[key] = digest
                     log.warning(
                         "mcp tool definition changed: server=%s tool=%s pinned=%s now=%s action=%s",
                         server,
@@ -279,31 +280,86 @@ class ToolPinning:
                         digest[:12],
                         mode,
                     )
-            findings = tuple(scan_description(tool)) if self.config.scan_descriptions else ()
-            if findings:
+        findings: tuple[str, ...] = ()
+        if self.config.scan_descriptions:
+            findings = tuple(scan_description(tool))
+            if findings and self._reported_scan.get(key) != findings:
+                self._reported_scan[key] = findings
                 log.warning(
                     "mcp tool description looks like a prompt injection: server=%s tool=%s findings=%s",
                     server,
                     name,
                     ",".join(findings),
                 )
-            blocked = (changed and mode == "block") or (
-                bool(findings) and self.config.block_suspicious
-            )
-            if blocked:
-                self._blocked.add(key)
-            else:
-                self._blocked.discard(key)
-            if changed or findings:
-                verdict = PinVerdict(name=name, blocked=blocked, changed=changed, findings=findings)
-                verdicts[name] = verdict
-                if not blocked:
+        blocked = (changed and mode == "block") or (bool(findings) and self.config.block_suspicious)
+        if blocked:
+            self._blocked.add(key)
+        else:
+            self._blocked.discard(key)
+        return PinVerdict(name=name, blocked=blocked, changed=changed, findings=findings)
+
+    def check(self, server: str, tool: dict[str, Any]) -> Literal["ok", "blocked", "flagged"]:
+        """The gateway's pinning hook (`crossway.mcp.hooks.ToolPinning`).
+
+        A flagged tool is marked in place under `_meta["crossway/pinning"]` so clients can
+        show the warning.
+        """
+        verdict = self.judge(server, tool)
+        if verdict.blocked:
+            return "blocked"
+        if verdict.flagged:
+            meta = tool.get("_meta")
+            if not isinstance(meta, dict):
+                meta = tool["_meta"] = {}
+            meta[FLAG_META_KEY] = {"changed": verdict.changed, "findings": list(verdict.findings)}
+            return "flagged"
+        return "ok"
+
+    async def review(self, server: str, tools: list[dict[str, Any]]) -> PinReview:
+        """Check one upstream's whole tool list (see `judge`) and wait for new pins to be saved.
+
+        `tools` are tool objects as the upstream sent them (upstream names). The returned list
+        keeps the order, omits blocked tools and marks flagged tools (copies) under
+        `_meta["crossway/pinning"]`.
+        """
+        if not self.enabled:
+            return PinReview(tools=tools)
+        out: list[dict[str, Any]] = []
+        verdicts: dict[str, PinVerdict] = {}
+        for tool in tools:
+            verdict = self.judge(server, tool)
+            if verdict.flagged or verdict.blocked:
+                verdicts[verdict.name] = verdict
+                if not verdict.blocked:
                     out.append(_mark(tool, verdict))
             else:
                 out.append(tool)
-        if new_rows and self._store is not None:
-            await self._store.put(new_rows)
+        await self.flush()
         return PinReview(tools=out, verdicts=verdicts)
+
+    def _schedule_flush(self) -> None:
+        if self._store is None:
+            self._unsaved.clear()
+            return
+        if self._flushing is None or self._flushing.done():
+            try:
+                self._flushing = asyncio.get_running_loop().create_task(self._flush())
+            except RuntimeError:  # no loop (sync use): saved by the next flush
+                pass
+
+    async def _flush(self) -> None:
+        while self._unsaved and self._store is not None:
+            rows, self._unsaved = self._unsaved, []
+            try:
+                await self._store.put(rows)
+            except Exception as exc:  # a full disk must not break tool listing
+                log.error("could not save tool pins: %s", exc)
+
+    async def flush(self) -> None:
+        """Wait until every recorded pin is in the store."""
+        if self._flushing is not None and not self._flushing.done():
+            await self._flushing
+        await self._flush()
 
 
 def _mark(tool: dict[str, Any], verdict: PinVerdict) -> dict[str, Any]:
