@@ -1,0 +1,67 @@
+"""`make run`'s quickstart: the sample upstreams and Crossway answer offline with no keys."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import openai
+import pytest
+from mcp import Client
+
+from tests.helpers import ROOT, free_port, http_status, wait_for
+
+
+@pytest.fixture
+def quickstart() -> Iterator[str]:
+    port, admin = free_port(), free_port()
+    env = {
+        **os.environ,
+        "CROSSWAY_PORT": str(port),
+        "CROSSWAY_ADMIN_PORT": str(admin),
+        "SAMPLE_LLM_PORT": str(free_port()),
+        "SAMPLE_MCP_PORT": str(free_port()),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crossway.quickstart"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(
+            lambda: proc.poll() is not None or http_status(f"http://127.0.0.1:{admin}/readyz") == 200,
+            what="quickstart",
+        )
+        assert proc.poll() is None, "quickstart exited early"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+async def test_quickstart_answers_llm_and_mcp(quickstart: str) -> None:
+    client = openai.AsyncOpenAI(base_url=quickstart + "/v1", api_key="unused")
+    resp = await client.chat.completions.create(
+        model="sample-model", messages=[{"role": "user", "content": "hello"}]
+    )
+    assert resp.choices[0].message.content == "You said: hello"
+    stream = await client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "stream please"}], stream=True
+    )
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == "You said: stream please"
+    await client.close()
+
+    async with Client(quickstart + "/mcp") as mcp:
+        tools = await mcp.list_tools()
+        names = {t.name for t in tools.tools}
+        assert any(n.endswith("echo") for n in names), names
+        echo = next(n for n in names if n.endswith("echo"))
+        result = await mcp.call_tool(echo, {"text": "through the gateway"})
+        assert "through the gateway" in str(result.content[0])
