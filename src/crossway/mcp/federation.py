@@ -315,7 +315,7 @@ class Federation:
         channel = call.channel
         options = RequestOptions(
             timeout=timeouts.call,
-            on_notification=(lambda m: self._related_notification(server, m, channel))
+            on_notification=(lambda m: self._related_notification(session, server, m, channel))
             if channel is not None
             else None,
             on_request=(lambda m: session.ask_client(server, m, channel)),
@@ -323,8 +323,9 @@ class Federation:
         return await up.request(method, params, options)
 
     async def _related_notification(
-        self, server: str, message: JsonObject, channel: ClientChannel
+        self, session: Session, server: str, message: JsonObject, channel: ClientChannel
     ) -> None:
+        session.saw_notification(server, message)
         outgoing = self.rewrite_server_notification(server, message)
         if outgoing is not None:
             await channel.send(outgoing)

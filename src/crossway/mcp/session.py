@@ -138,12 +138,16 @@ class Session:
 
     # -- UpstreamEvents ----------------------------------------------------------------------
 
-    async def on_notification(self, server: str, message: JsonObject) -> None:
+    def saw_notification(self, server: str, message: JsonObject) -> None:
+        """Drop cached lists a `list_changed` notification made stale."""
         method = message.get("method")
         if method in LIST_CHANGED:
             self.cache.pop((server, LIST_CHANGED[method]), None)
             if method == "notifications/resources/list_changed":
                 self.cache.pop((server, "resources/templates/list"), None)
+
+    async def on_notification(self, server: str, message: JsonObject) -> None:
+        self.saw_notification(server, message)
         outgoing = self.federation.rewrite_server_notification(server, message)
         if outgoing is not None:
             self.stream.push(outgoing)

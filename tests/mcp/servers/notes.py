@@ -54,6 +54,17 @@ def build(name: str) -> MCPServer:
         await ctx.info("counted")
         return f"counted {n}"
 
+    grown: list[str] = []
+
+    @server.tool()
+    async def grow(ctx: Context) -> str:
+        """Add a tool and tell the client its tool list changed."""
+        new = f"extra{len(grown) + 1}"
+        grown.append(new)
+        server.add_tool(lambda: new, name=new, description="added at run time")
+        await ctx.session.send_tool_list_changed()
+        return new
+
     @server.resource("notes://first")
     def first() -> str:
         """The first note."""
