@@ -8,8 +8,8 @@ from typing import Any
 
 import mcp.types as types
 import pytest
-from mcp import Client
 
+from mcp import Client
 from tests.helpers import Gateway, start_gateway
 from tests.mcp.conftest import everything_server, everything_stdio, mcp_config, notes_stdio, stop
 
