@@ -61,3 +61,57 @@ def observe_upstream(backend: str, status: int, seconds: float) -> None:
     if child is None:
         child = _upstream_children[key] = UPSTREAM_DURATION.labels(backend, str(status))
     child.observe(seconds)
+
+
+# --- LLM usage ------------------------------------------------------------------------------
+
+LLM_TOKENS = Counter(
+    "crossway_llm_tokens_total",
+    "LLM tokens, by backend, model route, provider and kind (input, output, cached, reasoning).",
+    ["backend", "model", "provider", "kind"],
+)
+LLM_COST = Counter(
+    "crossway_llm_cost_usd_total",
+    "Estimated LLM spend in USD from the price table, by backend, model route and provider.",
+    ["backend", "model", "provider"],
+)
+LLM_ATTEMPTS = Counter(
+    "crossway_llm_upstream_attempts_total",
+    "Upstream LLM attempts, by backend, deployment (provider/model) and result (ok, retry, error).",
+    ["backend", "deployment", "result"],
+)
+
+_llm_usage_children: dict[
+    tuple[str, str, str], tuple[Counter, Counter, Counter, Counter, Counter]
+] = {}
+
+
+def observe_llm_usage(
+    backend: str,
+    model: str,
+    provider: str,
+    tokens: tuple[int, int, int, int],
+    cost: float | None,
+) -> None:
+    """Count one answer's tokens (input, output, cached, reasoning) and cost."""
+    key = (backend, model, provider)
+    children = _llm_usage_children.get(key)
+    if children is None:
+        children = (
+            LLM_TOKENS.labels(backend, model, provider, "input"),
+            LLM_TOKENS.labels(backend, model, provider, "output"),
+            LLM_TOKENS.labels(backend, model, provider, "cached"),
+            LLM_TOKENS.labels(backend, model, provider, "reasoning"),
+            LLM_COST.labels(backend, model, provider),
+        )
+        _llm_usage_children[key] = children
+    for child, value in zip(children[:4], tokens, strict=True):
+        if value:
+            child.inc(value)
+    if cost:
+        children[4].inc(cost)
+
+
+def observe_llm_attempt(backend: str, deployment: str, result: str) -> None:
+    """Count one upstream attempt of an LLM request."""
+    LLM_ATTEMPTS.labels(backend, deployment, result).inc()
