@@ -123,13 +123,23 @@ def status_error(
     keep: dict[str, str] = {}
     if headers:
         for name in _KEPT_HEADERS:
-            value = headers.get(name) or headers.get(name.title())
+            value = header(headers, name)
             if value:
                 keep[name] = value
     if code is None and status in (400, 413) and _looks_too_long(message):
         code = CONTEXT_LENGTH_EXCEEDED
     cls = _STATUS_ERRORS.get(status, UpstreamError)
     return cls(message, code=code, param=param, status=status, headers=keep)
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """Header `name` (lower case) from a mapping whose keys may be in any case."""
+    value = headers.get(name)
+    if value is None:
+        for key, val in headers.items():
+            if key.lower() == name:
+                return val
+    return value
 
 
 def _looks_too_long(message: str) -> bool:

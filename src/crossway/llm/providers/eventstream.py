@@ -1,0 +1,146 @@
+"""AWS event-stream framing (`application/vnd.amazon.eventstream`), decoded incrementally.
+
+One message on the wire:
+
+    total length   u32 (big endian, whole message including both CRCs)
+    headers length u32
+    prelude CRC    u32 = CRC32 of the 8 bytes above
+    headers        name length u8, name, value type u8, value (typed, see `_HEADER_SIZES`)
+    payload        total - headers - 16 bytes
+    message CRC    u32 = CRC32 of everything before it
+
+Bedrock's ConverseStream sends one message per event; `:message-type` is `event`, `exception`
+or `error`, `:event-type` / `:exception-type` name it and the payload is JSON.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Final
+
+from crossway.errors import UpstreamError
+
+PRELUDE_BYTES: Final = 12
+MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+"""Largest message accepted; a bigger length means a corrupt or hostile stream."""
+
+_PRELUDE: Final = struct.Struct(">III")
+_U32: Final = struct.Struct(">I")
+_U16: Final = struct.Struct(">H")
+
+# Fixed sizes of header value types (bool true/false, byte, short, int, long, timestamp, uuid).
+_HEADER_SIZES: Final = {0: 0, 1: 0, 2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}
+
+
+class EventStreamError(UpstreamError):
+    """The upstream's event stream is corrupt (bad CRC, impossible lengths)."""
+
+
+@dataclass(slots=True, frozen=True)
+class EventMessage:
+    """One decoded event-stream message."""
+
+    headers: dict[str, str | int | bool | bytes]
+    payload: bytes
+
+    @property
+    def message_type(self) -> str:
+        return str(self.headers.get(":message-type", "event"))
+
+    @property
+    def event_type(self) -> str:
+        return str(self.headers.get(":event-type") or self.headers.get(":exception-type") or "")
+
+
+class EventStreamDecoder:
+    """Splits a byte stream into `EventMessage`s, checking both CRCs of every message."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[EventMessage]:
+        buffer = self._buffer
+        buffer += data
+        out: list[EventMessage] = []
+        start = 0
+        size = len(buffer)
+        while size - start >= PRELUDE_BYTES:
+            total, headers_len, prelude_crc = _PRELUDE.unpack_from(buffer, start)
+            if zlib.crc32(memoryview(buffer)[start : start + 8]) != prelude_crc:
+                raise EventStreamError("corrupt event stream from upstream (prelude CRC mismatch)")
+            if total > MAX_MESSAGE_BYTES or total < PRELUDE_BYTES + 4 + headers_len:
+                raise EventStreamError(
+                    f"corrupt event stream from upstream (message length {total})"
+                )
+            if size - start < total:
+                break
+            view = memoryview(buffer)[start : start + total]
+            (message_crc,) = _U32.unpack_from(view, total - 4)
+            if zlib.crc32(view[: total - 4]) != message_crc:
+                raise EventStreamError("corrupt event stream from upstream (message CRC mismatch)")
+            headers = _decode_headers(view[PRELUDE_BYTES : PRELUDE_BYTES + headers_len])
+            payload = bytes(view[PRELUDE_BYTES + headers_len : total - 4])
+            view.release()
+            out.append(EventMessage(headers, payload))
+            start += total
+        if start:
+            del buffer[:start]
+        return out
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete message held back."""
+        return len(self._buffer)
+
+
+def _decode_headers(raw: memoryview) -> dict[str, str | int | bool | bytes]:
+    headers: dict[str, str | int | bool | bytes] = {}
+    i = 0
+    end = len(raw)
+    try:
+        while i < end:
+            name_len = raw[i]
+            name = bytes(raw[i + 1 : i + 1 + name_len]).decode("utf-8")
+            i += 1 + name_len
+            kind = raw[i]
+            i += 1
+            value: str | int | bool | bytes
+            if kind in (6, 7):
+                (length,) = _U16.unpack_from(raw, i)
+                data = bytes(raw[i + 2 : i + 2 + length])
+                i += 2 + length
+                value = data.decode("utf-8") if kind == 7 else data
+            elif kind in _HEADER_SIZES:
+                size = _HEADER_SIZES[kind]
+                if kind < 2:
+                    value = kind == 0
+                elif kind == 9:
+                    value = bytes(raw[i : i + size])
+                else:
+                    value = int.from_bytes(raw[i : i + size], "big", signed=True)
+                i += size
+            else:
+                raise EventStreamError(f"corrupt event stream from upstream (header type {kind})")
+            headers[name] = value
+    except (IndexError, struct.error, UnicodeDecodeError):
+        raise EventStreamError("corrupt event stream from upstream (headers)") from None
+    if i != end:
+        raise EventStreamError("corrupt event stream from upstream (headers length)")
+    return headers
+
+
+def encode_message(headers: dict[str, str], payload: bytes) -> bytes:
+    """One message with string headers (what Bedrock sends; used by tests and mocks)."""
+    raw = bytearray()
+    for name, value in headers.items():
+        key = name.encode()
+        data = value.encode()
+        raw += bytes([len(key)]) + key + b"\x07" + _U16.pack(len(data)) + data
+    total = PRELUDE_BYTES + len(raw) + len(payload) + 4
+    prelude = struct.pack(">II", total, len(raw))
+    message = prelude + _U32.pack(zlib.crc32(prelude)) + bytes(raw) + payload
+    return message + _U32.pack(zlib.crc32(message))
