@@ -15,15 +15,17 @@ import datetime as dt
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
 from bench import fixtures, profile, report
-from bench.load import run_wrk
+from bench.load import LoadResult, run_wrk
 from bench.procs import RssSampler, ServerProcess, free_port, load_average, post_once, wait_ready
 from bench.targets import CLIENT_KEY, MODES, Context, Mode, Target, all_targets
 from bench.ttfb import ProbeError, probe
@@ -42,6 +44,7 @@ class Settings:
     probe_count: int
     profile: bool
     only: list[str]
+    rounds: int
     out: Path
 
 
@@ -67,105 +70,194 @@ def request_file(ctx: Context, model: str, mode: Mode) -> Path:
     return path
 
 
-def measure(ctx: Context, target: Target, mode: Mode, settings: Settings) -> dict[str, Any]:
-    """Start `target` for `mode`, load it, and return its figures (or why it was skipped)."""
+@dataclass
+class Live:
+    """A target started for one mode, with its figures so far."""
+
+    target: Target
+    mode: Mode
+    server: ServerProcess | None
+    port: int
+    body_path: Path
+    result: dict[str, Any]
+    rounds32: list[LoadResult] = field(default_factory=list)
+    rounds1: list[LoadResult] = field(default_factory=list)
+    cpu32: list[float] = field(default_factory=list)
+    sampler: RssSampler | None = None
+
+    @property
+    def path(self) -> str:
+        return self.target.url_path(self.mode)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.path}"
+
+    def fail(self, exc: BaseException) -> None:
+        self.result["failed"] = f"{type(exc).__name__}: {exc}"
+
+
+HEADERS: Final = {"Authorization": f"Bearer {CLIENT_KEY}"}
+
+
+def start(ctx: Context, target: Target, mode: Mode) -> Live:
+    """Start `target` for `mode` and wait until it answers correctly (or record why not)."""
     result: dict[str, Any] = {"target": target.name, "group": target.group, "mode": mode}
+    body_path = request_file(ctx, target.model, mode)
+    live = Live(target, mode, None, 0, body_path, result)
     reason = target.check(ctx)
     if reason is not None:
         result["skipped"] = reason
-        return result
-    body_path = request_file(ctx, target.model, mode)
-    body = body_path.read_bytes()
-    headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
+        return live
     if target.launch is None:
-        port = int(ctx.upstream.rsplit(":", 1)[1])
-        server: ServerProcess | None = None
+        live.port = int(ctx.upstream.rsplit(":", 1)[1])
     else:
-        port = free_port()
-        server = target.launch(ctx, mode, port)
-    path = target.url_path(mode)
-    url = f"http://127.0.0.1:{port}{path}"
-    result["load_average_before"] = load_average()
+        live.port = free_port()
+        live.server = target.launch(ctx, mode, live.port)
+    started = time.monotonic()
     try:
-        started = time.monotonic()
-        answer = wait_ready(server, port, path, body, headers, timeout_s=target.ready_timeout_s)
+        answer = wait_ready(
+            live.server,
+            live.port,
+            live.path,
+            body_path.read_bytes(),
+            HEADERS,
+            timeout_s=target.ready_timeout_s,
+        )
         result["startup_s"] = round(time.monotonic() - started, 2)
         check_answer(answer.status, answer.body, mode)
-        if server is not None:
-            result["rss_idle_mb"] = round(server.rss_mb(), 1)
-        run_wrk(
-            url,
-            body=body_path,
-            key=CLIENT_KEY,
-            connections=32,
-            seconds=settings.warmup,
-            cpu=ctx.load_cpu,
-        )
-        cpu_before = server.cpu_seconds() if server else 0.0
-        wall_before = time.monotonic()
-        if server is not None:
-            with RssSampler(server) as sampler:
-                many = run_wrk(
-                    url,
-                    body=body_path,
-                    key=CLIENT_KEY,
-                    connections=32,
-                    seconds=settings.seconds,
-                    cpu=ctx.load_cpu,
+    except (RuntimeError, CheckFailed, OSError) as exc:
+        live.fail(exc)
+    return live
+
+
+def load(ctx: Context, live: Live, connections: int, seconds: float) -> LoadResult:
+    return run_wrk(
+        live.url,
+        body=live.body_path,
+        key=CLIENT_KEY,
+        connections=connections,
+        seconds=seconds,
+        cpu=ctx.load_cpu,
+    )
+
+
+def measure_group(
+    ctx: Context, targets: list[Target], mode: Mode, settings: Settings
+) -> list[dict[str, Any]]:
+    """Start every target of the group, then load them in turns, round after round.
+
+    Interleaving spreads each target's measurement over the same minutes, so bursts of other
+    work on this shared machine hit every target alike instead of skewing one ratio.
+    """
+    lives = [start(ctx, target, mode) for target in targets]
+    running = [lv for lv in lives if "skipped" not in lv.result and "failed" not in lv.result]
+    try:
+        for live in running:
+            if live.server is not None:
+                live.result["rss_idle_mb"] = round(live.server.rss_mb(), 1)
+                live.result["rss_idle_breakdown_mb"] = live.server.rss_breakdown_mb()
+                live.sampler = RssSampler(live.server).start()
+            live.result["load_average_before"] = load_average()
+        for live in running:
+            _guard(live, lambda lv: load(ctx, lv, 32, settings.warmup))
+        for _ in range(settings.rounds):
+            for live in running:
+                _guard(live, lambda lv: _round32(ctx, lv, settings.seconds / settings.rounds))
+            for live in running:
+                _guard(
+                    live,
+                    lambda lv: lv.rounds1.append(
+                        load(ctx, lv, 1, settings.seconds_one / settings.rounds)
+                    ),
                 )
-            result["rss_peak_mb"] = round(sampler.peak_mb, 1)
-            result["proxy_cpu_percent"] = round(
-                100 * (server.cpu_seconds() - cpu_before) / (time.monotonic() - wall_before), 1
-            )
-        else:
-            many = run_wrk(
-                url,
-                body=body_path,
-                key=CLIENT_KEY,
-                connections=32,
-                seconds=settings.seconds,
-                cpu=ctx.load_cpu,
-            )
-        one = run_wrk(
-            url,
-            body=body_path,
-            key=CLIENT_KEY,
-            connections=1,
-            seconds=settings.seconds_one,
-            cpu=ctx.load_cpu,
-        )
-        result["c32"] = many.as_dict()
-        result["c1"] = one.as_dict()
-        if mode == "stream":
-            result["first_byte"] = _probe(port, path, body, headers, settings)
-        if settings.profile and target.profile and server is not None:
-            result["profile"] = _profile(ctx, target, mode, server, url, body_path, settings)
-        # One more check after load: the target still answers correctly.
-        after = post_once(port, path, body, headers)
-        check_answer(after.status, after.body, mode)
-        if server is not None:
-            result["rss_after_mb"] = round(server.rss_mb(), 1)
-    except (RuntimeError, CheckFailed, ProbeError, OSError) as exc:
-        result["failed"] = f"{type(exc).__name__}: {exc}"
+        for live in running:
+            if live.sampler is not None:
+                live.sampler.stop()
+                live.result["rss_peak_mb"] = round(live.sampler.peak_mb, 1)
+            if "failed" in live.result:
+                continue
+            live.result["c32"] = combine(live.rounds32)
+            live.result["c1"] = combine(live.rounds1)
+            if live.cpu32:
+                cpu = sum(live.cpu32)
+                live.result["proxy_cpu_percent"] = round(
+                    100 * cpu / sum(r.duration_s for r in live.rounds32), 1
+                )
+                live.result["requests_per_cpu_second"] = round(
+                    sum(r.requests for r in live.rounds32) / cpu, 1
+                )
+            if mode == "stream":
+                _guard(live, lambda lv: lv.result.__setitem__("first_byte", _probe(lv, settings)))
+            if settings.profile and live.target.profile and live.server is not None:
+                _guard(
+                    live, lambda lv: lv.result.__setitem__("profile", _profile(ctx, lv, settings))
+                )
+            # The target still answers correctly after the load.
+            _guard(live, lambda lv: check_answer(*_post(lv), mode))
+            if live.server is not None:
+                live.result["rss_after_mb"] = round(live.server.rss_mb(), 1)
+            live.result["load_average_after"] = load_average()
     finally:
-        if server is not None:
-            server.stop()
-    result["load_average_after"] = load_average()
-    return result
+        for live in lives:
+            if live.sampler is not None:
+                live.sampler.stop()
+            if live.server is not None:
+                live.server.stop()
+    return [live.result for live in lives]
 
 
-def _probe(
-    port: int, path: str, body: bytes, headers: dict[str, str], settings: Settings
-) -> dict[str, Any]:
+def _post(live: Live) -> tuple[int, bytes]:
+    answer = post_once(live.port, live.path, live.body_path.read_bytes(), HEADERS)
+    return answer.status, answer.body
+
+
+def _round32(ctx: Context, live: Live, seconds: float) -> None:
+    cpu_before = live.server.cpu_seconds() if live.server else 0.0
+    result = load(ctx, live, 32, seconds)
+    if live.server is not None:
+        live.cpu32.append(live.server.cpu_seconds() - cpu_before)
+    live.rounds32.append(result)
+
+
+def _guard(live: Live, step: Callable[[Live], object]) -> None:
+    """Run one measuring step unless the target already failed; record a failure."""
+    if "failed" in live.result:
+        return
+    try:
+        step(live)
+    except (RuntimeError, CheckFailed, ProbeError, OSError, subprocess.SubprocessError) as exc:
+        live.fail(exc)
+        if live.server is not None and not live.server.alive():
+            live.result["failed"] += "\n" + live.server.log_tail()
+
+
+def combine(rounds: list[LoadResult]) -> dict[str, Any]:
+    """Requests/s over all rounds; latency percentiles as the median of the rounds' own."""
+    duration = sum(r.duration_s for r in rounds)
+    requests = sum(r.requests for r in rounds)
+    keys = rounds[0].latency_us.keys()
+    return {
+        "connections": rounds[0].connections,
+        "duration_s": round(duration, 3),
+        "requests": requests,
+        "errors": sum(r.errors for r in rounds),
+        "rps": round(requests / duration, 1) if duration else 0.0,
+        "rps_rounds": [round(r.rps, 1) for r in rounds],
+        "latency_us": {k: statistics.median(r.latency_us[k] for r in rounds) for k in keys},
+    }
+
+
+def _probe(live: Live, settings: Settings) -> dict[str, Any]:
     # The probe runs on the load core, like wrk.
     os.sched_setaffinity(0, {LOAD_CPU})
     try:
         summary = probe(
             "127.0.0.1",
-            port,
-            path,
-            body,
-            headers=headers,
+            live.port,
+            live.path,
+            live.body_path.read_bytes(),
+            headers=HEADERS,
             marker=fixtures.FIRST_TOKEN_MARKER,
             count=settings.probe_count,
             warmup=max(20, settings.probe_count // 10),
@@ -175,25 +267,17 @@ def _probe(
     return summary
 
 
-def _profile(
-    ctx: Context,
-    target: Target,
-    mode: Mode,
-    server: ServerProcess,
-    url: str,
-    body_path: Path,
-    settings: Settings,
-) -> dict[str, Any]:
+def _profile(ctx: Context, live: Live, settings: Settings) -> dict[str, Any]:
+    """Sample the serving worker with py-spy while wrk loads it at 32 connections."""
+    assert live.server is not None
     binary = profile.pyspy_binary(ctx.repo)
     if binary is None:
         return {"error": "py-spy not installed (BENCH_PROFILE=1 bash bench/run.sh installs it)"}
     seconds = max(3, int(settings.seconds))
-    output = ctx.work / "profiles" / f"{target.name}-{mode}.txt"
+    output = ctx.work / "profiles" / f"{live.target.name}-{live.mode}.txt"
     output.parent.mkdir(parents=True, exist_ok=True)
-    recorder = profile.start_record(binary, server.worker_pid(), seconds, output)
-    run_wrk(
-        url, body=body_path, key=CLIENT_KEY, connections=32, seconds=seconds + 1, cpu=ctx.load_cpu
-    )
+    recorder = profile.start_record(binary, live.server.worker_pid(), seconds, output)
+    load(ctx, live, 32, seconds + 1)
     _, err = recorder.communicate(timeout=60)
     if recorder.returncode != 0 or not output.exists():
         return {
@@ -257,31 +341,29 @@ def parse_args(argv: list[str]) -> Settings:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--seconds", type=float, default=12.0, help="wrk time at 32 connections")
+    parser.add_argument("--seconds-one", type=float, default=6.0, help="wrk time at 1 connection")
     parser.add_argument(
-        "--seconds", type=float, default=10.0, help="wrk duration at 32 connections"
+        "--rounds", type=int, default=3, help="interleaved rounds those are split in"
     )
-    parser.add_argument("--warmup", type=float, default=2.0, help="wrk warm-up before measuring")
-    parser.add_argument(
-        "--seconds-one", type=float, default=5.0, help="wrk duration at 1 connection"
-    )
+    parser.add_argument("--warmup", type=float, default=2.0, help="wrk warm-up per target")
     parser.add_argument("--probe-count", type=int, default=300, help="sequential first-byte probes")
-    parser.add_argument(
-        "--quick", action="store_true", help="short smoke run (2 s per measurement)"
-    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 s / 1 s")
     parser.add_argument("--profile", action="store_true", help="also profile Crossway with py-spy")
     parser.add_argument("--only", nargs="*", default=[], help="target names to run (default: all)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
     if args.quick:
-        args.seconds, args.warmup, args.seconds_one, args.probe_count = 2.0, 1.0, 1.0, 50
+        args.seconds, args.seconds_one, args.rounds, args.warmup, args.probe_count = 2, 1, 1, 1, 50
     return Settings(
-        args.seconds,
-        args.warmup,
-        args.seconds_one,
-        args.probe_count,
-        args.profile,
-        args.only,
-        args.out,
+        seconds=args.seconds,
+        warmup=args.warmup,
+        seconds_one=args.seconds_one,
+        probe_count=args.probe_count,
+        profile=args.profile,
+        only=args.only,
+        rounds=max(1, args.rounds),
+        out=args.out,
     )
 
 
@@ -303,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": started_at.isoformat(timespec="seconds"),
         "settings": {
             "seconds_c32": settings.seconds,
+            "rounds": settings.rounds,
             "warmup_s": settings.warmup,
             "seconds_c1": settings.seconds_one,
             "probe_count": settings.probe_count,
@@ -316,13 +399,23 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         wait_ready(None, nginx_port, "/healthz", b"", {}, timeout_s=10)
+        order = [t.name for t in all_targets()]
         targets = [t for t in all_targets() if not settings.only or t.name in settings.only]
         for mode in MODES:
-            for target in targets:
-                print(f"[bench] {target.name} / {mode} ...", flush=True)
-                run = measure(ctx, target, mode, settings)
-                results["runs"].append(run)
-                print(f"[bench]   {report.one_line(run)}", flush=True)
+            # Python proxies are measured in interleaved rounds; LiteLLM alone, in one round.
+            together = [t for t in targets if t.interleave]
+            alone = [t for t in targets if not t.interleave]
+            print(
+                f"[bench] {mode}: {', '.join(t.name for t in together)} (interleaved)", flush=True
+            )
+            runs = measure_group(ctx, together, mode, settings) if together else []
+            for target in alone:
+                print(f"[bench] {mode}: {target.name}", flush=True)
+                runs += measure_group(ctx, [target], mode, replace(settings, rounds=1))
+            runs.sort(key=lambda run: order.index(run["target"]))
+            for run in runs:
+                print(f"[bench]   {run['target']} / {mode}: {report.one_line(run)}", flush=True)
+            results["runs"] += runs
     finally:
         nginx.stop()
     results["load_average_end"] = load_average()

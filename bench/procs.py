@@ -83,6 +83,12 @@ class ServerProcess:
     def rss_mb(self) -> float:
         return sum(rss_kb(pid) for pid in self.tree()) / 1024
 
+    def rss_breakdown_mb(self) -> dict[str, float]:
+        """RSS of the serving worker and of the rest of the tree (supervisor, admin plane)."""
+        worker = self.worker_pid()
+        rest = sum(rss_kb(pid) for pid in self.tree() if pid != worker)
+        return {"worker": round(rss_kb(worker) / 1024, 1), "others": round(rest / 1024, 1)}
+
     def worker_pid(self) -> int:
         """The process that serves requests: the largest one in the tree (it holds the app)."""
         return max(self.tree(), key=rss_kb)
@@ -194,11 +200,12 @@ class RssSampler:
         while not self._stop.wait(self.interval_s):
             self.peak_mb = max(self.peak_mb, self.server.rss_mb())
 
-    def __enter__(self) -> RssSampler:
+    def start(self) -> RssSampler:
         self._thread.start()
         return self
 
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._stop.set()
+            self._thread.join()
         self.peak_mb = max(self.peak_mb, self.server.rss_mb())

@@ -60,34 +60,54 @@ def one_line(run: Run) -> str:
     return text
 
 
+def _rss_idle(run: Run) -> str:
+    total, parts = run.get("rss_idle_mb"), run.get("rss_idle_breakdown_mb")
+    if total is None:
+        return NONE
+    if parts and parts.get("others"):
+        return f"{total:.1f} (worker {parts['worker']:.1f})"
+    return f"{total:.1f}"
+
+
 def _row(run: Run) -> str:
     name = f"**{run['target']}**" if run["target"].startswith("crossway") else run["target"]
     if "skipped" in run:
-        return f"| {name} | {run['skipped']} |" + " |" * 10
+        return f"| {name} | {run['skipped']} |" + " |" * 11
     if "failed" in run:
         first = run["failed"].splitlines()[0].replace("|", "/")
-        return f"| {name} | FAILED: {first} |" + " |" * 10
+        return f"| {name} | FAILED: {first} |" + " |" * 11
     errors = (_get(run, "c32", "errors") or 0) + (_get(run, "c1", "errors") or 0)
     return (
         f"| {name} | {_num(_get(run, 'c32', 'rps'))} "
         f"| {_ms(_get(run, 'c32', 'latency_us', 'p50'))} | {_ms(_get(run, 'c32', 'latency_us', 'p99'))} "
         f"| {_ms(_get(run, 'c1', 'latency_us', 'p50'))} | {_ms(_get(run, 'c1', 'latency_us', 'p99'))} "
         f"| {_ms(_get(run, 'first_byte', 'ttfb_p50_us'))} | {_ms(_get(run, 'first_byte', 'ttft_p50_us'))} "
-        f"| {_num(run.get('rss_idle_mb'), 1)} | {_num(run.get('rss_peak_mb'), 1)} "
-        f"| {_num(run.get('proxy_cpu_percent'))} | {errors} |"
+        f"| {_rss_idle(run)} | {_num(run.get('rss_peak_mb'), 1)} "
+        f"| {_num(run.get('proxy_cpu_percent'))} | {_num(run.get('requests_per_cpu_second'))} | {errors} |"
     )
 
 
 HEADER: Final = (
     "| target | req/s @32 | p50 @32 (ms) | p99 @32 (ms) | p50 @1 (ms) | p99 @1 (ms) "
-    "| first byte p50 (ms) | first token p50 (ms) | RSS idle (MB) | RSS peak (MB) | proxy CPU % | errors |\n"
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "| first byte p50 (ms) | first token p50 (ms) | RSS idle (MB) | RSS peak (MB) | proxy CPU % | req per CPU-s | errors |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
 def _ratio(a: Run | None, b: Run | None) -> float | None:
     ra, rb = _get(a, "c32", "rps"), _get(b, "c32", "rps")
     return ra / rb if ra and rb else None
+
+
+def _ratio_text(a: Run | None, b: Run | None, digits: int) -> str:
+    """The throughput ratio, and the same ratio per CPU-second as a check against noise."""
+    ratio = _ratio(a, b)
+    if ratio is None:
+        return NONE
+    ca, cb = _get(a, "requests_per_cpu_second"), _get(b, "requests_per_cpu_second")
+    if ca and cb:
+        return f"{ratio:.{digits}f} (per CPU-s: {ca / cb:.{digits}f})"
+    return f"{ratio:.{digits}f}"
 
 
 def _verdict(value: float | None, goal: float, *, at_least: bool) -> str:
@@ -111,7 +131,7 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             (
                 f"Crossway / reference throughput ({mode})",
                 f"≥ {GOAL_REFERENCE_RATIO}",
-                _num(ratio, 2),
+                _ratio_text(cw, ref, 2),
                 _verdict(ratio, GOAL_REFERENCE_RATIO, at_least=True),
             )
         )
@@ -120,7 +140,7 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             (
                 f"Crossway / LiteLLM throughput ({mode})",
                 f"≥ {GOAL_LITELLM_RATIO:.0f}",
-                _num(ratio, 1),
+                _ratio_text(cw, ll, 1),
                 _verdict(ratio, GOAL_LITELLM_RATIO, at_least=True),
             )
         )
@@ -153,7 +173,7 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 (
                     f"{provider} translation / passthrough throughput ({mode})",
                     f"≥ {GOAL_TRANSLATION_RATIO}",
-                    _num(ratio, 2),
+                    _ratio_text(tr, base, 2),
                     _verdict(ratio, GOAL_TRANSLATION_RATIO, at_least=True),
                 )
             )
@@ -208,8 +228,11 @@ def render(results: dict[str, Any]) -> str:
         f"- Stack: granian {m['granian']}, aiohttp {m['aiohttp']}, uvloop {m['uvloop']}; {m['nginx']}; {m['wrk']}; LiteLLM {m['litellm']}",
         f"- Crossway {m['crossway']} at `{m['crossway_commit']}`",
         f"- Method: proxy pinned to core {s['proxy_cpu']} (one worker); nginx, wrk and the first-byte probe pinned to core {s['load_cpu']}; "
-        f"{s['request_body_bytes']} B JSON request body; wrk {s['warmup_s']:g} s warm-up, then {s['seconds_c32']:g} s at 32 connections "
-        f"and {s['seconds_c1']:g} s at 1 connection; {s['probe_count']} sequential streamed requests for first byte / first token.",
+        f"{s['request_body_bytes']} B JSON request body. Per mode, all Python proxies but LiteLLM run side by side (idle when not loaded) "
+        f"and are loaded in turns: {s['warmup_s']:g} s warm-up each, then {s.get('rounds', 1)} rounds of "
+        f"{s['seconds_c32'] / s.get('rounds', 1):g} s at 32 connections and {s['seconds_c1'] / s.get('rounds', 1):g} s at 1 connection each "
+        f"(LiteLLM: one round of {s['seconds_c32']:g} s and {s['seconds_c1']:g} s); "
+        f"{s['probe_count']} sequential streamed requests for first byte / first token.",
         f"- Load average (1/5/15 min) at start {results['load_average_start']}, at end {results['load_average_end']} "
         "(other work on this machine adds noise; each run's own load average is in the JSON).",
         f"- Whole run: {results['elapsed_s']} s.",
@@ -221,7 +244,9 @@ def render(results: dict[str, Any]) -> str:
         lines.append("")
     lines += [
         "First byte / first token: time from writing the request to the first body byte / the first content token, one request at a time. "
-        "RSS: the proxy's whole process tree. proxy CPU %: the proxy's CPU time over the 32-connection run (100 = the whole core).",
+        "RSS: the proxy's whole process tree (in brackets: its serving worker alone). proxy CPU %: the proxy's CPU time over the 32-connection runs "
+        "(100 = the whole core; less means it waited on I/O or other work took the core). req per CPU-s: requests served per second of the proxy's own CPU, "
+        "the figure least disturbed by other load on the machine. Latency percentiles are the median of the rounds' own; req/s is over all rounds.",
         "",
         "## Goals",
         "",

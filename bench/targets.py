@@ -71,6 +71,8 @@ class Target:
     check: Callable[[Context], str | None] = lambda _ctx: None
     """Returns why the target cannot run here, or None."""
     ready_timeout_s: float = 30.0
+    interleave: bool = True
+    """Measured in turns with the other Python proxies (LiteLLM is too slow to share rounds)."""
     profile: bool = False
     """Profile it with py-spy when the run asks for profiles."""
     env: Callable[[Context, Mode], dict[str, str]] = lambda _ctx, _mode: {}
@@ -308,6 +310,7 @@ def all_targets() -> list[Target]:
             launch=_launch_litellm,
             check=_check_litellm,
             ready_timeout_s=120.0,
+            interleave=False,
         ),
         Target(
             "crossway-anthropic",
