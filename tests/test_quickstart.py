@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-from mcp import Client
 
+from mcp import Client
 from tests.helpers import ROOT, free_port, http_status, wait_for
 
 
@@ -35,7 +35,9 @@ def quickstart() -> Iterator[str]:
     )
     try:
         wait_for(
-            lambda: proc.poll() is not None or http_status(f"http://127.0.0.1:{admin}/readyz") == 200,
+            lambda: (
+                proc.poll() is not None or http_status(f"http://127.0.0.1:{admin}/readyz") == 200
+            ),
             what="quickstart",
         )
         assert proc.poll() is None, "quickstart exited early"

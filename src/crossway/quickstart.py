@@ -54,7 +54,9 @@ def main() -> int:
         children.append(mcp)
         _wait_port(llm_port, llm, "sample model server")
         _wait_port(mcp_port, mcp, "sample MCP server")
-        print(f"quickstart: sample model on :{llm_port}, sample MCP server on :{mcp_port}", flush=True)
+        print(
+            f"quickstart: sample model on :{llm_port}, sample MCP server on :{mcp_port}", flush=True
+        )
         gateway = subprocess.Popen(
             [sys.executable, "-m", "crossway", "serve", "--config", config], env=env
         )

@@ -9,7 +9,6 @@ import aiohttp
 import openai
 import pytest
 from aiohttp import web
-
 from tests.helpers import start_gateway
 
 HTTP_CONFIG = """
@@ -81,10 +80,14 @@ backends:
 """
     with start_gateway(config, env={"TEAM_A_KEY": "key-a"}) as gw:
         good = openai.OpenAI(base_url=gw.url + "/v1", api_key="key-a")
-        resp = good.chat.completions.create(model="sample-model", messages=[{"role": "user", "content": "x"}])
+        resp = good.chat.completions.create(
+            model="sample-model", messages=[{"role": "user", "content": "x"}]
+        )
         assert resp.choices[0].message.content == "You said: x"
         bad = openai.OpenAI(base_url=gw.url + "/v1", api_key="wrong", max_retries=0)
         with pytest.raises(openai.AuthenticationError) as info:
-            bad.chat.completions.create(model="sample-model", messages=[{"role": "user", "content": "x"}])
+            bad.chat.completions.create(
+                model="sample-model", messages=[{"role": "user", "content": "x"}]
+            )
         assert info.value.status_code == 401
         assert "invalid API key" in info.value.message

@@ -46,7 +46,9 @@ def summarize(topic: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--transport", default="streamable-http", choices=["stdio", "streamable-http", "sse"])
+    parser.add_argument(
+        "--transport", default="streamable-http", choices=["stdio", "streamable-http", "sse"]
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9102)
     args = parser.parse_args()
