@@ -83,6 +83,7 @@ class McpBackend(Backend):
         return cls(name, cfg, build_upstreams(cfg), _hooks_from_config(name, cfg))
 
     async def start(self) -> None:
+        await _hook_lifecycle(self.hooks, "start")
         await asyncio.gather(*(up.start() for up in self.upstreams.values()))
         self.sessions.start()
 
@@ -92,6 +93,7 @@ class McpBackend(Backend):
         await asyncio.gather(
             *(up.close() for up in self.upstreams.values()), return_exceptions=True
         )
+        await _hook_lifecycle(self.hooks, "close")
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext
@@ -111,7 +113,30 @@ class McpBackend(Backend):
 
 def _hooks_from_config(name: str, cfg: McpBackendConfig) -> McpHooks:
     """The access-control hooks the config asks for (authorization, pinning, OAuth)."""
-    return McpHooks()
+    from crossway.mcp.auth import ProtectedResource
+    from crossway.mcp.authz import McpAuthorizer
+    from crossway.mcp.naming import Naming
+    from crossway.mcp.pinning import ToolPinning
+
+    hooks = McpHooks()
+    rules = cfg.authorization
+    if rules is not None and (rules.allow or rules.deny):
+        naming = Naming({n: s.prefix for n, s in cfg.servers.items()}, cfg.separator)
+        hooks.authorize = McpAuthorizer(rules, split_name=naming.split, split_uri=naming.split_uri)
+    pinning = ToolPinning(cfg.pinning)
+    if pinning.enabled:
+        hooks.pinning = pinning
+    if cfg.auth is not None:
+        hooks.auth_gate = ProtectedResource(cfg.auth)
+    return hooks
+
+
+async def _hook_lifecycle(hooks: McpHooks, method: str) -> None:
+    """Start or close the hooks that hold resources (pin store, JWKS client)."""
+    for hook in (hooks.pinning, hooks.auth_gate):
+        action = getattr(hook, method, None)
+        if action is not None:
+            await action()
 
 
 __all__ = ["McpBackend", "NotFound", "build_upstreams"]
