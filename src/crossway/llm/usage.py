@@ -127,20 +127,3 @@ class StreamTail:
             return None
         line = tail[start + 5 : end if end >= 0 else len(tail)]
         return usage_from_body(line.strip())
-
-
-def find_usage_event(data: bytes) -> tuple[int, int] | None:
-    """Where the SSE event carrying a non-null usage sits in `data`, as `(start, end)` offsets.
-
-    Used to hide the usage chunk Crossway asked for from a client that did not ask for it.
-    `data` must hold whole events (the caller holds back a partial last event).
-    """
-    found = [at for at in (data.find(marker) for marker in USAGE_MARKERS) if at >= 0]
-    if not found:
-        return None
-    at = min(found)
-    start = data.rfind(b"\n\n", 0, at)
-    start = 0 if start < 0 else start + 2
-    end = data.find(b"\n\n", at)
-    end = len(data) if end < 0 else end + 2
-    return start, end

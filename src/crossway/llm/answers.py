@@ -1,0 +1,272 @@
+"""How an upstream's answer becomes the client's: one small class per (downstream API, provider kind).
+
+    client API      provider speaks      answer                      stream
+    chat            openai_chat          bytes untouched             bytes untouched (usage read
+                                                                     from the tail; the usage chunk
+                                                                     Crossway asked for is cut out)
+    chat            anything else        provider -> chat JSON       chunks -> `data:` events
+    messages        anthropic_messages   bytes untouched             bytes untouched (usage read
+                                                                     from message_start / _delta)
+    messages        anything else        chat -> Messages JSON       chunks -> Messages events
+    responses       any                  chat -> Response JSON       chunks -> Responses events
+
+A stream `Relay` is fed each network chunk and returns the bytes to send; it raises
+`GatewayError` when the upstream reports an error in the stream, `finish` ends a clean stream
+and `error` a broken one in the client's format. `usage` is known once the stream ended.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections import deque
+from typing import Any, Final
+
+import msgspec
+import orjson
+
+from crossway.errors import GatewayError
+from crossway.llm.api.anthropic_messages import MessagesStreamWriter, chat_to_message
+from crossway.llm.api.responses import ResponsesStreamWriter, chat_to_response
+from crossway.llm.api.sse import DONE, data_event
+from crossway.llm.errors import openai_stream_error, render_anthropic_error
+from crossway.llm.providers.base import Json, Provider, StreamTranslator
+from crossway.llm.usage import (
+    USAGE_MARKERS,
+    StreamTail,
+    Usage,
+    usage_from_body,
+    usage_from_chat,
+)
+
+ANTHROPIC_HEAD_BYTES: Final = 4096
+"""Bytes kept from the start of a passed-through Anthropic stream (its message_start)."""
+
+
+class Relay(abc.ABC):
+    """Turns one streamed upstream answer into the client's stream."""
+
+    usage: Usage | None = None
+
+    @abc.abstractmethod
+    def feed(self, data: bytes) -> bytes: ...
+
+    @abc.abstractmethod
+    def finish(self) -> bytes: ...
+
+    @abc.abstractmethod
+    def error(self, exc: GatewayError) -> bytes: ...
+
+
+# --- OpenAI Chat Completions ----------------------------------------------------------------
+
+
+class ChatPassthrough(Relay):
+    """OpenAI-style upstream, OpenAI-style client: forward bytes.
+
+    With `hide_usage` (Crossway added `include_usage` for a client that did not ask), events are
+    forwarded whole -- a partial last event waits for the next network chunk -- so the one
+    carrying usage can be cut out.
+    """
+
+    __slots__ = ("_carry", "_hide", "_tail", "usage")
+
+    def __init__(self, hide_usage: bool) -> None:
+        self._hide = hide_usage
+        self._carry = b""
+        self._tail = None if hide_usage else StreamTail()
+        self.usage = None
+
+    def feed(self, data: bytes) -> bytes:
+        if self._tail is not None:
+            self._tail.add(data)
+            return data
+        if self._carry:
+            data = self._carry + data
+        cut = data.rfind(b"\n\n")
+        if cut < 0:
+            self._carry = data
+            return b""
+        self._carry = data[cut + 2 :]
+        data = data[: cut + 2]
+        if any(marker in data for marker in USAGE_MARKERS):
+            kept = []
+            for event in data.split(b"\n\n"):
+                if any(m in event for m in USAGE_MARKERS) and (
+                    b'"choices":[]' in event or b'"choices": []' in event
+                ):
+                    self.usage = usage_from_body(event.strip()[5:].strip())
+                    continue
+                kept.append(event)
+            data = b"\n\n".join(kept)
+        return data
+
+    def finish(self) -> bytes:
+        if self._tail is not None:
+            self.usage = self._tail.usage()
+        rest, self._carry = self._carry, b""
+        return rest
+
+    def error(self, exc: GatewayError) -> bytes:
+        if self._tail is not None:
+            self.usage = self._tail.usage()
+        return openai_stream_error(exc)
+
+
+class ChatTranslated(Relay):
+    """Another provider, OpenAI-style client: canonical chunks become `data:` events."""
+
+    def __init__(self, translator: StreamTranslator, model: str, hide_usage: bool) -> None:
+        self._translator = translator
+        self._model = model
+        self._hide = hide_usage
+        self.usage = None
+
+    def _encode(self, chunks: list[Json]) -> bytes:
+        out = []
+        for chunk in chunks:
+            if chunk.get("usage"):
+                self.usage = usage_from_chat(chunk["usage"])
+                if self._hide and not chunk.get("choices"):
+                    continue
+            chunk["model"] = self._model
+            out.append(data_event(chunk))
+        return b"".join(out)
+
+    def feed(self, data: bytes) -> bytes:
+        return self._encode(self._translator.feed(data))
+
+    def finish(self) -> bytes:
+        return self._encode(self._translator.close()) + DONE
+
+    def error(self, exc: GatewayError) -> bytes:
+        return openai_stream_error(exc)
+
+
+# --- canonical chunks -> another API's events ----------------------------------------------
+
+
+class WriterRelay(Relay):
+    """Any provider, Anthropic Messages or Responses client: chunks -> that API's events."""
+
+    def __init__(
+        self, translator: StreamTranslator, writer: MessagesStreamWriter | ResponsesStreamWriter
+    ) -> None:
+        self._translator = translator
+        self._writer = writer
+        self.usage = None
+
+    def _write(self, chunks: list[Json]) -> bytes:
+        out = b""
+        for chunk in chunks:
+            if chunk.get("usage"):
+                self.usage = usage_from_chat(chunk["usage"])
+            out += self._writer.feed(chunk)
+        return out
+
+    def feed(self, data: bytes) -> bytes:
+        return self._write(self._translator.feed(data))
+
+    def finish(self) -> bytes:
+        return self._write(self._translator.close()) + self._writer.finish()
+
+    def error(self, exc: GatewayError) -> bytes:
+        return self._writer.error(exc)
+
+
+# --- Anthropic -> Anthropic -----------------------------------------------------------------
+
+
+class _AnthropicUsageOnly(msgspec.Struct):
+    usage: dict[str, Any] | None = None
+    message: dict[str, Any] | None = None
+
+
+_anthropic_usage_decoder: Final = msgspec.json.Decoder(_AnthropicUsageOnly)
+
+
+def usage_from_anthropic(usage: Any, base: Usage | None = None) -> Usage | None:
+    """Anthropic usage (input excludes cache reads and writes) -> normalized usage."""
+    if not isinstance(usage, dict):
+        return base
+
+    def num(key: str, default: int) -> int:
+        value = usage.get(key)
+        return value if isinstance(value, int) else default
+
+    b = base or Usage()
+    fresh_default = b.input_tokens - b.cached_tokens - b.cache_write_tokens
+    cached = num("cache_read_input_tokens", b.cached_tokens)
+    written = num("cache_creation_input_tokens", b.cache_write_tokens)
+    fresh = num("input_tokens", fresh_default)
+    return Usage(
+        input_tokens=fresh + cached + written,
+        output_tokens=num("output_tokens", b.output_tokens),
+        cached_tokens=cached,
+        cache_write_tokens=written,
+    )
+
+
+def anthropic_body_usage(body: bytes) -> Usage | None:
+    try:
+        return usage_from_anthropic(_anthropic_usage_decoder.decode(body).usage)
+    except msgspec.DecodeError:
+        return None
+
+
+class MessagesPassthrough(Relay):
+    """Anthropic upstream, Anthropic client: forward bytes; read usage from the first few
+    kilobytes (`message_start`) and the tail (`message_delta`) once the stream ended."""
+
+    def __init__(self) -> None:
+        self._head: list[bytes] = []
+        self._head_size = 0
+        self._tail: deque[bytes] = deque(maxlen=4)
+        self.usage = None
+
+    def feed(self, data: bytes) -> bytes:
+        if self._head_size < ANTHROPIC_HEAD_BYTES:
+            self._head.append(data)
+            self._head_size += len(data)
+        else:
+            self._tail.append(data)
+        return data
+
+    def _read_usage(self) -> None:
+        usage = None
+        for chunk in (b"".join(self._head), b"".join(self._tail)):
+            for line in chunk.split(b"\n"):
+                if line.startswith(b"data:") and b'"usage"' in line:
+                    try:
+                        event = _anthropic_usage_decoder.decode(line[5:].strip())
+                    except msgspec.DecodeError:
+                        continue
+                    raw = event.usage
+                    if raw is None and event.message is not None:
+                        raw = event.message.get("usage")
+                    usage = usage_from_anthropic(raw, usage)
+        self.usage = usage
+
+    def finish(self) -> bytes:
+        self._read_usage()
+        return b""
+
+    def error(self, exc: GatewayError) -> bytes:
+        self._read_usage()
+        return b"event: error\ndata: " + render_anthropic_error(exc)[2] + b"\n\n"
+
+
+# --- whole answers ---------------------------------------------------------------------------
+
+
+def translate_answer(
+    api: str, provider: Provider, data: bytes, model: str, request: Json | None
+) -> tuple[bytes, Usage | None]:
+    """A non-streamed upstream answer as the client's body, and its usage."""
+    resp = provider.chat_response(data)
+    usage = usage_from_chat(resp.get("usage"))
+    if api == "chat":
+        resp["model"] = model
+        return orjson.dumps(resp), usage
+    if api == "anthropic_messages":
+        return orjson.dumps(chat_to_message(resp, model)), usage
+    return orjson.dumps(chat_to_response(resp, request or {}, model)), usage

@@ -1,0 +1,182 @@
+"""A whole LLM gateway for end-to-end tests: mock providers on a background event loop (so sync
+SDK clients work too) and one `crossway serve` process in front of them."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from tests.helpers import Gateway, free_port, start_gateway
+from tests.llm.openai_mock import API_KEY as OPENAI_KEY
+from tests.llm.openai_mock import openai_mock
+from tests.mocks import anthropic as anthropic_mock
+from tests.mocks.base import MockServer, Reply
+
+
+class MockLoop:
+    """Runs mock servers on an event loop in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.servers: list[MockServer] = []
+
+    def start(self, server: MockServer) -> MockServer:
+        asyncio.run_coroutine_threadsafe(server.start(), self.loop).result(10)
+        self.servers.append(server)
+        return server
+
+    def close(self) -> None:
+        for server in self.servers:
+            asyncio.run_coroutine_threadsafe(server.close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@dataclass
+class LlmStack:
+    """The gateway and the mocks behind it (providers `oa`, `ob`, `oc`: OpenAI; `ant`: Anthropic)."""
+
+    gateway: Gateway
+    oa: MockServer
+    ob: MockServer
+    oc: MockServer
+    ant: MockServer
+
+    @property
+    def mocks(self) -> list[MockServer]:
+        return [self.oa, self.ob, self.oc, self.ant]
+
+    def reset(self) -> None:
+        for mock in self.mocks:
+            mock.replies.clear()
+            mock.requests.clear()
+            mock.default = Reply()
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(self.gateway.admin_url + "/metrics") as resp:
+            return str(resp.read().decode())
+
+
+CONFIG = """
+routes:
+  - name: llm
+    match:
+      path:
+        prefix: /v1
+    backend: llm
+backends:
+  llm:
+    type: llm
+    routing:
+      retry:
+        retries: 2
+        backoff_base: 0.01
+        backoff_max: 0.05
+        max_retry_after: 5
+      cooldown:
+        failures: 2
+        seconds: 60
+    prices:
+      priced-model: {{input: 1.0, output: 2.0, cached_input: 0.5}}
+    providers:
+      oa: {{type: openai, base_url: "{oa}/v1", api_key: {okey}}}
+      ob: {{type: openai, base_url: "{ob}/v1", api_key: {okey}}}
+      oc: {{type: openai, base_url: "{oc}/v1", api_key: {okey}}}
+      ant: {{type: anthropic, base_url: "{ant}", api_key: {akey}}}
+      dead:
+        type: openai
+        base_url: "http://127.0.0.1:{dead}/v1"
+        api_key: x
+        timeouts: {{connect: 0.5}}
+    models:
+      - name: gpt-4o
+        targets: [{{provider: oa}}]
+      - name: gpt-alias
+        targets: [{{provider: oa, model: gpt-4o-mini}}]
+      - name: claude-3-5-sonnet-20241022
+        targets: [{{provider: ant}}]
+      - name: anthropic/*
+        targets: [{{provider: ant}}]
+      - name: openai/*
+        targets: [{{provider: oa}}]
+      - name: failover
+        targets:
+          - {{provider: oa, model: fo-a, priority: 0}}
+          - {{provider: ob, model: fo-b, priority: 1}}
+      - name: split
+        targets:
+          - {{provider: oa, model: split-a, weight: 3}}
+          - {{provider: ob, model: split-b, weight: 1}}
+      - name: least
+        strategy: least_in_flight
+        targets:
+          - {{provider: oa, model: least-a}}
+          - {{provider: ob, model: least-b}}
+      - name: retry-one
+        targets: [{{provider: oc, model: retry-one}}]
+      - name: dead-then-live
+        targets:
+          - {{provider: dead, model: x, priority: 0}}
+          - {{provider: ob, model: dl-b, priority: 1}}
+      - name: slow
+        timeouts: {{connect: 1, first_byte: 0.5, idle: 5}}
+        targets:
+          - {{provider: oa, model: slow-a, priority: 0}}
+          - {{provider: ob, model: slow-b, priority: 1}}
+      - name: cooldown
+        targets:
+          - {{provider: oa, model: cd-a, priority: 0}}
+          - {{provider: ob, model: cd-b, priority: 1}}
+      - name: cut
+        targets:
+          - {{provider: oa, model: cut-a, priority: 0}}
+          - {{provider: ob, model: cut-b, priority: 1}}
+      - name: small
+        context_fallbacks: [big]
+        targets: [{{provider: oc, model: small, context_window: 300}}]
+      - name: big
+        targets: [{{provider: ob, model: big, context_window: 100000}}]
+      - name: tiny-only
+        targets: [{{provider: oc, model: tiny, context_window: 50}}]
+      - name: enriched
+        system_prepend: "You work for ACME."
+        system_append: "Answer in French."
+        defaults: {{temperature: 0.1, seed: 7}}
+        overrides: {{max_tokens: 99}}
+        targets: [{{provider: oa, model: enriched}}]
+      - name: priced
+        targets: [{{provider: oa, model: priced-model}}]
+      - name: embed
+        targets: [{{provider: oa, model: text-embedding-3-small}}]
+      - name: claude-embed
+        targets: [{{provider: ant, model: claude-3-5-haiku-20241022}}]
+"""
+
+
+@contextmanager
+def llm_stack() -> Iterator[LlmStack]:
+    loop = MockLoop()
+    try:
+        oa, ob, oc = (loop.start(openai_mock()) for _ in range(3))
+        ant = loop.start(MockServer(anthropic_mock.handle))
+        config = CONFIG.format(
+            oa=oa.url,
+            ob=ob.url,
+            oc=oc.url,
+            ant=ant.url,
+            dead=free_port(),
+            okey=OPENAI_KEY,
+            akey=anthropic_mock.API_KEY,
+        )
+        with start_gateway(config) as gateway:
+            yield LlmStack(gateway, oa, ob, oc, ant)
+    finally:
+        loop.close()
