@@ -1,0 +1,239 @@
+"""MCP security through a real gateway process with the mcp SDK client: OAuth (RFC 9728),
+CEL authorization, tool-definition pinning, and an OpenAPI-described REST upstream."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.exceptions import MCPError
+
+from mcp import Client
+from tests.helpers import free_port, start_gateway
+from tests.mcp.conftest import mcp_config, notes_stdio, spawn, stop
+from tests.mcp.petstore import SPEC, running_petstore
+
+ISSUER = "https://idp.test"
+KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+JWK = {**jwt.get_algorithm_by_name("RS256").to_jwk(KEY.public_key(), as_dict=True), "kid": "k1"}
+
+
+def _token(sub: str, **claims: Any) -> str:
+    body = {"iss": ISSUER, "sub": sub, "exp": int(time.time()) + 300, **claims}
+    return jwt.encode(body, KEY, algorithm="RS256", headers={"kid": "k1"})
+
+
+def _client(url: str, token: str | None = None) -> Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    transport = streamable_http_client(url, http_client=create_mcp_http_client(headers=headers))
+    return Client(transport, mode="legacy")
+
+
+def _names(tools: Any) -> set[str]:
+    return {t.name for t in tools.tools}
+
+
+AUTH = f"""
+auth:
+  authorization_servers: ["{ISSUER}"]
+  scopes_supported: [mcp]
+  jwt: {{issuer: "{ISSUER}", jwks: {json.dumps({"keys": [JWK]})}}}
+"""
+
+
+async def test_token_less_request_gets_401_with_rfc9728_metadata() -> None:
+    with start_gateway(mcp_config({"alpha": notes_stdio("alpha")}, AUTH)) as gw:
+        initialize = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        }
+        headers = {"accept": "application/json, text/event-stream"}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(gw.url + "/mcp", json=initialize, headers=headers) as resp:
+                assert resp.status == 401
+                challenge = resp.headers["www-authenticate"]
+            metadata_url = f"{gw.url}/.well-known/oauth-protected-resource/mcp"
+            assert challenge.startswith(f'Bearer resource_metadata="{metadata_url}"')
+            async with http.get(metadata_url) as resp:
+                assert resp.status == 200
+                metadata = await resp.json()
+            assert metadata["resource"] == f"{gw.url}/mcp"
+            assert metadata["authorization_servers"] == [ISSUER]
+            assert metadata["scopes_supported"] == ["mcp"]
+            assert metadata["bearer_methods_supported"] == ["header"]
+            async with http.get(f"{gw.url}/.well-known/oauth-protected-resource") as resp:
+                assert (await resp.json())["resource"] == f"{gw.url}/mcp"
+
+            bad = {**headers, "authorization": "Bearer " + _token("x", exp=int(time.time()) - 600)}
+            async with http.post(gw.url + "/mcp", json=initialize, headers=bad) as resp:
+                assert resp.status == 401
+                assert 'error="invalid_token"' in resp.headers["www-authenticate"]
+
+        with pytest.raises(Exception):  # noqa: B017 - the SDK surfaces the 401 as a transport error
+            async with _client(gw.url + "/mcp") as client:
+                await client.list_tools()
+
+        async with _client(gw.url + "/mcp", _token("alice")) as client:
+            assert "alpha_add" in _names(await client.list_tools())
+
+
+async def test_forbidden_tool_is_neither_listed_nor_callable() -> None:
+    rules = (
+        AUTH
+        + """
+authorization:
+  allow:
+    - 'mcp.kind != "tool" || mcp.target in ["add", "whoami"]'
+    - '"admins" in jwt.groups'
+  deny:
+    - 'mcp.target == "add" && mcp.arguments.a > 100'
+"""
+    )
+    with start_gateway(mcp_config({"alpha": notes_stdio("alpha")}, rules)) as gw:
+        async with _client(gw.url + "/mcp", _token("bob", groups=["staff"])) as client:
+            tools = _names(await client.list_tools())
+            assert tools == {"alpha_add", "alpha_whoami"}
+            assert (await client.call_tool("alpha_add", {"a": 2, "b": 3})).content[0].text == "5"
+            with pytest.raises(MCPError, match="not allowed") as info:
+                await client.call_tool("alpha_fail", {})
+            assert info.value.error.code == -32003
+            with pytest.raises(MCPError, match="not allowed"):
+                await client.call_tool("alpha_add", {"a": 101, "b": 1})
+            # Prompts and resources are outside the tool rule.
+            assert (await client.list_prompts()).prompts
+
+        async with _client(gw.url + "/mcp", _token("carol", groups=["admins"])) as client:
+            tools = _names(await client.list_tools())
+            assert {"alpha_add", "alpha_fail", "alpha_slow"} <= tools
+            result = await client.call_tool("alpha_fail", {})
+            assert result.is_error  # allowed: the upstream's own error comes back
+
+
+@pytest.fixture
+def rugpull() -> Iterator[tuple[int, list[Any]]]:
+    port = free_port()
+    procs: list[Any] = []
+    yield port, procs
+    for proc in procs:
+        stop(proc)
+
+
+def _start_rugpull(port: int, variant: int, procs: list[Any]) -> None:
+    for proc in procs:
+        stop(proc)
+    procs.append(
+        spawn(
+            [
+                sys.executable,
+                "-m",
+                "tests.mcp.rugpull_server",
+                str(port),
+                "--variant",
+                str(variant),
+            ],
+            port,
+        )
+    )
+
+
+async def test_changed_tool_is_blocked_on_list_changed(rugpull: tuple[int, list[Any]]) -> None:
+    port, procs = rugpull
+    _start_rugpull(port, 1, procs)
+    config = mcp_config({"rp": f"{{type: streamable_http, url: http://127.0.0.1:{port}/mcp}}"})
+    with start_gateway(config) as gw:
+        async with _client(gw.url + "/mcp") as client:
+            assert _names(await client.list_tools()) == {"rp_forecast", "rp_stable", "rp_swap"}
+            assert (await client.call_tool("rp_forecast", {"city": "Oslo"})).content[
+                0
+            ].text == "sunny in Oslo"
+            assert (await client.call_tool("rp_swap", {})).content[0].text == "swapped"
+            assert _names(await client.list_tools()) == {"rp_stable", "rp_swap"}
+            with pytest.raises(MCPError, match="blocked"):
+                await client.call_tool("rp_forecast", {"city": "Oslo"})
+            assert (await client.call_tool("rp_stable", {"x": 7})).content[0].text == "7"
+        assert "mcp tool definition changed: server=rp tool=forecast" in gw.log()
+
+
+async def test_changed_tool_is_blocked_across_upstream_and_gateway_restarts(
+    rugpull: tuple[int, list[Any]], tmp_path: Path
+) -> None:
+    port, procs = rugpull
+    pins = tmp_path / "pins.sqlite3"
+    config = mcp_config(
+        {"rp": f"{{type: streamable_http, url: http://127.0.0.1:{port}/mcp}}"},
+        f"pinning: {{mode: block, store: sqlite, path: '{pins}'}}",
+    )
+    _start_rugpull(port, 1, procs)
+    with start_gateway(config) as gw:
+        async with _client(gw.url + "/mcp") as client:
+            assert "rp_forecast" in _names(await client.list_tools())
+    assert pins.exists()
+
+    _start_rugpull(port, 2, procs)  # the upstream now serves a poisoned definition
+    with start_gateway(config) as gw:
+        async with _client(gw.url + "/mcp") as client:
+            assert _names(await client.list_tools()) == {"rp_stable", "rp_swap"}
+            with pytest.raises(MCPError, match="blocked"):
+                await client.call_tool("rp_forecast", {"city": "Oslo"})
+        log = gw.log()
+        assert "definition changed: server=rp tool=forecast" in log
+        assert "prompt injection: server=rp tool=forecast" in log
+
+
+async def test_flag_mode_keeps_changed_tool_and_marks_it(rugpull: tuple[int, list[Any]]) -> None:
+    port, procs = rugpull
+    _start_rugpull(port, 1, procs)
+    config = mcp_config(
+        {"rp": f"{{type: streamable_http, url: http://127.0.0.1:{port}/mcp}}"},
+        "pinning: {mode: flag}",
+    )
+    with start_gateway(config) as gw:
+        async with _client(gw.url + "/mcp") as client:
+            await client.list_tools()
+            await client.call_tool("rp_swap", {})
+            tools = {t.name: t for t in (await client.list_tools()).tools}
+            flag = (tools["rp_forecast"].meta or {})["crossway/pinning"]
+            assert flag["changed"] is True and "important-tag" in flag["findings"]
+            assert (await client.call_tool("rp_forecast", {"city": "Rome"})).content[
+                0
+            ].text == "sunny in Rome"
+
+
+async def test_openapi_service_is_listed_and_called_through_the_gateway() -> None:
+    async with running_petstore() as (base_url, _):
+        config = mcp_config(
+            {
+                "pets": f'{{type: openapi, spec: "{SPEC}", base_url: "{base_url}", headers: {{X-Api-Key: k-1}}}}',
+                "alpha": notes_stdio("alpha"),
+            }
+        )
+        with start_gateway(config) as gw:
+            async with _client(gw.url + "/mcp") as client:
+                tools = {t.name: t for t in (await client.list_tools()).tools}
+                assert {"pets_listPets", "pets_getPet", "pets_createPet", "alpha_add"} <= set(tools)
+                assert tools["pets_getPet"].input_schema["required"] == ["petId"]
+                result = await client.call_tool("pets_getPet", {"petId": 1})
+                assert not result.is_error
+                assert json.loads(result.content[0].text) == {"id": 1, "name": "Rex", "tag": "dog"}
+                created = await client.call_tool("pets_createPet", {"name": "Kit"})
+                assert json.loads(created.content[0].text)["name"] == "Kit"
+                missing = await client.call_tool("pets_getPet", {"petId": 42})
+                assert missing.is_error and missing.content[0].text == "HTTP 404 Not Found"
+                me = await client.call_tool("pets_whoAmI", {})
+                assert json.loads(me.content[0].text) == {"authorization": None, "api_key": "k-1"}
