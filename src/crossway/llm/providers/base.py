@@ -12,8 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import orjson
+
 from crossway.config.llm import ProviderConfig
-from crossway.errors import GatewayError
+from crossway.errors import BadRequest, GatewayError
 
 Json = dict[str, Any]
 
@@ -76,3 +78,15 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
         """Translate a non-2xx answer into the gateway error tree, keeping status and message."""
+
+    async def embeddings_request(self, body: Json, model: str) -> UpstreamRequest:
+        """Build the upstream request for an OpenAI Embeddings body, asking for `model` upstream.
+
+        Optional: providers without an embeddings API keep this default, a 400 for the caller.
+        """
+        raise BadRequest(f"provider {self.name!r} ({self.config.type}) does not serve embeddings")
+
+    def embeddings_response(self, body: bytes) -> Json:
+        """Translate a successful embeddings answer into OpenAI's `{object: "list", data, usage}`."""
+        data: Json = orjson.loads(body)
+        return data
