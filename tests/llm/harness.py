@@ -139,6 +139,14 @@ backends:
         targets:
           - {{provider: oa, model: cut-a, priority: 0}}
           - {{provider: ob, model: cut-b, priority: 1}}
+      - name: stream-reset
+        targets:
+          - {{provider: oa, model: sr-a, priority: 0}}
+          - {{provider: ob, model: sr-b, priority: 1}}
+      - name: midstream
+        targets:
+          - {{provider: oa, model: mid-a, priority: 0}}
+          - {{provider: ob, model: mid-b, priority: 1}}
       - name: small
         context_fallbacks: [big]
         targets: [{{provider: oc, model: small, context_window: 300}}]

@@ -24,7 +24,7 @@ from typing import Any, Final
 import msgspec
 import orjson
 
-from crossway.errors import GatewayError
+from crossway.errors import GatewayError, UpstreamError
 from crossway.llm.api.anthropic_messages import MessagesStreamWriter, chat_to_message
 from crossway.llm.api.responses import ResponsesStreamWriter, chat_to_response
 from crossway.llm.api.sse import DONE, data_event
@@ -38,6 +38,8 @@ from crossway.llm.usage import (
     usage_from_chat,
 )
 
+END_BYTES: Final = 24
+"""Bytes kept from the end of a passed-through OpenAI stream to see its `[DONE]`."""
 ANTHROPIC_HEAD_BYTES: Final = 4096
 """Bytes kept from the start of a passed-through Anthropic stream (its message_start)."""
 
@@ -68,15 +70,17 @@ class ChatPassthrough(Relay):
     carrying usage can be cut out.
     """
 
-    __slots__ = ("_carry", "_hide", "_tail", "usage")
+    __slots__ = ("_carry", "_end", "_hide", "_tail", "usage")
 
     def __init__(self, hide_usage: bool) -> None:
         self._hide = hide_usage
         self._carry = b""
+        self._end = b""  # the last bytes seen, to check the stream ended with [DONE]
         self._tail = None if hide_usage else StreamTail()
         self.usage = None
 
     def feed(self, data: bytes) -> bytes:
+        self._end = data[-END_BYTES:] if len(data) >= END_BYTES else (self._end + data)[-END_BYTES:]
         if self._tail is not None:
             self._tail.add(data)
             return data
@@ -103,6 +107,8 @@ class ChatPassthrough(Relay):
     def finish(self) -> bytes:
         if self._tail is not None:
             self.usage = self._tail.usage()
+        if b"[DONE]" not in self._end:
+            raise UpstreamError("the upstream stream ended before it was complete")
         rest, self._carry = self._carry, b""
         return rest
 
@@ -119,11 +125,15 @@ class ChatTranslated(Relay):
         self._translator = translator
         self._model = model
         self._hide = hide_usage
+        self._finished = False
         self.usage = None
 
     def _encode(self, chunks: list[Json]) -> bytes:
         out = []
         for chunk in chunks:
+            for choice in chunk.get("choices") or ():
+                if choice.get("finish_reason"):
+                    self._finished = True
             if chunk.get("usage"):
                 self.usage = usage_from_chat(chunk["usage"])
                 if self._hide and not chunk.get("choices"):
@@ -136,7 +146,10 @@ class ChatTranslated(Relay):
         return self._encode(self._translator.feed(data))
 
     def finish(self) -> bytes:
-        return self._encode(self._translator.close()) + DONE
+        out = self._encode(self._translator.close())
+        if not self._finished:
+            raise UpstreamError("the upstream stream ended before it was complete")
+        return out + DONE
 
     def error(self, exc: GatewayError) -> bytes:
         return openai_stream_error(exc)
