@@ -92,8 +92,7 @@ def test_priorities_then_weights() -> None:
 
 def test_cooled_down_deployments_go_last() -> None:
     r = router(
-        {"name": "m", "targets": [{"provider": "a"}, {"provider": "b"}]}
-        and [{"name": "m", "targets": [{"provider": "a"}, {"provider": "b"}]}],
+        [{"name": "m", "targets": [{"provider": "a"}, {"provider": "b"}]}],
         cooldown={"failures": 2, "seconds": 30},
     )
     res = r.resolve("m")
