@@ -194,3 +194,15 @@ async def test_bad_key_is_a_502_naming_the_account(
             await call(p, {"messages": [{"role": "user", "content": "hi"}]}, "gemini-2.5-flash")
     finally:
         await p.close()
+
+
+async def test_missing_key_file_fails_requests_not_start(tmp_path: Path) -> None:
+    cfg = ProviderConfig.model_validate(
+        {"type": "vertex", "project": "p", "service_account_file": str(tmp_path / "none.json")}
+    )
+    p = build_provider("v", cfg)
+    await p.start()
+    with pytest.raises(UpstreamError, match="cannot read service_account_file"):
+        await p.chat_request(
+            {"messages": [{"role": "user", "content": "x"}]}, "gemini-2.5-flash", False
+        )

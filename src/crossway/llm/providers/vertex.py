@@ -74,7 +74,10 @@ class VertexProvider(Provider):
         self._loaded = False
 
     async def start(self) -> None:
-        await self._load()
+        try:
+            await self._load()
+        except UpstreamError:
+            pass  # reported on each request until the key can be read (the gateway still starts)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -91,7 +94,12 @@ class VertexProvider(Provider):
             cfg = self.config
             text: str | bytes | None = None
             if cfg.service_account_file is not None:
-                text = await asyncio.to_thread(_read_key_file, cfg.service_account_file)
+                try:
+                    text = await asyncio.to_thread(_read_key_file, cfg.service_account_file)
+                except OSError as exc:
+                    raise UpstreamError(
+                        f"provider {self.name}: cannot read service_account_file: {exc}"
+                    ) from None
             elif cfg.service_account_json is not None:
                 text = cfg.service_account_json.get_secret_value()
             if text is not None:
