@@ -237,3 +237,42 @@ async def test_openapi_service_is_listed_and_called_through_the_gateway() -> Non
                 assert missing.is_error and missing.content[0].text == "HTTP 404 Not Found"
                 me = await client.call_tool("pets_whoAmI", {})
                 assert json.loads(me.content[0].text) == {"authorization": None, "api_key": "k-1"}
+
+
+async def test_upstream_gets_its_own_client_credentials_token_not_the_callers() -> None:
+    from aiohttp import web
+
+    issued: list[dict[str, str]] = []
+
+    async def token(request: web.Request) -> web.Response:
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        issued.append(form)
+        return web.json_response({"access_token": f"cc-{len(issued)}", "expires_in": 3600})
+
+    app = web.Application()
+    app.router.add_post("/token", token)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    token_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = free_port()
+    upstream = spawn([sys.executable, "-m", "tests.mcp.protected_server", str(port)], port)
+    try:
+        server = (
+            f"{{type: streamable_http, url: http://127.0.0.1:{port}/mcp, credentials: "
+            f"{{client_credentials: {{token_url: http://127.0.0.1:{token_port}/token, "
+            f"client_id: crossway, client_secret: s3cret, scopes: [tools]}}}}}}"
+        )
+        with start_gateway(mcp_config({"prot": server}, AUTH)) as gw:
+            caller = _token("alice")
+            async with _client(gw.url + "/mcp", caller) as client:
+                result = await client.call_tool("prot_seen_token", {})
+                assert result.content[0].text == "cc-1"  # never the caller's JWT
+            async with _client(gw.url + "/mcp", caller) as client:
+                assert (await client.call_tool("prot_seen_token", {})).content[0].text == "cc-1"
+        assert len(issued) == 1  # cached across sessions
+        assert issued[0] == {"grant_type": "client_credentials", "scope": "tools"}
+    finally:
+        stop(upstream)
+        await runner.cleanup()

@@ -19,8 +19,9 @@ import aiohttp
 import orjson
 
 from crossway.config.mcp import McpTimeouts, StreamableHttpServerConfig
-from crossway.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from crossway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from crossway.mcp import jsonrpc
+from crossway.mcp.auth import UpstreamCredentials
 from crossway.mcp.upstream.base import (
     ClientHello,
     JsonObject,
@@ -58,7 +59,17 @@ class StreamableHttpUpstream(Upstream):
         self.timeouts = timeouts
         self.max_bytes = max_bytes
         self.headers = {k: v.get_secret_value() for k, v in cfg.headers.items()}
+        self.credentials = UpstreamCredentials(cfg.credentials, cfg.headers)
         self._http: aiohttp.ClientSession | None = None
+
+    async def refresh_headers(self) -> None:
+        """Renew this server's OAuth token (`credentials:`) when it is about to expire."""
+        if self.credentials.needs_caller_token:
+            raise UpstreamError(
+                f"MCP server {self.name!r}: token exchange is only available for openapi servers"
+            )
+        if self.credentials.dynamic:
+            self.headers = await self.credentials.headers()
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -75,6 +86,7 @@ class StreamableHttpUpstream(Upstream):
         _ = self.http
 
     async def close(self) -> None:
+        await self.credentials.close()
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -203,6 +215,7 @@ class _HttpSession(UpstreamSession):
     async def _post_plain(self, message: JsonObject) -> None:
         """POST a notification or response (answered with 202)."""
         try:
+            await self.upstream.refresh_headers()
             async with asyncio.timeout(self.upstream.timeouts.connect):
                 async with self.upstream.http.post(
                     self.upstream.cfg.url, data=orjson.dumps(message), headers=self._headers()
@@ -218,6 +231,7 @@ class _HttpSession(UpstreamSession):
         message: JsonObject = {"jsonrpc": "2.0", "id": request_id, "method": method}
         if params is not None:
             message["params"] = params
+        await self.upstream.refresh_headers()
         try:
             async with asyncio.timeout(options.timeout):
                 return await self._exchange(request_id, message, options)
@@ -320,6 +334,11 @@ class _HttpSession(UpstreamSession):
         last_event_id: str | None = None
         failures = 0
         while not self._closed and failures < GET_STREAM_RETRIES:
+            try:
+                await self.upstream.refresh_headers()
+            except GatewayError as exc:
+                logger.warning("MCP server %s: %s", self.server, exc.message)
+                return
             headers = self._headers()
             headers["accept"] = "text/event-stream"
             headers.pop("content-type", None)

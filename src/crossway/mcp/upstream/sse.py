@@ -18,6 +18,7 @@ import orjson
 
 from crossway.config.mcp import McpTimeouts, SseServerConfig
 from crossway.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from crossway.mcp.auth import UpstreamCredentials
 from crossway.mcp.upstream.base import (
     ClientHello,
     JsonObject,
@@ -43,7 +44,17 @@ class SseUpstream(Upstream):
         self.timeouts = timeouts
         self.max_bytes = max_bytes
         self.headers = {k: v.get_secret_value() for k, v in cfg.headers.items()}
+        self.credentials = UpstreamCredentials(cfg.credentials, cfg.headers)
         self._http: aiohttp.ClientSession | None = None
+
+    async def refresh_headers(self) -> None:
+        """Renew this server's OAuth token (`credentials:`) when it is about to expire."""
+        if self.credentials.needs_caller_token:
+            raise UpstreamError(
+                f"MCP server {self.name!r}: token exchange is only available for openapi servers"
+            )
+        if self.credentials.dynamic:
+            self.headers = await self.credentials.headers()
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -55,6 +66,7 @@ class SseUpstream(Upstream):
         return self._http
 
     async def close(self) -> None:
+        await self.credentials.close()
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -126,6 +138,7 @@ class _SseSession(UpstreamSession):
 
     async def _read(self) -> None:
         upstream = self.upstream
+        await upstream.refresh_headers()
         headers = {"accept": "text/event-stream", **upstream.headers}
         try:
             async with upstream.http.get(upstream.cfg.url, headers=headers) as resp:
@@ -154,6 +167,7 @@ class _SseSession(UpstreamSession):
     async def post(self, message: JsonObject) -> None:
         if self.endpoint is None:
             raise UpstreamUnreachable(f"MCP server {self.server!r} is not connected")
+        await self.upstream.refresh_headers()
         try:
             async with self.upstream.http.post(
                 self.endpoint,
