@@ -147,6 +147,10 @@ backends:
         targets:
           - {{provider: oa, model: mid-a, priority: 0}}
           - {{provider: ob, model: mid-b, priority: 1}}
+      - name: midstream-responses
+        targets:
+          - {{provider: oa, model: midr-a, priority: 0}}
+          - {{provider: ob, model: midr-b, priority: 1}}
       - name: small
         context_fallbacks: [big]
         targets: [{{provider: oc, model: small, context_window: 300}}]
