@@ -10,7 +10,7 @@ import threading
 from typing import Any
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -53,10 +53,12 @@ def workers_ready(registry: CollectorRegistry) -> float:
     return 0.0
 
 
-def create_admin_app(view: ConfigView, multiproc_dir: str) -> Starlette:
-    """The admin Starlette app."""
+def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> Starlette:
+    """The admin Starlette app; metrics from `multiproc_dir` (several workers) or this process."""
 
     def registry() -> CollectorRegistry:
+        if multiproc_dir is None:
+            return REGISTRY
         reg = CollectorRegistry()
         MultiProcessCollector(reg, path=multiproc_dir)  # type: ignore[no-untyped-call]
         return reg

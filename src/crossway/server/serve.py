@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -19,6 +20,9 @@ def serve(config_path: str, config: Config, workers: int) -> None:
     """Run until SIGINT/SIGTERM; SIGHUP reloads the config in every worker."""
     path = str(Path(config_path).resolve())
     os.environ["CROSSWAY_CONFIG"] = path
+    if workers == 1 and os.environ.get("CROSSWAY_SUPERVISOR") != "1":
+        _serve_single(path, config)
+        return
     # Metrics of every worker process land here; the admin plane aggregates them.
     multiproc_dir = tempfile.mkdtemp(prefix="crossway-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
@@ -64,9 +68,56 @@ def serve(config_path: str, config: Config, workers: int) -> None:
     finally:
         if admin is not None:
             admin.should_exit = True
+        shutil.rmtree(multiproc_dir, ignore_errors=True)
 
 
-def _start_admin(path: str, config: Config, multiproc_dir: str) -> Any:
+def _serve_single(path: str, config: Config) -> None:
+    """One process: granian's embedded server and the admin plane share this process's loop.
+
+    Saves the supervisor process (about 50 MB) and the cross-process metric files.
+    """
+    import asyncio
+
+    import uvloop
+
+    async def main() -> None:
+        from granian.constants import Interfaces
+        from granian.server.embed import Server
+
+        from crossway.server.app import GatewayApp
+
+        app = GatewayApp(path)
+        server = Server(
+            app,
+            address=config.listen.host,
+            port=config.listen.port,
+            interface=Interfaces.ASGI,
+            log_access=False,
+            backlog=2048,
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, server.stop)
+        admin = _admin_server(path, config, None) if config.admin.enabled else None
+        admin_task = asyncio.ensure_future(admin.serve()) if admin is not None else None
+        log.info(
+            "Crossway serving on http://%s:%d (admin on %s)",
+            config.listen.host,
+            config.listen.port,
+            f"http://{config.admin.host}:{config.admin.port}" if admin else "off",
+        )
+        try:
+            await server.serve()
+        finally:
+            if admin is not None and admin_task is not None:
+                admin.should_exit = True
+                await asyncio.gather(admin_task, return_exceptions=True)
+
+    logging.getLogger("granian").setLevel(logging.ERROR)  # silence "embedded is experimental"
+    uvloop.run(main())
+
+
+def _admin_server(path: str, config: Config, multiproc_dir: str | None) -> Any:
     import uvicorn
 
     from crossway.server.admin import ConfigView, create_admin_app
@@ -82,6 +133,11 @@ def _start_admin(path: str, config: Config, multiproc_dir: str) -> Any:
     )
     server = uvicorn.Server(uv_config)
     server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
+    return server
+
+
+def _start_admin(path: str, config: Config, multiproc_dir: str) -> Any:
+    server = _admin_server(path, config, multiproc_dir)
     thread = threading.Thread(target=server.run, name="crossway-admin", daemon=True)
     thread.start()
     return server
