@@ -197,7 +197,8 @@ async def _fault(request: web.Request, reply: Reply) -> web.StreamResponse | Non
         return web.Response()
     if reply.status != 200:
         headers = {"retry-after": reply.retry_after} if reply.retry_after else None
-        return error(reply.status, reply.error_message or "mock error", headers=headers)
+        message = reply.error_message or "mock error"
+        return error(reply.status, message, code=reply.error_type, headers=headers)
     return None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from crossway.config.base import StrictModel
 from crossway.config.common import Timeouts
@@ -200,6 +200,23 @@ class ModelPrice(StrictModel):
     """Prompt tokens written to the provider's cache; empty: the input price."""
 
 
+def _plain(value: Any) -> Any:
+    """`value` with YAML scalar subclasses turned into plain JSON types."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 class ModelTarget(StrictModel):
     """A deployment a client-facing model name can be served by."""
 
@@ -236,6 +253,12 @@ class ModelRoute(StrictModel):
     """Request parameters set when the client did not set them (e.g. `temperature: 0.2`)."""
     overrides: dict[str, Any] = Field(default_factory=dict)
     """Request parameters forced whatever the client sent (e.g. `max_tokens: 1024`)."""
+
+    @field_validator("defaults", "overrides")
+    @classmethod
+    def _plain_json(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # YAML loaders hand out their own int/float/str subclasses; requests need plain JSON.
+        return {str(k): _plain(v) for k, v in value.items()}
 
     @property
     def enriches(self) -> bool:

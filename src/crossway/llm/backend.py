@@ -269,8 +269,17 @@ class LlmBackend(Backend):
         if route is not None and route.enriches:
             enrich(call.canonical(), route)
             call.modified = True
-        plan = self._plan(call, resolved)
-        answer = await self._attempt_all(call, plan, ctx)
+        plans = self._plans(call, resolved)
+        for i, plan in enumerate(plans):
+            try:
+                answer = await self._attempt_all(call, plan, ctx)
+                break
+            except GatewayError as exc:
+                if exc.code != CONTEXT_LENGTH_EXCEEDED or i == len(plans) - 1:
+                    raise
+                log.info(
+                    "llm %s: %s: prompt too long upstream, falling back", self.name, call.model
+                )
         d = answer.deployment
         ctx.attrs["llm.provider"] = d.provider.name
         ctx.attrs["llm.upstream_model"] = answer.resolved.upstream_model(d)
@@ -280,34 +289,39 @@ class LlmBackend(Backend):
             return
         await stream_response(receive, send, 200, list(SSE_HEADERS), self._relay(answer, ctx))
 
-    def _plan(self, call: LlmCall, resolved: Resolved) -> list[tuple[Resolved, Deployment]]:
-        """The deployments to try, in order, after the context-window check."""
-        deployments = resolved.deployments
+    def _plans(self, call: LlmCall, resolved: Resolved) -> list[list[tuple[Resolved, Deployment]]]:
+        """The deployments to try, in order: the model's own that the prompt fits, then (only
+        when an upstream still says the prompt is too long) each context fallback's."""
         route = resolved.route
-        windows = any(d.context_window for d in deployments)
-        if not windows and not (route and route.context_fallbacks):
-            return [(resolved, d) for d in self.router.order(deployments, resolved.strategy)]
+        fallbacks = route.context_fallbacks if route is not None else []
+        if not fallbacks and not any(d.context_window for d in resolved.deployments):
+            return [
+                [(resolved, d) for d in self.router.order(resolved.deployments, resolved.strategy)]
+            ]
         tokens = estimate_prompt_tokens(call.canonical())
-        candidates = [resolved] + [
-            self.router.resolve(name) for name in (route.context_fallbacks if route else [])
-        ]
+        plans = []
         largest = 0
-        for candidate in candidates:
+        for candidate in [resolved, *(self.router.resolve(name) for name in fallbacks)]:
+            windows = [d.context_window or 0 for d in candidate.deployments]
+            largest = max(largest, *windows)
             fitting = [
                 d
                 for d in candidate.deployments
                 if not d.context_window or d.context_window >= tokens
             ]
-            largest = max([largest, *(d.context_window or 0 for d in candidate.deployments)])
             if fitting:
-                return [(candidate, d) for d in self.router.order(fitting, candidate.strategy)]
-        raise BadRequest(
-            f"This model's maximum context length is {largest} tokens, but the request needs "
-            f"about {tokens} tokens (prompt plus max_tokens), and no fallback model takes it. "
-            "Shorten the messages or lower max_tokens.",
-            code=CONTEXT_LENGTH_EXCEEDED,
-            param="messages",
-        )
+                plans.append(
+                    [(candidate, d) for d in self.router.order(fitting, candidate.strategy)]
+                )
+        if not plans:
+            raise BadRequest(
+                f"This model's maximum context length is {largest} tokens, but the request needs "
+                f"about {tokens} tokens (prompt plus max_tokens), and no fallback model takes it. "
+                "Shorten the messages or lower max_tokens.",
+                code=CONTEXT_LENGTH_EXCEEDED,
+                param="messages",
+            )
+        return plans
 
     async def _attempt_all(
         self, call: LlmCall, plan: list[tuple[Resolved, Deployment]], ctx: RequestContext
