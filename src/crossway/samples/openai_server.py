@@ -42,6 +42,30 @@ def _error(
     )
 
 
+_ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def _invalid_messages(messages: list[Any]) -> tuple[str, str] | None:
+    """Check messages the way the OpenAI API does: (param, message) of the first problem."""
+    for i, message in enumerate(messages):
+        param = f"messages[{i}]"
+        if not isinstance(message, dict):
+            return param, f"Invalid type for '{param}': expected an object."
+        if message.get("role") not in _ROLES:
+            return f"{param}.role", f"Invalid value for '{param}.role'."
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            return (
+                f"{param}.content",
+                f"Invalid type for '{param}.content': expected a string or an array.",
+            )
+        if isinstance(content, list) and not all(
+            isinstance(p, dict) and "type" in p for p in content
+        ):
+            return f"{param}.content", f"Invalid content parts in '{param}.content'."
+    return None
+
+
 def _usage(prompt: int, completion: int) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt,
@@ -59,6 +83,11 @@ async def chat(request: web.Request) -> web.StreamResponse:
         return _error(400, "you must provide a model parameter", param="model")
     if not isinstance(body.get("messages"), list) or not body["messages"]:
         return _error(400, "'messages' is a required property", param="messages")
+    problem = _invalid_messages(body["messages"])
+    if problem is not None:
+        return _error(400, problem[1], param=problem[0])
+    if "tools" in body and not isinstance(body["tools"], list):
+        return _error(400, "Invalid type for 'tools': expected an array.", param="tools")
     model = body["model"]
     text = reply_text(body)
     words = text.split(" ")
