@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import aiohttp
 import openai
 import pytest
+
 from tests.helpers import ROOT, Gateway, free_port, start_gateway
 
 OPENAI_EXAMPLE = (ROOT / "examples" / "openai.yaml").read_text()

@@ -9,6 +9,7 @@ import aiohttp
 import openai
 import pytest
 from aiohttp import web
+
 from tests.helpers import start_gateway
 
 HTTP_CONFIG = """

@@ -8,6 +8,7 @@ import json
 import urllib.request
 
 import aiohttp
+
 from tests.helpers import Gateway, start_gateway, wait_for
 
 CONFIG = """
