@@ -3,6 +3,7 @@ the server reached over each upstream transport (stdio, legacy SSE, Streamable H
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -89,17 +90,17 @@ async def test_tools_resources_prompts_progress_sampling(gateway: Gateway) -> No
 
 
 async def test_list_changed_reaches_the_client(gateway: Gateway) -> None:
-    changed: list[str] = []
+    changed = asyncio.Event()
 
     async def on_message(message: Any) -> None:
         if isinstance(message, types.ToolListChangedNotification):
-            changed.append("tools")
+            changed.set()
 
     async with Client(gateway.url + "/mcp", mode="legacy", message_handler=on_message) as client:
         before = {t.name for t in (await client.list_tools()).tools}
         grown = await client.call_tool("notes_grow", {})
         new_tool = "notes_" + grown.content[0].text  # type: ignore[union-attr]
         assert new_tool not in before
-        assert changed == ["tools"]
+        await asyncio.wait_for(changed.wait(), 10)
         after = {t.name for t in (await client.list_tools()).tools}
         assert new_tool in after

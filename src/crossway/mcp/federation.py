@@ -221,6 +221,11 @@ class Federation:
         page = await up.request(method, params, RequestOptions(timeout=self._timeouts[server].list))
         if cursor is None:
             session.cache[key] = page
+            spec = LISTS[method]
+            if spec.key == "name":
+                session.known[key] = {
+                    item.get("name") for item in page.get(spec.field, ()) if isinstance(item, dict)
+                }
         return page
 
     def _rewrite_item(self, server: str, spec: _ListKind, item: JsonObject) -> JsonObject | None:
@@ -256,6 +261,9 @@ class Federation:
         ):
             raise Forbidden(f"{kind} {name!r} is not allowed")
         server, original = target
+        known = session.known.get((server, "tools/list" if kind == "tool" else "prompts/list"))
+        if known is not None and original not in known:
+            raise JsonRpcCodeError(jsonrpc.INVALID_PARAMS, f"unknown {kind}: {name}")
         if kind == "tool" and not await self._tool_usable(session, server, original):
             raise Forbidden(f"tool {name!r} is blocked: its definition changed")
         return await self._forward(session, server, method, {**params, "name": original}, call)

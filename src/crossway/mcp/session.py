@@ -43,6 +43,8 @@ class EventStream:
         self._seq = itertools.count(1)
         self._buffer: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=buffer)
         self.queue: asyncio.Queue[tuple[int, bytes] | None] | None = None
+        self.delivered = 0
+        """Id of the last event handed to a listener; later ones wait in the buffer."""
 
     def push(self, message: JsonObject) -> None:
         event = (next(self._seq), orjson.dumps(message))
@@ -82,6 +84,7 @@ class Session:
         self.upstreams: dict[str, UpstreamSession] = {}
         self.stream = EventStream(federation.cfg.event_buffer)
         self.cache: dict[tuple[str, str], JsonObject] = {}
+        self.known: dict[tuple[str, str], set[Any]] = {}
         self.inflight: dict[Any, asyncio.Task[Any]] = {}
         self.client_cancelled: set[Any] = set()
         self.last_used = time.monotonic()
@@ -143,6 +146,7 @@ class Session:
         method = message.get("method")
         if method in LIST_CHANGED:
             self.cache.pop((server, LIST_CHANGED[method]), None)
+            self.known.pop((server, LIST_CHANGED[method]), None)
             if method == "notifications/resources/list_changed":
                 self.cache.pop((server, "resources/templates/list"), None)
 

@@ -360,11 +360,17 @@ async def stream_events(
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
     if first is not None:
         await send({"type": "http.response.body", "body": first, "more_body": True})
+    # Replay what the client missed: after its Last-Event-ID, or what no stream has carried yet.
+    after = session.stream.delivered
     if last_event_id is not None:
         with contextlib.suppress(ValueError):
-            for event_id, data in session.stream.replay_after(int(last_event_id)):
-                body = sse_event(data, str(event_id), "message")
-                await send({"type": "http.response.body", "body": body, "more_body": True})
+            after = int(last_event_id)
+    for event_id, data in session.stream.replay_after(after):
+        if event_id > after:
+            body = sse_event(data, str(event_id), "message")
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            session.stream.delivered = max(session.stream.delivered, event_id)
+            after = event_id
 
     async def watch_disconnect() -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -382,8 +388,11 @@ async def stream_events(
             if item is None:
                 break
             event_id, data = item
+            if event_id <= after:
+                continue  # already sent while replaying
             body = sse_event(data, str(event_id), "message")
             await send({"type": "http.response.body", "body": body, "more_body": True})
+            session.stream.delivered = max(session.stream.delivered, event_id)
             session.last_used = time.monotonic()
         with contextlib.suppress(OSError):
             await send({"type": "http.response.body", "body": b""})
