@@ -4,15 +4,23 @@ SDK clients work too) and one `crossway serve` process in front of them."""
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
 
 from tests.helpers import Gateway, free_port, start_gateway
 from tests.llm.openai_mock import API_KEY as OPENAI_KEY
 from tests.llm.openai_mock import openai_mock
 from tests.mocks import anthropic as anthropic_mock
+from tests.mocks import azure as azure_mock
+from tests.mocks import bedrock as bedrock_mock
+from tests.mocks import gemini as gemini_mock
+from tests.mocks import vertex as vertex_mock
 from tests.mocks.base import MockServer, Reply
 
 
@@ -40,17 +48,22 @@ class MockLoop:
 
 @dataclass
 class LlmStack:
-    """The gateway and the mocks behind it (providers `oa`, `ob`, `oc`: OpenAI; `ant`: Anthropic)."""
+    """The gateway and the mocks behind it: `oa`, `ob`, `oc` (OpenAI), `ant` (Anthropic), `gem`
+    (Gemini), `bed` (Bedrock, SigV4), `az` (Azure OpenAI), `vx` (Vertex AI)."""
 
     gateway: Gateway
     oa: MockServer
     ob: MockServer
     oc: MockServer
     ant: MockServer
+    gem: MockServer
+    bed: MockServer
+    az: MockServer
+    vx: MockServer
 
     @property
     def mocks(self) -> list[MockServer]:
-        return [self.oa, self.ob, self.oc, self.ant]
+        return [self.oa, self.ob, self.oc, self.ant, self.gem, self.bed, self.az, self.vx]
 
     def reset(self) -> None:
         for mock in self.mocks:
@@ -91,6 +104,15 @@ backends:
       ob: {{type: openai, base_url: "{ob}/v1", api_key: {okey}}}
       oc: {{type: openai, base_url: "{oc}/v1", api_key: {okey}}}
       ant: {{type: anthropic, base_url: "{ant}", api_key: {akey}}}
+      gem: {{type: gemini, base_url: "{gem}/v1beta", api_key: {gem_key}}}
+      bed:
+        type: bedrock
+        base_url: "{bed}"
+        region: us-east-1
+        aws_access_key_id: {aws_id}
+        aws_secret_access_key: {aws_secret}
+      az: {{type: azure, base_url: "{az}", api_key: {az_key}}}
+      vx: {{type: vertex, base_url: "{vx}", location: us-east5, service_account_file: "{sa_file}"}}
       dead:
         type: openai
         base_url: "http://127.0.0.1:{dead}/v1"
@@ -99,6 +121,16 @@ backends:
     models:
       - name: gpt-4o
         targets: [{{provider: oa}}]
+      - name: gemini-2.5-flash
+        targets: [{{provider: gem}}]
+      - name: bedrock-haiku
+        targets: [{{provider: bed, model: "anthropic.claude-3-haiku-20240307-v1:0"}}]
+      - name: azure-gpt
+        targets: [{{provider: az, model: gpt-4o}}]
+      - name: vertex-gemini
+        targets: [{{provider: vx, model: gemini-2.5-pro}}]
+      - name: vertex-claude
+        targets: [{{provider: vx, model: "claude-sonnet-4-5@20250929"}}]
       - name: gpt-alias
         targets: [{{provider: oa, model: gpt-4o-mini}}]
       - name: claude-3-5-sonnet-20241022
@@ -179,7 +211,22 @@ def llm_stack() -> Iterator[LlmStack]:
     try:
         oa, ob, oc = (loop.start(openai_mock()) for _ in range(3))
         ant = loop.start(MockServer(anthropic_mock.handle))
+        gem = loop.start(MockServer(gemini_mock.handle))
+        bed = loop.start(bedrock_mock.BedrockMock())
+        az = loop.start(azure_mock.AzureMock({"gpt-4o"}))
+        vx = loop.start(vertex_mock.VertexMock())
+        sa_file = Path(tempfile.mkdtemp(prefix="crossway-vertex-")) / "sa.json"
+        sa_file.write_bytes(orjson.dumps(vx.service_account()))  # type: ignore[attr-defined]
         config = CONFIG.format(
+            gem=gem.url,
+            gem_key=gemini_mock.API_KEY,
+            bed=bed.url,
+            aws_id=bedrock_mock.ACCESS_KEY,
+            aws_secret=bedrock_mock.SECRET_KEY,
+            az=az.url,
+            az_key=azure_mock.API_KEY,
+            vx=vx.url,
+            sa_file=sa_file,
             oa=oa.url,
             ob=ob.url,
             oc=oc.url,
@@ -189,6 +236,6 @@ def llm_stack() -> Iterator[LlmStack]:
             akey=anthropic_mock.API_KEY,
         )
         with start_gateway(config) as gateway:
-            yield LlmStack(gateway, oa, ob, oc, ant)
+            yield LlmStack(gateway, oa, ob, oc, ant, gem, bed, az, vx)
     finally:
         loop.close()
