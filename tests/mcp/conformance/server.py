@@ -1,0 +1,350 @@
+"""The conformance fixture: an MCP server (mcp SDK) with the tools, prompts and resources the
+`@modelcontextprotocol/conformance` server scenarios call, each behaving as its scenario checks.
+
+Run: python -m tests.mcp.conformance.server PORT   (Streamable HTTP at /mcp, with an event store
+so a stream closed mid-call can be resumed with Last-Event-ID)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import sys
+from typing import Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.prompts.base import UserMessage
+from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
+
+from mcp import types
+
+# A 1x1 red PNG and a 44-byte silent WAV header with 2 samples.
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+)
+WAV = (
+    b"RIFF(\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x40\x1f\x00\x00"
+    b"\x80\x3e\x00\x00\x02\x00\x10\x00data\x04\x00\x00\x00\x00\x00\x00\x00"
+)
+PNG_B64 = base64.b64encode(PNG).decode()
+WAV_B64 = base64.b64encode(WAV).decode()
+
+
+class MemoryEventStore(EventStore):
+    """Every event of every stream, in memory (enough for a test run)."""
+
+    def __init__(self) -> None:
+        self._events: list[tuple[EventId, StreamId, types.JSONRPCMessage | None]] = []
+        self._ids = itertools.count(1)
+
+    async def store_event(
+        self, stream_id: StreamId, message: types.JSONRPCMessage | None
+    ) -> EventId:
+        event_id = str(next(self._ids))
+        self._events.append((event_id, stream_id, message))
+        return event_id
+
+    async def replay_events_after(
+        self, last_event_id: EventId, send_callback: EventCallback
+    ) -> StreamId | None:
+        found = [i for i, (eid, _, _) in enumerate(self._events) if eid == last_event_id]
+        if not found:
+            return None
+        stream = self._events[found[0]][1]
+        for event_id, stream_id, message in self._events[found[0] + 1 :]:
+            if stream_id == stream and message is not None:
+                await send_callback(EventMessage(message, event_id))
+        return stream
+
+
+def build() -> MCPServer:
+    server = MCPServer("crossway-conformance-fixture", instructions="Conformance fixture server.")
+
+    # -- tools ------------------------------------------------------------------------------------
+
+    @server.tool(description="Returns a simple text response.")
+    def test_simple_text() -> str:
+        return "This is a simple text response for testing."
+
+    @server.tool(description="Returns an image.")
+    def test_image_content() -> list[types.ContentBlock]:
+        return [types.ImageContent(type="image", data=PNG_B64, mime_type="image/png")]
+
+    @server.tool(description="Returns audio.")
+    def test_audio_content() -> list[types.ContentBlock]:
+        return [types.AudioContent(type="audio", data=WAV_B64, mime_type="audio/wav")]
+
+    @server.tool(description="Returns an embedded resource.")
+    def test_embedded_resource() -> list[types.ContentBlock]:
+        resource = types.TextResourceContents(
+            uri="test://embedded-resource",
+            mime_type="text/plain",
+            text="This is an embedded resource content.",
+        )
+        return [types.EmbeddedResource(type="resource", resource=resource)]
+
+    @server.tool(description="Returns text, an image and an embedded resource.")
+    def test_multiple_content_types() -> list[types.ContentBlock]:
+        resource = types.TextResourceContents(
+            uri="test://mixed-content-resource",
+            mime_type="application/json",
+            text='{"test":"data","value":123}',
+        )
+        return [
+            types.TextContent(type="text", text="Multiple content types test:"),
+            types.ImageContent(type="image", data=PNG_B64, mime_type="image/png"),
+            types.EmbeddedResource(type="resource", resource=resource),
+        ]
+
+    @server.tool(description="Sends three log messages while it runs.")
+    async def test_tool_with_logging(ctx: Context) -> str:
+        await ctx.info("Tool execution started")
+        await asyncio.sleep(0.05)
+        await ctx.info("Tool processing data")
+        await asyncio.sleep(0.05)
+        await ctx.info("Tool execution completed")
+        return "Tool with logging executed successfully"
+
+    @server.tool(description="Reports progress 0, 50 and 100 of 100.")
+    async def test_tool_with_progress(ctx: Context) -> str:
+        for progress in (0, 50, 100):
+            await ctx.report_progress(progress, 100)
+            if progress < 100:
+                await asyncio.sleep(0.05)
+        return "Tool with progress executed successfully"
+
+    @server.tool(description="Always fails.")
+    def test_error_handling() -> str:
+        raise RuntimeError("This tool intentionally returns an error for testing")
+
+    @server.tool(description="Asks the client's LLM to answer a prompt.")
+    async def test_sampling(prompt: str, ctx: Context) -> str:
+        result = await ctx.session.create_message(
+            [
+                types.SamplingMessage(
+                    role="user", content=types.TextContent(type="text", text=prompt)
+                )
+            ],
+            max_tokens=100,
+            related_request_id=ctx.request_id,
+        )
+        content = result.content
+        text = content.text if isinstance(content, types.TextContent) else str(content)
+        return f"LLM response: {text}"
+
+    @server.tool(description="Asks the user for a username and an email.")
+    async def test_elicitation(message: str, ctx: Context) -> str:
+        schema: dict[str, Any] = {
+            "type": "object",
+            "properties": {
+                "username": {"type": "string", "description": "User's response"},
+                "email": {"type": "string", "description": "User's email address"},
+            },
+            "required": ["username", "email"],
+        }
+        result = await ctx.session.elicit(message, schema, related_request_id=ctx.request_id)
+        return f"User response: action={result.action}, content={result.content}"
+
+    @server.tool(description="Elicitation whose schema has defaults for every primitive type.")
+    async def test_elicitation_sep1034_defaults(ctx: Context) -> str:
+        schema: dict[str, Any] = {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "default": "John Doe"},
+                "age": {"type": "integer", "default": 30},
+                "score": {"type": "number", "default": 95.5},
+                "status": {
+                    "type": "string",
+                    "enum": ["active", "inactive", "pending"],
+                    "default": "active",
+                },
+                "verified": {"type": "boolean", "default": True},
+            },
+        }
+        result = await ctx.session.elicit(
+            "Please confirm your details", schema, related_request_id=ctx.request_id
+        )
+        return f"Elicitation completed: action={result.action}, content={result.content}"
+
+    @server.tool(description="Elicitation with every enum schema variant.")
+    async def test_elicitation_sep1330_enums(ctx: Context) -> str:
+        schema: dict[str, Any] = {
+            "type": "object",
+            "properties": {
+                "untitledSingle": {"type": "string", "enum": ["option1", "option2", "option3"]},
+                "titledSingle": {
+                    "type": "string",
+                    "oneOf": [
+                        {"const": "value1", "title": "First Option"},
+                        {"const": "value2", "title": "Second Option"},
+                        {"const": "value3", "title": "Third Option"},
+                    ],
+                },
+                "legacyEnum": {
+                    "type": "string",
+                    "enum": ["opt1", "opt2", "opt3"],
+                    "enumNames": ["Option One", "Option Two", "Option Three"],
+                },
+                "untitledMulti": {
+                    "type": "array",
+                    "items": {"type": "string", "enum": ["option1", "option2", "option3"]},
+                },
+                "titledMulti": {
+                    "type": "array",
+                    "items": {
+                        "anyOf": [
+                            {"const": "value1", "title": "First Choice"},
+                            {"const": "value2", "title": "Second Choice"},
+                            {"const": "value3", "title": "Third Choice"},
+                        ]
+                    },
+                },
+            },
+        }
+        result = await ctx.session.elicit("Pick options", schema, related_request_id=ctx.request_id)
+        return f"Elicitation completed: action={result.action}, content={result.content}"
+
+    @server.tool(
+        description="Closes its SSE stream mid-call; the result arrives after reconnection."
+    )
+    async def test_reconnection(ctx: Context) -> str:
+        await asyncio.sleep(0.05)
+        await ctx.close_sse_stream()
+        await asyncio.sleep(0.1)
+        return "Reconnection test completed"
+
+    # JSON Schema 2020-12 keywords must reach the client untouched (SEP-1613).
+    def json_schema_2020_12_tool(**arguments: Any) -> str:
+        return f"received {sorted(arguments)}"
+
+    server.add_tool(
+        json_schema_2020_12_tool,
+        name="json_schema_2020_12_tool",
+        description="Tool with JSON Schema 2020-12 features",
+    )
+    tool = server._tool_manager.get_tool("json_schema_2020_12_tool")
+    if tool is not None:
+        tool.parameters = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "$defs": {
+                "address": {
+                    "type": "object",
+                    "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
+                }
+            },
+            "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+            "additionalProperties": False,
+        }
+
+    # -- resources --------------------------------------------------------------------------------
+
+    @server.resource(
+        "test://static-text", mime_type="text/plain", description="A static text resource."
+    )
+    def static_text() -> str:
+        return "This is the content of the static text resource."
+
+    @server.resource(
+        "test://static-binary", mime_type="image/png", description="A static binary resource."
+    )
+    def static_binary() -> bytes:
+        return PNG
+
+    @server.resource(
+        "test://watched-resource", mime_type="text/plain", description="A resource to subscribe to."
+    )
+    def watched() -> str:
+        return "Watched resource content."
+
+    @server.resource(
+        "test://template/{id}/data", mime_type="application/json", description="Data by id."
+    )
+    def template(id: str) -> str:
+        return f'{{"id":"{id}","templateTest":true,"data":"Data for ID: {id}"}}'
+
+    # -- prompts ----------------------------------------------------------------------------------
+
+    @server.prompt(description="A simple prompt without arguments.")
+    def test_simple_prompt() -> str:
+        return "This is a simple prompt for testing."
+
+    @server.prompt(description="A prompt with two required arguments.")
+    def test_prompt_with_arguments(arg1: str, arg2: str) -> str:
+        return f"Prompt with arguments: arg1='{arg1}', arg2='{arg2}'"
+
+    @server.prompt(description="A prompt that embeds a resource.")
+    def test_prompt_with_embedded_resource(resourceUri: str) -> list[UserMessage]:
+        resource = types.TextResourceContents(
+            uri=resourceUri, mime_type="text/plain", text="Embedded resource content for testing."
+        )
+        return [
+            UserMessage(content=types.EmbeddedResource(type="resource", resource=resource)),
+            UserMessage(
+                content=types.TextContent(
+                    type="text", text="Please process the embedded resource above."
+                ),
+            ),
+        ]
+
+    @server.prompt(description="A prompt with an image.")
+    def test_prompt_with_image() -> list[UserMessage]:
+        return [
+            UserMessage(
+                content=types.ImageContent(type="image", data=PNG_B64, mime_type="image/png"),
+            ),
+            UserMessage(
+                content=types.TextContent(type="text", text="Please analyze the image above."),
+            ),
+        ]
+
+    @server.completion()
+    async def complete(
+        ref: Any, argument: types.CompletionArgument, context: Any
+    ) -> types.Completion:
+        options = ["paris", "park", "party"]
+        return types.Completion(
+            values=[o for o in options if o.startswith(argument.value)],
+            total=len(options),
+            has_more=False,
+        )
+
+    # -- handlers MCPServer has no decorator for ------------------------------------------------------
+
+    subscriptions: set[str] = set()
+
+    async def subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        subscriptions.add(str(params.uri))
+        return types.EmptyResult()
+
+    async def unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+        subscriptions.discard(str(params.uri))
+        return types.EmptyResult()
+
+    async def set_level(ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        return types.EmptyResult()
+
+    lowlevel = server._lowlevel_server
+    lowlevel.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscribe)
+    lowlevel.add_request_handler(
+        "resources/unsubscribe", types.UnsubscribeRequestParams, unsubscribe
+    )
+    if lowlevel.get_request_handler("logging/setLevel") is None:
+        lowlevel.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
+    return server
+
+
+def main() -> None:
+    port = int(sys.argv[1])
+    build().run(
+        "streamable-http",
+        host="127.0.0.1",
+        port=port,
+        event_store=MemoryEventStore(),
+        retry_interval=100,
+    )
+
+
+if __name__ == "__main__":
+    main()
