@@ -38,6 +38,7 @@ from crossway.llm.usage import (
     usage_from_chat,
 )
 
+_MARKER_COMPACT, _MARKER_SPACED = USAGE_MARKERS
 END_BYTES: Final = 24
 """Bytes kept from the end of a passed-through OpenAI stream to see its `[DONE]`."""
 ANTHROPIC_HEAD_BYTES: Final = 4096
@@ -86,16 +87,19 @@ class ChatPassthrough(Relay):
             return data
         if self._carry:
             data = self._carry + data
-        cut = data.rfind(b"\n\n")
-        if cut < 0:
+        cut = data.rfind(b"\n\n") + 2
+        if cut == 1:  # no complete event yet
             self._carry = data
             return b""
-        self._carry = data[cut + 2 :]
-        data = data[: cut + 2]
-        if any(marker in data for marker in USAGE_MARKERS):
+        if cut != len(data):  # upstream chunks usually end on an event boundary: no copy then
+            self._carry = data[cut:]
+            data = data[:cut]
+        else:
+            self._carry = b""
+        if _MARKER_COMPACT in data or _MARKER_SPACED in data:
             kept = []
             for event in data.split(b"\n\n"):
-                if any(m in event for m in USAGE_MARKERS) and (
+                if (_MARKER_COMPACT in event or _MARKER_SPACED in event) and (
                     b'"choices":[]' in event or b'"choices": []' in event
                 ):
                     self.usage = usage_from_body(event.strip()[5:].strip())
