@@ -55,6 +55,15 @@ def build(name: str) -> MCPServer:
         return f"counted {n}"
 
     grown: list[str] = []
+    counters: dict[object, int] = {}
+
+    @server.tool()
+    def bump(ctx: Context) -> int:
+        """Count calls made in this MCP session (tells whether calls share one session)."""
+        request = ctx.request_context.request
+        key = request.headers.get("mcp-session-id") if request is not None else "stdio"  # type: ignore[attr-defined]
+        counters[key] = counters.get(key, 0) + 1
+        return counters[key]
 
     @server.tool()
     async def grow(ctx: Context) -> str:
