@@ -501,7 +501,10 @@ class BedrockProvider(Provider):
         return f"https://bedrock-runtime.{self.region}.amazonaws.com"
 
     async def start(self) -> None:
-        await self._resolve()
+        try:
+            await self._resolve()
+        except UpstreamError:
+            pass  # no region yet: reported on each request, the gateway still starts
 
     async def _resolve(self) -> None:
         """Region and credentials from the environment / botocore chain (blocking: in a thread)."""
