@@ -50,6 +50,16 @@ PROTOCOL_VERSION_META_KEY: Final = "io.modelcontextprotocol/protocolVersion"
 CLIENT_CAPABILITIES_META_KEY: Final = "io.modelcontextprotocol/clientCapabilities"
 CLIENT_INFO_META_KEY: Final = "io.modelcontextprotocol/clientInfo"
 KEEPALIVE_SECONDS: Final = 15.0
+_CACHEABLE: Final = frozenset(
+    {
+        "server/discover",
+        "tools/list",
+        "prompts/list",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+    }
+)
 _NAME_PARAM: Final = {
     "tools/call": "name",
     "prompts/get": "name",
@@ -188,6 +198,8 @@ class StreamableHttpTransport:
         ctx: RequestContext,
         send: Send,
         headers: list[tuple[bytes, bytes]] | None = None,
+        *,
+        modern: bool = False,
     ) -> None:
         """Answer one request, as JSON or as an SSE stream if messages precede the result."""
         request_id = message["id"]
@@ -199,6 +211,8 @@ class StreamableHttpTransport:
             result = await self.backend.federation.handle(
                 session, message, Call(request_id, ctx.identity, channel)
             )
+            if modern:
+                result = _modern_result(message["method"], result)
             reply = jsonrpc.response(request_id, result)
         except asyncio.CancelledError:
             if request_id not in session.client_cancelled:
@@ -316,7 +330,7 @@ class StreamableHttpTransport:
             else {k: v for k, v in params.items() if k != "_meta"}
         )
         session = self.backend.sessions.stateless(meta)
-        await self._serve(session, {**message, "params": forwarded_params}, ctx, send)
+        await self._serve(session, {**message, "params": forwarded_params}, ctx, send, modern=True)
 
     # -- GET / DELETE -------------------------------------------------------------------------
 
@@ -401,6 +415,19 @@ async def stream_events(
     finally:
         watcher.cancel()
         session.stream.detach(queue)
+
+
+def _modern_result(method: str, result: JsonObject) -> JsonObject:
+    """Fields the 2026-07-28 wire requires that handshake-era upstreams do not send."""
+    extra: JsonObject = {}
+    if "resultType" not in result:
+        extra["resultType"] = "complete"
+    if method in _CACHEABLE:
+        if "ttlMs" not in result:
+            extra["ttlMs"] = 0
+        if "cacheScope" not in result:
+            extra["cacheScope"] = "private"
+    return {**result, **extra} if extra else result
 
 
 async def _error(send: Send, status: int, request_id: Any, code: int, message: str) -> None:

@@ -1,0 +1,83 @@
+"""The stateless 2026-07-28 revision: `server/discover`, per-request `_meta`, routing headers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from mcp import Client
+from tests.helpers import Gateway, start_gateway
+from tests.mcp.conftest import mcp_config, notes_stdio
+
+MODERN = "2026-07-28"
+META = {
+    "io.modelcontextprotocol/protocolVersion": MODERN,
+    "io.modelcontextprotocol/clientCapabilities": {},
+    "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+}
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[Gateway]:
+    with start_gateway(mcp_config({"notes": notes_stdio()})) as gw:
+        yield gw
+
+
+@pytest.mark.parametrize("mode", ["auto", MODERN])
+async def test_sdk_client_in_the_modern_era(gateway: Gateway, mode: Any) -> None:
+    async with Client(gateway.url + "/mcp", mode=mode) as client:
+        assert client.session.protocol_version == MODERN
+        tools = {t.name for t in (await client.list_tools()).tools}
+        assert "notes_add" in tools
+        result = await client.call_tool("notes_add", {"a": 4, "b": 5})
+        assert result.content[0].text == "9"  # type: ignore[union-attr]
+        read = await client.read_resource("crossway://notes/notes://first")
+        assert read.contents[0].text == "first note from notes"  # type: ignore[union-attr]
+        prompt = await client.get_prompt("notes_summarize", {"topic": "gateways"})
+        assert "gateways" in str(prompt.messages[0].content)
+
+
+async def raw(gw: Gateway, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            gw.url + "/mcp",
+            json=body,
+            headers={"accept": "application/json, text/event-stream", **(headers or {})},
+        ) as resp:
+            return resp.status, await resp.json()
+
+
+async def test_discover_and_header_checks(gateway: Gateway) -> None:
+    status, body = await raw(
+        gateway, {"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": META}}
+    )
+    assert status == 200
+    assert MODERN in body["result"]["supportedVersions"]
+    assert "tools" in body["result"]["capabilities"]
+
+    call = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": "notes_add", "arguments": {"a": 1, "b": 1}, "_meta": META},
+    }
+    headers = {"mcp-protocol-version": MODERN, "mcp-method": "tools/call", "mcp-name": "notes_add"}
+    status, body = await raw(gateway, call, headers)
+    assert status == 200 and body["result"]["content"][0]["text"] == "2"
+
+    status, body = await raw(gateway, call, {**headers, "mcp-name": "notes_other"})
+    assert status == 400 and body["error"]["code"] == -32020
+    status, body = await raw(gateway, call, {**headers, "mcp-method": "tools/list"})
+    assert status == 400 and body["error"]["code"] == -32020
+
+    old = {**META, "io.modelcontextprotocol/protocolVersion": "2099-01-01"}
+    status, body = await raw(
+        gateway,
+        {**call, "params": {**call["params"], "_meta": old}},
+        {"mcp-protocol-version": "2099-01-01"},
+    )
+    assert status == 400 and body["error"]["code"] == -32022
+    assert MODERN in body["error"]["data"]["supported"]
