@@ -10,6 +10,11 @@ import os
 import sys
 
 from mcp.server.mcpserver import Context, MCPServer
+from pydantic import BaseModel
+
+
+class Colour(BaseModel):
+    colour: str
 
 
 def build(name: str) -> MCPServer:
@@ -73,6 +78,20 @@ def build(name: str) -> MCPServer:
         server.add_tool(lambda: new, name=new, description="added at run time")
         await ctx.session.send_tool_list_changed()
         return new
+
+    @server.tool()
+    async def ask(ctx: Context) -> str:
+        """Ask the user for a colour (elicitation)."""
+        answer = await ctx.elicit("Favourite colour?", Colour)
+        if answer.action == "accept":
+            return f"colour: {answer.data.colour}"
+        return f"declined: {answer.action}"
+
+    @server.tool()
+    async def roots(ctx: Context) -> str:
+        """List the client's roots."""
+        result = await ctx.session.list_roots()
+        return ",".join(str(root.uri) for root in result.roots)
 
     @server.resource("notes://first")
     def first() -> str:
