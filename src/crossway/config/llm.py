@@ -48,6 +48,24 @@ DEFAULT_ANTHROPIC_VERSION: Final = "2023-06-01"
 DEFAULT_AZURE_API_VERSION: Final = "2024-10-21"
 DEFAULT_VERTEX_LOCATION: Final = "us-central1"
 
+# Keys whose empty value means unset.
+_OPTIONAL_KEYS: Final = frozenset(
+    {
+        "base_url",
+        "api_version",
+        "deployment",
+        "anthropic_version",
+        "region",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "project",
+        "location",
+        "service_account_file",
+        "service_account_json",
+    }
+)
+
 # Which provider-specific keys each type accepts (every type takes the common ones).
 _TYPE_FIELDS: Final[dict[str, frozenset[str]]] = {
     "preset": frozenset({"openai_compatible"}),
@@ -118,11 +136,14 @@ class ProviderConfig(StrictModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _preset_base_url(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("preset") and not data.get("base_url"):
-            url = PRESET_BASE_URLS.get(str(data["preset"]))
-            if url is not None:
-                data = {**data, "base_url": url}
+    def _empty_is_unset(cls, data: Any) -> Any:
+        """`key: ${VAR:-}` with VAR unset means "not set" (so defaults and credential chains apply)."""
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if not (k in _OPTIONAL_KEYS and v == "")}
+            if data.get("preset") and not data.get("base_url"):
+                url = PRESET_BASE_URLS.get(str(data["preset"]))
+                if url is not None:
+                    data["base_url"] = url
         return data
 
     @model_validator(mode="after")
