@@ -229,7 +229,10 @@ def _guard(live: Live, step: Callable[[Live], object]) -> None:
     except (RuntimeError, CheckFailed, ProbeError, OSError, subprocess.SubprocessError) as exc:
         live.fail(exc)
         if live.server is not None and not live.server.alive():
-            live.result["failed"] += "\n" + live.server.log_tail()
+            live.result["failed"] += (
+                f"\nthe server had exited with code {live.server.process.returncode}; log tail:\n"
+                + live.server.log_tail()
+            )
 
 
 def combine(rounds: list[LoadResult]) -> dict[str, Any]:
@@ -277,13 +280,15 @@ def _profile(ctx: Context, live: Live, settings: Settings) -> dict[str, Any]:
     output = ctx.work / "profiles" / f"{live.target.name}-{live.mode}.txt"
     output.parent.mkdir(parents=True, exist_ok=True)
     recorder = profile.start_record(binary, live.server.worker_pid(), seconds, output)
-    load(ctx, live, 32, seconds + 1)
+    loaded = load(ctx, live, 32, seconds + 1)
     _, err = recorder.communicate(timeout=60)
     if recorder.returncode != 0 or not output.exists():
         return {
             "error": f"py-spy exit {recorder.returncode}: {err.decode(errors='replace').strip()[-300:]}"
         }
-    summary = profile.summarize(output)
+    # py-spy samples for `seconds` of the slightly longer wrk run: scale the request count.
+    requests = round(loaded.requests * seconds / loaded.duration_s)
+    summary = profile.summarize(output, requests=requests)
     summary["collapsed"] = str(output.relative_to(ctx.repo))
     return summary
 

@@ -44,45 +44,83 @@ def start_record(binary: str, pid: int, seconds: int, output: Path) -> subproces
     )
 
 
-def _short(frame: str) -> str:
-    """`func (path/to/site-packages/pkg/mod.py:12)` -> `pkg/mod.py:func`."""
+def _parse(frame: str) -> tuple[str, str, str]:
+    """`func (path/to/site-packages/pkg/mod.py:12)` -> (`pkg/mod.py`, `func`, `12`)."""
     match = FRAME.match(frame.strip())
     if match is None:
-        return frame.strip()
+        return frame.strip(), "", ""
     path = match["file"]
-    for anchor in ("site-packages/", "/src/", "/lib/python3"):
+    for anchor in ("site-packages/", "/src/", "/lib/python3.11/", "/lib/python3"):
         if anchor in path:
             path = path.split(anchor, 1)[1]
             break
-    return f"{path}:{match['func']}"
+    return path, match["func"], match["line"] or ""
 
 
-def summarize(collapsed: Path, top: int = 15) -> dict[str, Any]:
-    """Self and inclusive shares of samples per function, from py-spy's collapsed output."""
+# Leaf frames in which the worker is really inside native code: the event loop (uvloop) or
+# granian's Rust side, reached from the outermost Python frame.
+LOOP_FRAMES: Final = ("asyncio/runners.py:", "uvloop/__init__.py:", "granian/server/")
+
+
+def _component(name: str) -> str:
+    if name.startswith(LOOP_FRAMES):
+        return "event loop / granian (native)"
+    return name.split("/", 1)[0].removesuffix(".py")
+
+
+def summarize(
+    collapsed: Path, *, requests: int, rate: int = PYSPY_RATE, top: int = 15
+) -> dict[str, Any]:
+    """Where the worker's Python-visible time goes, from py-spy's collapsed stacks.
+
+    Every sample is `1 / rate` seconds of the worker's non-idle time; dividing by the requests
+    served while sampling gives microseconds per request, comparable across proxies.
+    """
     self_counts: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    lines: Counter[str] = Counter()
+    components: Counter[str] = Counter()
     total = 0
     for line in collapsed.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = [_short(f) for f in stack.split(";") if f and not f.startswith("process ")]
+        frames = [_parse(f) for f in stack.split(";") if f and not f.startswith("process ")]
         if not frames:
             continue
         total += count
-        self_counts[frames[-1]] += count
-        for name in set(frames):
+        path, func, lineno = frames[-1]
+        leaf = f"{path}:{func}"
+        self_counts[leaf] += count
+        components[_component(leaf)] += count
+        if path.startswith("crossway/"):
+            lines[f"{path}:{lineno} ({func})"] += count
+        for name in {f"{p}:{f}" for p, f, _ in frames}:
             inclusive[name] += count
 
-    def share(counter: Counter[str], keep: Any) -> list[dict[str, Any]]:
-        rows = [(n, c) for n, c in counter.most_common() if keep(n)][:top]
+    def us(count: int) -> float:
+        return round(count / rate / requests * 1e6, 1) if requests else 0.0
+
+    def rows(counter: Counter[str], keep: Any = lambda _n: True) -> list[dict[str, Any]]:
+        picked = [(n, c) for n, c in counter.most_common() if keep(n)][:top]
         return [
-            {"function": n, "samples": c, "percent": round(100 * c / total, 1)} for n, c in rows
+            {
+                "function": n,
+                "samples": c,
+                "percent": round(100 * c / total, 1),
+                "us_per_request": us(c),
+            }
+            for n, c in picked
         ]
 
     return {
         "samples": total,
-        "self": share(self_counts, lambda _n: True),
-        "crossway_inclusive": share(inclusive, lambda n: n.startswith("crossway/")),
+        "rate_hz": rate,
+        "requests": requests,
+        "us_per_request": us(total),
+        "components": rows(components),
+        "self": rows(self_counts),
+        "crossway_inclusive": rows(inclusive, lambda n: n.startswith("crossway/")),
+        "crossway_lines": rows(lines),
     }

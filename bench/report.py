@@ -194,27 +194,44 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _profile_table(title: str, rows: list[dict[str, Any]], limit: int) -> list[str]:
+    out = [f"| {title} | % of samples | µs per request |", "|---|---:|---:|"]
+    out += [f"| `{r['function']}` | {r['percent']} | {r['us_per_request']} |" for r in rows[:limit]]
+    return [*out, ""]
+
+
 def _profile_section(results: dict[str, Any]) -> list[str]:
     out: list[str] = []
-    for run in results["runs"]:
-        prof = run.get("profile")
-        if not prof:
-            continue
-        out.append(f"### py-spy: {run['target']} / {run['mode']}")
-        if "error" in prof:
-            out.append(f"profile failed: {prof['error']}\n")
-            continue
-        out.append(
-            f"{prof['samples']} samples of Python stacks (idle time excluded); collapsed stacks in `{prof['collapsed']}`.\n"
-        )
-        out.append("| self % | function |\n|---:|---|")
-        out += [f"| {r['percent']} | `{r['function']}` |" for r in prof["self"][:12]]
-        if prof["crossway_inclusive"]:
-            out.append("\n| inclusive % | Crossway function |\n|---:|---|")
-            out += [
-                f"| {r['percent']} | `{r['function']}` |" for r in prof["crossway_inclusive"][:12]
-            ]
+    profiled = [run for run in results["runs"] if run.get("profile")]
+    if not profiled:
+        return out
+    out += [
+        "## Profiles (py-spy)",
+        "",
+        "Sampled at 32 connections after the measurements, without pausing the worker. Only Python frames are visible: "
+        "time inside granian's Rust `send`/`receive` is charged to the Python frame that awaits it, and time in the event loop's "
+        "own C code to the outermost frame (shown as *event loop / granian (native)*). µs per request = samples / rate / requests served "
+        "while sampling, so figures compare across proxies.",
+        "",
+    ]
+    for run in profiled:
+        prof = run["profile"]
+        out.append(f"### {run['target']} / {run['mode']}")
         out.append("")
+        if "error" in prof:
+            out += [f"profile failed: {prof['error']}", ""]
+            continue
+        out += [
+            f"{prof['samples']} samples at {prof.get('rate_hz', '?')} Hz over {prof.get('requests', '?')} requests: "
+            f"**{prof.get('us_per_request', '?')} µs of Python-visible CPU per request**; collapsed stacks in `{prof['collapsed']}`.",
+            "",
+        ]
+        out += _profile_table("component (leaf frame)", prof.get("components", []), 8)
+        out += _profile_table("self time (leaf function)", prof["self"], 12)
+        if prof.get("crossway_inclusive"):
+            out += _profile_table("Crossway function (inclusive)", prof["crossway_inclusive"], 12)
+        if prof.get("crossway_lines"):
+            out += _profile_table("Crossway line (self)", prof["crossway_lines"], 10)
     return out
 
 

@@ -293,6 +293,7 @@ def all_targets() -> list[Target]:
             "proxy",
             "bench/reference_proxy.py: raw ASGI on granian + aiohttp",
             launch=_launch_reference,
+            profile=True,
         ),
         Target(
             "crossway",

@@ -28,7 +28,7 @@ from bench.ttfb import probe
 from bench.upstream import find_nginx, start_nginx
 from botocore.eventstream import EventStreamBuffer
 
-from bench import fixtures, report
+from bench import fixtures, profile, report
 from tests.helpers import free_port
 
 TEXT = "".join(fixtures.TOKENS)
@@ -334,3 +334,22 @@ def test_report_renders_goals_and_skipped_rows() -> None:
 def test_run_script_is_valid_bash() -> None:
     script = Path(__file__).resolve().parents[2] / "bench" / "run.sh"
     subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+def test_profile_summary_charges_samples_per_request(tmp_path: Path) -> None:
+    collapsed = tmp_path / "stacks.txt"
+    collapsed.write_text(
+        "run (uvloop/__init__.py:92);Runner.run (asyncio/runners.py:118) 50\n"
+        "run (uvloop/__init__.py:92);GatewayApp.handle (/x/src/crossway/server/app.py:90);"
+        "feed (/x/src/crossway/llm/answers.py:40) 30\n"
+        "GatewayApp.handle (/x/src/crossway/server/app.py:90);"
+        "_request (/v/lib/python3.11/site-packages/aiohttp/client.py:819) 20\n"
+    )
+    summary = profile.summarize(collapsed, requests=1000, rate=100)
+    assert summary["samples"] == 100
+    assert summary["us_per_request"] == 1000.0  # 100 samples / 100 Hz / 1000 requests
+    components = {r["function"]: r["percent"] for r in summary["components"]}
+    assert components == {"event loop / granian (native)": 50.0, "crossway": 30.0, "aiohttp": 20.0}
+    inclusive = {r["function"]: r["percent"] for r in summary["crossway_inclusive"]}
+    assert inclusive["crossway/server/app.py:GatewayApp.handle"] == 50.0
+    assert summary["crossway_lines"][0]["function"] == "crossway/llm/answers.py:40 (feed)"
