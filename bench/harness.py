@@ -114,6 +114,7 @@ def start(ctx: Context, target: Target, mode: Mode) -> Live:
     else:
         live.port = free_port()
         live.server = target.launch(ctx, mode, live.port)
+        result["command"] = " ".join(a.replace(str(ctx.repo) + "/", "") for a in live.server.argv)
     started = time.monotonic()
     try:
         answer = wait_ready(

@@ -76,6 +76,7 @@ class ServerProcess:
     name: str
     process: subprocess.Popen[bytes]
     log: Path
+    argv: list[str] = field(default_factory=list)
 
     def tree(self) -> list[int]:
         return descendants(self.process.pid)
@@ -133,7 +134,7 @@ def start_pinned(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return ServerProcess(name=name, process=process, log=log)
+    return ServerProcess(name=name, process=process, log=log, argv=argv)
 
 
 @dataclass

@@ -265,6 +265,16 @@ def render(results: dict[str, Any]) -> str:
         "(100 = the whole core; less means it waited on I/O or other work took the core). req per CPU-s: requests served per second of the proxy's own CPU, "
         "the figure least disturbed by other load on the machine. Latency percentiles are the median of the rounds' own; req/s is over all rounds.",
         "",
+        "Commands (each under `taskset -c <proxy core>`):",
+        "",
+        *sorted(
+            {
+                f"- {run['target']} ({run['mode']}): `{run['command']}`"
+                for run in results["runs"]
+                if run.get("command")
+            }
+        ),
+        "",
         "## Goals",
         "",
         "| goal | target | measured | verdict |",

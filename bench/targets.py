@@ -126,10 +126,10 @@ def _launch_reference(ctx: Context, mode: Mode, port: int) -> ServerProcess:
 
 
 def _crossway_config(ctx: Context, name: str) -> Path | None:
-    """A config from bench/configs/ if there is one, else from examples/."""
+    """The example users copy (examples/NAME.yaml), else the harness's own minimal bench/configs/NAME.yaml."""
     for candidate in (
-        ctx.repo / "bench" / "configs" / f"{name}.yaml",
         ctx.repo / "examples" / f"{name}.yaml",
+        ctx.repo / "bench" / "configs" / f"{name}.yaml",
     ):
         if candidate.is_file():
             return candidate
@@ -144,7 +144,7 @@ def _check_crossway(
             return "not available: the `crossway` command is not installed in .venv"
         config = _crossway_config(ctx, name)
         if config is None:
-            return f"not available: no bench/configs/{name}.yaml or examples/{name}.yaml yet"
+            return f"not available: no examples/{name}.yaml or bench/configs/{name}.yaml yet"
         done = subprocess.run(
             [str(ctx.crossway), "validate", "--config", str(config)],
             env={
