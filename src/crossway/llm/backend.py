@@ -133,6 +133,7 @@ class Answer:
     chunks: AsyncIterator[bytes] | None = None
     relay: answers.Relay | None = None
     first: bytes = b""
+    relaying: bool = False  # the client's stream started (it now owns the upstream response)
 
 
 def _loads(raw: bytes) -> Json:
@@ -287,7 +288,12 @@ class LlmBackend(Backend):
             self._account(ctx, answer, answer.usage)
             await send_response(send, 200, answer.body, JSON_HEADERS)
             return
-        await stream_response(receive, send, 200, list(SSE_HEADERS), self._relay(answer, ctx))
+        try:
+            await stream_response(receive, send, 200, list(SSE_HEADERS), self._relay(answer, ctx))
+        finally:
+            if not answer.relaying:  # the client left before the stream began: release it here
+                await _aclose(answer.chunks)
+                d.health.in_flight -= 1
 
     def _plans(self, call: LlmCall, resolved: Resolved) -> list[list[tuple[Resolved, Deployment]]]:
         """The deployments to try, in order: the model's own that the prompt fits, then (only
@@ -480,6 +486,7 @@ class LlmBackend(Backend):
         relay = answer.relay
         chunks = answer.chunks
         assert relay is not None and chunks is not None
+        answer.relaying = True
         try:
             yield answer.first
             try:
