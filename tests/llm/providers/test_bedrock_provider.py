@@ -420,3 +420,10 @@ async def test_stream_cut_mid_way(bedrock_mock: mock.BedrockMock) -> None:
             {"messages": [{"role": "user", "content": "hi"}], "stream": True},
             "m",
         )
+
+
+def test_default_max_tokens() -> None:
+    body = {"messages": [{"role": "user", "content": "x"}]}
+    assert "inferenceConfig" not in translate_request(body)
+    assert translate_request(body, 512)["inferenceConfig"] == {"maxTokens": 512}
+    assert translate_request({**body, "max_tokens": 5}, 512)["inferenceConfig"] == {"maxTokens": 5}

@@ -124,7 +124,7 @@ _DOC_NAME_BAD_CHARS: Final = re.compile(r"[^A-Za-z0-9\s\-()\[\]]+")
 # --- request ----------------------------------------------------------------------------------
 
 
-def translate_request(body: Json) -> Json:
+def translate_request(body: Json, default_max_tokens: int | None = None) -> Json:
     """A canonical chat body as a Converse body (the model goes in the URL)."""
     system: list[Json] = []
     messages: list[Json] = []
@@ -152,7 +152,7 @@ def translate_request(body: Json) -> Json:
     if system:
         out["system"] = system
     inference: Json = {}
-    max_tokens = max_tokens_of(body)
+    max_tokens = max_tokens_of(body) or default_max_tokens
     if max_tokens is not None:
         inference["maxTokens"] = max_tokens
     for src, dst in (("temperature", "temperature"), ("top_p", "topP")):
@@ -532,7 +532,7 @@ class BedrockProvider(Provider):
 
     async def chat_request(self, body: Json, model: str, stream: bool) -> UpstreamRequest:
         await self._resolve()
-        payload = orjson.dumps(translate_request(body))
+        payload = orjson.dumps(translate_request(body, self.config.default_max_tokens))
         action = "converse-stream" if stream else "converse"
         # ':' stays literal: it is what HTTP clients put on the wire, and what AWS signs.
         url = f"{self.base_url}/model/{quote(model, safe=':')}/{action}"
