@@ -230,13 +230,194 @@ def build() -> MCPServer:
             "type": "object",
             "$defs": {
                 "address": {
+                    "$anchor": "address",
                     "type": "object",
                     "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
                 }
             },
-            "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+            "properties": {
+                "name": {"type": "string"},
+                "address": {"$ref": "#/$defs/address"},
+                "kind": {"type": "string"},
+            },
+            "allOf": [{"anyOf": [{"required": ["name"]}, {"required": ["address"]}]}],
+            "if": {"properties": {"kind": {"const": "company"}}},
+            "then": {"required": ["address"]},
+            "else": {"required": ["name"]},
             "additionalProperties": False,
         }
+
+    # -- 2026-07-28: input-required results (SEP-2322) and diagnostic tools (SEP-2575) ------------
+
+    def ask(requests: dict[str, Any], state: str | None = None) -> types.InputRequiredResult:
+        body: dict[str, Any] = {"resultType": "input_required", "inputRequests": requests}
+        if state is not None:
+            body["requestState"] = state
+        return types.InputRequiredResult.model_validate(body)
+
+    def form(message: str, field: str, kind: str = "string") -> dict[str, Any]:
+        return {
+            "method": "elicitation/create",
+            "params": {
+                "message": message,
+                "requestedSchema": {
+                    "type": "object",
+                    "properties": {field: {"type": kind}},
+                    "required": [field],
+                },
+            },
+        }
+
+    def sample(text: str, max_tokens: int) -> dict[str, Any]:
+        return {
+            "method": "sampling/createMessage",
+            "params": {
+                "messages": [{"role": "user", "content": {"type": "text", "text": text}}],
+                "maxTokens": max_tokens,
+            },
+        }
+
+    roots_request: dict[str, Any] = {"method": "roots/list", "params": {}}
+
+    def answer(ctx: Context, key: str) -> dict[str, Any] | None:
+        responses = ctx.input_responses or {}
+        response = responses.get(key)
+        if response is None:
+            return None
+        data = (
+            response.model_dump(by_alias=True, exclude_none=True)
+            if hasattr(response, "model_dump")
+            else response
+        )
+        return data if isinstance(data, dict) else None
+
+    def sampled_text(data: dict[str, Any]) -> str:
+        content = data.get("content")
+        if isinstance(content, list):
+            content = content[0] if content else {}
+        return str(content.get("text", "")) if isinstance(content, dict) else ""
+
+    @server.tool(description="Asks for the user's name through an input-required result.")
+    def test_input_required_result_elicitation(ctx: Context) -> Any:
+        reply = answer(ctx, "user_name")
+        name = (reply or {}).get("content", {}).get("name") if reply else None
+        if not name:
+            return ask({"user_name": form("What is your name?", "name")})
+        return f"Hello, {name}!"
+
+    @server.tool(description="Asks the client's LLM through an input-required result.")
+    def test_input_required_result_sampling(ctx: Context) -> Any:
+        reply = answer(ctx, "capital_question")
+        if reply is None:
+            return ask({"capital_question": sample("What is the capital of France?", 100)})
+        return f"Sampling answered: {sampled_text(reply)}"
+
+    @server.tool(description="Asks for the client's roots through an input-required result.")
+    def test_input_required_result_list_roots(ctx: Context) -> Any:
+        reply = answer(ctx, "client_roots")
+        if reply is None:
+            return ask({"client_roots": roots_request})
+        uris = [str(r.get("uri")) for r in reply.get("roots", []) if isinstance(r, dict)]
+        return f"Client roots: {', '.join(uris) or '(none)'}"
+
+    @server.tool(description="Round-trips requestState.")
+    def test_input_required_result_request_state(ctx: Context) -> Any:
+        reply = answer(ctx, "confirm")
+        if reply is None or ctx.request_state != "confirm-round-1":
+            return ask({"confirm": form("Please confirm", "ok", "boolean")}, "confirm-round-1")
+        return "state-ok: confirmed"
+
+    @server.tool(description="Several input requests at once.")
+    def test_input_required_result_multiple_inputs(ctx: Context) -> Any:
+        keys = ("user_name", "greeting", "client_roots")
+        replies = {k: answer(ctx, k) for k in keys}
+        if any(r is None for r in replies.values()) or ctx.request_state != "multi-1":
+            requests = {
+                "user_name": form("What is your name?", "name"),
+                "greeting": sample("Generate a greeting", 50),
+                "client_roots": roots_request,
+            }
+            return ask(requests, "multi-1")
+        return "All inputs received"
+
+    @server.tool(description="Two rounds of input requests with evolving state.")
+    def test_input_required_result_multi_round(ctx: Context) -> Any:
+        if ctx.request_state == "round-2" and answer(ctx, "step2") is not None:
+            return "Multi-round completed"
+        if ctx.request_state == "round-1" and answer(ctx, "step1") is not None:
+            return ask({"step2": form("Step 2: What is your favorite color?", "color")}, "round-2")
+        return ask({"step1": form("Step 1: What is your name?", "name")}, "round-1")
+
+    @server.tool(description="Input-required result whose state is integrity protected.")
+    def test_input_required_result_tampered_state(ctx: Context) -> Any:
+        if ctx.request_state == "sealed-1" and answer(ctx, "confirm") is not None:
+            return "State verified"
+        return ask({"confirm": form("Please confirm", "ok", "boolean")}, "sealed-1")
+
+    @server.tool(description="Only asks for what the client declared it supports.")
+    def test_input_required_result_capabilities(ctx: Context) -> Any:
+        if ctx.input_responses:
+            return "Capabilities respected"
+        caps = ctx.client_capabilities
+        requests: dict[str, Any] = {}
+        if caps is not None and caps.sampling is not None:
+            requests["llm"] = sample("Say hi", 20)
+        if caps is not None and caps.elicitation is not None:
+            requests["user"] = form("Your name?", "name")
+        if caps is not None and caps.roots is not None:
+            requests["roots"] = roots_request
+        return ask(requests) if requests else "No client capabilities to ask with"
+
+    @server.prompt(description="A prompt that needs elicited context first.")
+    def test_input_required_result_prompt(ctx: Context) -> Any:
+        reply = answer(ctx, "user_context")
+        context = (reply or {}).get("content", {}).get("context") if reply else None
+        if not context:
+            return ask({"user_context": form("What context should the prompt use?", "context")})
+        return f"Use this context: {context}"
+
+    @server.tool(description="Needs the client's sampling capability.")
+    async def test_missing_capability(ctx: Context) -> str:
+        caps = ctx.client_capabilities
+        if caps is None or caps.sampling is None:
+            from mcp.shared.exceptions import MCPError
+
+            raise MCPError(
+                code=-32021,
+                message="Client did not declare the sampling capability",
+                data={"requiredCapabilities": {"sampling": {}}},
+            )
+        return "sampling declared"
+
+    @server.tool(description="Logs at info level (only when the request asked for logs).")
+    async def test_logging_tool(ctx: Context) -> str:
+        await ctx.info("test_logging_tool ran")
+        return "logged"
+
+    @server.tool(
+        description="Asks for input while it streams (input-required, never a stray request)."
+    )
+    def test_streaming_elicitation(ctx: Context) -> Any:
+        reply = answer(ctx, "stream_input")
+        if reply is None:
+            return ask({"stream_input": form("Continue?", "ok", "boolean")})
+        return "stream done"
+
+    changes = itertools.count(1)
+
+    @server.tool(description="Adds a tool and announces tools/list_changed.")
+    async def test_trigger_tool_change(ctx: Context) -> str:
+        name = f"dynamic_tool_{next(changes)}"
+        server.add_tool(lambda: name, name=name, description="Added at run time.")
+        await ctx.notify_tools_changed()
+        return f"added {name}"
+
+    @server.tool(description="Adds a prompt and announces prompts/list_changed.")
+    async def test_trigger_prompt_change(ctx: Context) -> str:
+        name = f"dynamic_prompt_{next(changes)}"
+        server.prompt(name=name, description="Added at run time.")(lambda: name)
+        await ctx.notify_prompts_changed()
+        return f"added {name}"
 
     # -- resources --------------------------------------------------------------------------------
 
