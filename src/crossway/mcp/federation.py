@@ -222,7 +222,8 @@ class Federation:
         if cursor is None:
             session.cache[key] = page
             spec = LISTS[method]
-            if spec.key == "name":
+            if spec.key == "name" and page.get("nextCursor") is None:
+                # Only a complete listing can say a name does not exist.
                 session.known[key] = {
                     item.get("name") for item in page.get(spec.field, ()) if isinstance(item, dict)
                 }

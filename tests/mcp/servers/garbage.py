@@ -3,6 +3,7 @@
 python -m tests.mcp.servers.garbage stdio          # writes non-JSON lines, then valid replies
 python -m tests.mcp.servers.garbage http PORT      # answers every POST with garbage
 python -m tests.mcp.servers.garbage hang PORT      # accepts connections, never answers
+python -m tests.mcp.servers.garbage paged N        # clean stdio server listing N tools, 2 a page
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ import sys
 from aiohttp import web
 
 
-def stdio() -> None:
-    """Speaks MCP, but sprinkles garbage lines between valid messages."""
+def stdio(paged: int = 0) -> None:
+    """Speaks MCP, but sprinkles garbage lines between valid messages (unless `paged`)."""
     for line in sys.stdin:
         try:
             message = json.loads(line)
         except ValueError:
             continue
-        print("this is not json {{{", flush=True)
-        print("[1, 2, 3]", flush=True)
+        if not paged:
+            print("this is not json {{{", flush=True)
+            print("[1, 2, 3]", flush=True)
         if "id" not in message or "method" not in message:
             continue
         method = message["method"]
@@ -32,6 +34,12 @@ def stdio() -> None:
                 "capabilities": {"tools": {}},
                 "serverInfo": {"name": "garbage", "version": "1"},
             }
+        elif method == "tools/list" and paged:
+            start = int((message.get("params") or {}).get("cursor") or 0)
+            names = [f"t{i}" for i in range(paged)][start : start + 2]
+            result = {"tools": [{"name": n, "inputSchema": {"type": "object"}} for n in names]}
+            if start + 2 < paged:
+                result["nextCursor"] = str(start + 2)
         elif method == "tools/list":
             result = {"tools": [{"name": "noop", "inputSchema": {"type": "object"}}]}
         elif method == "tools/call":
@@ -77,6 +85,8 @@ if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "stdio":
         stdio()
+    elif mode == "paged":
+        stdio(int(sys.argv[2]))
     elif mode == "http":
         asyncio.run(http(int(sys.argv[2])))
     else:
