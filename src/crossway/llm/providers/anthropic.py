@@ -395,11 +395,11 @@ class AnthropicStreamTranslator(StreamTranslator):
             raise UpstreamError("the upstream stream ended before message_stop")
         return out
 
-    def _event(self, name: str, payload: bytes, out: list[Json]) -> None:
-        if name == "ping":
+    def _event(self, name: bytes, payload: bytes, out: list[Json]) -> None:
+        if name == b"ping":
             return
         event = loads_object(payload, "stream event")
-        kind = event.get("type", name)
+        kind = event.get("type") or name.decode("utf-8", "replace")
         chunks = self._chunks
         if kind == "content_block_delta":
             delta = event.get("delta") or {}

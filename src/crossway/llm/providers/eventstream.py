@@ -28,7 +28,7 @@ MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 
 _PRELUDE: Final = struct.Struct(">III")
 _U32: Final = struct.Struct(">I")
-_U16: Final = struct.Struct(">H")
+_U16: Final = struct.Struct(">H")  # used by encode_message
 
 # Fixed sizes of header value types (bool true/false, byte, short, int, long, timestamp, uuid).
 _HEADER_SIZES: Final = {0: 0, 1: 0, 2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}
@@ -57,61 +57,56 @@ class EventMessage:
 class EventStreamDecoder:
     """Splits a byte stream into `EventMessage`s, checking both CRCs of every message."""
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_pending",)
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        self._pending = b""
 
     def feed(self, data: bytes) -> list[EventMessage]:
-        buffer = self._buffer
-        buffer += data
+        buffer = self._pending + data if self._pending else data
         out: list[EventMessage] = []
         start = 0
         size = len(buffer)
+        crc32 = zlib.crc32
         while size - start >= PRELUDE_BYTES:
             total, headers_len, prelude_crc = _PRELUDE.unpack_from(buffer, start)
-            if zlib.crc32(memoryview(buffer)[start : start + 8]) != prelude_crc:
+            if crc32(buffer[start : start + 8]) != prelude_crc:
                 raise EventStreamError("corrupt event stream from upstream (prelude CRC mismatch)")
             if total > MAX_MESSAGE_BYTES or total < PRELUDE_BYTES + 4 + headers_len:
                 raise EventStreamError(
                     f"corrupt event stream from upstream (message length {total})"
                 )
-            if size - start < total:
+            end = start + total
+            if end > size:
                 break
-            view = memoryview(buffer)[start : start + total]
-            (message_crc,) = _U32.unpack_from(view, total - 4)
-            if zlib.crc32(view[: total - 4]) != message_crc:
+            (message_crc,) = _U32.unpack_from(buffer, end - 4)
+            if crc32(buffer[start : end - 4]) != message_crc:
                 raise EventStreamError("corrupt event stream from upstream (message CRC mismatch)")
-            headers = _decode_headers(view[PRELUDE_BYTES : PRELUDE_BYTES + headers_len])
-            payload = bytes(view[PRELUDE_BYTES + headers_len : total - 4])
-            view.release()
-            out.append(EventMessage(headers, payload))
-            start += total
-        if start:
-            del buffer[:start]
+            body = start + PRELUDE_BYTES + headers_len
+            headers = _decode_headers(buffer, start + PRELUDE_BYTES, body)
+            out.append(EventMessage(headers, buffer[body : end - 4]))
+            start = end
+        self._pending = buffer[start:] if start < size else b""
         return out
 
     @property
     def pending(self) -> int:
         """Bytes of an incomplete message held back."""
-        return len(self._buffer)
+        return len(self._pending)
 
 
-def _decode_headers(raw: memoryview) -> dict[str, str | int | bool | bytes]:
+def _decode_headers(raw: bytes, i: int, end: int) -> dict[str, str | int | bool | bytes]:
     headers: dict[str, str | int | bool | bytes] = {}
-    i = 0
-    end = len(raw)
     try:
         while i < end:
-            name_len = raw[i]
-            name = bytes(raw[i + 1 : i + 1 + name_len]).decode("utf-8")
-            i += 1 + name_len
-            kind = raw[i]
-            i += 1
+            name_end = i + 1 + raw[i]
+            name = raw[i + 1 : name_end].decode("utf-8")
+            kind = raw[name_end]
+            i = name_end + 1
             value: str | int | bool | bytes
-            if kind in (6, 7):
-                (length,) = _U16.unpack_from(raw, i)
-                data = bytes(raw[i + 2 : i + 2 + length])
+            if kind == 7 or kind == 6:
+                length = (raw[i] << 8) | raw[i + 1]
+                data = raw[i + 2 : i + 2 + length]
                 i += 2 + length
                 value = data.decode("utf-8") if kind == 7 else data
             elif kind in _HEADER_SIZES:
@@ -119,14 +114,14 @@ def _decode_headers(raw: memoryview) -> dict[str, str | int | bool | bytes]:
                 if kind < 2:
                     value = kind == 0
                 elif kind == 9:
-                    value = bytes(raw[i : i + size])
+                    value = raw[i : i + size]
                 else:
                     value = int.from_bytes(raw[i : i + size], "big", signed=True)
                 i += size
             else:
                 raise EventStreamError(f"corrupt event stream from upstream (header type {kind})")
             headers[name] = value
-    except (IndexError, struct.error, UnicodeDecodeError):
+    except (IndexError, UnicodeDecodeError):
         raise EventStreamError("corrupt event stream from upstream (headers)") from None
     if i != end:
         raise EventStreamError("corrupt event stream from upstream (headers length)")
