@@ -1,4 +1,4 @@
-"""A scriptable mock of OpenAI's API (chat completions, embeddings, models) for routing and fault
+"""A scriptable mock of OpenAI's API (chat completions, responses, embeddings, models) for routing and fault
 tests. It checks what the real API checks that matters here (bearer key, model, messages and
 their roles, tool messages answering a tool call, `stream_options` only with `stream`) and
 answers in OpenAI's wire format: `chat.completion`, SSE `chat.completion.chunk` events with
@@ -252,6 +252,159 @@ async def embeddings(server: MockServer, request: web.Request, body: Any) -> web
     )
 
 
+def _response_object(reply: Reply, model: str, status: str, output: list[Any]) -> dict[str, Any]:
+    return {
+        "id": "resp_mock",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": status,
+        "error": None,
+        "incomplete_details": None,
+        "model": model,
+        "output": output,
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "store": True,
+        "usage": None
+        if status != "completed"
+        else {
+            "input_tokens": reply.input_tokens,
+            "input_tokens_details": {"cached_tokens": reply.cached_tokens},
+            "output_tokens": reply.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": reply.reasoning_tokens},
+            "total_tokens": reply.input_tokens + reply.output_tokens,
+        },
+    }
+
+
+def _output_items(reply: Reply) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    if reply.text:
+        items.append(
+            {
+                "type": "message",
+                "id": "msg_mock",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": reply.text, "annotations": []}],
+            }
+        )
+    for i, call in enumerate(reply.tool_calls):
+        items.append(
+            {
+                "type": "function_call",
+                "id": f"fc_mock_{i}",
+                "call_id": _call_id(reply, i),
+                "name": call.name,
+                "arguments": orjson.dumps(call.arguments).decode(),
+                "status": "completed",
+            }
+        )
+    return items
+
+
+def response_events(reply: Reply, model: str) -> list[bytes]:
+    """The Responses API's typed SSE events for this reply, as OpenAI sends them."""
+    seq = 0
+    out: list[bytes] = []
+
+    def event(kind: str, **fields: Any) -> None:
+        nonlocal seq
+        data = {"type": kind, "sequence_number": seq, **fields}
+        seq += 1
+        out.append(b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n")
+
+    event("response.created", response=_response_object(reply, model, "in_progress", []))
+    event("response.in_progress", response=_response_object(reply, model, "in_progress", []))
+    items = _output_items(reply)
+    for index, item in enumerate(items):
+        if item["type"] == "message":
+            event(
+                "response.output_item.added",
+                output_index=index,
+                item={**item, "content": [], "status": "in_progress"},
+            )
+            part = {"type": "output_text", "text": "", "annotations": []}
+            event(
+                "response.content_part.added",
+                item_id=item["id"],
+                output_index=index,
+                content_index=0,
+                part=part,
+            )
+            for piece in split_text(reply.text, reply.pieces):
+                event(
+                    "response.output_text.delta",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    delta=piece,
+                    logprobs=[],
+                )
+            event(
+                "response.output_text.done",
+                item_id=item["id"],
+                output_index=index,
+                content_index=0,
+                text=reply.text,
+                logprobs=[],
+            )
+            event(
+                "response.content_part.done",
+                item_id=item["id"],
+                output_index=index,
+                content_index=0,
+                part=item["content"][0],
+            )
+        else:
+            event(
+                "response.output_item.added",
+                output_index=index,
+                item={**item, "arguments": "", "status": "in_progress"},
+            )
+            for piece in split_text(item["arguments"], reply.pieces):
+                event(
+                    "response.function_call_arguments.delta",
+                    item_id=item["id"],
+                    output_index=index,
+                    delta=piece,
+                )
+            event(
+                "response.function_call_arguments.done",
+                item_id=item["id"],
+                output_index=index,
+                arguments=item["arguments"],
+            )
+        event("response.output_item.done", output_index=index, item=item)
+    event("response.completed", response=_response_object(reply, model, "completed", items))
+    return out
+
+
+async def responses(server: MockServer, request: web.Request, body: Any) -> web.StreamResponse:
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        return error(400, "Missing required parameter: 'model'.", param="model")
+    if "input" not in body:
+        return error(400, "Missing required parameter: 'input'.", param="input")
+    reply = server.next_reply()
+    faulted = await _fault(request, reply)
+    if faulted is not None:
+        return faulted
+    model = body["model"]
+    if not body.get("stream"):
+        return json_response(200, _response_object(reply, model, "completed", _output_items(reply)))
+    response = web.StreamResponse(
+        status=200, headers={"content-type": "text/event-stream; charset=utf-8"}
+    )
+    await response.prepare(request)
+    writer = StreamWriter(request, response, reply)
+    for data in response_events(reply, model):
+        if not await writer.write(data):
+            return response
+    await response.write_eof()
+    return response
+
+
 async def handle(
     server: MockServer, request: web.Request, recorded: RecordedRequest
 ) -> web.StreamResponse:
@@ -271,6 +424,8 @@ async def handle(
         return await chat(server, request, body)
     if path == "/v1/embeddings":
         return await embeddings(server, request, body)
+    if path == "/v1/responses":
+        return await responses(server, request, body)
     return error(404, f"Unknown request URL: POST {path}.", code="unknown_url")
 
 

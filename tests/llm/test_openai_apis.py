@@ -177,8 +177,10 @@ def test_responses_text(stack: LlmStack, model: str) -> None:
     )
 
 
-def test_responses_function_call_round_trip(stack: LlmStack) -> None:
-    stack.oa.script(
+@pytest.mark.parametrize("model", ["gpt-4o", "claude-3-5-sonnet-20241022"])
+def test_responses_function_call_round_trip(stack: LlmStack, model: str) -> None:
+    upstream = stack.oa if model == "gpt-4o" else stack.ant
+    upstream.script(
         Reply(text="", tool_calls=[ToolCall("get_weather", {"city": "Paris"}, id="call_9")]),
         Reply(text="It is sunny."),
     )
@@ -188,11 +190,11 @@ def test_responses_function_call_round_trip(stack: LlmStack) -> None:
         "parameters": WEATHER["function"]["parameters"],
     }  # type: ignore[index]
     c = oai(stack)
-    first = c.responses.create(model="gpt-4o", input="weather in Paris?", tools=[tool])  # type: ignore[list-item]
+    first = c.responses.create(model=model, input="weather in Paris?", tools=[tool])  # type: ignore[list-item]
     calls = [o for o in first.output if o.type == "function_call"]
     assert len(calls) == 1 and calls[0].call_id == "call_9" and calls[0].name == "get_weather"  # type: ignore[union-attr]
     second = c.responses.create(
-        model="gpt-4o",
+        model=model,
         input=[
             {"role": "user", "content": "weather in Paris?"},
             {
@@ -206,8 +208,16 @@ def test_responses_function_call_round_trip(stack: LlmStack) -> None:
         tools=[tool],  # type: ignore[list-item]
     )
     assert second.output_text == "It is sunny."
-    sent = stack.oa.requests[-1].json
-    assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "tool"]
+    sent = upstream.requests[-1].json
+    if model == "gpt-4o":  # passed through as Responses input
+        assert [i.get("type", "message") for i in sent["input"]] == [
+            "message",
+            "function_call",
+            "function_call_output",
+        ]
+    else:  # translated: tool_use answered by tool_result
+        assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]
+        assert sent["messages"][2]["content"][0]["tool_use_id"] == "call_9"
 
 
 @pytest.mark.parametrize("model", ["gpt-4o", "claude-3-5-sonnet-20241022"])
@@ -230,16 +240,43 @@ def test_responses_streaming(stack: LlmStack, model: str) -> None:
 
 
 def test_responses_stream_cut_ends_with_error_event(stack: LlmStack) -> None:
-    stack.oa.script(Reply(text="a b c d e f", pieces=6, cut_after=3))
+    stack.oa.script(Reply(text="a b c d e f", pieces=6, cut_after=4))  # passed through
     events = list(oai(stack).responses.create(model="midstream-responses", input="go", stream=True))
-    assert events[-1].type == "response.failed"
-    assert any(e.type == "error" for e in events)
+    assert events[0].type == "response.created" and events[-1].type == "error"
+    stack.ant.script(Reply(text="a b c d e f", pieces=6, cut_after=4))  # translated
+    events = list(
+        oai(stack).responses.create(model="claude-3-5-sonnet-20241022", input="go", stream=True)
+    )
+    assert [e.type for e in events[-2:]] == ["error", "response.failed"]
+    assert stack.ob.requests == []  # no failover after the first byte
+
+
+def test_responses_pass_through_to_openai_untouched(stack: LlmStack) -> None:
+    """OpenAI itself keeps what only it can do: stored responses, hosted tools."""
+    resp = oai(stack).responses.create(
+        model="gpt-4o",
+        input="and then?",
+        previous_response_id="resp_earlier",
+        tools=[{"type": "web_search"}],
+    )
+    assert resp.output_text == "Hello from the mock!"
+    sent = stack.oa.requests[-1]
+    assert sent.path == "/v1/responses"
+    assert sent.json["previous_response_id"] == "resp_earlier"
+    assert sent.json["tools"] == [{"type": "web_search"}]
 
 
 def test_responses_bad_input(stack: LlmStack) -> None:
     with pytest.raises(openai.BadRequestError) as info:
-        oai(stack).responses.create(model="gpt-4o", input="x", previous_response_id="resp_1")
+        oai(stack).responses.create(
+            model="claude-3-5-sonnet-20241022", input="x", previous_response_id="resp_1"
+        )
     assert "previous_response_id" in info.value.message
+    with pytest.raises(openai.BadRequestError) as hosted:
+        oai(stack).responses.create(
+            model="gemini-2.5-flash", input="x", tools=[{"type": "web_search"}]
+        )
+    assert "hosted tool" in hosted.value.message
     with pytest.raises(openai.NotFoundError):
         oai(stack).responses.create(model="nope", input="x")
 

@@ -27,7 +27,7 @@ import orjson
 from crossway.errors import GatewayError, UpstreamError
 from crossway.llm.api.anthropic_messages import MessagesStreamWriter, chat_to_message
 from crossway.llm.api.responses import ResponsesStreamWriter, chat_to_response
-from crossway.llm.api.sse import DONE, data_event
+from crossway.llm.api.sse import DONE, data_event, named_event
 from crossway.llm.errors import openai_stream_error, render_anthropic_error
 from crossway.llm.providers.base import Json, Provider, StreamTranslator
 from crossway.llm.usage import (
@@ -270,6 +270,61 @@ class MessagesPassthrough(Relay):
     def error(self, exc: GatewayError) -> bytes:
         self._read_usage()
         return b"event: error\ndata: " + render_anthropic_error(exc)[2] + b"\n\n"
+
+
+# --- OpenAI Responses -> OpenAI Responses --------------------------------------------------
+
+
+class ResponsesPassthrough(Relay):
+    """OpenAI upstream, Responses client: forward bytes; keep what follows the terminal event's
+    marker (`response.completed` carries the whole response, usage included) to read usage."""
+
+    def __init__(self) -> None:
+        self._prev = b""
+        self._final: list[bytes] | None = None
+        self.usage = None
+
+    def feed(self, data: bytes) -> bytes:
+        if self._final is not None:
+            self._final.append(data)
+        elif any(marker in data for marker in _RESPONSES_TERMINAL):
+            self._final = [self._prev, data]
+        self._prev = data
+        return data
+
+    def _read_usage(self) -> None:
+        if self._final is None:
+            return
+        tail = b"".join(self._final)
+        at = max(tail.rfind(marker) for marker in _RESPONSES_TERMINAL)
+        start = tail.rfind(b"data:", 0, at)
+        end = tail.find(b"\n", at)
+        try:
+            event = orjson.loads(tail[start + 5 : end if end >= 0 else len(tail)])
+            self.usage = usage_from_chat(event["response"]["usage"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            self.usage = None
+
+    def finish(self) -> bytes:
+        self._read_usage()
+        return b""
+
+    def error(self, exc: GatewayError) -> bytes:
+        self._read_usage()
+        event = {
+            "type": "error",
+            "code": exc.code or exc.type,
+            "message": exc.message,
+            "param": None,
+        }
+        return named_event("error", event)
+
+
+_RESPONSES_TERMINAL: Final = (
+    b'"type":"response.completed"',
+    b'"type":"response.incomplete"',
+    b'"type":"response.failed"',
+)
 
 
 # --- whole answers ---------------------------------------------------------------------------

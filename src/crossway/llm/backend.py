@@ -112,11 +112,14 @@ class LlmCall:
     source: Json | None = None  # the client's decoded body (Responses echoes parts of it)
     wants_usage: bool = False  # an OpenAI Chat client asked for stream usage itself
     modified: bool = False  # enrichment rewrote the request: the raw body is stale
+    untranslatable: GatewayError | None = None  # why the request has no canonical form
     has_stream_options: bool = False
     headers: dict[str, str] = field(default_factory=dict)  # client headers worth forwarding
 
     def canonical(self) -> Json:
         """The canonical chat body (decoded from the raw body on first use)."""
+        if self.untranslatable is not None:
+            raise self.untranslatable
         if self.body is None:
             self.body = _loads(self.raw)
         return self.body
@@ -259,8 +262,24 @@ class LlmBackend(Backend):
 
     def _responses_call(self, raw: bytes) -> LlmCall:
         source = _loads(raw)
-        body = responses_to_chat(source)
-        return LlmCall(RESPONSES, body["model"], bool(body.get("stream")), body=body, source=source)
+        model = source.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequest("Missing required parameter: 'model'.", param="model")
+        try:
+            body: Json | None = responses_to_chat(source)
+            problem = None
+        except BadRequest as exc:
+            # Stored responses, hosted tools...: fine for OpenAI itself, refused for the others.
+            body, problem = None, exc
+        return LlmCall(
+            RESPONSES,
+            model,
+            source.get("stream") is True,
+            raw=raw,
+            body=body,
+            source=source,
+            untranslatable=problem,
+        )
 
     # -- the request path ----------------------------------------------------------------------
 
@@ -415,15 +434,19 @@ class LlmBackend(Backend):
         self, call: LlmCall, provider: Provider, model: str
     ) -> tuple[UpstreamRequest, answers.Relay | None]:
         """The upstream request for one attempt and, for streams, its relay."""
-        native = provider.native_api
         stream = call.stream
         try:
-            if call.api == CHAT and native == "openai_chat":
+            if call.api == CHAT and provider.native_api == "openai_chat":
                 hide = stream and not call.wants_usage
                 request = await provider.chat_request({}, model, stream)
                 request.body = self._chat_body(call, model, inject_usage=hide)
                 return request, answers.ChatPassthrough(hide) if stream else None
-            if call.api == MESSAGES and provider.config.type == "anthropic" and not call.modified:
+            if call.api == RESPONSES and _speaks_natively(call, provider):
+                request = await provider.chat_request({}, model, stream)
+                request.url = provider.url("/responses")  # type: ignore[attr-defined]
+                request.body = _with_model(call.raw, call.source or {}, call.model, model)
+                return request, answers.ResponsesPassthrough() if stream else None
+            if call.api == MESSAGES and _speaks_natively(call, provider):
                 request = await provider.chat_request(
                     {"messages": [{"role": "user", "content": "-"}]}, model, stream
                 )
@@ -474,10 +497,11 @@ class LlmBackend(Backend):
     def _answer_body(
         self, call: LlmCall, provider: Provider, data: bytes
     ) -> tuple[bytes, Usage | None]:
-        if call.api == EMBEDDINGS or (call.api == CHAT and provider.native_api == "openai_chat"):
-            return data, usage_from_body(data)
-        if call.api == MESSAGES and provider.config.type == "anthropic" and not call.modified:
+        if not _speaks_natively(call, provider):
+            return answers.translate_answer(call.api, provider, data, call.model, call.source)
+        if call.api == MESSAGES:
             return data, answers.anthropic_body_usage(data)
+        return data, usage_from_body(data)  # Chat, Responses and Embeddings name usage alike
         return answers.translate_answer(call.api, provider, data, call.model, call.source)
 
     async def _relay(self, answer: Answer, ctx: RequestContext) -> AsyncIterator[bytes]:
@@ -588,6 +612,17 @@ class LlmBackend(Backend):
         if resp.status >= 400:
             raise provider.error(resp.status, resp.headers, data)
         await send_response(send, 200, data, JSON_HEADERS)
+
+
+def _speaks_natively(call: LlmCall, provider: Provider) -> bool:
+    """Whether the provider takes the client's API as it is (bytes pass through)."""
+    if call.api in (CHAT, EMBEDDINGS):
+        return provider.native_api == "openai_chat"
+    if call.modified:
+        return False
+    if call.api == MESSAGES:
+        return provider.config.type == "anthropic"
+    return call.api == RESPONSES and provider.config.type == "openai"
 
 
 def _model_entry(name: str, owner: str) -> Json:
