@@ -36,6 +36,7 @@ from crossway.llm.providers.common import (
     check_base64,
     completion,
     content_parts,
+    error_or_fallback,
     function_tools,
     image_url_of,
     loads_object,
@@ -49,6 +50,7 @@ from crossway.llm.providers.common import (
     text_of,
     tool_arguments,
     tool_choice_of,
+    unexpected_shape,
     usage_object,
 )
 
@@ -308,6 +310,7 @@ def anthropic_usage(usage: Any) -> Json:
     )
 
 
+@unexpected_shape("answer")
 def translate_response(data: Json, model: str) -> Json:
     """An Anthropic `message` as a canonical `chat.completion`."""
     text: list[str] = []
@@ -351,6 +354,7 @@ def translate_response(data: Json, model: str) -> Json:
     )
 
 
+@error_or_fallback
 def anthropic_error(status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
     """An Anthropic error answer (`{type: "error", error: {type, message}}`) as a gateway error."""
     message = f"upstream answered HTTP {status}"
@@ -381,12 +385,14 @@ class AnthropicStreamTranslator(StreamTranslator):
         self._finished = False
         self._stopped = False
 
+    @unexpected_shape("stream event")
     def feed(self, data: bytes) -> list[Json]:
         out: list[Json] = []
         for name, payload in self._sse.feed(data):
             self._event(name, payload, out)
         return out
 
+    @unexpected_shape("stream event")
     def close(self) -> list[Json]:
         out: list[Json] = []
         for name, payload in self._sse.close():

@@ -40,6 +40,7 @@ from crossway.llm.providers.common import (
     check_base64,
     completion,
     content_parts,
+    error_or_fallback,
     function_tools,
     header,
     image_url_of,
@@ -54,6 +55,7 @@ from crossway.llm.providers.common import (
     text_of,
     tool_arguments,
     tool_choice_of,
+    unexpected_shape,
     usage_object,
 )
 from crossway.llm.providers.eventstream import EventStreamDecoder
@@ -311,6 +313,7 @@ def bedrock_usage(usage: Any) -> Json:
     return usage_object(inp + read + write, out, cached=read, cache_write=write)
 
 
+@unexpected_shape("answer")
 def translate_response(data: Json, model: str) -> Json:
     """A Converse answer as a canonical `chat.completion`."""
     message = ((data.get("output") or {}).get("message")) or {}
@@ -369,6 +372,7 @@ def exception_error(
     )
 
 
+@error_or_fallback
 def bedrock_error(status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
     """A Bedrock error answer (`{message}` with `x-amzn-ErrorType`) as a gateway error."""
     kind = header(headers, "x-amzn-errortype") or ""
@@ -398,6 +402,7 @@ class BedrockStreamTranslator(StreamTranslator):
         self._tool_index: dict[int, int] = {}
         self._stopped = False
 
+    @unexpected_shape("stream event")
     def feed(self, data: bytes) -> list[Json]:
         out: list[Json] = []
         for message in self._decoder.feed(data):

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import os
 import time
-from collections.abc import Mapping
-from typing import Any, Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final, ParamSpec, TypeVar
 
 import orjson
 
@@ -108,6 +109,49 @@ _TOO_LONG_HINTS: Final = (
     "context window",
     "maximum context",
 )
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+SHAPE_ERRORS: Final = (KeyError, TypeError, AttributeError, ValueError, IndexError)
+"""What reading an upstream's JSON of an unexpected shape raises."""
+
+
+def unexpected_shape(what: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Turn a translator's shape errors (an upstream answer that is valid JSON but not the
+    documented structure) into `UpstreamError`, so they fail that attempt cleanly."""
+
+    def decorate(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(fn)
+        def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return fn(*args, **kwargs)
+            except GatewayError:
+                raise
+            except SHAPE_ERRORS as exc:
+                raise UpstreamError(
+                    f"upstream sent an unexpected {what} ({type(exc).__name__}: {exc})"
+                ) from None
+
+        return guarded
+
+    return decorate
+
+
+def error_or_fallback(
+    fn: Callable[[int, Mapping[str, str], bytes], GatewayError],
+) -> Callable[[int, Mapping[str, str], bytes], GatewayError]:
+    """An error translator that never raises: an error body of an odd shape still gives an
+    error with the upstream's status."""
+
+    @functools.wraps(fn)
+    def guarded(status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
+        try:
+            return fn(status, headers, body)
+        except SHAPE_ERRORS:
+            return status_error(status, f"upstream answered HTTP {status}", headers)
+
+    return guarded
 
 
 def status_error(

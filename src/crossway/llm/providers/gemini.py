@@ -36,6 +36,7 @@ from crossway.llm.providers.common import (
     SSEParser,
     check_base64,
     content_parts,
+    error_or_fallback,
     function_tools,
     guess_media_type,
     image_url_of,
@@ -50,6 +51,7 @@ from crossway.llm.providers.common import (
     text_of,
     tool_arguments,
     tool_choice_of,
+    unexpected_shape,
     usage_object,
 )
 from crossway.llm.providers.gemini_schema import sanitize_schema
@@ -302,6 +304,7 @@ def _tool_call(part: Json) -> Json:
     }
 
 
+@unexpected_shape("answer")
 def translate_response(data: Json, model: str) -> Json:
     """A `GenerateContentResponse` as a canonical `chat.completion` (one choice per candidate)."""
     choices: list[Json] = []
@@ -355,6 +358,7 @@ def translate_response(data: Json, model: str) -> Json:
     }
 
 
+@error_or_fallback
 def google_error(status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
     """A Google API error (`{error: {code, message, status, details}}`) as a gateway error."""
     message = f"upstream answered HTTP {status}"
@@ -404,12 +408,14 @@ class GeminiStreamTranslator(StreamTranslator):
         self._finished: set[int] = set()
         self._usage: Any = None
 
+    @unexpected_shape("stream event")
     def feed(self, data: bytes) -> list[Json]:
         out: list[Json] = []
         for _, payload in self._sse.feed(data):
             self._event(payload, out)
         return out
 
+    @unexpected_shape("stream event")
     def close(self) -> list[Json]:
         out: list[Json] = []
         for _, payload in self._sse.close():
