@@ -101,7 +101,7 @@ async def test_v1_api_and_embeddings(azure_mock: mock.AzureMock) -> None:
         session.post(req.url, data=req.body, headers=req.headers) as resp,
     ):
         assert resp.status == 200
-        data = provider(azure_mock).embeddings_response(await resp.read())
+        data = provider(azure_mock).embeddings_response(await resp.read(), {})
     assert len(data["data"]) == 2
     assert azure_mock.requests[1].path == "/openai/deployments/text-embedding-3-small/embeddings"
 

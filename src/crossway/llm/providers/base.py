@@ -86,7 +86,8 @@ class Provider(abc.ABC):
         """
         raise BadRequest(f"provider {self.name!r} ({self.config.type}) does not serve embeddings")
 
-    def embeddings_response(self, body: bytes) -> Json:
-        """Translate a successful embeddings answer into OpenAI's `{object: "list", data, usage}`."""
+    def embeddings_response(self, body: bytes, request: Json) -> Json:
+        """Translate a successful embeddings answer into OpenAI's `{object: "list", data, model,
+        usage}`, honouring the client's `request` (e.g. `encoding_format: base64`)."""
         data: Json = orjson.loads(body)
         return data
