@@ -81,3 +81,51 @@ async def test_discover_and_header_checks(gateway: Gateway) -> None:
     )
     assert status == 400 and body["error"]["code"] == -32022
     assert MODERN in body["error"]["data"]["supported"]
+
+
+async def test_envelope_validation_and_removed_methods(gateway: Gateway) -> None:
+    headers = {"mcp-protocol-version": MODERN}
+    no_caps = {k: v for k, v in META.items() if not k.endswith("clientCapabilities")}
+    status, body = await raw(
+        gateway,
+        {"jsonrpc": "2.0", "id": 7, "method": "server/discover", "params": {"_meta": no_caps}},
+        headers,
+    )
+    assert status == 400 and body["error"]["code"] == -32602 and body["id"] == 7
+    status, body = await raw(gateway, {"jsonrpc": "2.0", "id": 8, "method": "tools/list"}, headers)
+    assert status == 400 and body["error"]["code"] == -32602
+    for method in ("ping", "logging/setLevel", "resources/subscribe", "no/such/method"):
+        status, body = await raw(
+            gateway,
+            {"jsonrpc": "2.0", "id": 9, "method": method, "params": {"_meta": META}},
+            headers,
+        )
+        assert status == 404 and body["error"]["code"] == -32601 and body["id"] == 9, method
+
+
+async def test_log_messages_only_when_the_request_opts_in(gateway: Gateway) -> None:
+    async def call(meta: dict[str, Any]) -> str:
+        body = {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "tools/call",
+            "params": {"name": "notes_count", "arguments": {"n": 1}, "_meta": meta},
+        }
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                gateway.url + "/mcp",
+                json=body,
+                headers={
+                    "accept": "application/json, text/event-stream",
+                    "mcp-protocol-version": MODERN,
+                },
+            ) as resp:
+                return await resp.text()
+
+    assert "notifications/message" not in await call(META)
+    assert "notifications/message" in await call(
+        {**META, "io.modelcontextprotocol/logLevel": "info"}
+    )
+    assert "notifications/message" not in await call(
+        {**META, "io.modelcontextprotocol/logLevel": "error"}
+    )

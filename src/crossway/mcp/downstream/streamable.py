@@ -50,6 +50,30 @@ PROTOCOL_VERSION_META_KEY: Final = "io.modelcontextprotocol/protocolVersion"
 CLIENT_CAPABILITIES_META_KEY: Final = "io.modelcontextprotocol/clientCapabilities"
 CLIENT_INFO_META_KEY: Final = "io.modelcontextprotocol/clientInfo"
 KEEPALIVE_SECONDS: Final = 15.0
+MODERN_ERROR_STATUS: Final = {
+    jsonrpc.PARSE_ERROR: 400,
+    jsonrpc.INVALID_REQUEST: 400,
+    jsonrpc.INVALID_PARAMS: 400,
+    jsonrpc.HEADER_MISMATCH: 400,
+    jsonrpc.MISSING_CLIENT_CAPABILITY: 400,
+    jsonrpc.UNSUPPORTED_PROTOCOL_VERSION: 400,
+    jsonrpc.METHOD_NOT_FOUND: 404,
+}
+"""HTTP status of a 2026-07-28 error response, by JSON-RPC code (others get 200)."""
+REMOVED_IN_MODERN: Final = frozenset(
+    {"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"}
+)
+LOG_LEVEL_META_KEY: Final = "io.modelcontextprotocol/logLevel"
+LOG_LEVELS: Final = (
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+)
 _CACHEABLE: Final = frozenset(
     {
         "server/discover",
@@ -73,15 +97,27 @@ class _ResponseChannel:
     """Messages for the client while one POST is in flight: the first one turns the response
     into an SSE stream."""
 
-    __slots__ = ("_lock", "_send", "closed", "started")
+    __slots__ = ("_lock", "_send", "closed", "min_log_level", "started")
 
     def __init__(self, send: Send) -> None:
         self._send = send
         self._lock = asyncio.Lock()
         self.started = False
         self.closed = False
+        self.min_log_level: int | None = -1
+        """Log messages below this level index are dropped; None drops them all (2026-07-28
+        clients opt in per request); -1 passes everything."""
 
     async def send(self, message: JsonObject) -> None:
+        if message.get("method") == "notifications/message" and self.min_log_level != -1:
+            params = message.get("params")
+            level = params.get("level") if isinstance(params, dict) else None
+            if (
+                self.min_log_level is None
+                or level not in LOG_LEVELS
+                or LOG_LEVELS.index(level) < self.min_log_level
+            ):
+                return
         async with self._lock:
             if self.closed:
                 return
@@ -98,7 +134,9 @@ class _ResponseChannel:
                 }
             )
 
-    async def finish(self, message: JsonObject, extra_headers: list[tuple[bytes, bytes]]) -> None:
+    async def finish(
+        self, message: JsonObject, extra_headers: list[tuple[bytes, bytes]], status: int = 200
+    ) -> None:
         async with self._lock:
             self.closed = True
             if self.started:
@@ -106,7 +144,6 @@ class _ResponseChannel:
                     {"type": "http.response.body", "body": sse_event(orjson.dumps(message))}
                 )
             else:
-                status = 200
                 await send_json(self._send, status, message, extra_headers)
 
 
@@ -200,10 +237,13 @@ class StreamableHttpTransport:
         headers: list[tuple[bytes, bytes]] | None = None,
         *,
         modern: bool = False,
+        log_level: str | None = None,
     ) -> None:
         """Answer one request, as JSON or as an SSE stream if messages precede the result."""
         request_id = message["id"]
         channel = _ResponseChannel(send)
+        if modern:
+            channel.min_log_level = LOG_LEVELS.index(log_level) if log_level else None
         task = asyncio.current_task()
         assert task is not None
         session.inflight[request_id] = task
@@ -230,8 +270,11 @@ class StreamableHttpTransport:
         finally:
             session.inflight.pop(request_id, None)
             session.last_used = time.monotonic()
+        status = 200
+        if modern and "error" in reply:
+            status = MODERN_ERROR_STATUS.get(reply["error"].get("code"), 200)
         try:
-            await channel.finish(reply, headers or [])
+            await channel.finish(reply, headers or [], status)
         except OSError:
             logger.debug("client went away before the response")
 
@@ -286,13 +329,18 @@ class StreamableHttpTransport:
             return
         params = message.get("params")
         meta = params.get("_meta") if isinstance(params, dict) else None
-        if not isinstance(meta, dict) or PROTOCOL_VERSION_META_KEY not in meta:
+        missing = [
+            key
+            for key in (PROTOCOL_VERSION_META_KEY, CLIENT_CAPABILITIES_META_KEY)
+            if not isinstance(meta, dict) or key not in meta
+        ]
+        if missing or not isinstance(meta, dict):
             await _error(
                 send,
                 400,
                 request_id,
                 jsonrpc.INVALID_PARAMS,
-                f"params._meta must carry {PROTOCOL_VERSION_META_KEY!r}",
+                f"params._meta must carry {', '.join(missing)}",
             )
             return
         version = meta[PROTOCOL_VERSION_META_KEY]
@@ -318,8 +366,17 @@ class StreamableHttpTransport:
                     request_id,
                     jsonrpc.UNSUPPORTED_PROTOCOL_VERSION,
                     "unsupported protocol version",
-                    {"supported": [*MODERN_VERSIONS, *HANDSHAKE_VERSIONS], "requested": version},
+                    {"supported": [*MODERN_VERSIONS], "requested": version},
                 ),
+            )
+            return
+        if method in REMOVED_IN_MODERN:
+            await _error(
+                send,
+                404,
+                request_id,
+                jsonrpc.METHOD_NOT_FOUND,
+                f"{method} is not part of {version}",
             )
             return
         assert isinstance(params, dict)
@@ -330,7 +387,15 @@ class StreamableHttpTransport:
             else {k: v for k, v in params.items() if k != "_meta"}
         )
         session = self.backend.sessions.stateless(meta)
-        await self._serve(session, {**message, "params": forwarded_params}, ctx, send, modern=True)
+        level = meta.get(LOG_LEVEL_META_KEY)
+        await self._serve(
+            session,
+            {**message, "params": forwarded_params},
+            ctx,
+            send,
+            modern=True,
+            log_level=level if level in LOG_LEVELS else None,
+        )
 
     # -- GET / DELETE -------------------------------------------------------------------------
 
