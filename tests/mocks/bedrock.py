@@ -47,7 +47,7 @@ _AUTH = re.compile(
     r"AWS4-HMAC-SHA256 Credential=(?P<akid>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request, "
     r"SignedHeaders=(?P<signed>[a-z0-9\-;]+), Signature=(?P<sig>[0-9a-f]{64})$"
 )
-_PATH = re.compile(r"^/model/(?P<model>[^/]+)/(?P<action>converse|converse-stream)$")
+_PATH = re.compile(r"^/model/(?P<model>[^/]+)/(?P<action>converse|converse-stream|invoke)$")
 
 TOP_LEVEL = {
     "messages",
@@ -364,6 +364,8 @@ async def handle(
         body = orjson.loads(recorded.body)
     except orjson.JSONDecodeError:
         return error(400, "SerializationException", "Malformed request body")
+    if m["action"] == "invoke":
+        return await invoke(server, request, body, m["model"])
     problem = validate(body)
     if problem is not None:
         return error(400, "ValidationException", problem)
@@ -395,6 +397,64 @@ async def handle(
             return response
     await response.write_eof()
     return response
+
+
+def vector(text: str, size: int) -> list[float]:
+    seed = sum(text.encode()) or 1
+    return [((seed * (i + 3)) % 97) / 96.0 for i in range(size)]
+
+
+async def invoke(
+    server: MockServer, request: web.Request, body: Any, model: str
+) -> web.StreamResponse:
+    """InvokeModel for the embeddings models: Titan Text Embeddings v2 and Cohere Embed."""
+    reply = server.next_reply()
+    if await before_first_byte(reply, request):
+        return web.Response()
+    if reply.status != 200:
+        return error(reply.status, reply.error_type, reply.error_message or "mock error")
+    if "titan-embed" in model:
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("inputText"), str)
+            or set(body) - {"inputText", "dimensions", "normalize", "embeddingTypes"}
+        ):
+            return error(
+                400,
+                "ValidationException",
+                "Malformed input request: #: required key [inputText] not found",
+            )
+        size = body.get("dimensions") or 8
+        return json_response(
+            200,
+            {
+                "embedding": vector(body["inputText"], size),
+                "inputTextTokenCount": reply.input_tokens,
+            },
+        )
+    if "cohere.embed" in model:
+        texts = body.get("texts") if isinstance(body, dict) else None
+        if (
+            not isinstance(texts, list)
+            or not texts
+            or body.get("input_type")
+            not in ("search_document", "search_query", "classification", "clustering")
+        ):
+            return error(
+                400,
+                "ValidationException",
+                "Malformed input request: texts and input_type are required",
+            )
+        return json_response(
+            200,
+            {
+                "id": "mock",
+                "embeddings": [vector(t, 8) for t in texts],
+                "texts": texts,
+                "response_type": "embeddings_floats",
+            },
+        )
+    return error(400, "ValidationException", f"The provided model identifier is invalid: {model}")
 
 
 @asynccontextmanager

@@ -71,7 +71,7 @@ PART_DATA = {
     "codeExecutionResult",
 }
 _PATH = re.compile(
-    r"^/v1beta/models/(?P<model>[^/:]+):(?P<action>generateContent|streamGenerateContent)$"
+    r"^/v1beta/models/(?P<model>[^/:]+):(?P<action>generateContent|streamGenerateContent|batchEmbedContents)$"
 )
 
 
@@ -316,7 +316,52 @@ async def handle(
         )
     if key != API_KEY:
         return error(400, "API key not valid. Please pass a valid API key.")
+    if m["action"] == "batchEmbedContents":
+        return await embed(server, request, recorded, m["model"])
     return await serve_generate(server, request, recorded, m["model"], m["action"])
+
+
+def vector(text: str, size: int) -> list[float]:
+    """A deterministic fake embedding of `text`."""
+    seed = sum(text.encode()) or 1
+    return [((seed * (i + 7)) % 101) / 100.0 for i in range(size)]
+
+
+async def embed(
+    server: MockServer, request: web.Request, recorded: RecordedRequest, model: str
+) -> web.StreamResponse:
+    try:
+        body = orjson.loads(recorded.body)
+    except orjson.JSONDecodeError:
+        return error(400, "Invalid JSON payload received.")
+    requests = body.get("requests") if isinstance(body, dict) else None
+    if set(body) - {"requests"} or not isinstance(requests, list) or not requests:
+        return error(400, "* BatchEmbedContentsRequest.requests: requests is not specified")
+    out = []
+    for k, item in enumerate(requests):
+        if item.get("model") != f"models/{model}":
+            return error(
+                400,
+                f"* BatchEmbedContentsRequest.requests[{k}].model: model must match the URL's model",
+            )
+        parts = (item.get("content") or {}).get("parts") or []
+        if not parts or set(item) - {
+            "model",
+            "content",
+            "taskType",
+            "title",
+            "outputDimensionality",
+        }:
+            return error(400, f"* BatchEmbedContentsRequest.requests[{k}]: invalid request")
+        out.append(
+            {"values": vector(parts[0].get("text", ""), item.get("outputDimensionality") or 8)}
+        )
+    reply = server.next_reply()
+    if await before_first_byte(reply, request):
+        return web.Response()
+    if reply.status != 200:
+        return error(reply.status, reply.error_message or "mock error")
+    return json_response(200, {"embeddings": out})
 
 
 @asynccontextmanager

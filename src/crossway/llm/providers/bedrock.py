@@ -40,7 +40,10 @@ from crossway.llm.providers.common import (
     check_base64,
     completion,
     content_parts,
+    embedding_inputs,
+    embeddings_list,
     error_or_fallback,
+    estimate_tokens,
     function_tools,
     header,
     image_url_of,
@@ -536,20 +539,60 @@ class BedrockProvider(Provider):
         return creds.get_frozen_credentials()
 
     async def chat_request(self, body: Json, model: str, stream: bool) -> UpstreamRequest:
-        await self._resolve()
         payload = orjson.dumps(translate_request(body, self.config.default_max_tokens))
         action = "converse-stream" if stream else "converse"
+        return await self._request(
+            model, action, payload, EVENTSTREAM_TYPE if stream else "application/json"
+        )
+
+    async def _request(
+        self, model: str, action: str, payload: bytes, accept: str
+    ) -> UpstreamRequest:
+        await self._resolve()
         # ':' stays literal: it is what HTTP clients put on the wire, and what AWS signs.
         url = f"{self.base_url}/model/{quote(model, safe=':')}/{action}"
-        headers = {"content-type": "application/json", **self._extra_headers}
-        if stream:
-            headers["accept"] = EVENTSTREAM_TYPE
-        else:
-            headers["accept"] = "application/json"
+        headers = {"content-type": "application/json", **self._extra_headers, "accept": accept}
         if self.api_key:
             headers["authorization"] = f"Bearer {self.api_key}"
             return UpstreamRequest("POST", url, headers, payload)
         return UpstreamRequest("POST", url, await self._sign(url, headers, payload), payload)
+
+    async def embeddings_request(self, body: Json, model: str) -> UpstreamRequest:
+        """InvokeModel on an embeddings model: Cohere Embed (a batch of texts) or Titan Text
+        Embeddings (one text per request)."""
+        texts = embedding_inputs(body)
+        if "cohere.embed" in model:
+            payload: Json = {
+                "texts": texts,
+                "input_type": body.get("input_type") or "search_document",
+            }
+        elif "titan-embed" in model:
+            if len(texts) != 1:
+                raise BadRequest(
+                    "Titan embeddings models take one input per request", param="input"
+                )
+            payload = {"inputText": texts[0]}
+            if isinstance(body.get("dimensions"), int):
+                payload["dimensions"] = body["dimensions"]
+        else:
+            raise BadRequest(
+                f"{model!r} is not a Bedrock embeddings model Crossway knows (Titan or Cohere Embed)"
+            )
+        return await self._request(model, "invoke", orjson.dumps(payload), "application/json")
+
+    @unexpected_shape("embeddings answer")
+    def embeddings_response(self, body: bytes, request: Json) -> Json:
+        data = loads_object(body)
+        if "embedding" in data:  # Titan
+            tokens = data.get("inputTextTokenCount")
+            vectors = [data["embedding"]]
+        else:  # Cohere: a list of vectors, or {"float": [...]} when embedding_types was set
+            raw = data["embeddings"]
+            vectors = raw["float"] if isinstance(raw, dict) else raw
+            tokens = None
+        if not isinstance(tokens, int):
+            tokens = estimate_tokens(embedding_inputs(request))
+        return embeddings_list(vectors, request, tokens)
 
     async def _sign(self, url: str, headers: dict[str, str], payload: bytes) -> dict[str, str]:
         from botocore.auth import SigV4Auth

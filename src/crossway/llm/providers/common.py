@@ -18,6 +18,7 @@ import base64
 import binascii
 import functools
 import os
+import struct
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final, ParamSpec, TypeVar
@@ -528,3 +529,42 @@ def _parse_sse_event(raw: bytes) -> tuple[bytes, bytes] | None:
     if not data:
         return None
     return name, b"\n".join(data)
+
+
+# --- embeddings -------------------------------------------------------------------------------
+
+
+def embedding_inputs(request: Json) -> list[str]:
+    """The texts of an OpenAI embeddings request (a string or a list of strings)."""
+    value = request.get("input")
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return value
+    raise BadRequest(
+        "input must be a string or a non-empty list of strings for this provider "
+        "(token arrays are OpenAI-only)",
+        param="input",
+    )
+
+
+def embeddings_list(vectors: list[list[float]], request: Json, prompt_tokens: int) -> Json:
+    """OpenAI's embeddings answer for `vectors`, base64-encoded when the client asked."""
+    as_base64 = request.get("encoding_format") == "base64"
+    data = []
+    for i, vector in enumerate(vectors):
+        value: Any = vector
+        if as_base64:
+            value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": value})
+    return {
+        "object": "list",
+        "data": data,
+        "model": str(request.get("model") or ""),
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }
+
+
+def estimate_tokens(texts: list[str]) -> int:
+    """About one token per four characters, for providers that report no token counts."""
+    return sum(max(1, len(t) // 4) for t in texts)

@@ -36,7 +36,10 @@ from crossway.llm.providers.common import (
     SSEParser,
     check_base64,
     content_parts,
+    embedding_inputs,
+    embeddings_list,
     error_or_fallback,
+    estimate_tokens,
     function_tools,
     guess_media_type,
     image_url_of,
@@ -508,6 +511,25 @@ class GeminiProvider(Provider):
 
     def chat_stream(self, model: str) -> StreamTranslator:
         return GeminiStreamTranslator(model)
+
+    async def embeddings_request(self, body: Json, model: str) -> UpstreamRequest:
+        """`batchEmbedContents`, one request per input text (`dimensions` -> `outputDimensionality`)."""
+        name = model.removeprefix("models/")
+        requests = []
+        for text in embedding_inputs(body):
+            item: Json = {"model": f"models/{name}", "content": {"parts": [{"text": text}]}}
+            if isinstance(body.get("dimensions"), int):
+                item["outputDimensionality"] = body["dimensions"]
+            requests.append(item)
+        url = f"{self.base_url}/models/{name}:batchEmbedContents"
+        payload = orjson.dumps({"requests": requests})
+        return UpstreamRequest("POST", url, dict(await self.auth_headers()), payload)
+
+    @unexpected_shape("embeddings answer")
+    def embeddings_response(self, body: bytes, request: Json) -> Json:
+        data = loads_object(body)
+        vectors = [e["values"] for e in data["embeddings"]]
+        return embeddings_list(vectors, request, estimate_tokens(embedding_inputs(request)))
 
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
         return google_error(status, headers, body)
