@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar
 
+import orjson
 from cel_expr_python import cel
 
 from crossway.config.mcp_security import McpAuthorizationConfig
@@ -43,6 +44,9 @@ _DYN_MAP: Final = cel.Type.Map(cel.Type.STRING, cel.Type.DYN)
 _ENV: Final = cel.NewEnv(variables={"mcp": _DYN_MAP, "jwt": _DYN_MAP, "identity": _DYN_MAP})
 _READS_ARGUMENTS: Final = re.compile(r"\barguments\b")
 _EMPTY: Final[Mapping[str, Any]] = {}
+_NO_IDENTITY: Final = object()
+DECISION_CACHE_SIZE: Final = 65536
+"""Decisions remembered per (caller identity, kind, name); cleared when full."""
 
 
 class RuleError(ValueError):
@@ -123,6 +127,10 @@ class McpAuthorizer:
         self.deny_rules = tuple(compile_rule(source) for source in config.deny)
         self._split_name = split_name
         self._split_uri = split_uri
+        self._reads_arguments = any(r.reads_arguments for r in self.allow_rules + self.deny_rules)
+        self._decisions: dict[tuple[bytes, str, str, bool], bool] = {}
+        self._last_identity: object = _NO_IDENTITY
+        self._last_fingerprint: bytes | None = None
 
     def target(self, kind: str, name: str) -> McpTarget:
         """The `McpTarget` of a federated name or URI (`resource_template` counts as resource)."""
@@ -146,9 +154,32 @@ class McpAuthorizer:
     ) -> bool:
         if not self.active:
             return True
-        return self._decide(
-            self.target(kind, name), identity, identity, arguments, listing=arguments is None
-        )
+        listing = arguments is None
+        if not listing and self._reads_arguments:
+            return self._decide(self.target(kind, name), identity, identity, arguments, False)
+        # The decision depends only on (identity, kind, name): remember it, so a tools/list of
+        # a thousand tools costs a thousand dict lookups after the first time.
+        fingerprint = self._fingerprint(identity)
+        if fingerprint is None:
+            return self._decide(self.target(kind, name), identity, identity, arguments, listing)
+        key = (fingerprint, kind, name, listing)
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = self._decide(self.target(kind, name), identity, identity, arguments, listing)
+            if len(self._decisions) >= DECISION_CACHE_SIZE:
+                self._decisions.clear()
+            self._decisions[key] = decision
+        return decision
+
+    def _fingerprint(self, identity: dict[str, Any] | None) -> bytes | None:
+        if identity is self._last_identity:
+            return self._last_fingerprint
+        try:
+            fingerprint = orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)
+        except TypeError:
+            fingerprint = None
+        self._last_identity, self._last_fingerprint = identity, fingerprint
+        return fingerprint
 
     @property
     def active(self) -> bool:
@@ -244,12 +275,11 @@ class McpAuthorizer:
 def _evaluate(rule: Rule, activation: Any) -> bool | None:
     """True/False, or None when the rule failed to evaluate or did not yield a bool."""
     try:
-        value = rule.program.eval(activation)
+        # An evaluation error comes back as a value holding the message (a str), never a bool.
+        result = rule.program.eval(activation).value()
     except Exception:
         return None
-    if value.type() != cel.Type.BOOL:
-        return None
-    return bool(value.value())
+    return result if isinstance(result, bool) else None
 
 
 __all__ = ["McpAuthorizer", "McpTarget", "Rule", "RuleError", "compile_rule"]

@@ -33,6 +33,8 @@ log = logging.getLogger("crossway.mcp.pinning")
 
 DATA_DIR_ENV: Final = "CROSSWAY_DATA_DIR"
 DEFAULT_DATA_DIR: Final = ".crossway"
+SCAN_CACHE_SIZE: Final = 65536
+"""Scan results are remembered per definition fingerprint (definitions rarely change)."""
 FLAG_META_KEY: Final = "crossway/pinning"
 """Key under a tool's `_meta` where flags are reported to the client."""
 
@@ -211,6 +213,7 @@ class ToolPinning:
         self._blocked: set[tuple[str, str]] = set()
         self._reported: dict[tuple[str, str], str] = {}
         self._reported_scan: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._scans: dict[str, tuple[str, ...]] = {}
         self._unsaved: list[tuple[str, str, str]] = []
         self._flushing: asyncio.Task[None] | None = None
         self._store: _SqlitePins | None = None
@@ -261,8 +264,8 @@ class ToolPinning:
         key = (server, name)
         mode = self.config.mode
         changed = False
+        digest = tool_fingerprint(tool)
         if mode != "off":
-            digest = tool_fingerprint(tool)
             known = self._pins.get(key)
             if known is None:
                 self._pins[key] = digest
@@ -282,7 +285,12 @@ class ToolPinning:
                     )
         findings: tuple[str, ...] = ()
         if self.config.scan_descriptions:
-            findings = tuple(scan_description(tool))
+            cached = self._scans.get(digest)
+            if cached is None:
+                if len(self._scans) >= SCAN_CACHE_SIZE:
+                    self._scans.clear()
+                cached = self._scans[digest] = tuple(scan_description(tool))
+            findings = cached
             if findings and self._reported_scan.get(key) != findings:
                 self._reported_scan[key] = findings
                 log.warning(
