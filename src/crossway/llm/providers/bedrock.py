@@ -34,6 +34,12 @@ import orjson
 
 from crossway.config.llm import ProviderConfig
 from crossway.errors import BadRequest, GatewayError, Unauthenticated, UpstreamError
+from crossway.llm.providers.aws_auth import (
+    default_credentials,
+    frozen,
+    sign_headers,
+    static_credentials,
+)
 from crossway.llm.providers.base import Json, Provider, StreamTranslator, UpstreamRequest
 from crossway.llm.providers.common import (
     ChunkFactory,
@@ -491,9 +497,7 @@ class BedrockProvider(Provider):
         self.api_key = config.api_key.get_secret_value() if config.api_key is not None else ""
         self._credentials: Any = None
         if config.aws_access_key_id is not None and config.aws_secret_access_key is not None:
-            from botocore.credentials import Credentials
-
-            self._credentials = Credentials(
+            self._credentials = static_credentials(
                 config.aws_access_key_id.get_secret_value(),
                 config.aws_secret_access_key.get_secret_value(),
                 config.aws_session_token.get_secret_value() if config.aws_session_token else None,
@@ -524,19 +528,15 @@ class BedrockProvider(Provider):
             if self.region is None:
                 self.region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
             if not self.api_key and self._credentials is None:
-                self._credentials = await asyncio.to_thread(_default_credentials)
+                self._credentials = await asyncio.to_thread(default_credentials)
             self._resolved = True
         if self.region is None:
             raise UpstreamError(f"provider {self.name}: no AWS region (set region or AWS_REGION)")
 
     async def _frozen_credentials(self) -> Any:
-        creds = self._credentials
-        if creds is None:
+        if self._credentials is None:
             raise Unauthenticated(f"provider {self.name}: no AWS credentials found")
-        refresh_needed = getattr(creds, "refresh_needed", None)
-        if refresh_needed is not None and refresh_needed():
-            return await asyncio.to_thread(creds.get_frozen_credentials)
-        return creds.get_frozen_credentials()
+        return await frozen(self._credentials)
 
     async def chat_request(self, body: Json, model: str, stream: bool) -> UpstreamRequest:
         payload = orjson.dumps(translate_request(body, self.config.default_max_tokens))
@@ -595,13 +595,8 @@ class BedrockProvider(Provider):
         return embeddings_list(vectors, request, tokens)
 
     async def _sign(self, url: str, headers: dict[str, str], payload: bytes) -> dict[str, str]:
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest
-
         creds = await self._frozen_credentials()
-        request = AWSRequest(method="POST", url=url, data=payload, headers=headers)
-        SigV4Auth(creds, SERVICE, self.region).add_auth(request)
-        return {k.lower(): v for k, v in request.headers.items()}
+        return sign_headers(creds, str(self.region), SERVICE, url, headers, payload)
 
     def chat_response(self, body: bytes) -> Json:
         return translate_response(loads_object(body), "")
@@ -611,9 +606,3 @@ class BedrockProvider(Provider):
 
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
         return bedrock_error(status, headers, body)
-
-
-def _default_credentials() -> Any:
-    import botocore.session
-
-    return botocore.session.Session().get_credentials()
