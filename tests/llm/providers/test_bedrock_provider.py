@@ -13,8 +13,8 @@ from botocore.eventstream import EventStreamBuffer
 from crossway.config.llm import ProviderConfig
 from crossway.errors import BadRequest, Forbidden, GatewayError, RateLimited, UpstreamError
 from crossway.llm.providers import build_provider
-from crossway.llm.providers.bedrock import (
-    BedrockProvider,
+from crossway.llm.providers.bedrock import BedrockProvider
+from crossway.llm.providers.converse import (
     BedrockStreamTranslator,
     translate_request,
     translate_response,

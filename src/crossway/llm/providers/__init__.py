@@ -9,7 +9,16 @@ and its answers back, streams included.
     bedrock                     crossway.llm.providers.bedrock.BedrockProvider
 
 `build_provider` is the one place a provider type becomes a class; modules are imported only
-when a config uses them.
+when a config uses them. Below the providers:
+
+    base            the Provider / StreamTranslator interface
+    common          canonical shapes, request pieces, upstream errors -> the error tree
+    sse             server-sent events from upstreams, split incrementally
+    eventstream     AWS event-stream framing (Bedrock streams), decoded incrementally
+    converse        the Bedrock Converse wire format
+    gemini_schema   JSON Schema -> the subset Gemini accepts
+    aws_auth        SigV4 signing (botocore) and AWS credentials
+    google_auth     service-account keys -> OAuth access tokens
 """
 
 from __future__ import annotations

@@ -32,7 +32,6 @@ from crossway.errors import BadRequest, GatewayError, UpstreamError
 from crossway.llm.providers.base import Json, Provider, StreamTranslator, UpstreamRequest
 from crossway.llm.providers.common import (
     ChunkFactory,
-    SSEParser,
     check_base64,
     completion,
     content_parts,
@@ -53,6 +52,7 @@ from crossway.llm.providers.common import (
     unexpected_shape,
     usage_object,
 )
+from crossway.llm.providers.sse import SSEParser
 
 DEFAULT_ANTHROPIC_BASE_URL: Final = "https://api.anthropic.com"
 DEFAULT_MAX_TOKENS: Final = 4096

@@ -33,7 +33,6 @@ from crossway.errors import BadRequest, GatewayError, UpstreamError
 from crossway.llm.providers.base import Json, Provider, StreamTranslator, UpstreamRequest
 from crossway.llm.providers.common import (
     ChunkFactory,
-    SSEParser,
     check_base64,
     content_parts,
     embedding_inputs,
@@ -58,6 +57,7 @@ from crossway.llm.providers.common import (
     usage_object,
 )
 from crossway.llm.providers.gemini_schema import sanitize_schema
+from crossway.llm.providers.sse import SSEParser
 
 DEFAULT_GEMINI_BASE_URL: Final = "https://generativelanguage.googleapis.com/v1beta"
 
