@@ -91,8 +91,6 @@ class BedrockProvider(Provider):
             if not self.api_key and self._credentials is None:
                 self._credentials = await asyncio.to_thread(default_credentials)
             self._resolved = True
-        if self.region is None:
-            raise UpstreamError(f"provider {self.name}: no AWS region (set region or AWS_REGION)")
 
     async def _frozen_credentials(self) -> Any:
         if self._credentials is None:
@@ -110,6 +108,8 @@ class BedrockProvider(Provider):
         self, model: str, action: str, payload: bytes, accept: str
     ) -> UpstreamRequest:
         await self._resolve()
+        if self.region is None:
+            raise UpstreamError(f"provider {self.name}: no AWS region (set region or AWS_REGION)")
         # ':' stays literal: it is what HTTP clients put on the wire, and what AWS signs.
         url = f"{self.base_url}/model/{quote(model, safe=':')}/{action}"
         headers = {"content-type": "application/json", **self._extra_headers, "accept": accept}
