@@ -14,7 +14,7 @@ import aiohttp
 import openai
 import pytest
 
-from tests.helpers import ROOT, Gateway, free_port, start_gateway
+from tests.helpers import ROOT, Gateway, free_port, start_gateway, wait_for
 
 OPENAI_EXAMPLE = (ROOT / "examples" / "openai.yaml").read_text()
 
@@ -271,5 +271,9 @@ def test_several_workers(sample_openai_process: str) -> None:
                 model="sample-model", messages=[{"role": "user", "content": str(i)}]
             )
             assert r.choices[0].message.content == f"You said: {i}"
-        with urllib.request.urlopen(gw.admin_url + "/readyz") as resp:
-            assert json.loads(resp.read())["workers_ready"] == 2
+
+        def both_ready() -> bool:
+            with urllib.request.urlopen(gw.admin_url + "/readyz") as resp:
+                return bool(json.loads(resp.read())["workers_ready"] == 2)
+
+        wait_for(both_ready, what="both workers ready")
