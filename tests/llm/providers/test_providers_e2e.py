@@ -60,6 +60,12 @@ backends:
         targets: [{{provider: vx, model: gemini-2.5-pro}}]
       - name: vertex-claude
         targets: [{{provider: vx, model: "claude-sonnet-4-5@20250929"}}]
+      - name: claude-anywhere
+        timeouts: {{connect: 0.5, first_byte: 0.5, idle: 5}}
+        targets:
+          - {{provider: ant, model: claude-sonnet-4-5, priority: 0}}
+          - {{provider: bed, model: "anthropic.claude-sonnet-4-5-v1:0", priority: 1}}
+          - {{provider: vx, model: "claude-sonnet-4-5@20250929", priority: 2}}
 """
 
 MODELS = ["claude", "gemini", "bedrock", "azure", "vertex-gemini", "vertex-claude"]
@@ -365,3 +371,31 @@ async def test_concurrent_streams_through_every_provider(stack: ProviderStack) -
     finally:
         await client.close()
     assert set(results) == {"Hello from the mock!"}
+
+
+def test_failover_across_providers(stack: ProviderStack) -> None:
+    """Anthropic overloaded (529) -> Bedrock resets the connection -> Vertex serves, in one call."""
+    ant, bed, vx = stack.mock("claude"), stack.mock("bedrock"), stack.mock("vertex-claude")
+    ant.script(Reply(status=529, error_type="overloaded_error", error_message="Overloaded"))
+    bed.script(Reply(reset=True))
+    vx.script(Reply(text="served by vertex"))
+    resp = oai(stack).chat.completions.create(
+        model="claude-anywhere", messages=[{"role": "user", "content": "Hi"}]
+    )
+    assert resp.choices[0].message.content == "served by vertex"
+    assert len(ant.requests) == 1 and len(bed.requests) == 1 and len(upstream_requests(vx)) == 1
+
+
+def test_stream_fails_over_on_slow_first_byte(stack: ProviderStack) -> None:
+    """Anthropic sends nothing within connect + first_byte (1 s): Bedrock serves the stream."""
+    ant, bed = stack.mock("claude"), stack.mock("bedrock")
+    ant.script(Reply(delay=3.0, text="too late"))
+    bed.script(Reply(text="fast bedrock", pieces=2))
+    text = ""
+    for chunk in oai(stack).chat.completions.create(
+        model="claude-anywhere", messages=[{"role": "user", "content": "Hi"}], stream=True
+    ):
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+    assert text == "fast bedrock"
+    assert bed.requests[0].path.endswith("/converse-stream")
