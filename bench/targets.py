@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,13 +269,12 @@ def _launch_litellm(ctx: Context, mode: Mode, port: int) -> ServerProcess:
         "LITELLM_TELEMETRY": "False",
         "LITELLM_LOG": "ERROR",
     }
+    # LiteLLM puts `../..` of its working directory first on sys.path; start it two levels
+    # into an empty directory so nothing of ours (bench/mcp/, say) shadows its imports.
+    cwd = Path(tempfile.mkdtemp(prefix="litellm-", dir=ctx.work)) / "a" / "b"
+    cwd.mkdir(parents=True)
     return start_pinned(
-        "litellm",
-        argv,
-        cpu=ctx.proxy_cpu,
-        env=env,
-        cwd=ctx.work,
-        log=ctx.logs / f"litellm-{mode}.log",
+        "litellm", argv, cpu=ctx.proxy_cpu, env=env, cwd=cwd, log=ctx.logs / f"litellm-{mode}.log"
     )
 
 
