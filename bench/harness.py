@@ -411,9 +411,9 @@ def main(argv: list[str] | None = None) -> int:
             # Python proxies are measured in interleaved rounds; LiteLLM alone, in one round.
             together = [t for t in targets if t.interleave]
             alone = [t for t in targets if not t.interleave]
-            print(
-                f"[bench] {mode}: {', '.join(t.name for t in together)} (interleaved)", flush=True
-            )
+            if together:
+                names = ", ".join(t.name for t in together)
+                print(f"[bench] {mode}: {names} (interleaved)", flush=True)
             runs = measure_group(ctx, together, mode, settings) if together else []
             for target in alone:
                 print(f"[bench] {mode}: {target.name}", flush=True)
