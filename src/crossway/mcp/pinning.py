@@ -52,7 +52,7 @@ _INJECTION_PATTERNS: Final[tuple[tuple[str, re.Pattern[str]], ...]] = tuple(
         ),
         (
             "exfiltration",
-            r"\b(read|send|upload|post|forward|include|pass|leak|exfiltrate|copy)\b[\w\s]{0,40}(~/\.ssh|id_rsa|\.env\b|mcp\.json|credentials|api[_\s-]?keys?|private\s+keys?|passwords?|secrets?|access\s+tokens?)",
+            r"\b(read|send|upload|post|forward|include|pass|leak|exfiltrate|copy)(s|es|ing)?\b[\w\s]{0,40}(~/\.ssh|id_rsa|\.env\b|mcp\.json|credentials|api[_\s-]?keys?|private\s+keys?|passwords?|secrets?|access\s+tokens?)",
         ),
         (
             "tool-shadowing",
@@ -174,18 +174,34 @@ class _SqlitePins:
         async with self._lock:
             return await asyncio.to_thread(self._open_sync)
 
-    def _put_sync(self, rows: list[tuple[str, str, str]]) -> None:
+    def _put_sync(
+        self, rows: list[tuple[str, str, str]], replace: bool
+    ) -> dict[tuple[str, str], str]:
         assert self._conn is not None
         now = time.time()
+        conflict = "DO UPDATE SET sha256 = excluded.sha256" if replace else "DO NOTHING"
         self._conn.executemany(
             "INSERT INTO tool_pins (server, tool, sha256, first_seen) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (server, tool) DO UPDATE SET sha256 = excluded.sha256",
+            f" ON CONFLICT (server, tool) {conflict}",
             [(*row, now) for row in rows],
         )
+        # Another process sharing the file may have pinned a tool first: its pin wins.
+        stored: dict[tuple[str, str], str] = {}
+        for server, tool, digest in rows:
+            found = self._conn.execute(
+                "SELECT sha256 FROM tool_pins WHERE server = ? AND tool = ?", (server, tool)
+            ).fetchone()
+            if found is not None and found[0] != digest:
+                stored[(server, tool)] = found[0]
+        return stored
 
-    async def put(self, rows: list[tuple[str, str, str]]) -> None:
+    async def put(
+        self, rows: list[tuple[str, str, str]], *, replace: bool = False
+    ) -> dict[tuple[str, str], str]:
+        """Record first-seen pins (keeping existing ones unless `replace`); returns the pins
+        already stored that differ from the rows given."""
         async with self._lock:
-            await asyncio.to_thread(self._put_sync, rows)
+            return await asyncio.to_thread(self._put_sync, rows, replace)
 
     async def close(self) -> None:
         async with self._lock:
@@ -252,7 +268,7 @@ class ToolPinning:
         self._pins[key] = digest
         self._blocked.discard(key)
         if self._store is not None:
-            await self._store.put([(key[0], key[1], digest)])
+            await self._store.put([(key[0], key[1], digest)], replace=True)
 
     def judge(self, server: str, tool: Mapping[str, Any]) -> PinVerdict:
         """Check one tool definition an upstream listed; record it if it is new.
@@ -359,9 +375,20 @@ class ToolPinning:
         while self._unsaved and self._store is not None:
             rows, self._unsaved = self._unsaved, []
             try:
-                await self._store.put(rows)
+                earlier = await self._store.put(rows)
             except Exception as exc:  # a full disk must not break tool listing
                 log.error("could not save tool pins: %s", exc)
+                continue
+            for key, digest in earlier.items():
+                # Pinned first by another worker or replica sharing the file: adopt its pin;
+                # the next listing of that tool is judged against it.
+                log.warning(
+                    "mcp tool pin for server=%s tool=%s was recorded elsewhere with another "
+                    "definition; using it",
+                    key[0],
+                    key[1],
+                )
+                self._pins[key] = digest
 
     async def flush(self) -> None:
         """Wait until every recorded pin is in the store."""
