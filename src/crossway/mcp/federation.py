@@ -273,14 +273,21 @@ class Federation:
         """Pinning sees a tool before its first call (on this replica, in this session)."""
         if isinstance(self.hooks.pinning, TrustAllTools):
             return True
+        key = (server, original)
+        usable = session.usable.get(key)
+        if usable is not None:
+            return usable  # until the server's next list_changed
         try:
             page = await self._list_one(session, server, "tools/list", None)
         except Exception:
             return True  # the call itself will report the upstream's state
+        usable = True
         for tool in (page or {}).get("tools", ()):
             if isinstance(tool, dict) and tool.get("name") == original:
-                return self.hooks.pinning.check(server, tool) != "blocked"
-        return True
+                usable = self.hooks.pinning.check(server, tool) != "blocked"
+                break
+        session.usable[key] = usable
+        return usable
 
     async def _route_uri(
         self, session: Session, params: JsonObject, call: Call, method: str
@@ -313,8 +320,10 @@ class Federation:
         self, session: Session, server: str, method: str, params: JsonObject, call: Call
     ) -> JsonObject:
         timeouts = self._timeouts[server]
+        up = session.upstreams.get(server)
         try:
-            up = await asyncio.wait_for(session.upstream(server), timeouts.connect)
+            if up is None or not up.alive:
+                up = await asyncio.wait_for(session.upstream(server), timeouts.connect)
         except TimeoutError:
             raise UpstreamError(f"MCP server {server!r} is not available") from None
         except (GatewayError, UpstreamRpcError) as exc:

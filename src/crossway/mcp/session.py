@@ -85,6 +85,8 @@ class Session:
         self.stream = EventStream(federation.cfg.event_buffer)
         self.cache: dict[tuple[str, str], JsonObject] = {}
         self.known: dict[tuple[str, str], set[Any]] = {}
+        self.usable: dict[tuple[str, str], bool] = {}
+        """Pinning verdicts of tools already called in this session (server, name) -> usable."""
         self.inflight: dict[Any, asyncio.Task[Any]] = {}
         self.client_cancelled: set[Any] = set()
         self.last_used = time.monotonic()
@@ -147,6 +149,8 @@ class Session:
         if method in LIST_CHANGED:
             self.cache.pop((server, LIST_CHANGED[method]), None)
             self.known.pop((server, LIST_CHANGED[method]), None)
+            if method == "notifications/tools/list_changed":
+                self.usable = {k: v for k, v in self.usable.items() if k[0] != server}
             if method == "notifications/resources/list_changed":
                 self.cache.pop((server, "resources/templates/list"), None)
 

@@ -37,6 +37,7 @@ from crossway.mcp.upstream.sse_parser import iter_events
 logger = logging.getLogger(__name__)
 
 GET_STREAM_RETRIES: Final = 5
+DRAIN_SECONDS: Final = 0.5
 ACCEPT: Final = "application/json, text/event-stream"
 GATEWAY_CLIENT_INFO: Final[JsonObject] = {"name": "crossway", "version": "0.1.0"}
 _SESSION_GONE: Final = 404
@@ -274,6 +275,7 @@ class _HttpSession(UpstreamSession):
                     if not isinstance(incoming, dict):
                         continue
                     if incoming.get("id") == request_id and "method" not in incoming:
+                        await _drain(resp)
                         return _result_of(incoming)
                     await self._incoming(incoming, options)
                 raise UpstreamError(f"MCP server {self.server!r} ended the stream without a result")
@@ -366,6 +368,17 @@ class _HttpSession(UpstreamSession):
                 logger.debug("MCP server %s: GET stream ended: %s", self.server, exc)
             failures += 1
             await asyncio.sleep(min(0.2 * 2**failures, 5.0))
+
+
+async def _drain(resp: aiohttp.ClientResponse) -> None:
+    """Read what follows the result (servers close the stream right after it), so the
+    connection goes back to the pool instead of being closed."""
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while await resp.content.readany():
+                pass
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        resp.close()
 
 
 def _result_of(reply: JsonObject) -> JsonObject:
