@@ -51,8 +51,19 @@ auth:
 """
 
 
+def _routes_like_the_example(config: str) -> str:
+    """Routes as in examples/mcp-secure.yaml: `/mcp` and the metadata prefix, nothing else."""
+    routes = (
+        "routes:\n"
+        "  - {name: mcp, backend: tools, match: {path: {prefix: /mcp}}}\n"
+        "  - {name: meta, backend: tools, match: {path: {prefix: /.well-known/oauth-protected-resource}}}\n"
+    )
+    return routes + config[config.index("backends:") :]
+
+
 async def test_token_less_request_gets_401_with_rfc9728_metadata() -> None:
-    with start_gateway(mcp_config({"alpha": notes_stdio("alpha")}, AUTH)) as gw:
+    config = _routes_like_the_example(mcp_config({"alpha": notes_stdio("alpha")}, AUTH))
+    with start_gateway(config) as gw:
         initialize = {
             "jsonrpc": "2.0",
             "id": 1,
