@@ -257,6 +257,7 @@ async def test_client_disconnect_cancels_upstream_stream() -> None:
                 assert first.startswith(b"data: ")
                 resp.close()  # drop the connection mid-stream
             await asyncio.wait_for(upstream_closed.wait(), 10)
+            assert "Traceback" not in gw.log()
     finally:
         await runner.cleanup()
 

@@ -103,40 +103,41 @@ async def stream_response(
 ) -> None:
     """Send `chunks` as they come, with back-pressure from `send`.
 
-    A watcher waits for `http.disconnect`; when the client leaves, the producer is cancelled,
-    which closes the upstream response and so cancels the upstream request.
+    The chunks are pumped in the caller's task; one watcher task waits for `http.disconnect` and,
+    when the client leaves, cancels the pump, which closes the upstream response and so cancels the
+    upstream request. (One task, not two plus `asyncio.wait`: streaming is a hot path too.)
     """
     await send({"type": "http.response.start", "status": status, "headers": headers})
-
-    async def pump() -> None:
-        async for chunk in chunks:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+    task = asyncio.current_task()
+    assert task is not None
+    state = {"done": False, "left": False}
 
     async def watch() -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
+                if not state["done"]:
+                    state["left"] = True
+                    task.cancel()
                 return
 
-    pump_task = asyncio.ensure_future(pump())
-    watch_task = asyncio.ensure_future(watch())
+    watcher = asyncio.get_running_loop().create_task(watch())
     try:
-        await asyncio.wait({pump_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
+        async for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    except asyncio.CancelledError:
+        if state["left"]:
+            task.uncancel()
+            raise ClientDisconnected from None
+        raise
     finally:
-        watch_task.cancel()
-        if not pump_task.done():
-            pump_task.cancel()
-            aclose = getattr(chunks, "aclose", None)
+        state["done"] = True
+        if not watcher.done():
+            watcher.cancel()
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
             try:
-                await pump_task
-            except (asyncio.CancelledError, Exception):
+                await aclose()
+            except Exception:
                 pass
-            if aclose is not None:
-                try:
-                    await aclose()
-                except Exception:
-                    pass
-    exc = pump_task.exception() if not pump_task.cancelled() else None
-    if exc is not None:
-        raise exc
