@@ -280,16 +280,19 @@ def _profile(ctx: Context, live: Live, settings: Settings) -> dict[str, Any]:
     seconds = max(3, int(settings.seconds))
     output = ctx.work / "profiles" / f"{live.target.name}-{live.mode}.txt"
     output.parent.mkdir(parents=True, exist_ok=True)
-    recorder = profile.start_record(binary, live.server.worker_pid(), seconds, output)
-    loaded = load(ctx, live, 32, seconds + 1)
+    recorder = profile.start_record(
+        binary, live.server.worker_pid(), seconds, output, cpu=ctx.load_cpu
+    )
+    load(ctx, live, 32, seconds + 1)
     _, err = recorder.communicate(timeout=60)
     if recorder.returncode != 0 or not output.exists():
         return {
             "error": f"py-spy exit {recorder.returncode}: {err.decode(errors='replace').strip()[-300:]}"
         }
-    # py-spy samples for `seconds` of the slightly longer wrk run: scale the request count.
-    requests = round(loaded.requests * seconds / loaded.duration_s)
-    summary = profile.summarize(output, requests=requests)
+    per_cpu_second = live.result.get("requests_per_cpu_second")
+    summary = profile.summarize(
+        output, cpu_us_per_request=1e6 / per_cpu_second if per_cpu_second else None
+    )
     summary["collapsed"] = str(output.relative_to(ctx.repo))
     return summary
 

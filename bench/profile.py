@@ -21,10 +21,15 @@ def pyspy_binary(repo: Path) -> str | None:
     return shutil.which("py-spy")
 
 
-def start_record(binary: str, pid: int, seconds: int, output: Path) -> subprocess.Popen[bytes]:
-    """Start sampling `pid` for `seconds` without pausing it; collapsed stacks go to `output`."""
+def start_record(
+    binary: str, pid: int, seconds: int, output: Path, *, cpu: int
+) -> subprocess.Popen[bytes]:
+    """Start sampling `pid` for `seconds` from core `cpu`, without pausing it."""
     return subprocess.Popen(
         [
+            "taskset",
+            "-c",
+            str(cpu),
             binary,
             "record",
             "--pid",
@@ -69,12 +74,14 @@ def _component(name: str) -> str:
 
 
 def summarize(
-    collapsed: Path, *, requests: int, rate: int = PYSPY_RATE, top: int = 15
+    collapsed: Path, *, cpu_us_per_request: float | None, top: int = 15
 ) -> dict[str, Any]:
     """Where the worker's Python-visible time goes, from py-spy's collapsed stacks.
 
-    Every sample is `1 / rate` seconds of the worker's non-idle time; dividing by the requests
-    served while sampling gives microseconds per request, comparable across proxies.
+    Shares are of the samples taken while the worker was not idle. `cpu_us_per_request` (the
+    worker's CPU time per request, measured without the profiler) turns a share into
+    microseconds per request, comparable across proxies; sample counts alone are not, since a
+    sample is also taken while the thread waits on granian's Rust side or for the core.
     """
     self_counts: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
@@ -99,8 +106,10 @@ def summarize(
         for name in {f"{p}:{f}" for p, f, _ in frames}:
             inclusive[name] += count
 
-    def us(count: int) -> float:
-        return round(count / rate / requests * 1e6, 1) if requests else 0.0
+    def us(count: int) -> float | None:
+        if not cpu_us_per_request or not total:
+            return None
+        return round(count / total * cpu_us_per_request, 1)
 
     def rows(counter: Counter[str], keep: Any = lambda _n: True) -> list[dict[str, Any]]:
         picked = [(n, c) for n, c in counter.most_common() if keep(n)][:top]
@@ -116,9 +125,8 @@ def summarize(
 
     return {
         "samples": total,
-        "rate_hz": rate,
-        "requests": requests,
-        "us_per_request": us(total),
+        "rate_hz": PYSPY_RATE,
+        "cpu_us_per_request": round(cpu_us_per_request, 1) if cpu_us_per_request else None,
         "components": rows(components),
         "self": rows(self_counts),
         "crossway_inclusive": rows(inclusive, lambda n: n.startswith("crossway/")),

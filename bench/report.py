@@ -195,8 +195,11 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 
 def _profile_table(title: str, rows: list[dict[str, Any]], limit: int) -> list[str]:
-    out = [f"| {title} | % of samples | µs per request |", "|---|---:|---:|"]
-    out += [f"| `{r['function']}` | {r['percent']} | {r['us_per_request']} |" for r in rows[:limit]]
+    out = [f"| {title} | % of samples | ≈ µs per request |", "|---|---:|---:|"]
+    out += [
+        f"| `{r['function']}` | {r['percent']} | {_num(r['us_per_request'], 1)} |"
+        for r in rows[:limit]
+    ]
     return [*out, ""]
 
 
@@ -210,8 +213,9 @@ def _profile_section(results: dict[str, Any]) -> list[str]:
         "",
         "Sampled at 32 connections after the measurements, without pausing the worker. Only Python frames are visible: "
         "time inside granian's Rust `send`/`receive` is charged to the Python frame that awaits it, and time in the event loop's "
-        "own C code to the outermost frame (shown as *event loop / granian (native)*). µs per request = samples / rate / requests served "
-        "while sampling, so figures compare across proxies.",
+        "own C code to the outermost frame (shown as *event loop / granian (native)*); a frame that awaits granian's `send` or `receive` "
+        "(Crossway's `tracked_send` and `read_body`, the reference's `__call__`) therefore carries granian's own work, the same in every proxy. "
+        "≈ µs per request = share of samples x the worker's CPU time per request measured without the profiler.",
         "",
     ]
     for run in profiled:
@@ -222,8 +226,9 @@ def _profile_section(results: dict[str, Any]) -> list[str]:
             out += [f"profile failed: {prof['error']}", ""]
             continue
         out += [
-            f"{prof['samples']} samples at {prof.get('rate_hz', '?')} Hz over {prof.get('requests', '?')} requests: "
-            f"**{prof.get('us_per_request', '?')} µs of Python-visible CPU per request**; collapsed stacks in `{prof['collapsed']}`.",
+            f"{prof['samples']} samples at {prof.get('rate_hz', '?')} Hz; the worker spent "
+            f"**{_num(prof.get('cpu_us_per_request'), 1)} µs of CPU per request** (measured without the profiler); "
+            f"collapsed stacks in `{prof['collapsed']}`.",
             "",
         ]
         out += _profile_table("component (leaf frame)", prof.get("components", []), 8)

@@ -345,9 +345,10 @@ def test_profile_summary_charges_samples_per_request(tmp_path: Path) -> None:
         "GatewayApp.handle (/x/src/crossway/server/app.py:90);"
         "_request (/v/lib/python3.11/site-packages/aiohttp/client.py:819) 20\n"
     )
-    summary = profile.summarize(collapsed, requests=1000, rate=100)
+    summary = profile.summarize(collapsed, cpu_us_per_request=200.0)
     assert summary["samples"] == 100
-    assert summary["us_per_request"] == 1000.0  # 100 samples / 100 Hz / 1000 requests
+    assert summary["cpu_us_per_request"] == 200.0
+    assert summary["components"][0]["us_per_request"] == 100.0  # 50 % of 200 µs
     components = {r["function"]: r["percent"] for r in summary["components"]}
     assert components == {"event loop / granian (native)": 50.0, "crossway": 30.0, "aiohttp": 20.0}
     inclusive = {r["function"]: r["percent"] for r in summary["crossway_inclusive"]}
