@@ -490,3 +490,54 @@ async def test_stream_cut_and_in_stream_error(anthropic_mock: MockServer) -> Non
     with pytest.raises(GatewayError) as info:
         await call(provider(anthropic_mock), body, "c")
     assert info.value.status_code == 529
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "temp": {"type": "number"}},
+    "required": ["city"],
+}
+
+
+def test_json_schema_becomes_a_forced_tool() -> None:
+    body = {
+        "messages": [{"role": "user", "content": "Weather as JSON"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": SCHEMA}},
+    }
+    out = translate_request(body, "m", False, 4096)
+    assert out["tools"] == [
+        {
+            "name": "crossway_json_response",
+            "description": "Give the answer as JSON.",
+            "input_schema": SCHEMA,
+        }
+    ]
+    assert out["tool_choice"] == {"type": "tool", "name": "crossway_json_response"}
+    assert "system" not in out and mock.validate(out) is None
+    # With tools of its own (or thinking), the request gets an instruction instead.
+    with_tools = translate_request({**body, "tools": TOOLS}, "m", False, 4096)
+    assert [t["name"] for t in with_tools["tools"]] == ["get_weather"]
+    assert "JSON schema" in with_tools["system"][-1]["text"]
+    thinking = translate_request(
+        {**body, "thinking": {"type": "enabled", "budget_tokens": 1024}}, "m", False, 4096
+    )
+    assert "tools" not in thinking and "JSON" in thinking["system"][-1]["text"]
+
+
+async def test_forced_json_tool_comes_back_as_text(anthropic_mock: MockServer) -> None:
+    answer = {"city": "Paris", "temp": 21.5}
+    anthropic_mock.script(
+        Reply(text="", tool_calls=[ToolCall("crossway_json_response", answer)]),
+        Reply(text="", tool_calls=[ToolCall("crossway_json_response", answer)], pieces=4),
+    )
+    body = {
+        "messages": [{"role": "user", "content": "Weather as JSON"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": SCHEMA}},
+    }
+    out = await call(provider(anthropic_mock), body, "c")
+    message = out["choices"][0]["message"]
+    assert orjson.loads(message["content"]) == answer and "tool_calls" not in message
+    assert out["choices"][0]["finish_reason"] == "stop"
+    result = joined(await call(provider(anthropic_mock), {**body, "stream": True}, "c"))
+    assert orjson.loads(result["text"]) == answer
+    assert result["tool_calls"] == [] and result["finish_reason"] == "stop"

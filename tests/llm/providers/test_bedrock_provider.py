@@ -427,3 +427,32 @@ def test_default_max_tokens() -> None:
     assert "inferenceConfig" not in translate_request(body)
     assert translate_request(body, 512)["inferenceConfig"] == {"maxTokens": 512}
     assert translate_request({**body, "max_tokens": 5}, 512)["inferenceConfig"] == {"maxTokens": 5}
+
+
+async def test_json_response_format_on_claude_and_other_models(
+    bedrock_mock: mock.BedrockMock,
+) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    body = {
+        "messages": [{"role": "user", "content": "a number"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}},
+    }
+    bedrock_mock.script(
+        Reply(text="", tool_calls=[ToolCall("crossway_json_response", {"n": 7})]),
+        Reply(text="", tool_calls=[ToolCall("crossway_json_response", {"n": 8})], pieces=3),
+        Reply(text='{"n": 9}'),
+    )
+    claude = "anthropic.claude-3-5-haiku-20241022-v1:0"
+    out = await call(provider(bedrock_mock), body, claude)
+    assert orjson.loads(out["choices"][0]["message"]["content"]) == {"n": 7}
+    assert out["choices"][0]["finish_reason"] == "stop"
+    sent = bedrock_mock.requests[0].json
+    assert sent["toolConfig"]["toolChoice"] == {"tool": {"name": "crossway_json_response"}}
+    assert sent["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"] == {"json": schema}
+    result = joined(await call(provider(bedrock_mock), {**body, "stream": True}, claude))
+    assert orjson.loads(result["text"]) == {"n": 8} and result["finish_reason"] == "stop"
+    # A model that cannot be forced to call a tool gets an instruction in the system prompt.
+    out = await call(provider(bedrock_mock), body, "meta.llama3-70b-instruct-v1:0")
+    assert out["choices"][0]["message"]["content"] == '{"n": 9}'
+    sent = bedrock_mock.requests[2].json
+    assert "toolConfig" not in sent and "JSON schema" in sent["system"][-1]["text"]

@@ -399,3 +399,34 @@ def test_stream_fails_over_on_slow_first_byte(stack: ProviderStack) -> None:
             text += choice.delta.content or ""
     assert text == "fast bedrock"
     assert bed.requests[0].path.endswith("/converse-stream")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_openai_sdk_structured_output(stack: ProviderStack, model: str) -> None:
+    """`chat.completions.parse` with a pydantic model: JSON mode on every provider (a forced tool
+    call on Claude models, responseSchema on Gemini, the client's own format on Azure)."""
+    from pydantic import BaseModel
+
+    class Weather(BaseModel):
+        city: str
+        temp: float
+
+    answer = {"city": "Paris", "temp": 21.5}
+    if "claude" in model or model == "bedrock":
+        stack.mock(model).script(
+            Reply(text="", tool_calls=[ToolCall("crossway_json_response", answer)])
+        )
+    else:
+        stack.mock(model).script(Reply(text=orjson.dumps(answer).decode()))
+    resp = oai(stack).chat.completions.parse(
+        model=model, messages=[{"role": "user", "content": "Weather?"}], response_format=Weather
+    )
+    assert resp.choices[0].message.parsed == Weather(city="Paris", temp=21.5)
+    sent = upstream_requests(stack.mock(model))[-1].json
+    if model == "gemini" or model == "vertex-gemini":
+        assert sent["generationConfig"]["responseMimeType"] == "application/json"
+        assert sent["generationConfig"]["responseSchema"]["required"] == ["city", "temp"]
+    elif model == "azure":
+        assert sent["response_format"]["type"] == "json_schema"
+    else:
+        assert "crossway_json_response" in orjson.dumps(sent).decode()

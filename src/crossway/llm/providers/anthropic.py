@@ -11,8 +11,10 @@ What is translated:
   (or the provider's `default_max_tokens`) is sent;
 - `tool_choice` required -> any, a function -> tool, `parallel_tool_calls: false` ->
   `disable_parallel_tool_use`; `stop` -> `stop_sequences`; `user` -> `metadata.user_id`;
-- `response_format` json_object / json_schema becomes an instruction appended to the system
-  prompt (Anthropic has no JSON mode on every model);
+- `response_format` json_object / json_schema (with an object schema) becomes a forced call of
+  a `crossway_json_response` tool whose input schema is the requested one, turned back into the
+  answer's text; with tools of its own, extended thinking or a non-object schema, an instruction
+  appended to the system prompt instead;
 - keys OpenAI does not know (`top_k`, `thinking`, ...) are forwarded as they are.
 
 Answers: text blocks are joined into `content`, `tool_use` blocks become `tool_calls`, thinking
@@ -31,6 +33,7 @@ from crossway.config.llm import DEFAULT_ANTHROPIC_VERSION, ProviderConfig
 from crossway.errors import BadRequest, GatewayError, UpstreamError
 from crossway.llm.providers.base import Json, Provider, StreamTranslator, UpstreamRequest
 from crossway.llm.providers.common import (
+    JSON_TOOL,
     ChunkFactory,
     check_base64,
     completion,
@@ -38,6 +41,8 @@ from crossway.llm.providers.common import (
     error_or_fallback,
     function_tools,
     image_url_of,
+    json_instruction,
+    json_tool_schema,
     loads_object,
     max_tokens_of,
     messages_of,
@@ -110,9 +115,11 @@ def translate_request(body: Json, model: str | None, stream: bool, default_max_t
         out["model"] = model
     out["messages"] = messages
     out["max_tokens"] = max_tokens_of(body) or default_max_tokens
-    instruction = _json_instruction(body.get("response_format"))
-    if instruction:
-        system.append({"type": "text", "text": instruction})
+    json_schema = json_tool_schema(body) if "thinking" not in body else None
+    if json_schema is None:
+        instruction = json_instruction(body.get("response_format"))
+        if instruction:
+            system.append({"type": "text", "text": instruction})
     if system:
         out["system"] = system
     for src, dst in (("temperature", "temperature"), ("top_p", "top_p")):
@@ -151,6 +158,15 @@ def translate_request(body: Json, model: str | None, stream: bool, default_max_t
             anthropic_choice["disable_parallel_tool_use"] = True
     if anthropic_choice is not None and (tools or anthropic_choice["type"] == "none"):
         out["tool_choice"] = anthropic_choice
+    if json_schema is not None:
+        out["tools"] = [
+            {
+                "name": JSON_TOOL,
+                "description": "Give the answer as JSON.",
+                "input_schema": json_schema,
+            }
+        ]
+        out["tool_choice"] = {"type": "tool", "name": JSON_TOOL}
     if stream:
         out["stream"] = True
     else:
@@ -279,22 +295,6 @@ def _tool(fn: Json) -> Json:
     return tool
 
 
-def _json_instruction(response_format: Any) -> str | None:
-    if not isinstance(response_format, dict):
-        return None
-    kind = response_format.get("type")
-    if kind == "json_object":
-        return "Respond with a single JSON object and nothing else."
-    if kind == "json_schema":
-        spec = response_format.get("json_schema")
-        schema = spec.get("schema") if isinstance(spec, dict) else None
-        return (
-            "Respond with a single JSON value and nothing else, matching this JSON schema: "
-            + orjson.dumps(schema).decode()
-        )
-    return None
-
-
 # --- response ---------------------------------------------------------------------------------
 
 
@@ -321,6 +321,8 @@ def translate_response(data: Json, model: str) -> Json:
         kind = block.get("type")
         if kind == "text":
             text.append(block.get("text", ""))
+        elif kind == "tool_use" and block.get("name") == JSON_TOOL:
+            text.append(orjson.dumps(block.get("input") or {}).decode())
         elif kind == "tool_use":
             calls.append(
                 {
@@ -345,6 +347,8 @@ def translate_response(data: Json, model: str) -> Json:
         message["thinking_blocks"] = thinking_blocks
     message["refusal"] = None
     finish = STOP_REASONS.get(data.get("stop_reason") or "end_turn", "stop")
+    if finish == "tool_calls" and not calls:
+        finish = "stop"  # only the forced JSON tool was called
     return completion(
         str(data.get("id") or new_id("chatcmpl-")),
         model,
@@ -381,6 +385,7 @@ class AnthropicStreamTranslator(StreamTranslator):
         self._sse = SSEParser()
         self._chunks = ChunkFactory(new_id("chatcmpl-"), model)
         self._tool_index: dict[int, int] = {}  # content block index -> tool call index
+        self._json_blocks: set[int] = set()  # blocks of the forced JSON tool: their input is text
         self._usage: Json = {}
         self._finished = False
         self._stopped = False
@@ -414,7 +419,9 @@ class AnthropicStreamTranslator(StreamTranslator):
                 out.append(chunks.delta({"content": delta.get("text", "")}))
             elif dkind == "input_json_delta":
                 fragment = delta.get("partial_json", "")
-                if fragment:
+                if fragment and event.get("index", 0) in self._json_blocks:
+                    out.append(chunks.delta({"content": fragment}))
+                elif fragment:
                     index = self._tool_index.get(event.get("index", 0), 0)
                     out.append(
                         chunks.delta(
@@ -433,7 +440,9 @@ class AnthropicStreamTranslator(StreamTranslator):
         elif kind == "content_block_start":
             block = event.get("content_block") or {}
             bkind = block.get("type")
-            if bkind == "tool_use":
+            if bkind == "tool_use" and block.get("name") == JSON_TOOL:
+                self._json_blocks.add(event.get("index", 0))
+            elif bkind == "tool_use":
                 index = len(self._tool_index)
                 self._tool_index[event.get("index", 0)] = index
                 call = {
@@ -462,7 +471,10 @@ class AnthropicStreamTranslator(StreamTranslator):
             reason = (event.get("delta") or {}).get("stop_reason")
             if reason and not self._finished:
                 self._finished = True
-                out.append(chunks.delta({}, STOP_REASONS.get(reason, "stop")))
+                finish = STOP_REASONS.get(reason, "stop")
+                if finish == "tool_calls" and not self._tool_index:
+                    finish = "stop"  # only the forced JSON tool was called
+                out.append(chunks.delta({}, finish))
         elif kind == "message_stop":
             self._stopped = True
             if not self._finished:

@@ -98,7 +98,10 @@ class BedrockProvider(Provider):
         return await frozen(self._credentials)
 
     async def chat_request(self, body: Json, model: str, stream: bool) -> UpstreamRequest:
-        payload = orjson.dumps(translate_request(body, self.config.default_max_tokens))
+        forced_tool = "anthropic." in model or "claude" in model
+        payload = orjson.dumps(
+            translate_request(body, self.config.default_max_tokens, forced_tool=forced_tool)
+        )
         action = "converse-stream" if stream else "converse"
         return await self._request(
             model, action, payload, EVENTSTREAM_TYPE if stream else "application/json"

@@ -463,6 +463,45 @@ def messages_of(body: Json) -> list[Json]:
     return messages
 
 
+JSON_TOOL: Final = "crossway_json_response"
+"""Name of the tool Crossway forces on providers without a JSON mode, to get `response_format`
+JSON back; its call is turned back into the answer's text (and never shown as a tool call)."""
+
+
+def json_tool_schema(body: Json) -> Json | None:
+    """The object schema a forced `JSON_TOOL` call should follow, when the request asks for JSON
+    (`response_format` json_object / json_schema) and has no tools of its own; else None."""
+    fmt = body.get("response_format")
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("json_object", "json_schema"):
+        return None
+    if body.get("tools") or body.get("functions"):
+        return None
+    if fmt["type"] == "json_object":
+        return {"type": "object"}
+    spec = fmt.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    if isinstance(schema, dict) and schema.get("type") == "object":
+        return schema
+    return None
+
+
+def json_instruction(response_format: Any) -> str | None:
+    """A system-prompt instruction asking for JSON, for when no forced tool can be used."""
+    if not isinstance(response_format, dict):
+        return None
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return "Respond with a single JSON object and nothing else."
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        return (
+            "Respond with a single JSON value and nothing else, matching this JSON schema: "
+            + orjson.dumps(schema).decode()
+        )
+    return None
+
+
 def passthrough_keys(body: Json, native: frozenset[str] = frozenset()) -> Json:
     """Keys of the request that are not OpenAI's, to forward to a provider that may take them."""
     return {k: v for k, v in body.items() if k not in OPENAI_ONLY_KEYS or k in native}

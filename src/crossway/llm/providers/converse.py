@@ -28,6 +28,7 @@ import orjson
 from crossway.errors import BadRequest, GatewayError, UpstreamError
 from crossway.llm.providers.base import Json, StreamTranslator
 from crossway.llm.providers.common import (
+    JSON_TOOL,
     ChunkFactory,
     check_base64,
     completion,
@@ -36,6 +37,8 @@ from crossway.llm.providers.common import (
     function_tools,
     header,
     image_url_of,
+    json_instruction,
+    json_tool_schema,
     loads_object,
     max_tokens_of,
     messages_of,
@@ -115,8 +118,14 @@ _DOC_NAME_BAD_CHARS: Final = re.compile(r"[^A-Za-z0-9\s\-()\[\]]+")
 # --- request ----------------------------------------------------------------------------------
 
 
-def translate_request(body: Json, default_max_tokens: int | None = None) -> Json:
-    """A canonical chat body as a Converse body (the model goes in the URL)."""
+def translate_request(
+    body: Json, default_max_tokens: int | None = None, *, forced_tool: bool = False
+) -> Json:
+    """A canonical chat body as a Converse body (the model goes in the URL).
+
+    `forced_tool`: the model can be made to call a given tool (Claude can), so a JSON
+    `response_format` is served by a forced `JSON_TOOL` call instead of an instruction.
+    """
     system: list[Json] = []
     messages: list[Json] = []
     has_tool_blocks = False
@@ -140,6 +149,11 @@ def translate_request(body: Json, default_max_tokens: int | None = None) -> Json
             raise BadRequest(f"{where}.role {role!r} is not supported", param="messages")
 
     out: Json = {"messages": messages}
+    json_schema = json_tool_schema(body) if forced_tool and not has_tool_blocks else None
+    if json_schema is None:
+        instruction = json_instruction(body.get("response_format"))
+        if instruction:
+            system.append({"text": instruction})
     if system:
         out["system"] = system
     inference: Json = {}
@@ -168,6 +182,17 @@ def translate_request(body: Json, default_max_tokens: int | None = None) -> Json
         elif choice is not None and choice[0] == "auto":
             config["toolChoice"] = {"auto": {}}
         out["toolConfig"] = config
+
+    if json_schema is not None:
+        spec = {
+            "name": JSON_TOOL,
+            "description": "Give the answer as JSON.",
+            "inputSchema": {"json": json_schema},
+        }
+        out["toolConfig"] = {
+            "tools": [{"toolSpec": spec}],
+            "toolChoice": {"tool": {"name": JSON_TOOL}},
+        }
 
     extra = passthrough_keys(body, NATIVE_KEYS)
     additional: Json = dict(extra.pop("additionalModelRequestFields", None) or {})
@@ -313,6 +338,8 @@ def translate_response(data: Json, model: str) -> Json:
     for block in message.get("content") or []:
         if "text" in block:
             text.append(block["text"])
+        elif "toolUse" in block and block["toolUse"].get("name") == JSON_TOOL:
+            text.append(orjson.dumps(block["toolUse"].get("input") or {}).decode())
         elif "toolUse" in block:
             use = block["toolUse"]
             calls.append(
@@ -347,6 +374,8 @@ def translate_response(data: Json, model: str) -> Json:
         out_msg["thinking_blocks"] = thinking
     out_msg["refusal"] = None
     finish = STOP_REASONS.get(data.get("stopReason") or "end_turn", "stop")
+    if finish == "tool_calls" and not calls:
+        finish = "stop"  # only the forced JSON tool was called
     return completion(new_id("chatcmpl-"), model, out_msg, finish, bedrock_usage(data.get("usage")))
 
 
@@ -389,6 +418,7 @@ class BedrockStreamTranslator(StreamTranslator):
         self._decoder = EventStreamDecoder()
         self._chunks = ChunkFactory(new_id("chatcmpl-"), model)
         self._tool_index: dict[int, int] = {}
+        self._json_blocks: set[int] = set()
         self._stopped = False
 
     @unexpected_shape("stream event")
@@ -422,9 +452,12 @@ class BedrockStreamTranslator(StreamTranslator):
             if "text" in delta:
                 out.append(chunks.delta({"content": delta["text"]}))
             elif "toolUse" in delta:
-                index = self._tool_index.get(event.get("contentBlockIndex", 0), 0)
+                block_index = event.get("contentBlockIndex", 0)
+                index = self._tool_index.get(block_index, 0)
                 fragment = (delta["toolUse"] or {}).get("input", "")
-                if fragment:
+                if fragment and block_index in self._json_blocks:
+                    out.append(chunks.delta({"content": fragment}))
+                elif fragment:
                     out.append(
                         chunks.delta(
                             {"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}
@@ -442,7 +475,9 @@ class BedrockStreamTranslator(StreamTranslator):
                     out.append(chunks.delta({"thinking_blocks": [block]}))
         elif kind == "contentBlockStart":
             use = (event.get("start") or {}).get("toolUse")
-            if use:
+            if use and use.get("name") == JSON_TOOL:
+                self._json_blocks.add(event.get("contentBlockIndex", 0))
+            elif use:
                 index = len(self._tool_index)
                 self._tool_index[event.get("contentBlockIndex", 0)] = index
                 call = {
@@ -456,8 +491,9 @@ class BedrockStreamTranslator(StreamTranslator):
             out.append(chunks.delta({"role": "assistant", "content": ""}))
         elif kind == "messageStop":
             self._stopped = True
-            out.append(
-                chunks.delta({}, STOP_REASONS.get(event.get("stopReason") or "end_turn", "stop"))
-            )
+            finish = STOP_REASONS.get(event.get("stopReason") or "end_turn", "stop")
+            if finish == "tool_calls" and not self._tool_index:
+                finish = "stop"  # only the forced JSON tool was called
+            out.append(chunks.delta({}, finish))
         elif kind == "metadata":
             out.append(chunks.usage(bedrock_usage(event.get("usage"))))
