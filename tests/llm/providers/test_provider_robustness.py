@@ -149,3 +149,24 @@ def test_odd_answers_and_errors_raise_gateway_errors_only(name: str) -> None:
             pass
         error = provider.error(rng.choice([400, 429, 500, 529]), {}, orjson.dumps(odd))
         assert isinstance(error, GatewayError) and error.message
+
+
+def test_empty_assistant_turns_are_left_out() -> None:
+    from crossway.llm.providers import anthropic, converse, gemini
+
+    body = {
+        "messages": [
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": ""},
+            {"role": "user", "content": "b"},
+            {"role": "assistant", "content": None},
+            {"role": "assistant", "content": "ok"},
+        ]
+    }
+    assert [m["role"] for m in anthropic.translate_request(body, "m", False, 10)["messages"]] == [
+        "user",
+        "assistant",
+    ]
+    assert am.validate(anthropic.translate_request(body, "m", False, 10)) is None
+    assert [c["role"] for c in gemini.translate_request(body)["contents"]] == ["user", "model"]
+    assert bm.validate(converse.translate_request(body)) is None

@@ -175,7 +175,10 @@ def translate_request(body: Json, model: str | None, stream: bool, default_max_t
 
 
 def _append(messages: list[Json], role: str, blocks: list[Json]) -> None:
-    """Add a message, merging it into the previous one when the role repeats."""
+    """Add a message, merging it into the previous one when the role repeats. An assistant
+    message with nothing in it (no text, no tool calls) is left out: the API refuses it."""
+    if not blocks and role == "assistant":
+        return
     if messages and messages[-1]["role"] == role:
         previous: list[Json] = messages[-1]["content"]
         if role == "user" and blocks and blocks[0].get("type") == "tool_result":

@@ -206,6 +206,8 @@ def translate_request(
 
 
 def _append(messages: list[Json], role: str, blocks: list[Json]) -> None:
+    if not blocks and role == "assistant":
+        return  # an empty assistant turn: Converse refuses empty content
     if messages and messages[-1]["role"] == role:
         previous: list[Json] = messages[-1]["content"]
         if role == "user" and blocks and "toolResult" in blocks[0]:

@@ -180,6 +180,8 @@ def _generation_config(body: Json) -> Json:
 
 
 def _append(contents: list[Json], role: str, parts: list[Json]) -> None:
+    if not parts and role == "model":
+        return  # an empty assistant turn: Gemini refuses empty parts
     if contents and contents[-1]["role"] == role:
         contents[-1]["parts"].extend(parts)
         return
