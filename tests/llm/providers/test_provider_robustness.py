@@ -170,3 +170,72 @@ def test_empty_assistant_turns_are_left_out() -> None:
     assert am.validate(anthropic.translate_request(body, "m", False, 10)) is None
     assert [c["role"] for c in gemini.translate_request(body)["contents"]] == ["user", "model"]
     assert bm.validate(converse.translate_request(body)) is None
+
+
+def test_thinking_turns_round_trip() -> None:
+    """A thinking answer, sent back as history, reaches Anthropic and Bedrock with its signature."""
+    from crossway.llm.providers import anthropic, converse
+
+    answer = anthropic.translate_response(am.message(REPLY, "c"), "c")["choices"][0]["message"]
+    history = {
+        "messages": [
+            {"role": "user", "content": "q"},
+            answer,
+            {"role": "tool", "tool_call_id": answer["tool_calls"][0]["id"], "content": "42"},
+        ],
+        "tools": [
+            {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+        ],
+    }
+    sent = anthropic.translate_request(history, "m", False, 100)
+    assert sent["messages"][1]["content"][0] == {
+        "type": "thinking",
+        "thinking": "hmm",
+        "signature": "sig-3",
+    }
+    assert am.validate(sent) is None
+    bedrock = converse.translate_request(history)
+    assert bedrock["messages"][1]["content"][0] == {
+        "reasoningContent": {"reasoningText": {"text": "hmm", "signature": "sig-3"}}
+    }
+    assert bm.validate(bedrock) is None
+
+
+def test_gemini_streams_several_candidates() -> None:
+    from crossway.llm.providers.gemini import GeminiStreamTranslator
+
+    events = [
+        {
+            "candidates": [
+                {"index": 0, "content": {"parts": [{"text": "A1"}]}},
+                {"index": 1, "content": {"parts": [{"text": "B1"}]}},
+            ]
+        },
+        {
+            "candidates": [
+                {"index": 0, "content": {"parts": [{"text": "A2"}]}, "finishReason": "STOP"},
+                {"index": 1, "content": {"parts": [{"text": "B2"}]}, "finishReason": "MAX_TOKENS"},
+            ],
+            "usageMetadata": {
+                "promptTokenCount": 3,
+                "candidatesTokenCount": 4,
+                "totalTokenCount": 7,
+            },
+        },
+    ]
+    translator = GeminiStreamTranslator("m")
+    chunks = (
+        translator.feed(b"".join(b"data: " + orjson.dumps(e) + b"\r\n\r\n" for e in events))
+        + translator.close()
+    )
+    text: dict[int, str] = {}
+    finish: dict[int, str] = {}
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            text[choice["index"]] = text.get(choice["index"], "") + (
+                choice["delta"].get("content") or ""
+            )
+            if choice["finish_reason"]:
+                finish[choice["index"]] = choice["finish_reason"]
+    assert text == {0: "A1A2", 1: "B1B2"} and finish == {0: "stop", 1: "length"}
+    assert chunks[-1]["usage"]["total_tokens"] == 7
