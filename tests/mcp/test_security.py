@@ -287,3 +287,61 @@ async def test_upstream_gets_its_own_client_credentials_token_not_the_callers() 
     finally:
         stop(upstream)
         await runner.cleanup()
+
+
+async def test_token_exchange_swaps_the_callers_token_per_upstream() -> None:
+    """RFC 8693: each caller's token is exchanged for an upstream token; the upstream (an MCP
+    server and a REST API) sees only the exchanged one."""
+    from aiohttp import web
+
+    exchanges: list[dict[str, str]] = []
+
+    async def token(request: web.Request) -> web.Response:
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        exchanges.append(form)
+        return web.json_response(
+            {
+                "access_token": f"cc-{len(exchanges)}",
+                "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                "expires_in": 600,
+            }
+        )
+
+    app = web.Application()
+    app.router.add_post("/token", token)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    token_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/token"  # type: ignore[union-attr]
+    exchange = f"{{token_exchange: {{token_url: {token_url}, client_id: crossway, client_secret: s, audience: AUD}}}}"
+    port = free_port()
+    upstream = spawn([sys.executable, "-m", "tests.mcp.protected_server", str(port)], port)
+    try:
+        async with running_petstore() as (base_url, _):
+            servers = {
+                "prot": f"{{type: streamable_http, url: http://127.0.0.1:{port}/mcp, credentials: {exchange.replace('AUD', 'prot')}}}",
+                "pets": f'{{type: openapi, spec: "{SPEC}", base_url: "{base_url}", credentials: {exchange.replace("AUD", "pets")}}}',
+            }
+            with start_gateway(mcp_config(servers, AUTH)) as gw:
+                alice, bob = _token("alice"), _token("bob")
+                async with _client(gw.url + "/mcp", alice) as client:
+                    seen = (await client.call_tool("prot_seen_token", {})).content[0].text
+                    me = json.loads((await client.call_tool("pets_whoAmI", {})).content[0].text)
+                async with _client(gw.url + "/mcp", bob) as client:
+                    seen_bob = (await client.call_tool("prot_seen_token", {})).content[0].text
+        by_subject = {(e["audience"], e["subject_token"]): e for e in exchanges}
+        assert {e["grant_type"] for e in exchanges} == {
+            "urn:ietf:params:oauth:grant-type:token-exchange"
+        }
+        assert (
+            ("prot", alice) in by_subject
+            and ("pets", alice) in by_subject
+            and ("prot", bob) in by_subject
+        )
+        assert seen.startswith("cc-") and seen_bob.startswith("cc-") and seen != seen_bob
+        assert me["authorization"].startswith("Bearer cc-")
+        assert alice not in (seen, seen_bob, me["authorization"])
+    finally:
+        stop(upstream)
+        await runner.cleanup()

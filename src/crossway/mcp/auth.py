@@ -21,6 +21,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -47,6 +48,12 @@ DEFAULT_ENDPOINT_PATH: Final = "/mcp"
 METADATA_MAX_AGE: Final = 3600
 BEARER_ATTR: Final = "auth.bearer"
 """`ctx.attrs` key holding the caller's raw token, for token exchange only (never forwarded)."""
+CALLER_TOKEN: ContextVar[str | None] = ContextVar("crossway_mcp_caller_token", default=None)
+"""The validated bearer token of the request being served (set by `ProtectedResource`).
+
+Upstream work started while serving a request runs in (a copy of) its context, so
+`UpstreamCredentials` can exchange the caller's token without the federation passing it along.
+"""
 DEFAULT_TOKEN_LIFETIME: Final = 300.0
 EXCHANGE_CACHE_SIZE: Final = 1024
 TOKEN_EXCHANGE_GRANT: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -187,6 +194,7 @@ class ProtectedResource:
                 )
         ctx.identity = claims
         ctx.attrs[BEARER_ATTR] = token
+        CALLER_TOKEN.set(token)
         return False
 
 
@@ -242,13 +250,21 @@ class UpstreamCredentials:
             self._http = None
 
     async def headers(self, caller_token: str | None = None) -> dict[str, str]:
-        """Headers for the next upstream request."""
-        out = dict(self._static)
+        """Headers for the next upstream request: the static ones plus `token_headers`."""
+        return {**self._static, **await self.token_headers(caller_token)}
+
+    async def token_headers(self, caller_token: str | None = None) -> dict[str, str]:
+        """`Authorization` with the token for the next request (`{}` without a grant).
+
+        For token exchange, `caller_token` defaults to the token of the request being served
+        (`CALLER_TOKEN`).
+        """
         if self.config.client_credentials is not None:
-            out["Authorization"] = "Bearer " + await self._client_credentials_token()
-        elif self.config.token_exchange is not None:
-            out["Authorization"] = "Bearer " + await self._exchanged_token(caller_token)
-        return out
+            return {"Authorization": "Bearer " + await self._client_credentials_token()}
+        if self.config.token_exchange is not None:
+            token = caller_token if caller_token is not None else CALLER_TOKEN.get()
+            return {"Authorization": "Bearer " + await self._exchanged_token(token)}
+        return {}
 
     def _fresh(self, entry: tuple[str, float] | None) -> str | None:
         if entry is not None and entry[1] - self.config.refresh_margin > time.monotonic():
@@ -271,7 +287,8 @@ class UpstreamCredentials:
     async def _exchanged_token(self, caller_token: str | None) -> str:
         if not caller_token:
             raise Unauthenticated(
-                "this upstream needs the caller's token for token exchange; configure auth",
+                "this upstream exchanges the caller's token, but the request carried none "
+                "(configure `auth:` on the MCP backend)",
                 code="token_exchange_without_caller",
             )
         key = hashlib.sha256(caller_token.encode()).hexdigest()
@@ -373,4 +390,4 @@ def _token_exchange_form(config: TokenExchangeConfig, subject_token: str) -> dic
     return form
 
 
-__all__ = ["BEARER_ATTR", "WELL_KNOWN", "ProtectedResource", "UpstreamCredentials"]
+__all__ = ["BEARER_ATTR", "CALLER_TOKEN", "WELL_KNOWN", "ProtectedResource", "UpstreamCredentials"]

@@ -63,14 +63,12 @@ class StreamableHttpUpstream(Upstream):
         self.credentials = UpstreamCredentials(cfg.credentials, cfg.headers)
         self._http: aiohttp.ClientSession | None = None
 
-    async def refresh_headers(self) -> None:
-        """Renew this server's OAuth token (`credentials:`) when it is about to expire."""
-        if self.credentials.needs_caller_token:
-            raise UpstreamError(
-                f"MCP server {self.name!r}: token exchange is only available for openapi servers"
-            )
-        if self.credentials.dynamic:
-            self.headers = await self.credentials.headers()
+    async def token_headers(self) -> dict[str, str]:
+        """This server's OAuth token (`credentials:`) for the next request, renewed or
+        exchanged as needed; `{}` without credentials."""
+        if not self.credentials.dynamic:
+            return {}
+        return await self.credentials.token_headers()
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -117,6 +115,7 @@ class _HttpSession(UpstreamSession):
         self._closed = False
         self._get_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.auth_headers: dict[str, str] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -185,6 +184,7 @@ class _HttpSession(UpstreamSession):
             "accept": ACCEPT,
             "content-type": "application/json",
             **self.upstream.headers,
+            **self.auth_headers,
         }
         if self.session_id is not None:
             headers["mcp-session-id"] = self.session_id
@@ -216,7 +216,7 @@ class _HttpSession(UpstreamSession):
     async def _post_plain(self, message: JsonObject) -> None:
         """POST a notification or response (answered with 202)."""
         try:
-            await self.upstream.refresh_headers()
+            self.auth_headers = await self.upstream.token_headers()
             async with asyncio.timeout(self.upstream.timeouts.connect):
                 async with self.upstream.http.post(
                     self.upstream.cfg.url, data=orjson.dumps(message), headers=self._headers()
@@ -232,7 +232,7 @@ class _HttpSession(UpstreamSession):
         message: JsonObject = {"jsonrpc": "2.0", "id": request_id, "method": method}
         if params is not None:
             message["params"] = params
-        await self.upstream.refresh_headers()
+        self.auth_headers = await self.upstream.token_headers()
         try:
             async with asyncio.timeout(options.timeout):
                 return await self._exchange(request_id, message, options)
@@ -337,7 +337,7 @@ class _HttpSession(UpstreamSession):
         failures = 0
         while not self._closed and failures < GET_STREAM_RETRIES:
             try:
-                await self.upstream.refresh_headers()
+                self.auth_headers = await self.upstream.token_headers()
             except GatewayError as exc:
                 logger.warning("MCP server %s: %s", self.server, exc.message)
                 return

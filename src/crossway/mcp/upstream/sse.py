@@ -47,14 +47,12 @@ class SseUpstream(Upstream):
         self.credentials = UpstreamCredentials(cfg.credentials, cfg.headers)
         self._http: aiohttp.ClientSession | None = None
 
-    async def refresh_headers(self) -> None:
-        """Renew this server's OAuth token (`credentials:`) when it is about to expire."""
-        if self.credentials.needs_caller_token:
-            raise UpstreamError(
-                f"MCP server {self.name!r}: token exchange is only available for openapi servers"
-            )
-        if self.credentials.dynamic:
-            self.headers = await self.credentials.headers()
+    async def token_headers(self) -> dict[str, str]:
+        """This server's OAuth token (`credentials:`) for the next request, renewed or
+        exchanged as needed; `{}` without credentials."""
+        if not self.credentials.dynamic:
+            return {}
+        return await self.credentials.token_headers()
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -138,8 +136,8 @@ class _SseSession(UpstreamSession):
 
     async def _read(self) -> None:
         upstream = self.upstream
-        await upstream.refresh_headers()
         headers = {"accept": "text/event-stream", **upstream.headers}
+        headers.update(await upstream.token_headers())
         try:
             async with upstream.http.get(upstream.cfg.url, headers=headers) as resp:
                 if resp.status != 200:
@@ -167,12 +165,12 @@ class _SseSession(UpstreamSession):
     async def post(self, message: JsonObject) -> None:
         if self.endpoint is None:
             raise UpstreamUnreachable(f"MCP server {self.server!r} is not connected")
-        await self.upstream.refresh_headers()
+        auth = await self.upstream.token_headers()
         try:
             async with self.upstream.http.post(
                 self.endpoint,
                 data=orjson.dumps(message),
-                headers={"content-type": "application/json", **self.upstream.headers},
+                headers={"content-type": "application/json", **self.upstream.headers, **auth},
             ) as resp:
                 await resp.read()
                 if resp.status >= 400:
