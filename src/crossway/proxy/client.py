@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Final
 
 import aiohttp
+from yarl import URL
 
 from crossway.config.common import Timeouts
 from crossway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
@@ -20,6 +21,7 @@ DEFAULT_POOL_LIMIT: Final = 1024
 DEFAULT_POOL_LIMIT_PER_HOST: Final = 512
 DEFAULT_KEEPALIVE_SECONDS: Final = 60.0
 STREAM_READ_SIZE: Final = 64 * 1024
+URL_CACHE_SIZE: Final = 4096
 
 _session: aiohttp.ClientSession | None = None
 
@@ -38,6 +40,8 @@ def get_session() -> aiohttp.ClientSession:
         _session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
+            # A gateway must never keep one client's cookies for another.
+            cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
             timeout=aiohttp.ClientTimeout(total=None),
         )
@@ -52,8 +56,28 @@ async def close_session() -> None:
     _session = None
 
 
+_timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
+_urls: dict[str, URL] = {}
+
+
 def _timeout(t: Timeouts) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=None, sock_connect=t.connect, connect=t.connect)
+    key = (t.connect, t.first_byte)
+    value = _timeouts.get(key)
+    if value is None:
+        value = _timeouts[key] = aiohttp.ClientTimeout(
+            total=None, sock_connect=t.connect, connect=t.connect
+        )
+    return value
+
+
+def _url(url: str) -> URL:
+    """Parsed URLs, cached: most upstream URLs repeat (one per provider endpoint)."""
+    parsed = _urls.get(url)
+    if parsed is None:
+        if len(_urls) >= URL_CACHE_SIZE:
+            _urls.clear()
+        parsed = _urls[url] = URL(url, encoded=True)
+    return parsed
 
 
 async def send(
@@ -72,7 +96,7 @@ async def send(
         async with asyncio.timeout(timeouts.connect + timeouts.first_byte):
             return await session.request(
                 method,
-                url,
+                _url(url),
                 headers=headers,
                 data=body or None,
                 allow_redirects=False,

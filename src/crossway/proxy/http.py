@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Final
+from urllib.parse import quote
 
 from crossway.config.models import HttpBackendConfig
 from crossway.proxy import client
@@ -14,6 +15,7 @@ from crossway.types import Receive, Scope, Send
 _SKIP_REQUEST = HOP_BY_HOP | {b"host", b"content-length"}
 _SKIP_RESPONSE = HOP_BY_HOP | {b"content-length"}
 WHOLE_BODY_MAX: Final = 1024 * 1024
+_PATH_SAFE: Final = "/:@!$&'()*+,;=-._~%"
 
 
 class HttpBackend(Backend):
@@ -36,7 +38,12 @@ class HttpBackend(Backend):
         ]
         headers.extend(self._extra)
         query = scope.get("query_string", b"")
-        url = self.config.url + ctx.path + ("?" + query.decode("latin-1") if query else "")
+        raw_path = scope.get("raw_path")
+        if raw_path is not None and ctx.path == scope["path"]:
+            path = raw_path.decode("latin-1")  # forward the client's encoding untouched
+        else:
+            path = quote(ctx.path, safe=_PATH_SAFE)
+        url = self.config.url + path + ("?" + query.decode("latin-1") if query else "")
         timeouts = self.config.timeouts
         resp = await client.send(scope["method"], url, headers, body, timeouts)
         out = [(k.lower(), v) for k, v in resp.raw_headers if k.lower() not in _SKIP_RESPONSE]
