@@ -56,7 +56,7 @@ from crossway.llm.providers.common import (
     unexpected_shape,
     usage_object,
 )
-from crossway.llm.providers.gemini_schema import sanitize_schema
+from crossway.llm.providers.gemini_schema import sanitize_schema_cached
 from crossway.llm.providers.sse import SSEParser
 
 DEFAULT_GEMINI_BASE_URL: Final = "https://generativelanguage.googleapis.com/v1beta"
@@ -166,7 +166,7 @@ def _generation_config(body: Json) -> Json:
         config["responseMimeType"] = "application/json"
         spec = fmt.get("json_schema")
         if isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
-            config["responseSchema"] = sanitize_schema(
+            config["responseSchema"] = sanitize_schema_cached(
                 spec["schema"], "response_format.json_schema.schema"
             )
     effort = body.get("reasoning_effort")
@@ -266,7 +266,7 @@ def _declaration(fn: Json, i: int) -> Json:
         decl["description"] = fn["description"]
     params = fn.get("parameters")
     if params:
-        schema = sanitize_schema(params, f"tools[{i}].function.parameters")
+        schema = sanitize_schema_cached(params, f"tools[{i}].function.parameters")
         if schema.get("properties") or schema.get("type") not in (None, "object"):
             decl["parameters"] = schema
     return decl

@@ -16,7 +16,10 @@ Gemini's `Schema` takes `type`, `format`, `title`, `description`, `nullable`, `e
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Final
+
+import orjson
 
 from crossway.errors import BadRequest
 
@@ -24,6 +27,8 @@ Json = dict[str, Any]
 
 MAX_DEPTH: Final = 32
 """Deepest nesting accepted after `$ref`s are inlined."""
+CACHED_SCHEMAS: Final = 512
+"""Sanitized schemas kept (agents send the same tools with every request)."""
 
 _KEEP: Final = frozenset(
     {
@@ -67,6 +72,18 @@ def sanitize_schema(schema: Any, where: str) -> Json:
         if isinstance(schema.get(key), dict):
             defs.update({f"#/{key}/{name}": value for name, value in schema[key].items()})
     return _clean(schema, defs, where, (), 0)
+
+
+def sanitize_schema_cached(schema: Any, where: str) -> Json:
+    """`sanitize_schema`, remembered by the schema's JSON text. The result is shared: read only."""
+    if not isinstance(schema, dict):
+        return sanitize_schema(schema, where)
+    return _sanitize_by_text(orjson.dumps(schema), where)
+
+
+@functools.lru_cache(maxsize=CACHED_SCHEMAS)
+def _sanitize_by_text(text: bytes, where: str) -> Json:
+    return sanitize_schema(orjson.loads(text), where)
 
 
 def _clean(schema: Any, defs: Json, where: str, refs: tuple[str, ...], depth: int) -> Json:
