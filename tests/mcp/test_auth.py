@@ -278,3 +278,20 @@ async def test_token_endpoint_failure_is_an_upstream_error(token_server: TokenSe
         await creds.headers()
     assert token_server.requests[0]["client_id"] == "c"
     await creds.close()
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["Bearer", "Bearer ", "Basic Zm9vOmJhcg==", "bearer", "Token abc"],
+)
+async def test_malformed_authorization_is_a_missing_token(value: str) -> None:
+    with pytest.raises(Unauthenticated) as info:
+        await _run(_gate(), _scope("/mcp", headers={"authorization": value}))
+    assert "error=" not in info.value.headers["www-authenticate"]
+
+
+async def test_oversized_or_garbage_tokens_are_invalid() -> None:
+    for token in ("x" * 100_000, "a.b.c", "eyJhbGciOiJSUzI1NiJ9.e30.", "\u00e9\u00e9\u00e9"):
+        with pytest.raises(Unauthenticated) as info:
+            await _run(_gate(), _scope("/mcp", headers={"authorization": f"Bearer {token}"}))
+        assert 'error="invalid_token"' in info.value.headers["www-authenticate"]

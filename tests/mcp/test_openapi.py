@@ -314,3 +314,43 @@ async def test_relative_server_url_without_base_url_is_an_error() -> None:
     upstream = await _upstream()  # the fixture's server URL is absolute after variables
     assert upstream.base_url == "https://petstore.invalid/api"
     await upstream.close()
+
+
+async def test_hanging_api_times_out_as_a_tool_error() -> None:
+    import asyncio
+
+    from aiohttp import web
+
+    never = asyncio.Event()
+
+    async def hang(_: web.Request) -> web.Response:
+        await never.wait()
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_get("/api/pets", hang)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    config = OpenApiServerConfig.model_validate(
+        {"type": "openapi", "spec": str(SPEC), "base_url": f"http://127.0.0.1:{port}/api"}
+    )
+    upstream = OpenApiUpstream("pets", config, McpTimeouts(call=0.2))
+    await upstream.start()
+    session = await upstream.open_session(ClientHello("2025-06-18"), _NoEvents())
+    result = await session.request(
+        "tools/call", {"name": "listPets", "arguments": {}}, RequestOptions(timeout=0.2)
+    )
+    assert result["isError"] is True and "timed out after 0.2s" in result["content"][0]["text"]
+    await upstream.close()
+    never.set()
+    await runner.cleanup()
+
+
+async def test_garbage_json_from_the_api_is_passed_as_text() -> None:
+    result = render_response(200, "OK", "application/json", b'{"broken": ')
+    assert result == {"content": [{"type": "text", "text": '{"broken": '}], "isError": False}
+    binary = render_response(200, "OK", "application/octet-stream", b"\xff\xfe\x00")
+    assert binary["content"][0]["type"] == "text" and binary["isError"] is False
