@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass
 from typing import Final
 
 from crossway.errors import UpstreamError
@@ -38,20 +37,26 @@ class EventStreamError(UpstreamError):
     """The upstream's event stream is corrupt (bad CRC, impossible lengths)."""
 
 
-@dataclass(slots=True, frozen=True)
+Headers = dict[str, str | int | bool | bytes]
+
+
 class EventMessage:
-    """One decoded event-stream message."""
+    """One decoded event-stream message: its headers, kind and JSON payload bytes."""
 
-    headers: dict[str, str | int | bool | bytes]
-    payload: bytes
+    __slots__ = ("event_type", "headers", "message_type", "payload")
 
-    @property
-    def message_type(self) -> str:
-        return str(self.headers.get(":message-type", "event"))
+    def __init__(self, headers: Headers, payload: bytes) -> None:
+        self.headers = headers
+        self.payload = payload
+        #: `event`, `exception` or `error`
+        self.message_type = str(headers.get(":message-type", "event"))
+        #: the event's name (`contentBlockDelta`...) or the exception's (`throttlingException`...)
+        self.event_type = str(headers.get(":event-type") or headers.get(":exception-type") or "")
 
-    @property
-    def event_type(self) -> str:
-        return str(self.headers.get(":event-type") or self.headers.get(":exception-type") or "")
+
+MAX_CACHED_HEADERS: Final = 256
+# A stream repeats a handful of header blocks (one per event type): decode each once.
+_header_cache: dict[bytes, tuple[Headers, str, str]] = {}
 
 
 class EventStreamDecoder:
@@ -83,8 +88,24 @@ class EventStreamDecoder:
             if crc32(buffer[start : end - 4]) != message_crc:
                 raise EventStreamError("corrupt event stream from upstream (message CRC mismatch)")
             body = start + PRELUDE_BYTES + headers_len
-            headers = _decode_headers(buffer, start + PRELUDE_BYTES, body)
-            out.append(EventMessage(headers, buffer[body : end - 4]))
+            raw_headers = buffer[start + PRELUDE_BYTES : body]
+            known = _header_cache.get(raw_headers)
+            if known is None:
+                message = EventMessage(
+                    _decode_headers(raw_headers, 0, headers_len), buffer[body : end - 4]
+                )
+                if len(_header_cache) >= MAX_CACHED_HEADERS:
+                    _header_cache.clear()
+                _header_cache[raw_headers] = (
+                    message.headers,
+                    message.message_type,
+                    message.event_type,
+                )
+            else:
+                message = EventMessage.__new__(EventMessage)
+                message.headers, message.message_type, message.event_type = known
+                message.payload = buffer[body : end - 4]
+            out.append(message)
             start = end
         self._pending = buffer[start:] if start < size else b""
         return out
@@ -95,8 +116,8 @@ class EventStreamDecoder:
         return len(self._pending)
 
 
-def _decode_headers(raw: bytes, i: int, end: int) -> dict[str, str | int | bool | bytes]:
-    headers: dict[str, str | int | bool | bytes] = {}
+def _decode_headers(raw: bytes, i: int, end: int) -> Headers:
+    headers: Headers = {}
     try:
         while i < end:
             name_end = i + 1 + raw[i]
