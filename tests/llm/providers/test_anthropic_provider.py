@@ -541,3 +541,24 @@ async def test_forced_json_tool_comes_back_as_text(anthropic_mock: MockServer) -
     result = joined(await call(provider(anthropic_mock), {**body, "stream": True}, "c"))
     assert orjson.loads(result["text"]) == answer
     assert result["tool_calls"] == [] and result["finish_reason"] == "stop"
+
+
+def test_reasoning_effort_enables_thinking() -> None:
+    body = {
+        "messages": [{"role": "user", "content": "x"}],
+        "reasoning_effort": "medium",
+        "temperature": 0.2,
+        "max_tokens": 1000,
+    }
+    out = translate_request(body, "m", False, 4096)
+    assert out["thinking"] == {"type": "enabled", "budget_tokens": 4096}
+    assert out["max_tokens"] == 4096 + 4096 and "temperature" not in out
+    # A client's own thinking config wins; tool_choice none without tools is not sent.
+    own = translate_request(
+        {**body, "thinking": {"type": "enabled", "budget_tokens": 2000}, "tool_choice": "none"},
+        "m",
+        False,
+        4096,
+    )
+    assert own["thinking"]["budget_tokens"] == 2000 and "tool_choice" not in own
+    assert own["temperature"] == 0.2 and own["max_tokens"] == 1000

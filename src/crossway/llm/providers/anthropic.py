@@ -15,6 +15,9 @@ What is translated:
   a `crossway_json_response` tool whose input schema is the requested one, turned back into the
   answer's text; with tools of its own, extended thinking or a non-object schema, an instruction
   appended to the system prompt instead;
+- `reasoning_effort` low / medium / high -> extended thinking with a budget of 1024 / 4096 /
+  16384 tokens (`max_tokens` raised above it when needed; temperature and top_k dropped, as
+  thinking requires);
 - keys OpenAI does not know (`top_k`, `thinking`, ...) are forwarded as they are.
 
 Answers: text blocks are joined into `content`, `tool_use` blocks become `tool_calls`, thinking
@@ -62,6 +65,14 @@ from crossway.llm.providers.sse import SSEParser
 DEFAULT_ANTHROPIC_BASE_URL: Final = "https://api.anthropic.com"
 DEFAULT_MAX_TOKENS: Final = 4096
 """`max_tokens` sent when the client sets none (every current Claude model allows at least this)."""
+
+THINKING_BUDGETS: Final[dict[str, int]] = {
+    "minimal": 1024,
+    "low": 1024,
+    "medium": 4096,
+    "high": 16384,
+}
+"""`reasoning_effort` -> extended thinking `budget_tokens` (when the client sent no `thinking`)."""
 
 STOP_REASONS: Final[dict[str, str]] = {
     "end_turn": "stop",
@@ -115,16 +126,28 @@ def translate_request(body: Json, model: str | None, stream: bool, default_max_t
         out["model"] = model
     out["messages"] = messages
     out["max_tokens"] = max_tokens_of(body) or default_max_tokens
-    json_schema = json_tool_schema(body) if "thinking" not in body else None
+    budget = THINKING_BUDGETS.get(str(body.get("reasoning_effort")))
+    if "thinking" in body:
+        budget = None  # the client's own thinking config wins
+    if budget is not None:
+        out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        if out["max_tokens"] <= budget:
+            out["max_tokens"] = budget + default_max_tokens
+    thinking = "thinking" in out
+    json_schema = json_tool_schema(body) if not thinking else None
     if json_schema is None:
         instruction = json_instruction(body.get("response_format"))
         if instruction:
             system.append({"type": "text", "text": instruction})
     if system:
         out["system"] = system
-    for src, dst in (("temperature", "temperature"), ("top_p", "top_p")):
-        if body.get(src) is not None:
-            out[dst] = body[src]
+    for key in ("temperature", "top_p"):
+        if body.get(key) is not None:
+            out[key] = body[key]
+    if budget is not None:
+        # Extended thinking refuses a changed temperature or top_k.
+        out.pop("temperature", None)
+        out.pop("top_k", None)
     stops = stop_list(body)
     if stops:
         out["stop_sequences"] = stops
@@ -156,7 +179,7 @@ def translate_request(body: Json, model: str | None, stream: bool, default_max_t
         anthropic_choice = anthropic_choice or {"type": "auto"}
         if anthropic_choice["type"] != "none":
             anthropic_choice["disable_parallel_tool_use"] = True
-    if anthropic_choice is not None and (tools or anthropic_choice["type"] == "none"):
+    if anthropic_choice is not None and tools:
         out["tool_choice"] = anthropic_choice
     if json_schema is not None:
         out["tools"] = [
