@@ -46,6 +46,12 @@ class OpenAIProvider(Provider):
             "POST", self.url("/chat/completions"), dict(self.headers), orjson.dumps(body)
         )
 
+    async def embeddings_request(self, body: Json, model: str) -> UpstreamRequest:
+        """`/embeddings` with the client's body (the gateway puts the client's bytes in)."""
+        request = await OpenAIProvider.chat_request(self, body, model, False)
+        request.url = self.url("/embeddings")
+        return request
+
     def chat_response(self, body: bytes) -> Json:
         try:
             data = orjson.loads(body)
