@@ -401,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
             "request_body_bytes": fixtures.REQUEST_BODY_SIZE,
             "proxy_cpu": PROXY_CPU,
             "load_cpu": LOAD_CPU,
+            "niceness": os.getpriority(os.PRIO_PROCESS, 0),
         },
         "machine": machine_facts(ctx),
         "load_average_start": load_average(),

@@ -255,6 +255,7 @@ def render(results: dict[str, Any]) -> str:
         f"{s['seconds_c32'] / s.get('rounds', 1):g} s at 32 connections and {s['seconds_c1'] / s.get('rounds', 1):g} s at 1 connection each "
         f"(LiteLLM: one round of {s['seconds_c32']:g} s and {s['seconds_c1']:g} s); "
         f"{s['probe_count']} sequential streamed requests for first byte / first token.",
+        f"- Niceness of the benchmark's processes: {s.get('niceness', 0)} (BENCH_NICE).",
         f"- Load average (1/5/15 min) at start {results['load_average_start']}, at end {results['load_average_end']} "
         "(other work on this machine adds noise; each run's own load average is in the JSON).",
         f"- Whole run: {results['elapsed_s']} s.",
