@@ -202,6 +202,21 @@ backends:
         targets: [{{provider: oa, model: text-embedding-3-small}}]
       - name: claude-embed
         targets: [{{provider: ant, model: claude-3-5-haiku-20241022}}]
+      - name: embed-azure
+        targets: [{{provider: az, model: text-embedding-3-small}}]
+      - name: embed-gemini
+        targets: [{{provider: gem, model: gemini-embedding-001}}]
+      - name: embed-titan
+        targets: [{{provider: bed, model: "amazon.titan-embed-text-v2:0"}}]
+      - name: embed-cohere
+        targets: [{{provider: bed, model: "cohere.embed-english-v3"}}]
+      - name: embed-vertex
+        targets: [{{provider: vx, model: text-embedding-005}}]
+      - name: embed-failover
+        targets:
+          - {{provider: ant, model: claude-3-5-haiku-20241022, priority: 0}}
+          - {{provider: gem, model: gemini-embedding-001, priority: 1}}
+          - {{provider: oc, model: text-embedding-3-large, priority: 2}}
 """
 
 
@@ -213,7 +228,7 @@ def llm_stack() -> Iterator[LlmStack]:
         ant = loop.start(MockServer(anthropic_mock.handle))
         gem = loop.start(MockServer(gemini_mock.handle))
         bed = loop.start(bedrock_mock.BedrockMock())
-        az = loop.start(azure_mock.AzureMock({"gpt-4o"}))
+        az = loop.start(azure_mock.AzureMock({"gpt-4o", "text-embedding-3-small"}))
         vx = loop.start(vertex_mock.VertexMock())
         sa_file = Path(tempfile.mkdtemp(prefix="crossway-vertex-")) / "sa.json"
         sa_file.write_bytes(orjson.dumps(vx.service_account()))  # type: ignore[attr-defined]

@@ -173,6 +173,9 @@ DEFAULT_BACKOFF_MAX: Final = 8.0
 DEFAULT_MAX_RETRY_AFTER: Final = 30.0
 DEFAULT_COOLDOWN_FAILURES: Final = 3
 DEFAULT_COOLDOWN_SECONDS: Final = 30.0
+DEFAULT_ROUTING_DEADLINE: Final = 900.0
+"""Longer than one attempt with the default timeouts (5 s connect, 300 s first byte, 300 s idle),
+so by default a single attempt is bounded by its own timeouts and the deadline bounds retries."""
 
 
 class RetryConfig(StrictModel):
@@ -206,6 +209,9 @@ class RoutingConfig(StrictModel):
     """Retries with back-off on 429, 5xx, connection resets and timeouts."""
     cooldown: CooldownConfig = Field(default_factory=CooldownConfig)
     """Ejection of failing deployments."""
+    deadline: float = Field(default=DEFAULT_ROUTING_DEADLINE, gt=0)
+    """Seconds one request may spend on attempts, failover and back-offs until its answer starts
+    (a whole non-streamed answer, a stream's first chunk); then the client gets a 504."""
 
 
 class ModelPrice(StrictModel):

@@ -4,8 +4,12 @@
     POST /v1/messages                Anthropic Messages (bytes pass through to Anthropic)
     POST /v1/messages/count_tokens   Anthropic token count (estimated)
     POST /v1/responses               OpenAI Responses (translated to and from chat)
-    POST /v1/embeddings              OpenAI Embeddings (OpenAI-style providers)
+    POST /v1/embeddings              OpenAI Embeddings (every provider with an embeddings API)
     GET  /v1/models[/{id}]           the configured model names
+
+This module is the request path shared by every endpoint: routing, attempts, streams, usage.
+What a client asked is decoded in `crossway.llm.calls`; the endpoints with their own rules live
+in `embeddings`, `models` and `token_count`; answers are converted in `answers`.
 
 One request: decode what routing needs (for OpenAI Chat only `{model, stream}`), resolve the
 model (`crossway.llm.routing`), rank its deployments, then try them -- failover is immediate,
@@ -21,29 +25,46 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
-
-import msgspec
-import orjson
 
 from crossway.config.llm import LlmBackendConfig
 from crossway.errors import (
     BadRequest,
     GatewayError,
-    InvalidJSON,
     MethodNotAllowed,
     NotFound,
     UpstreamError,
+    UpstreamTimeout,
 )
 from crossway.llm import answers
-from crossway.llm.api.anthropic_messages import MessagesStreamWriter, messages_to_chat
-from crossway.llm.api.responses import ResponsesStreamWriter, responses_to_chat
+from crossway.llm.api.anthropic_messages import MessagesStreamWriter
+from crossway.llm.api.responses import ResponsesStreamWriter
+from crossway.llm.calls import (
+    CHAT,
+    EMBEDDINGS,
+    MESSAGES,
+    RESPONSES,
+    LlmCall,
+    chat_body,
+    chat_call,
+    messages_call,
+    responses_call,
+    speaks_natively,
+    with_model,
+)
+from crossway.llm.embeddings import (
+    embeddings_answer,
+    embeddings_call,
+    embeddings_plan,
+    embeddings_request,
+)
 from crossway.llm.enrichment import enrich
 from crossway.llm.errors import render_anthropic_error, render_openai_error
+from crossway.llm.models import send_models
 from crossway.llm.pricing import Price, PriceTable
 from crossway.llm.providers import build_provider
-from crossway.llm.providers.base import Json, Provider, UpstreamRequest
+from crossway.llm.providers.base import Provider, UpstreamRequest
 from crossway.llm.routing import (
     Deployment,
     ModelRouter,
@@ -53,12 +74,13 @@ from crossway.llm.routing import (
     is_retryable,
     retry_after,
 )
+from crossway.llm.token_count import send_token_count
 from crossway.llm.usage import Usage, usage_from_body
 from crossway.proxy import client
 from crossway.server.asgi import (
+    JSON_HEADERS,
     SSE_HEADERS,
     ClientDisconnected,
-    header,
     read_body,
     send_response,
     stream_response,
@@ -70,59 +92,8 @@ from crossway.types import Receive, Scope, Send
 
 log = logging.getLogger("crossway.llm")
 
-JSON_HEADERS: Final = [(b"content-type", b"application/json")]
-CHAT: Final = "chat"
-MESSAGES: Final = "anthropic_messages"
-RESPONSES: Final = "responses"
-EMBEDDINGS: Final = "embeddings"
 CONTEXT_LENGTH_EXCEEDED: Final = "context_length_exceeded"
-_INCLUDE_USAGE: Final = b'{"stream_options":{"include_usage":true},'
-_FORWARDED_ANTHROPIC_HEADERS: Final = (b"anthropic-beta",)
-
-
-class _StreamOptions(msgspec.Struct):
-    include_usage: bool | None = None
-
-
-class ChatHead(msgspec.Struct):
-    """The only fields of a chat request the hot path decodes."""
-
-    model: str | None = None
-    stream: bool | None = False
-    stream_options: _StreamOptions | None = None
-
-
-class ModelHead(msgspec.Struct):
-    model: str | None = None
-
-
-_decode_head = msgspec.json.Decoder(ChatHead).decode
-_decode_model = msgspec.json.Decoder(ModelHead).decode
-
-
-@dataclass(slots=True)
-class LlmCall:
-    """One client request on its way through the router."""
-
-    api: str
-    model: str
-    stream: bool
-    raw: bytes = b""  # the client's body (OpenAI Chat and Anthropic Messages)
-    body: Json | None = None  # canonical chat body, once built
-    source: Json | None = None  # the client's decoded body (Responses echoes parts of it)
-    wants_usage: bool = False  # an OpenAI Chat client asked for stream usage itself
-    modified: bool = False  # enrichment rewrote the request: the raw body is stale
-    untranslatable: GatewayError | None = None  # why the request has no canonical form
-    has_stream_options: bool = False
-    headers: dict[str, str] = field(default_factory=dict)  # client headers worth forwarding
-
-    def canonical(self) -> Json:
-        """The canonical chat body (decoded from the raw body on first use)."""
-        if self.untranslatable is not None:
-            raise self.untranslatable
-        if self.body is None:
-            self.body = _loads(self.raw)
-        return self.body
+DEADLINE_EXCEEDED: Final = "deadline_exceeded"
 
 
 @dataclass(slots=True)
@@ -137,16 +108,6 @@ class Answer:
     relay: answers.Relay | None = None
     first: bytes = b""
     relaying: bool = False  # the client's stream started (it now owns the upstream response)
-
-
-def _loads(raw: bytes) -> Json:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidJSON("request body must be a JSON object")
-    return body
 
 
 class LlmBackend(Backend):
@@ -197,23 +158,24 @@ class LlmBackend(Backend):
             if method != "GET":
                 raise MethodNotAllowed("use GET for /v1/models")
             model_id = path.split("/models/", 1)[1] if "/models/" in path else None
-            await self.list_models(send, model_id)
+            await send_models(
+                send, self.name, self.router, self.providers, bool(self.config.models), model_id
+            )
             return
         if method != "POST":
             raise MethodNotAllowed(f"use POST for {path}")
         raw = await read_body(scope, receive, self.max_body_bytes)
         if path.endswith("/chat/completions"):
-            call = self._chat_call(raw)
+            call = chat_call(raw)
         elif path.endswith("/messages"):
-            call = self._messages_call(raw, scope)
+            call = messages_call(raw, scope)
         elif path.endswith("/messages/count_tokens"):
-            await self.count_tokens(raw, send)
+            await send_token_count(raw, self.router, send)
             return
         elif path.endswith("/responses"):
-            call = self._responses_call(raw)
+            call = responses_call(raw)
         elif path.endswith("/embeddings"):
-            await self.embeddings(raw, send, ctx)
-            return
+            call = embeddings_call(raw)
         else:
             raise NotFound(f"unknown LLM endpoint {path}", code="unknown_url")
         ctx.attrs["llm.api"] = call.api
@@ -221,78 +183,21 @@ class LlmBackend(Backend):
         ctx.attrs["llm.stream"] = call.stream
         await self.serve(call, receive, send, ctx)
 
-    # -- request decoding ----------------------------------------------------------------------
-
-    def _chat_call(self, raw: bytes) -> LlmCall:
-        try:
-            head = _decode_head(raw)
-        except msgspec.DecodeError as exc:
-            raise InvalidJSON(f"request body is not valid JSON for this endpoint: {exc}") from None
-        if not head.model:
-            raise BadRequest(
-                "you must provide a model parameter", param="model", code="missing_model"
-            )
-        options = head.stream_options
-        return LlmCall(
-            CHAT,
-            head.model,
-            bool(head.stream),
-            raw=raw,
-            wants_usage=bool(options and options.include_usage),
-            has_stream_options=options is not None,
-        )
-
-    def _messages_call(self, raw: bytes, scope: Scope) -> LlmCall:
-        source = _loads(raw)
-        body = messages_to_chat(source)
-        headers = {}
-        for name in _FORWARDED_ANTHROPIC_HEADERS:
-            value = header(scope, name)
-            if value is not None:
-                headers[name.decode()] = value.decode("latin-1")
-        return LlmCall(
-            MESSAGES,
-            body["model"],
-            bool(body.get("stream")),
-            raw=raw,
-            body=body,
-            source=source,
-            headers=headers,
-        )
-
-    def _responses_call(self, raw: bytes) -> LlmCall:
-        source = _loads(raw)
-        model = source.get("model")
-        if not isinstance(model, str) or not model:
-            raise BadRequest("Missing required parameter: 'model'.", param="model")
-        try:
-            body: Json | None = responses_to_chat(source)
-            problem = None
-        except BadRequest as exc:
-            # Stored responses, hosted tools...: fine for OpenAI itself, refused for the others.
-            body, problem = None, exc
-        return LlmCall(
-            RESPONSES,
-            model,
-            source.get("stream") is True,
-            raw=raw,
-            body=body,
-            source=source,
-            untranslatable=problem,
-        )
-
     # -- the request path ----------------------------------------------------------------------
 
     async def serve(self, call: LlmCall, receive: Receive, send: Send, ctx: RequestContext) -> None:
-        resolved = self.router.resolve(call.model)
-        route = resolved.route
-        if route is not None and route.enriches:
-            enrich(call.canonical(), route)
-            call.modified = True
-        plans = self._plans(call, resolved)
+        if call.api == EMBEDDINGS:
+            plans = [embeddings_plan(call, self.router)]
+        else:
+            resolved = self.router.resolve(call.model)
+            route = resolved.route
+            if route is not None and route.enriches:
+                enrich(call.canonical(), route)
+                call.modified = True
+            plans = self._plans(call, resolved)
         for i, plan in enumerate(plans):
             try:
-                answer = await self._attempt_all(call, plan, ctx)
+                answer = await self._attempt_all(call, plan, receive, ctx)
                 break
             except GatewayError as exc:
                 if exc.code != CONTEXT_LENGTH_EXCEEDED or i == len(plans) - 1:
@@ -349,36 +254,68 @@ class LlmBackend(Backend):
         return plans
 
     async def _attempt_all(
-        self, call: LlmCall, plan: list[tuple[Resolved, Deployment]], ctx: RequestContext
+        self,
+        call: LlmCall,
+        plan: list[tuple[Resolved, Deployment]],
+        receive: Receive,
+        ctx: RequestContext,
     ) -> Answer:
-        retry = self.config.routing.retry
+        """Try the plan's deployments (then again, after back-offs) until one answers, within
+        `routing.deadline`. A client that leaves during a back-off ends the loop."""
+        routing = self.config.routing
+        retry = routing.retry
         total = len(plan) + retry.retries
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + routing.deadline
         last: GatewayError | None = None
-        for n in range(total):
-            resolved, deployment = plan[n % len(plan)]
-            if n >= len(plan):
-                assert last is not None
-                delay = backoff(n - len(plan) + 1, retry, self.router.rng, retry_after(last))
-                if delay is None:
-                    break
-                await asyncio.sleep(delay)
-            try:
-                answer = await self._attempt(call, resolved, deployment)
-            except GatewayError as exc:
-                if not is_retryable(exc):
-                    metrics.observe_llm_attempt(self.name, deployment.key, "error")
-                    raise
-                metrics.observe_llm_attempt(self.name, deployment.key, "retry")
-                self.router.failed(deployment, exc)
-                log.info("llm %s: %s failed (%s), trying on", self.name, deployment.key, exc)
-                last = exc
-                continue
-            metrics.observe_llm_attempt(self.name, deployment.key, "ok")
-            ctx.attrs["llm.attempts"] = n + 1
-            return answer
+        watcher: asyncio.Task[None] | None = None
+        try:
+            for n in range(total):
+                resolved, deployment = plan[n % len(plan)]
+                if n >= len(plan):
+                    assert last is not None
+                    delay = backoff(n - len(plan) + 1, retry, self.router.rng, retry_after(last))
+                    if delay is None or loop.time() + delay >= deadline:
+                        break  # waiting would not help: the client gets the last error now
+                    watcher = await _back_off(delay, receive, watcher)
+                try:
+                    if n == 0 and routing.deadline >= _attempt_bound(resolved, deployment):
+                        # The common case costs no timer: the attempt's own timeouts end first.
+                        answer = await self._attempt(call, resolved, deployment)
+                    else:
+                        answer = await self._attempt_until(deadline, call, resolved, deployment)
+                except GatewayError as exc:
+                    if not is_retryable(exc) or exc.code == DEADLINE_EXCEEDED:
+                        metrics.observe_llm_attempt(self.name, deployment.key, "error")
+                        raise
+                    metrics.observe_llm_attempt(self.name, deployment.key, "retry")
+                    self.router.failed(deployment, exc)
+                    log.info("llm %s: %s failed (%s), trying on", self.name, deployment.key, exc)
+                    last = exc
+                    continue
+                metrics.observe_llm_attempt(self.name, deployment.key, "ok")
+                ctx.attrs["llm.attempts"] = n + 1
+                return answer
+        finally:
+            if watcher is not None:
+                watcher.cancel()
         assert last is not None
         ctx.attrs["llm.attempts"] = total
         raise last
+
+    async def _attempt_until(
+        self, deadline: float, call: LlmCall, resolved: Resolved, d: Deployment
+    ) -> Answer:
+        """An attempt cut short at `deadline` (the event loop's clock)."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._attempt(call, resolved, d)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"no deployment answered within the routing deadline "
+                f"({self.config.routing.deadline:g} s; last tried {d.key})",
+                code=DEADLINE_EXCEEDED,
+            ) from None
 
     async def _attempt(self, call: LlmCall, resolved: Resolved, d: Deployment) -> Answer:
         """One upstream call; returns once the answer (or a stream's first chunk) is in hand."""
@@ -439,25 +376,22 @@ class LlmBackend(Backend):
             if call.api == CHAT and provider.native_api == "openai_chat":
                 hide = stream and not call.wants_usage
                 request = await provider.chat_request({}, model, stream)
-                request.body = self._chat_body(call, model, inject_usage=hide)
+                request.body = chat_body(call, model, inject_usage=hide)
                 return request, answers.ChatPassthrough(hide) if stream else None
-            if call.api == RESPONSES and _speaks_natively(call, provider):
+            if call.api == EMBEDDINGS:
+                return await embeddings_request(call, provider, model), None
+            if call.api == RESPONSES and speaks_natively(call, provider):
                 request = await provider.chat_request({}, model, stream)
                 request.url = provider.url("/responses")  # type: ignore[attr-defined]
-                request.body = _with_model(call.raw, call.source or {}, call.model, model)
+                request.body = with_model(call.raw, call.source or {}, call.model, model)
                 return request, answers.ResponsesPassthrough() if stream else None
-            if call.api == MESSAGES and _speaks_natively(call, provider):
+            if call.api == MESSAGES and speaks_natively(call, provider):
                 request = await provider.chat_request(
                     {"messages": [{"role": "user", "content": "-"}]}, model, stream
                 )
-                request.body = _with_model(call.raw, call.source or {}, call.model, model)
+                request.body = with_model(call.raw, call.source or {}, call.model, model)
                 request.headers.update(call.headers)
                 return request, answers.MessagesPassthrough() if stream else None
-            if call.api == EMBEDDINGS:
-                request = await provider.chat_request({}, model, False)
-                request.url = provider.url("/embeddings")  # type: ignore[attr-defined]
-                request.body = self._chat_body(call, model, inject_usage=False)
-                return request, None
             request = await provider.chat_request(call.canonical(), model, stream)
         except GatewayError:
             raise
@@ -475,34 +409,16 @@ class LlmBackend(Backend):
         writer = ResponsesStreamWriter(call.source or {}, call.model)
         return request, answers.WriterRelay(translator, writer)
 
-    def _chat_body(self, call: LlmCall, model: str, *, inject_usage: bool) -> bytes:
-        """The OpenAI Chat body for an OpenAI-style upstream, as close to the client's bytes as
-        the request allows."""
-        if not call.modified and model == call.model:
-            if not inject_usage:
-                return call.raw
-            raw = call.raw.lstrip()
-            if not call.has_stream_options and raw.startswith(b"{"):
-                return _INCLUDE_USAGE + raw[1:]
-        body = dict(call.canonical())
-        body["model"] = model
-        if inject_usage:
-            options = body.get("stream_options")
-            body["stream_options"] = {
-                **(options if isinstance(options, dict) else {}),
-                "include_usage": True,
-            }
-        return orjson.dumps(body)
-
     def _answer_body(
         self, call: LlmCall, provider: Provider, data: bytes
     ) -> tuple[bytes, Usage | None]:
-        if not _speaks_natively(call, provider):
+        if call.api == EMBEDDINGS:
+            return embeddings_answer(call, provider, data)
+        if not speaks_natively(call, provider):
             return answers.translate_answer(call.api, provider, data, call.model, call.source)
         if call.api == MESSAGES:
             return data, answers.anthropic_body_usage(data)
-        return data, usage_from_body(data)  # Chat, Responses and Embeddings name usage alike
-        return answers.translate_answer(call.api, provider, data, call.model, call.source)
+        return data, usage_from_body(data)  # Chat and Responses name usage alike
 
     async def _relay(self, answer: Answer, ctx: RequestContext) -> AsyncIterator[bytes]:
         """The client's stream: the first chunk, the rest as it arrives, then a clean or an
@@ -549,99 +465,37 @@ class LlmBackend(Backend):
             cost,
         )
 
-    # -- other endpoints -----------------------------------------------------------------------
 
-    async def count_tokens(self, raw: bytes, send: Send) -> None:
-        """Anthropic's `count_tokens`, estimated (no provider round trip)."""
-        body = _loads(raw)
-        body.setdefault("max_tokens", 1)
-        chat = messages_to_chat(body)
-        chat.pop("max_completion_tokens", None)
-        self.router.resolve(chat["model"])
-        tokens = estimate_prompt_tokens(chat)
-        await send_response(send, 200, orjson.dumps({"input_tokens": tokens}))
-
-    async def embeddings(self, raw: bytes, send: Send, ctx: RequestContext) -> None:
-        try:
-            model = _decode_model(raw).model
-        except msgspec.DecodeError as exc:
-            raise InvalidJSON(f"request body is not valid JSON for this endpoint: {exc}") from None
-        if not model:
-            raise BadRequest("you must provide a model parameter", param="model")
-        ctx.attrs["llm.api"] = "embeddings"
-        ctx.attrs["llm.model"] = model
-        resolved = self.router.resolve(model)
-        plan = [
-            (resolved, d)
-            for d in self.router.order(resolved.deployments, resolved.strategy)
-            if _serves_embeddings(d.provider)
-        ]
-        if not plan:
-            kinds = sorted({d.provider.config.type for d in resolved.deployments})
-            raise BadRequest(
-                f"model {model!r} is served by {', '.join(kinds)}, which Crossway does not "
-                "serve embeddings from; use an OpenAI-style provider for embeddings",
-                param="model",
-                code="embeddings_not_supported",
-            )
-        call = LlmCall(EMBEDDINGS, model, False, raw=raw)
-        answer = await self._attempt_all(call, plan, ctx)
-        ctx.attrs["llm.provider"] = answer.deployment.provider.name
-        self._account(ctx, answer, answer.usage)
-        await send_response(send, 200, answer.body, JSON_HEADERS)
-
-    async def list_models(self, send: Send, model_id: str | None) -> None:
-        names = self.router.names()
-        if model_id is not None:
-            self.router.resolve(model_id)
-            await send_response(send, 200, orjson.dumps(_model_entry(model_id, self.name)))
-            return
-        if self.config.models:
-            listing = [_model_entry(n, self.name) for n in names]
-            await send_response(send, 200, orjson.dumps({"object": "list", "data": listing}))
-            return
-        provider = next(iter(self.providers.values()))
-        url_of = getattr(provider, "url", None)
-        if provider.native_api != "openai_chat" or url_of is None:
-            await send_response(send, 200, orjson.dumps({"object": "list", "data": []}))
-            return
-        timeouts = provider.config.timeouts
-        request = await provider.chat_request({}, "", False)
-        resp = await client.send("GET", url_of("/models"), request.headers, b"", timeouts)
-        data = await client.read_body(resp, timeouts)
-        if resp.status >= 400:
-            raise provider.error(resp.status, resp.headers, data)
-        await send_response(send, 200, data, JSON_HEADERS)
+def _attempt_bound(resolved: Resolved, d: Deployment) -> float:
+    """The longest one attempt can take before its own timeouts end it (connect, first byte,
+    then an idle gap before the body or a stream's first chunk)."""
+    t = resolved.timeouts(d)
+    return t.connect + t.first_byte + t.idle
 
 
-def _speaks_natively(call: LlmCall, provider: Provider) -> bool:
-    """Whether the provider takes the client's API as it is (bytes pass through)."""
-    if call.api in (CHAT, EMBEDDINGS):
-        return provider.native_api == "openai_chat"
-    if call.modified:
-        return False
-    if call.api == MESSAGES:
-        return provider.config.type == "anthropic"
-    return call.api == RESPONSES and provider.config.type == "openai"
+async def _back_off(
+    delay: float, receive: Receive, watcher: asyncio.Task[None] | None
+) -> asyncio.Task[None]:
+    """Wait `delay` seconds before a retry, or raise `ClientDisconnected` as soon as the client
+    leaves. The disconnect watcher is started on the first back-off and reused by later ones."""
+    if watcher is None:
+        watcher = asyncio.get_running_loop().create_task(_until_disconnect(receive))
+    done, _ = await asyncio.wait((watcher,), timeout=delay)
+    if done:
+        log.info("llm: the client left during a retry back-off; not retrying")
+        raise ClientDisconnected
+    return watcher
 
 
-def _model_entry(name: str, owner: str) -> Json:
-    return {"id": name, "object": "model", "created": 0, "owned_by": owner}
-
-
-def _serves_embeddings(provider: Provider) -> bool:
-    return provider.config.type in ("openai", "openai_compatible") and hasattr(provider, "url")
+async def _until_disconnect(receive: Receive) -> None:
+    """Return when the client disconnects (the request body was read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _is_messages_path(path: str) -> bool:
     path = path.rstrip("/")
     return path.endswith("/messages") or path.endswith("/messages/count_tokens")
-
-
-def _with_model(raw: bytes, source: Json, client_model: str, model: str) -> bytes:
-    if model == client_model:
-        return raw
-    return orjson.dumps({**source, "model": model})
 
 
 async def _aclose(chunks: AsyncIterator[bytes]) -> None:

@@ -1,0 +1,51 @@
+"""`GET /v1/models` and `GET /v1/models/{id}`: the model names a backend serves.
+
+With `models:` configured, the configured names (wildcards cannot be listed); without, the
+single provider's own list when it is OpenAI-style, else an empty list.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from crossway.llm.providers.base import Json, Provider
+from crossway.llm.routing import ModelRouter
+from crossway.proxy import client
+from crossway.server.asgi import JSON_HEADERS, send_response
+from crossway.types import Send
+
+
+def model_entry(name: str, owner: str) -> Json:
+    """One model in OpenAI's list shape."""
+    return {"id": name, "object": "model", "created": 0, "owned_by": owner}
+
+
+async def send_models(
+    send: Send,
+    backend: str,
+    router: ModelRouter,
+    providers: dict[str, Provider],
+    configured: bool,
+    model_id: str | None,
+) -> None:
+    """Answer a models request: one model (404 when unknown) or the list."""
+    if model_id is not None:
+        router.resolve(model_id)
+        await send_response(send, 200, orjson.dumps(model_entry(model_id, backend)))
+        return
+    if configured:
+        listing = [model_entry(n, backend) for n in router.names()]
+        await send_response(send, 200, orjson.dumps({"object": "list", "data": listing}))
+        return
+    provider = next(iter(providers.values()))
+    url_of = getattr(provider, "url", None)
+    if provider.native_api != "openai_chat" or url_of is None:
+        await send_response(send, 200, orjson.dumps({"object": "list", "data": []}))
+        return
+    timeouts = provider.config.timeouts
+    request = await provider.chat_request({}, "", False)
+    resp = await client.send("GET", url_of("/models"), request.headers, b"", timeouts)
+    data = await client.read_body(resp, timeouts)
+    if resp.status >= 400:
+        raise provider.error(resp.status, resp.headers, data)
+    await send_response(send, 200, data, JSON_HEADERS)
