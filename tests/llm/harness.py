@@ -85,7 +85,36 @@ routes:
       path:
         prefix: /v1
     backend: llm
+  - name: tight
+    match:
+      path:
+        prefix: /tight/v1
+    backend: tight
+  - name: patient
+    match:
+      path:
+        prefix: /patient/v1
+    backend: patient
 backends:
+  tight:
+    type: llm
+    routing:
+      deadline: 1.5
+      retry: {{retries: 3, backoff_base: 0.01, backoff_max: 0.05, max_retry_after: 30}}
+    providers:
+      oa: {{type: openai, base_url: "{oa}/v1", api_key: {okey}}}
+    models:
+      - name: tight-one
+        targets: [{{provider: oa, model: tight-a}}]
+  patient:
+    type: llm
+    routing:
+      retry: {{retries: 2, backoff_base: 6, backoff_max: 6}}
+    providers:
+      oc: {{type: openai, base_url: "{oc}/v1", api_key: {okey}}}
+    models:
+      - name: patient-one
+        targets: [{{provider: oc, model: patient-c}}]
   llm:
     type: llm
     routing:
