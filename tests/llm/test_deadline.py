@@ -39,7 +39,7 @@ def test_deadline_applies_to_streams_before_their_first_chunk(stack: LlmStack) -
     stack.oa.default = Reply(delay=6.0, text="too late")
     sdk = anthropic.Anthropic(base_url=stack.gateway.url + "/tight", api_key="x", max_retries=0)
     started = time.monotonic()
-    with pytest.raises(anthropic.APIStatusError) as info:  # noqa: PT012
+    with pytest.raises(anthropic.APIStatusError) as info:
         with sdk.messages.stream(model="tight-one", max_tokens=10, messages=HELLO) as stream:
             stream.get_final_message()
     assert time.monotonic() - started < DEADLINE + 2
