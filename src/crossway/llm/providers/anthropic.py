@@ -375,13 +375,17 @@ def translate_response(data: Json, model: str) -> Json:
     finish = STOP_REASONS.get(data.get("stop_reason") or "end_turn", "stop")
     if finish == "tool_calls" and not calls:
         finish = "stop"  # only the forced JSON tool was called
-    return completion(
+    out = completion(
         str(data.get("id") or new_id("chatcmpl-")),
         model,
         message,
         finish,
         anthropic_usage(data.get("usage")),
     )
+    if data.get("stop_reason") == "stop_sequence":
+        # Canonical extension (vLLM's name): the stop string that ended the answer.
+        out["choices"][0]["stop_reason"] = str(data.get("stop_sequence") or "")
+    return out
 
 
 @error_or_fallback
@@ -500,7 +504,11 @@ class AnthropicStreamTranslator(StreamTranslator):
                 finish = STOP_REASONS.get(reason, "stop")
                 if finish == "tool_calls" and not self._tool_index:
                     finish = "stop"  # only the forced JSON tool was called
-                out.append(chunks.delta({}, finish))
+                chunk = chunks.delta({}, finish)
+                if reason == "stop_sequence":  # canonical extension, as in answers
+                    sequence = (event.get("delta") or {}).get("stop_sequence")
+                    chunk["choices"][0]["stop_reason"] = str(sequence or "")
+                out.append(chunk)
         elif kind == "message_stop":
             self._stopped = True
             if not self._finished:

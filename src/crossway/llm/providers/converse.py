@@ -378,7 +378,18 @@ def translate_response(data: Json, model: str) -> Json:
     finish = STOP_REASONS.get(data.get("stopReason") or "end_turn", "stop")
     if finish == "tool_calls" and not calls:
         finish = "stop"  # only the forced JSON tool was called
-    return completion(new_id("chatcmpl-"), model, out_msg, finish, bedrock_usage(data.get("usage")))
+    out = completion(new_id("chatcmpl-"), model, out_msg, finish, bedrock_usage(data.get("usage")))
+    if data.get("stopReason") == "stop_sequence":
+        # Canonical extension (vLLM's name): the stop string, when the model reports it.
+        out["choices"][0]["stop_reason"] = _stop_sequence(data)
+    return out
+
+
+def _stop_sequence(event: Json) -> str:
+    """The stop sequence Claude models report in `additionalModelResponseFields` ("" if none)."""
+    fields = event.get("additionalModelResponseFields")
+    value = fields.get("stop_sequence") if isinstance(fields, dict) else None
+    return value if isinstance(value, str) else ""
 
 
 def exception_error(
@@ -496,6 +507,9 @@ class BedrockStreamTranslator(StreamTranslator):
             finish = STOP_REASONS.get(event.get("stopReason") or "end_turn", "stop")
             if finish == "tool_calls" and not self._tool_index:
                 finish = "stop"  # only the forced JSON tool was called
-            out.append(chunks.delta({}, finish))
+            chunk = chunks.delta({}, finish)
+            if event.get("stopReason") == "stop_sequence":
+                chunk["choices"][0]["stop_reason"] = _stop_sequence(event)
+            out.append(chunk)
         elif kind == "metadata":
             out.append(chunks.usage(bedrock_usage(event.get("usage"))))
