@@ -74,9 +74,9 @@ async def test_fail_closed_refuses_a_partial_federation(broken_http: dict[str, s
     config = mcp_config(
         {
             "good": notes_stdio("good"),
-            "down": f"{{type: streamable_http, url: {broken_http['down']}}}",
+            "down": f"{{type: streamable_http, url: {broken_http['down']}, {SHORT}}}",
         },
-        "fail_closed: true\ntimeouts: {connect: 1, list: 1}",
+        "fail_closed: true",
     )
     with start_gateway(config) as gw:
         async with aiohttp.ClientSession() as http:

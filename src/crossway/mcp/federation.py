@@ -20,7 +20,7 @@ import orjson
 from crossway.config.mcp import McpBackendConfig
 from crossway.errors import Forbidden, GatewayError, ServiceUnavailable, UpstreamError
 from crossway.mcp import jsonrpc
-from crossway.mcp.hooks import Kind, McpHooks, TrustAllTools
+from crossway.mcp.hooks import Kind, McpHooks, TrustAllTools, allow_all
 from crossway.mcp.jsonrpc import JsonRpcCodeError
 from crossway.mcp.naming import Naming
 from crossway.mcp.session import ClientChannel, Session
@@ -86,6 +86,9 @@ class Federation:
         self.upstreams = upstreams
         self.hooks = hooks
         self.naming = Naming({n: s.prefix for n, s in cfg.servers.items()}, cfg.separator)
+        self.shared_cache: dict[tuple[str, str], tuple[int, JsonObject]] = {}
+        """First pages listed by shared upstreams (one child serves every session)."""
+        self._shared_rewritten: dict[tuple[str, str], tuple[JsonObject, list[JsonObject]]] = {}
         self._timeouts = {
             name: server.timeouts or cfg.timeouts for name, server in cfg.servers.items()
         }
@@ -187,15 +190,12 @@ class Federation:
                 continue
             if page is None:
                 continue
-            for item in page.get(spec.field, ()):
-                if not isinstance(item, dict):
-                    continue
-                out = self._rewrite_item(server, spec, item)
-                if out is None:
-                    continue
-                if not self.hooks.authorize(call.identity, spec.kind, out[spec.key], None):
-                    continue
-                items.append(out)
+            authorize = self.hooks.authorize
+            for out in self._rewritten_page(session, server, method, page):
+                if authorize is allow_all or authorize(
+                    call.identity, spec.kind, out[spec.key], None
+                ):
+                    items.append(out)
             if page.get("nextCursor") is not None:
                 next_cursors[server] = page["nextCursor"]
         if failed and self.cfg.fail_closed:
@@ -211,8 +211,16 @@ class Federation:
         self, session: Session, server: str, method: str, cursor: Any
     ) -> JsonObject | None:
         key = (server, method)
-        if cursor is None and key in session.cache:
-            return session.cache[key]
+        upstream = self.upstreams[server]
+        if cursor is None:
+            if upstream.shared:
+                shared = self.shared_cache.get(key)
+                if shared is not None and shared[0] == upstream.list_generation:
+                    self._remember_names(session, key, shared[1])
+                    return shared[1]
+            elif key in session.cache:
+                return session.cache[key]
+        generation = upstream.list_generation
         up = await asyncio.wait_for(session.upstream(server), self._timeouts[server].connect)
         caps = up.init_result.get("capabilities")
         if isinstance(caps, dict) and LISTS[method].capability not in caps:
@@ -220,14 +228,41 @@ class Federation:
         params = {"cursor": cursor} if cursor is not None else None
         page = await up.request(method, params, RequestOptions(timeout=self._timeouts[server].list))
         if cursor is None:
-            session.cache[key] = page
-            spec = LISTS[method]
-            if spec.key == "name" and page.get("nextCursor") is None:
-                # Only a complete listing can say a name does not exist.
-                session.known[key] = {
-                    item.get("name") for item in page.get(spec.field, ()) if isinstance(item, dict)
-                }
+            if upstream.shared:
+                self.shared_cache[key] = (generation, page)
+            else:
+                session.cache[key] = page
+            self._remember_names(session, key, page)
         return page
+
+    @staticmethod
+    def _remember_names(session: Session, key: tuple[str, str], page: JsonObject) -> None:
+        spec = LISTS[key[1]]
+        if spec.key == "name" and page.get("nextCursor") is None and key not in session.known:
+            # Only a complete listing can say a name does not exist.
+            session.known[key] = {
+                item.get("name") for item in page.get(spec.field, ()) if isinstance(item, dict)
+            }
+
+    def _rewritten_page(
+        self, session: Session, server: str, method: str, page: JsonObject
+    ) -> list[JsonObject]:
+        """A page's items with federated names/URIs, pinning applied; computed once per page
+        object (a page is replaced when the server's list changes)."""
+        store = self._shared_rewritten if self.upstreams[server].shared else session.rewritten
+        key = (server, method)
+        entry = store.get(key)
+        if entry is not None and entry[0] is page:
+            return entry[1]
+        spec = LISTS[method]
+        items = []
+        for item in page.get(spec.field, ()):
+            if isinstance(item, dict):
+                out = self._rewrite_item(server, spec, item)
+                if out is not None:
+                    items.append(out)
+        store[key] = (page, items)
+        return items
 
     def _rewrite_item(self, server: str, spec: _ListKind, item: JsonObject) -> JsonObject | None:
         original = item.get(spec.key)

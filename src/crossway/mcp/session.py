@@ -85,6 +85,7 @@ class Session:
         self.stream = EventStream(federation.cfg.event_buffer)
         self.cache: dict[tuple[str, str], JsonObject] = {}
         self.known: dict[tuple[str, str], set[Any]] = {}
+        self.rewritten: dict[tuple[str, str], tuple[JsonObject, list[JsonObject]]] = {}
         self.usable: dict[tuple[str, str], bool] = {}
         """Pinning verdicts of tools already called in this session (server, name) -> usable."""
         self.inflight: dict[Any, asyncio.Task[Any]] = {}

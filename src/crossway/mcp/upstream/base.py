@@ -141,6 +141,9 @@ class Upstream(abc.ABC):
     """The server's name in the backend config (also its tool name prefix)."""
     shared: bool = False
     """True if one session serves every downstream session (`open_session` returns it)."""
+    list_generation: int = 0
+    """A shared upstream bumps this whenever its lists may have changed (list_changed, restart),
+    so lists cached across sessions are refreshed even when no session heard about it."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Spawn processes, open pools."""

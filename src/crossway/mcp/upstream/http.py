@@ -253,17 +253,18 @@ class _HttpSession(UpstreamSession):
         self, request_id: int, message: JsonObject, options: RequestOptions
     ) -> JsonObject:
         upstream = self.upstream
-        async with upstream.http.post(
+        resp = await upstream.http.post(
             upstream.cfg.url, data=orjson.dumps(message), headers=self._headers()
-        ) as resp:
+        )
+        handed_off = False
+        try:
             if message["method"] == "initialize":
                 sid = resp.headers.get("mcp-session-id")
                 if sid:
                     self.session_id = sid
             if resp.status == _SESSION_GONE and self.session_id is not None:
                 raise _SessionExpired
-            ctype = resp.content_type
-            if ctype == "text/event-stream" and resp.status < 400:
+            if resp.content_type == "text/event-stream" and resp.status < 400:
                 async for event in iter_events(resp.content.iter_any(), upstream.max_bytes):
                     if event.event != "message" or not event.data:
                         continue
@@ -275,12 +276,15 @@ class _HttpSession(UpstreamSession):
                     if not isinstance(incoming, dict):
                         continue
                     if incoming.get("id") == request_id and "method" not in incoming:
-                        await _drain(resp)
+                        # Answer now; let the stream finish in the background so the
+                        # connection can be reused.
+                        self._spawn(_drain(resp))
+                        handed_off = True
                         return _result_of(incoming)
                     await self._incoming(incoming, options)
                 raise UpstreamError(f"MCP server {self.server!r} ended the stream without a result")
-            body = await resp.content.read(upstream.max_bytes + 1)
-            if len(body) > upstream.max_bytes:
+            body = await _read_limited(resp, upstream.max_bytes)
+            if body is None:
                 raise UpstreamError(
                     f"MCP server {self.server!r} sent a response over the size limit"
                 )
@@ -293,6 +297,9 @@ class _HttpSession(UpstreamSession):
             raise UpstreamError(
                 f"MCP server {self.server!r} answered HTTP {resp.status} without a JSON-RPC response"
             )
+        finally:
+            if not handed_off:
+                resp.release()
 
     async def _incoming(self, message: JsonObject, options: RequestOptions | None) -> None:
         """A message from the server other than the awaited response."""
@@ -377,8 +384,22 @@ async def _drain(resp: aiohttp.ClientResponse) -> None:
         async with asyncio.timeout(DRAIN_SECONDS):
             while await resp.content.readany():
                 pass
+        resp.release()
     except (TimeoutError, aiohttp.ClientError, OSError):
         resp.close()
+
+
+async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The whole body, or None once it passes `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await resp.content.readany():
+        size += len(chunk)
+        if size > limit:
+            resp.close()
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _result_of(reply: JsonObject) -> JsonObject:

@@ -147,6 +147,8 @@ class StdioUpstream(Upstream):
         return self._peer
 
     async def broadcast(self, message: JsonObject) -> None:
+        if str(message.get("method", "")).endswith("list_changed"):
+            self.list_generation += 1
         for view in list(self.views):
             try:
                 await view.events.on_notification(self.name, message)
