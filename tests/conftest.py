@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from aiohttp import web
 
 from crossway.samples.openai_server import create_app
-from tests.helpers import free_port
+from tests.helpers import free_port, http_status, wait_for
 
 
 @pytest.fixture
@@ -25,14 +28,8 @@ async def sample_openai() -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-@pytest.fixture
-def sample_openai_process() -> Iterator[str]:
-    """Base URL of a sample model server in its own process (for sync tests and load)."""
-    import subprocess
-    import sys
-
-    from tests.helpers import http_status, wait_for
-
+@contextlib.contextmanager
+def _sample_process() -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "crossway.samples.openai_server", "--port", str(port)],
@@ -47,3 +44,17 @@ def sample_openai_process() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def sample_openai_process() -> Iterator[str]:
+    """Base URL of a sample model server in its own process (for sync tests and load)."""
+    with _sample_process() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def sample_openai_module() -> Iterator[str]:
+    """Like `sample_openai_process`, shared by a test module."""
+    with _sample_process() as url:
+        yield url

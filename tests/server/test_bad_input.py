@@ -65,27 +65,6 @@ def gateway(sample_openai_module: str) -> Iterator[Gateway]:
         yield gw
 
 
-@pytest.fixture(scope="module")
-def sample_openai_module() -> Iterator[str]:
-    import subprocess
-    import sys
-
-    from tests.helpers import free_port, http_status, wait_for
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "crossway.samples.openai_server", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: http_status(f"http://127.0.0.1:{port}/v1/models") == 200, what="sample")
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/embeddings", "/v1/responses"])
 @pytest.mark.parametrize("body", GARBAGE, ids=range(len(GARBAGE)))
 def test_openai_surfaces_answer_bad_input_in_openai_shape(
