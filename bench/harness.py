@@ -26,7 +26,15 @@ from typing import Any, Final
 
 from bench import fixtures, profile, report
 from bench.load import LoadResult, run_wrk
-from bench.procs import RssSampler, ServerProcess, free_port, load_average, post_once, wait_ready
+from bench.procs import (
+    RssSampler,
+    ServerProcess,
+    free_port,
+    load_average,
+    post_once,
+    raise_group_priority,
+    wait_ready,
+)
 from bench.targets import CLIENT_KEY, MODES, Context, Mode, Target, all_targets
 from bench.ttfb import ProbeError, probe
 from bench.upstream import start_nginx
@@ -378,6 +386,7 @@ def parse_args(argv: list[str]) -> Settings:
 
 def main(argv: list[str] | None = None) -> int:
     settings = parse_args(sys.argv[1:] if argv is None else argv)
+    raise_group_priority()  # nginx, wrk and the probe run in this process's session
     work = REPO / "bench" / ".work" / "run"
     files = fixtures.write_fixtures(work / "files")["openai-chat.json"].parent
     nginx_port = free_port()
