@@ -50,14 +50,23 @@ def test_plain_answer_usage_and_cost_in_metrics(stack: LlmStack) -> None:
 def test_stream_usage_is_hidden_from_clients_that_did_not_ask(stack: LlmStack) -> None:
     stack.oa.default = Reply(text="a b c", input_tokens=40, output_tokens=3)
     before = sample(stack, "crossway_llm_tokens_total", model="priced", kind="input")
+    with oai(stack).chat.completions.with_streaming_response.create(
+        model="priced",
+        messages=HELLO,  # type: ignore[arg-type]
+        stream=True,
+    ) as raw:
+        wire = b"".join(raw.iter_bytes())
+    assert b'"usage"' not in wire  # not even the `"usage": null` include_usage adds
+    assert wire.count(b"data: ") == 6 and wire.endswith(b"data: [DONE]\n\n")
     chunks = list(
         oai(stack).chat.completions.create(model="priced", messages=HELLO, stream=True)  # type: ignore[arg-type]
     )
     assert all(c.choices for c in chunks)  # no usage-only chunk
     assert all(getattr(c, "usage", None) is None for c in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "a b c"
     assert stack.oa.requests[-1].json["stream_options"] == {"include_usage": True}
     after = sample(stack, "crossway_llm_tokens_total", model="priced", kind="input")
-    assert after - before == 40  # yet counted
+    assert after - before == 80  # yet counted (two requests)
 
 
 def test_stream_usage_is_kept_for_clients_that_asked(stack: LlmStack) -> None:

@@ -39,6 +39,8 @@ from crossway.llm.usage import (
 )
 
 _MARKER_COMPACT, _MARKER_SPACED = USAGE_MARKERS
+_NULL_USAGE: Final = b',"usage":null'
+_NULL_USAGE_SPACED: Final = b', "usage": null'
 END_BYTES: Final = 24
 """Bytes kept from the end of a passed-through OpenAI stream to see its `[DONE]`."""
 ANTHROPIC_HEAD_BYTES: Final = 4096
@@ -68,7 +70,7 @@ class ChatPassthrough(Relay):
 
     With `hide_usage` (Crossway added `include_usage` for a client that did not ask), events are
     forwarded whole -- a partial last event waits for the next network chunk -- so the one
-    carrying usage can be cut out.
+    carrying usage can be cut out, and the `"usage": null` of the others dropped.
     """
 
     __slots__ = ("_carry", "_end", "_hide", "_tail", "usage")
@@ -106,7 +108,10 @@ class ChatPassthrough(Relay):
                     continue
                 kept.append(event)
             data = b"\n\n".join(kept)
-        return data
+        # The `"usage": null` that include_usage adds to every chunk: the client never asked.
+        # (A quote inside a JSON string is escaped, so these bytes only match the key itself.)
+        out = data.replace(_NULL_USAGE, b"")
+        return data.replace(_NULL_USAGE_SPACED, b"") if out is data else out
 
     def finish(self) -> bytes:
         if self._tail is not None:

@@ -438,7 +438,11 @@ class LlmBackend(Backend):
             except GatewayError as exc:
                 self.router.failed(answer.deployment, exc)
                 log.warning(
-                    "llm %s: stream from %s broke: %s", self.name, answer.deployment.key, exc
+                    "llm %s: stream from %s broke: %s (%r)",
+                    self.name,
+                    answer.deployment.key,
+                    exc,
+                    exc.__cause__,
                 )
                 tail = relay.error(exc)
             if tail:

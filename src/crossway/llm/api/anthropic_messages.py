@@ -5,9 +5,11 @@ A Messages request becomes a canonical chat body (`messages_to_chat`), a canonic
 Messages event stream (`MessagesStreamWriter`), and gateway errors are rendered in Anthropic's
 error shape (`render_error`).
 
-What has no counterpart in Chat Completions: `top_k`, `thinking` and thinking blocks in the
-history, `cache_control`, `service_tier` are dropped; Anthropic server tools (web search, bash,
-text editor...) are refused with a 400, since no other provider runs them.
+`thinking` (enabled, with a token budget) becomes `reasoning_effort`, which the providers map
+to their own reasoning settings (OpenAI's `reasoning_effort`, Gemini's `thinkingConfig`,
+Anthropic's thinking budget). What has no counterpart in Chat Completions: `top_k`, thinking
+blocks in the history, `cache_control`, `service_tier` are dropped; Anthropic server tools (web
+search, bash, text editor...) are refused with a 400, since no other provider runs them.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ STOP_REASONS: Final = {
     "content_filter": "refusal",
 }
 """Chat `finish_reason` -> Messages `stop_reason`."""
+
+REASONING_EFFORTS: Final = ((4096, "low"), (16384, "medium"))
+"""Thinking `budget_tokens` below the first number -> that `reasoning_effort`; above: "high".
+The inverse of the Anthropic translation's budgets (1024 / 4096 / 16384), so they round-trip."""
 
 
 def _bad(message: str, param: str | None = None) -> BadRequest:
@@ -82,6 +88,9 @@ def messages_to_chat(body: Any) -> Json:
     metadata = body.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
         out["user"] = metadata["user_id"]
+    effort = _reasoning_effort(body.get("thinking"))
+    if effort is not None:
+        out["reasoning_effort"] = effort
     tools = body.get("tools")
     if tools:
         out["tools"] = _tools(tools)
@@ -92,6 +101,19 @@ def messages_to_chat(body: Any) -> Json:
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}
     return out
+
+
+def _reasoning_effort(thinking: Any) -> str | None:
+    """`thinking: {type: "enabled", budget_tokens}` as a chat `reasoning_effort`."""
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return None
+    budget = thinking.get("budget_tokens")
+    if not isinstance(budget, int) or isinstance(budget, bool):
+        raise _bad("budget_tokens must be an integer", "thinking.budget_tokens")
+    for limit, effort in REASONING_EFFORTS:
+        if budget < limit:
+            return effort
+    return "high"
 
 
 def _system_text(system: Any) -> str:
@@ -322,17 +344,28 @@ def chat_to_message(resp: Json, model: str) -> Json:
                 "input": _tool_input(function.get("arguments")),
             }
         )
-    reason = choice.get("finish_reason")
+    stop_reason, stop_sequence = _stop(choice)
     return {
         "id": new_message_id(),
         "type": "message",
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": STOP_REASONS.get(reason or "", DEFAULT_STOP_REASON),
-        "stop_sequence": None,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
         "usage": anthropic_usage(resp.get("usage")),
     }
+
+
+def _stop(choice: Mapping[str, Any]) -> tuple[str, str | None]:
+    """`(stop_reason, stop_sequence)` for a canonical choice. A stop string that ended the
+    answer arrives as `choice.stop_reason` (vLLM's extension, also set by the Anthropic and
+    Bedrock translations); "" means a stop sequence whose text the provider did not say."""
+    reason = choice.get("finish_reason")
+    sequence = choice.get("stop_reason")
+    if reason == "stop" and isinstance(sequence, str):
+        return "stop_sequence", sequence or None
+    return STOP_REASONS.get(reason or "", DEFAULT_STOP_REASON), None
 
 
 # --- streaming ----------------------------------------------------------------------------
@@ -348,7 +381,16 @@ class MessagesStreamWriter:
     takes both). `finish` ends a clean stream; `error` ends a broken one with `event: error`.
     """
 
-    __slots__ = ("_block", "_block_index", "_model", "_started", "_stop", "_tools", "_usage")
+    __slots__ = (
+        "_block",
+        "_block_index",
+        "_model",
+        "_started",
+        "_stop",
+        "_stop_sequence",
+        "_tools",
+        "_usage",
+    )
 
     def __init__(self, model: str) -> None:
         self._model = model
@@ -357,6 +399,7 @@ class MessagesStreamWriter:
         self._block_index = -1
         self._tools: dict[int, int] = {}  # canonical tool-call index -> block index
         self._stop: str | None = None
+        self._stop_sequence: str | None = None
         self._usage: Any = None
 
     @property
@@ -425,7 +468,7 @@ class MessagesStreamWriter:
             for call in delta.get("tool_calls") or ():
                 out += self._tool_delta(call)
             if choice.get("finish_reason"):
-                self._stop = STOP_REASONS.get(choice["finish_reason"], DEFAULT_STOP_REASON)
+                self._stop, self._stop_sequence = _stop(choice)
         return out
 
     def _tool_delta(self, call: Json) -> bytes:
@@ -457,7 +500,7 @@ class MessagesStreamWriter:
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": self._stop, "stop_sequence": None},
+                "delta": {"stop_reason": self._stop, "stop_sequence": self._stop_sequence},
                 "usage": usage,
             },
         )
