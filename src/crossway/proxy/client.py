@@ -107,11 +107,12 @@ async def send(
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise UpstreamTimeout(f"upstream did not answer in time ({url_host(url)})") from exc
     except aiohttp.ClientConnectorError as exc:
-        raise UpstreamUnreachable(
-            f"upstream unreachable ({url_host(url)}): {exc.strerror or exc}"
-        ) from exc
+        reason = exc.strerror or "cannot connect"
+        raise UpstreamUnreachable(f"upstream unreachable ({url_host(url)}): {reason}") from exc
     except aiohttp.ClientError as exc:
-        raise UpstreamUnreachable(f"upstream connection failed ({url_host(url)}): {exc}") from exc
+        raise UpstreamUnreachable(
+            f"upstream connection failed ({url_host(url)}): {_reason(exc)}"
+        ) from exc
 
 
 async def read_body(resp: aiohttp.ClientResponse, timeouts: Timeouts) -> bytes:
@@ -122,7 +123,9 @@ async def read_body(resp: aiohttp.ClientResponse, timeouts: Timeouts) -> bytes:
     except TimeoutError as exc:
         raise UpstreamTimeout("upstream stopped sending the response body") from exc
     except aiohttp.ClientError as exc:
-        raise UpstreamError(f"upstream connection broke while reading the body: {exc}") from exc
+        raise UpstreamError(
+            f"upstream connection closed before the answer was complete ({_reason(exc)})"
+        ) from exc
     finally:
         resp.release()
 
@@ -139,12 +142,25 @@ async def iter_body(resp: aiohttp.ClientResponse, timeouts: Timeouts) -> AsyncIt
             except TimeoutError as exc:
                 raise UpstreamTimeout("upstream stream went idle") from exc
             except aiohttp.ClientError as exc:
-                raise UpstreamError(f"upstream stream broke: {exc}") from exc
+                raise UpstreamError(f"upstream stream ended unexpectedly ({_reason(exc)})") from exc
             if not chunk:
                 return
             yield chunk
     finally:
         resp.release()
+
+
+def _reason(exc: aiohttp.ClientError) -> str:
+    """A few words for a client about a broken upstream connection. aiohttp's own messages
+    (payload states, transfer-encoding internals, socket details) stay in the logs: the
+    exception is chained to the gateway error."""
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the upstream closed the connection"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the response body was cut short"
+    if isinstance(exc, aiohttp.ClientOSError | ConnectionError):
+        return "connection reset"
+    return "connection error"
 
 
 def url_host(url: str) -> str:
