@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     (settings.out / f"{stem}.md").write_text(markdown)
     print(markdown)
     print(
-        f"[bench] wrote bench/results/{stem}.md and .json in {results['elapsed_s']} s", flush=True
+        f"[bench] wrote {settings.out / stem}.md and .json in {results['elapsed_s']} s", flush=True
     )
     return 0
 
