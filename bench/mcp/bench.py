@@ -244,6 +244,21 @@ def measure_calls(
     return out
 
 
+def median_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per session count, the median of each figure over the rounds."""
+    out: dict[str, Any] = {}
+    for sessions in results[0]:
+        rows = [r[sessions] for r in results if sessions in r]
+        merged: dict[str, Any] = {"sessions": rows[0]["sessions"], "rounds": len(rows)}
+        for key in ("calls_per_s", "p50_ms", "p99_ms", "mean_ms", "proxy_cpu_us_per_call"):
+            values = sorted(v[key] for v in rows if v.get(key) is not None)
+            merged[key] = values[len(values) // 2] if values else None
+        merged["calls"] = sum(v["calls"] for v in rows)
+        merged["errors"] = sum(v["errors"] for v in rows)
+        out[sessions] = merged
+    return out
+
+
 def measure_list(seconds: float) -> dict[str, Any]:
     """tools/list through Crossway federating 20 stdio upstreams x 50 tools."""
     servers = "".join(
@@ -356,7 +371,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"# MCP bench, {data['when']}",
         "",
         f"Machine: {data['machine']}. Proxies pinned to core {PROXY_CPU} (one worker); upstream and load",
-        f"generator on core {LOAD_CPU}. {data['seconds']:g} s per measurement after warm-up. Upstream: the `mcp` SDK's",
+        f"generator on core {LOAD_CPU}. {data['seconds']:g} s per measurement after warm-up, targets measured round-robin,"
+        f" {data.get('rounds_run', 1)} rounds, medians shown. Load average before the run: {data.get('load_before', '?')}. Upstream: the `mcp` SDK's",
         "Streamable HTTP server (`bench/mcp/upstream.py`, tool `echo`); client: `bench/mcp/load.py`",
         "(raw Streamable HTTP, one session per concurrent client, calls back to back).",
         "",
@@ -412,6 +428,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--only", nargs="*", default=[])
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-list", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
@@ -423,6 +440,8 @@ def main() -> None:
         "when": dt.datetime.now().isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "seconds": args.seconds,
+        "rounds_run": args.rounds,
+        "load_before": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
         "tools_call": {},
         "notes": [],
     }
@@ -436,36 +455,56 @@ def main() -> None:
     upstream_url = f"http://127.0.0.1:{upstream_port}/mcp"
     wanted = args.only or ["direct", "crossway", "fastmcp", "contextforge"]
     try:
+        # Start every target first, then measure them round-robin, so slow drifts in the
+        # machine's load hit all of them alike; each figure is the median over the rounds.
+        running: dict[str, tuple[Proc | None, str, dict[str, str] | None, dict[str, Any]]] = {}
         for target in wanted:
-            print(f"[mcp-bench] tools/call via {target}", flush=True)
-            proc = None
-            headers = None
-            call = CALL
             try:
                 if target == "direct":
-                    url = upstream_url
+                    running[target] = (None, upstream_url, None, CALL)
                 elif target == "crossway":
                     proc, url = start_crossway(
                         crossway_config(
                             f"up: {{type: streamable_http, url: {upstream_url}, prefix: false}}\n"
                         )
                     )
+                    running[target] = (proc, url, None, CALL)
                 elif target == "fastmcp":
                     proc, url = start_fastmcp(upstream_url)
+                    running[target] = (proc, url, None, CALL)
                 elif target == "contextforge":
                     proc, url, headers, call = start_contextforge(upstream_url)
+                    running[target] = (proc, url, headers, call)
                 else:
                     raise RuntimeError(f"unknown target {target}")
-                data["tools_call"][target] = measure_calls(
-                    url, args.seconds, headers, call, proc.process.pid if proc else None
-                )
             except Exception as exc:
-                print(f"    {target} failed: {exc}", flush=True)
+                print(f"    {target} failed to start: {exc}", flush=True)
                 data["tools_call"][target] = {"error": str(exc).splitlines()[0][:300]}
                 data["notes"].append(f"{target}: {str(exc)[:600]}")
-            finally:
+        rounds: dict[str, list[dict[str, Any]]] = {t: [] for t in running}
+        try:
+            for number in range(args.rounds):
+                for target, (proc, url, headers, call) in running.items():
+                    print(f"[mcp-bench] round {number + 1}: tools/call via {target}", flush=True)
+                    try:
+                        rounds[target].append(
+                            measure_calls(
+                                url, args.seconds, headers, call, proc.process.pid if proc else None
+                            )
+                        )
+                    except Exception as exc:
+                        print(f"    {target} failed: {exc}", flush=True)
+                        data["notes"].append(f"{target}, round {number + 1}: {str(exc)[:300]}")
+        finally:
+            for proc, *_ in running.values():
                 if proc is not None:
                     proc.stop()
+        for target, results in rounds.items():
+            if results:
+                data["tools_call"][target] = median_rounds(results)
+                data.setdefault("rounds", {})[target] = results
+            else:
+                data["tools_call"].setdefault(target, {"error": "no round completed"})
         if not args.skip_list:
             print("[mcp-bench] tools/list, 20 x 50", flush=True)
             data["tools_list"] = measure_list(args.seconds)
