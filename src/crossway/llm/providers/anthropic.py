@@ -38,6 +38,7 @@ from crossway.llm.providers.base import Json, Provider, StreamTranslator, Upstre
 from crossway.llm.providers.common import (
     JSON_TOOL,
     ChunkFactory,
+    append_turn,
     check_base64,
     completion,
     content_parts,
@@ -113,11 +114,12 @@ def translate_request(body: Json, model: str | None, stream: bool, default_max_t
             continue
         if role == "user":
             blocks = _user_blocks(msg.get("content"), where)
-            _append(messages, "user", blocks)
+            append_turn(messages, "user", blocks, is_tool_result=_is_tool_result)
         elif role == "assistant":
-            _append(messages, "assistant", _assistant_blocks(msg, where))
+            append_turn(messages, "assistant", _assistant_blocks(msg, where))
         elif role in ("tool", "function"):
-            _append(messages, "user", [_tool_result(msg, where)])
+            blocks = [_tool_result(msg, where)]
+            append_turn(messages, "user", blocks, is_tool_result=_is_tool_result)
         else:
             raise BadRequest(f"{where}.role {role!r} is not supported", param="messages")
 
@@ -197,22 +199,8 @@ def translate_request(body: Json, model: str | None, stream: bool, default_max_t
     return out
 
 
-def _append(messages: list[Json], role: str, blocks: list[Json]) -> None:
-    """Add a message, merging it into the previous one when the role repeats. An assistant
-    message with nothing in it (no text, no tool calls) is left out: the API refuses it."""
-    if not blocks and role == "assistant":
-        return
-    if messages and messages[-1]["role"] == role:
-        previous: list[Json] = messages[-1]["content"]
-        if role == "user" and blocks and blocks[0].get("type") == "tool_result":
-            # Tool results must come first in a user message.
-            results = [b for b in previous if b.get("type") == "tool_result"]
-            others = [b for b in previous if b.get("type") != "tool_result"]
-            messages[-1]["content"] = results + blocks + others
-        else:
-            previous.extend(blocks)
-        return
-    messages.append({"role": role, "content": blocks})
+def _is_tool_result(block: Json) -> bool:
+    return block.get("type") == "tool_result"
 
 
 def _text_blocks(content: Any, where: str) -> list[Json]:

@@ -453,6 +453,36 @@ def max_tokens_of(body: Json) -> int | None:
     return value
 
 
+def append_turn(
+    turns: list[Json],
+    role: str,
+    blocks: list[Json],
+    *,
+    assistant_role: str = "assistant",
+    blocks_key: str = "content",
+    is_tool_result: Callable[[Json], bool] | None = None,
+) -> None:
+    """Add a turn to a conversation for an API that wants user and assistant turns alternating
+    (Anthropic, Converse, Gemini): a turn of the same role as the last one is merged into it.
+
+    An empty assistant turn (no text, no tool calls) is left out: these APIs refuse it. With
+    `is_tool_result`, a merged user turn that gains tool results keeps every tool result ahead
+    of its other blocks, as Anthropic and Converse require.
+    """
+    if not blocks and role == assistant_role:
+        return
+    if turns and turns[-1]["role"] == role:
+        previous: list[Json] = turns[-1][blocks_key]
+        if is_tool_result is not None and role == "user" and blocks and is_tool_result(blocks[0]):
+            results = [b for b in previous if is_tool_result(b)]
+            others = [b for b in previous if not is_tool_result(b)]
+            turns[-1][blocks_key] = results + blocks + others
+        else:
+            previous.extend(blocks)
+        return
+    turns.append({"role": role, blocks_key: blocks})
+
+
 def messages_of(body: Json) -> list[Json]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:

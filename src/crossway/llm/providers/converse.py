@@ -30,6 +30,7 @@ from crossway.llm.providers.base import Json, StreamTranslator
 from crossway.llm.providers.common import (
     JSON_TOOL,
     ChunkFactory,
+    append_turn,
     check_base64,
     completion,
     content_parts,
@@ -137,14 +138,16 @@ def translate_request(
             if text:
                 system.append({"text": text})
         elif role == "user":
-            _append(messages, "user", _user_blocks(msg.get("content"), where))
+            blocks = _user_blocks(msg.get("content"), where)
+            append_turn(messages, "user", blocks, is_tool_result=_is_tool_result)
         elif role == "assistant":
             blocks = _assistant_blocks(msg, where)
             has_tool_blocks = has_tool_blocks or any("toolUse" in b for b in blocks)
-            _append(messages, "assistant", blocks)
+            append_turn(messages, "assistant", blocks)
         elif role in ("tool", "function"):
             has_tool_blocks = True
-            _append(messages, "user", [_tool_result(msg, where)])
+            blocks = [_tool_result(msg, where)]
+            append_turn(messages, "user", blocks, is_tool_result=_is_tool_result)
         else:
             raise BadRequest(f"{where}.role {role!r} is not supported", param="messages")
 
@@ -205,19 +208,8 @@ def translate_request(
     return out
 
 
-def _append(messages: list[Json], role: str, blocks: list[Json]) -> None:
-    if not blocks and role == "assistant":
-        return  # an empty assistant turn: Converse refuses empty content
-    if messages and messages[-1]["role"] == role:
-        previous: list[Json] = messages[-1]["content"]
-        if role == "user" and blocks and "toolResult" in blocks[0]:
-            results = [b for b in previous if "toolResult" in b]
-            others = [b for b in previous if "toolResult" not in b]
-            messages[-1]["content"] = results + blocks + others
-        else:
-            previous.extend(blocks)
-        return
-    messages.append({"role": role, "content": blocks})
+def _is_tool_result(block: Json) -> bool:
+    return "toolResult" in block
 
 
 def _user_blocks(content: Any, where: str) -> list[Json]:

@@ -33,6 +33,7 @@ from crossway.errors import BadRequest, GatewayError, UpstreamError
 from crossway.llm.providers.base import Json, Provider, StreamTranslator, UpstreamRequest
 from crossway.llm.providers.common import (
     ChunkFactory,
+    append_turn,
     check_base64,
     content_parts,
     embedding_inputs,
@@ -104,11 +105,14 @@ def translate_request(body: Json) -> Json:
             if text:
                 system.append({"text": text})
         elif role == "user":
-            _append(contents, "user", _user_parts(msg.get("content"), where))
+            parts = _user_parts(msg.get("content"), where)
+            append_turn(contents, "user", parts, blocks_key="parts")
         elif role == "assistant":
-            _append(contents, "model", _model_parts(msg, where, call_names))
+            parts = _model_parts(msg, where, call_names)
+            append_turn(contents, "model", parts, assistant_role="model", blocks_key="parts")
         elif role in ("tool", "function"):
-            _append(contents, "user", [_function_response(msg, where, call_names)])
+            parts = [_function_response(msg, where, call_names)]
+            append_turn(contents, "user", parts, blocks_key="parts")
         else:
             raise BadRequest(f"{where}.role {role!r} is not supported", param="messages")
 
@@ -177,15 +181,6 @@ def _generation_config(body: Json) -> Json:
     if isinstance(native, dict):
         config.update(native)
     return config
-
-
-def _append(contents: list[Json], role: str, parts: list[Json]) -> None:
-    if not parts and role == "model":
-        return  # an empty assistant turn: Gemini refuses empty parts
-    if contents and contents[-1]["role"] == role:
-        contents[-1]["parts"].extend(parts)
-        return
-    contents.append({"role": role, "parts": parts})
 
 
 def _user_parts(content: Any, where: str) -> list[Json]:
