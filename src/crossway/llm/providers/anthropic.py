@@ -39,19 +39,18 @@ from crossway.llm.providers.common import (
     JSON_TOOL,
     ChunkFactory,
     append_turn,
-    check_base64,
     completion,
     content_parts,
     error_or_fallback,
     function_tools,
-    image_url_of,
+    inline_file,
+    inline_image,
     json_instruction,
     json_tool_schema,
     loads_object,
     max_tokens_of,
     messages_of,
     new_id,
-    parse_data_url,
     passthrough_keys,
     status_error,
     stop_list,
@@ -225,14 +224,9 @@ def _user_blocks(content: Any, where: str) -> list[Json]:
                 continue
             block = {"type": "text", "text": part["text"]}
         elif kind == "image_url":
-            url = image_url_of(part, at)
-            data = parse_data_url(url, at)
-            if data is not None:
-                source: Json = {
-                    "type": "base64",
-                    "media_type": data[0],
-                    "data": check_base64(data[1], at),
-                }
+            url, inline = inline_image(part, at)
+            if inline is not None:
+                source: Json = {"type": "base64", "media_type": inline[0], "data": inline[1]}
             else:
                 source = {"type": "url", "url": url}
             block = {"type": "image", "source": source}
@@ -249,12 +243,7 @@ def _user_blocks(content: Any, where: str) -> list[Json]:
 
 
 def _document(part: Json, where: str) -> Json:
-    file = part.get("file")
-    data = file.get("file_data") if isinstance(file, dict) else None
-    parsed = parse_data_url(data, where) if isinstance(data, str) else None
-    if parsed is None:
-        raise BadRequest(f"{where}: files must be sent inline as file_data data URLs")
-    media_type, payload = parsed
+    media_type, payload = inline_file(part, where)
     source = {"type": "base64", "media_type": media_type, "data": payload}
     return {"type": "document", "source": source}
 

@@ -340,6 +340,27 @@ def parse_data_url(url: str, where: str) -> tuple[str, str] | None:
     return media_type, data
 
 
+def inline_image(part: Json, where: str) -> tuple[str, tuple[str, str] | None]:
+    """An OpenAI `image_url` part as `(url, inline)`: `inline` is `(media_type, base64 data)`,
+    the data checked, for a `data:` URL, and None for a link."""
+    url = image_url_of(part, where)
+    parsed = parse_data_url(url, where)
+    if parsed is None:
+        return url, None
+    return url, (parsed[0], check_base64(parsed[1], where))
+
+
+def inline_file(part: Json, where: str) -> tuple[str, str]:
+    """`(media_type, base64 data)` of an OpenAI `file` part; only inline `file_data` data URLs
+    can be translated (uploaded `file_id`s live on OpenAI's side)."""
+    file = part.get("file")
+    data = file.get("file_data") if isinstance(file, dict) else None
+    parsed = parse_data_url(data, where) if isinstance(data, str) else None
+    if parsed is None:
+        raise BadRequest(f"{where}: files must be sent inline as file_data data URLs")
+    return parsed
+
+
 def guess_media_type(url: str, default: str = "image/jpeg") -> str:
     """A media type from a URL's file extension (for providers that want one with a URL)."""
     path = url.split("?", 1)[0].lower()

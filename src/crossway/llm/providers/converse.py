@@ -38,6 +38,7 @@ from crossway.llm.providers.common import (
     function_tools,
     header,
     image_url_of,
+    inline_file,
     json_instruction,
     json_tool_schema,
     loads_object,
@@ -240,18 +241,14 @@ def _user_blocks(content: Any, where: str) -> list[Json]:
 
 
 def _document(part: Json, where: str, n: int) -> Json:
-    raw = part.get("file")
-    file: Json = raw if isinstance(raw, dict) else {}
-    data = file.get("file_data")
-    parsed = parse_data_url(data, where) if isinstance(data, str) else None
-    if parsed is None:
-        raise BadRequest(f"{where}: files must be sent inline as file_data data URLs")
-    fmt = _DOCUMENT_FORMATS.get(parsed[0])
+    media_type, data = inline_file(part, where)
+    fmt = _DOCUMENT_FORMATS.get(media_type)
     if fmt is None:
-        raise BadRequest(f"{where}: document type {parsed[0]} is not supported by Bedrock")
-    raw_name = str(file.get("filename") or f"document {n + 1}").rsplit(".", 1)[0]
+        raise BadRequest(f"{where}: document type {media_type} is not supported by Bedrock")
+    filename = part["file"].get("filename")  # inline_file made sure `file` is an object
+    raw_name = str(filename or f"document {n + 1}").rsplit(".", 1)[0]
     name = _DOC_NAME_BAD_CHARS.sub(" ", raw_name).strip() or f"document {n + 1}"
-    return {"document": {"format": fmt, "name": name, "source": {"bytes": parsed[1]}}}
+    return {"document": {"format": fmt, "name": name, "source": {"bytes": data}}}
 
 
 def _assistant_blocks(msg: Json, where: str) -> list[Json]:

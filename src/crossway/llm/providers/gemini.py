@@ -34,7 +34,6 @@ from crossway.llm.providers.base import Json, Provider, StreamTranslator, Upstre
 from crossway.llm.providers.common import (
     ChunkFactory,
     append_turn,
-    check_base64,
     content_parts,
     embedding_inputs,
     embeddings_list,
@@ -42,13 +41,13 @@ from crossway.llm.providers.common import (
     estimate_tokens,
     function_tools,
     guess_media_type,
-    image_url_of,
+    inline_file,
+    inline_image,
     loads_object,
     max_tokens_of,
     messages_of,
     new_id,
     now,
-    parse_data_url,
     status_error,
     stop_list,
     text_of,
@@ -192,21 +191,14 @@ def _user_parts(content: Any, where: str) -> list[Json]:
             if part.get("text"):
                 parts.append({"text": part["text"]})
         elif kind == "image_url":
-            url = image_url_of(part, at)
-            parsed = parse_data_url(url, at)
-            if parsed is not None:
-                parts.append(
-                    {"inlineData": {"mimeType": parsed[0], "data": check_base64(parsed[1], at)}}
-                )
+            url, inline = inline_image(part, at)
+            if inline is not None:
+                parts.append({"inlineData": {"mimeType": inline[0], "data": inline[1]}})
             else:
                 parts.append({"fileData": {"mimeType": guess_media_type(url), "fileUri": url}})
         elif kind == "file":
-            file = part.get("file")
-            data = file.get("file_data") if isinstance(file, dict) else None
-            parsed = parse_data_url(data, at) if isinstance(data, str) else None
-            if parsed is None:
-                raise BadRequest(f"{at}: files must be sent inline as file_data data URLs")
-            parts.append({"inlineData": {"mimeType": parsed[0], "data": parsed[1]}})
+            media_type, data = inline_file(part, at)
+            parts.append({"inlineData": {"mimeType": media_type, "data": data}})
         else:
             raise BadRequest(f"{at}: content type {kind!r} is not supported by Gemini")
     return parts
