@@ -39,6 +39,8 @@ from crossway.llm.providers.common import (
     JSON_TOOL,
     ChunkFactory,
     append_turn,
+    assistant_message,
+    body_excerpt,
     completion,
     content_parts,
     error_or_fallback,
@@ -56,9 +58,11 @@ from crossway.llm.providers.common import (
     stop_list,
     text_of,
     tool_arguments,
+    tool_call,
     tool_choice_of,
+    tool_use_finish,
     unexpected_shape,
-    usage_object,
+    usage_with_cache,
 )
 from crossway.llm.providers.sse import SSEParser
 
@@ -305,11 +309,11 @@ def anthropic_usage(usage: Any) -> Json:
     """Anthropic usage as canonical usage (cache reads and writes count as prompt tokens)."""
     if not isinstance(usage, dict):
         usage = {}
-    inp = usage.get("input_tokens") or 0
-    read = usage.get("cache_read_input_tokens") or 0
-    write = usage.get("cache_creation_input_tokens") or 0
-    return usage_object(
-        inp + read + write, usage.get("output_tokens") or 0, cached=read, cache_write=write
+    return usage_with_cache(
+        usage.get("input_tokens") or 0,
+        usage.get("cache_read_input_tokens") or 0,
+        usage.get("cache_creation_input_tokens") or 0,
+        usage.get("output_tokens") or 0,
     )
 
 
@@ -327,36 +331,18 @@ def translate_response(data: Json, model: str) -> Json:
         elif kind == "tool_use" and block.get("name") == JSON_TOOL:
             text.append(orjson.dumps(block.get("input") or {}).decode())
         elif kind == "tool_use":
-            calls.append(
-                {
-                    "id": block.get("id", ""),
-                    "type": "function",
-                    "function": {
-                        "name": block.get("name", ""),
-                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
-                    },
-                }
-            )
+            calls.append(tool_call(block.get("id", ""), block.get("name", ""), block.get("input")))
         elif kind == "thinking":
             reasoning.append(block.get("thinking", ""))
             thinking_blocks.append(block)
         elif kind == "redacted_thinking":
             thinking_blocks.append(block)
-    message: Json = {"role": "assistant", "content": "".join(text) if text or not calls else None}
-    if calls:
-        message["tool_calls"] = calls
-    if thinking_blocks:
-        message["reasoning_content"] = "".join(reasoning)
-        message["thinking_blocks"] = thinking_blocks
-    message["refusal"] = None
-    finish = STOP_REASONS.get(data.get("stop_reason") or "end_turn", "stop")
-    if finish == "tool_calls" and not calls:
-        finish = "stop"  # only the forced JSON tool was called
+    message = assistant_message(text, calls, reasoning, thinking_blocks)
     out = completion(
         str(data.get("id") or new_id("chatcmpl-")),
         model,
         message,
-        finish,
+        tool_use_finish(STOP_REASONS, data.get("stop_reason"), bool(calls)),
         anthropic_usage(data.get("usage")),
     )
     if data.get("stop_reason") == "stop_sequence":
@@ -378,7 +364,7 @@ def anthropic_error(status: int, headers: Mapping[str, str], body: bytes) -> Gat
             kind = err.get("type")
     except orjson.JSONDecodeError:
         if body:
-            message = body[:500].decode("utf-8", "replace")
+            message = body_excerpt(body)
     return status_error(status, message, headers, code=kind if kind == "overloaded_error" else None)
 
 
@@ -478,9 +464,7 @@ class AnthropicStreamTranslator(StreamTranslator):
             reason = (event.get("delta") or {}).get("stop_reason")
             if reason and not self._finished:
                 self._finished = True
-                finish = STOP_REASONS.get(reason, "stop")
-                if finish == "tool_calls" and not self._tool_index:
-                    finish = "stop"  # only the forced JSON tool was called
+                finish = tool_use_finish(STOP_REASONS, reason, bool(self._tool_index))
                 chunk = chunks.delta({}, finish)
                 if reason == "stop_sequence":  # canonical extension, as in answers
                     sequence = (event.get("delta") or {}).get("stop_sequence")

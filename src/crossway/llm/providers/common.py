@@ -101,6 +101,9 @@ _STATUS_ERRORS: Final[dict[int, type[GatewayError]]] = {
 
 _KEPT_HEADERS: Final = ("retry-after", "retry-after-ms")
 
+ERROR_EXCERPT_BYTES: Final = 500
+"""How much of a non-JSON upstream error body becomes the error's message."""
+
 _TOO_LONG_HINTS: Final = (
     "prompt is too long",
     "input is too long",
@@ -188,6 +191,11 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
     return value
 
 
+def body_excerpt(body: bytes) -> str:
+    """The start of an upstream error body that is not JSON, as text for the error message."""
+    return body[:ERROR_EXCERPT_BYTES].decode("utf-8", "replace")
+
+
 def _looks_too_long(message: str) -> bool:
     lower = message.lower()
     return any(hint in lower for hint in _TOO_LONG_HINTS)
@@ -254,6 +262,51 @@ def usage_object(
         "prompt_tokens_details": details,
         "completion_tokens_details": {"reasoning_tokens": reasoning},
     }
+
+
+def usage_with_cache(input_tokens: int, cache_read: int, cache_write: int, output: int) -> Json:
+    """Canonical usage for an API whose input count leaves out cache reads and writes
+    (Anthropic, Converse): both are added to the prompt tokens."""
+    return usage_object(
+        input_tokens + cache_read + cache_write, output, cached=cache_read, cache_write=cache_write
+    )
+
+
+def tool_call(call_id: str, name: str, arguments: Any) -> Json:
+    """A canonical tool call; `arguments` (the provider's object) becomes JSON text."""
+    return {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": orjson.dumps(arguments or {}).decode()},
+    }
+
+
+def assistant_message(
+    text: list[str],
+    calls: list[Json],
+    reasoning: list[str],
+    thinking_blocks: list[Json] | None = None,
+) -> Json:
+    """A canonical answer message from its pieces: `content` is null only when the model made
+    tool calls and wrote nothing; reasoning text and thinking blocks go in the extension fields."""
+    message: Json = {"role": "assistant", "content": "".join(text) if text or not calls else None}
+    if calls:
+        message["tool_calls"] = calls
+    if reasoning or thinking_blocks:
+        message["reasoning_content"] = "".join(reasoning)
+    if thinking_blocks:
+        message["thinking_blocks"] = thinking_blocks
+    message["refusal"] = None
+    return message
+
+
+def tool_use_finish(stop_reasons: Mapping[str, str], reason: str | None, tool_calls: bool) -> str:
+    """The canonical `finish_reason` for a provider's stop `reason` (unknown or none: `stop`).
+    A tool-use stop without `tool_calls` was the forced `JSON_TOOL` call, answered as text."""
+    finish = stop_reasons.get(reason, "stop") if reason else "stop"
+    if finish == "tool_calls" and not tool_calls:
+        return "stop"
+    return finish
 
 
 class ChunkFactory:

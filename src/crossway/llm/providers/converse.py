@@ -31,6 +31,8 @@ from crossway.llm.providers.common import (
     JSON_TOOL,
     ChunkFactory,
     append_turn,
+    assistant_message,
+    body_excerpt,
     check_base64,
     completion,
     content_parts,
@@ -51,9 +53,11 @@ from crossway.llm.providers.common import (
     stop_list,
     text_of,
     tool_arguments,
+    tool_call,
     tool_choice_of,
+    tool_use_finish,
     unexpected_shape,
-    usage_object,
+    usage_with_cache,
 )
 from crossway.llm.providers.eventstream import EventStreamDecoder
 
@@ -311,11 +315,12 @@ def bedrock_usage(usage: Any) -> Json:
     """Converse usage as canonical usage (cache reads and writes count as prompt tokens)."""
     if not isinstance(usage, dict):
         usage = {}
-    inp = usage.get("inputTokens") or 0
-    read = usage.get("cacheReadInputTokens") or 0
-    write = usage.get("cacheWriteInputTokens") or 0
-    out = usage.get("outputTokens") or 0
-    return usage_object(inp + read + write, out, cached=read, cache_write=write)
+    return usage_with_cache(
+        usage.get("inputTokens") or 0,
+        usage.get("cacheReadInputTokens") or 0,
+        usage.get("cacheWriteInputTokens") or 0,
+        usage.get("outputTokens") or 0,
+    )
 
 
 @unexpected_shape("answer")
@@ -333,16 +338,7 @@ def translate_response(data: Json, model: str) -> Json:
             text.append(orjson.dumps(block["toolUse"].get("input") or {}).decode())
         elif "toolUse" in block:
             use = block["toolUse"]
-            calls.append(
-                {
-                    "id": use.get("toolUseId", ""),
-                    "type": "function",
-                    "function": {
-                        "name": use.get("name", ""),
-                        "arguments": orjson.dumps(use.get("input") or {}).decode(),
-                    },
-                }
-            )
+            calls.append(tool_call(use.get("toolUseId", ""), use.get("name", ""), use.get("input")))
         elif "reasoningContent" in block:
             rc = block["reasoningContent"]
             if "reasoningText" in rc:
@@ -357,16 +353,8 @@ def translate_response(data: Json, model: str) -> Json:
                 )
             elif "redactedContent" in rc:
                 thinking.append({"type": "redacted_thinking", "data": rc["redactedContent"]})
-    out_msg: Json = {"role": "assistant", "content": "".join(text) if text or not calls else None}
-    if calls:
-        out_msg["tool_calls"] = calls
-    if thinking:
-        out_msg["reasoning_content"] = "".join(reasoning)
-        out_msg["thinking_blocks"] = thinking
-    out_msg["refusal"] = None
-    finish = STOP_REASONS.get(data.get("stopReason") or "end_turn", "stop")
-    if finish == "tool_calls" and not calls:
-        finish = "stop"  # only the forced JSON tool was called
+    out_msg = assistant_message(text, calls, reasoning, thinking)
+    finish = tool_use_finish(STOP_REASONS, data.get("stopReason"), bool(calls))
     out = completion(new_id("chatcmpl-"), model, out_msg, finish, bedrock_usage(data.get("usage")))
     if data.get("stopReason") == "stop_sequence":
         # Canonical extension (vLLM's name): the stop string, when the model reports it.
@@ -402,7 +390,7 @@ def bedrock_error(status: int, headers: Mapping[str, str], body: bytes) -> Gatew
         if isinstance(data, dict):
             message = str(data.get("message") or data.get("Message") or "")
     except orjson.JSONDecodeError:
-        message = body[:500].decode("utf-8", "replace")
+        message = body_excerpt(body)
     if not message:
         message = f"upstream answered HTTP {status}"
     if kind:
@@ -435,7 +423,7 @@ class BedrockStreamTranslator(StreamTranslator):
                 try:
                     text = str(orjson.loads(message.payload).get("message", ""))
                 except (orjson.JSONDecodeError, AttributeError):
-                    text = message.payload[:500].decode("utf-8", "replace")
+                    text = body_excerpt(message.payload)
                 raise exception_error(message.event_type, f"{message.event_type}: {text}")
             else:
                 code = str(message.headers.get(":error-code", "InternalServerException"))
@@ -493,9 +481,7 @@ class BedrockStreamTranslator(StreamTranslator):
             out.append(chunks.delta({"role": "assistant", "content": ""}))
         elif kind == "messageStop":
             self._stopped = True
-            finish = STOP_REASONS.get(event.get("stopReason") or "end_turn", "stop")
-            if finish == "tool_calls" and not self._tool_index:
-                finish = "stop"  # only the forced JSON tool was called
+            finish = tool_use_finish(STOP_REASONS, event.get("stopReason"), bool(self._tool_index))
             chunk = chunks.delta({}, finish)
             if event.get("stopReason") == "stop_sequence":
                 chunk["choices"][0]["stop_reason"] = _stop_sequence(event)

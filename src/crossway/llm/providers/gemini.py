@@ -34,6 +34,8 @@ from crossway.llm.providers.base import Json, Provider, StreamTranslator, Upstre
 from crossway.llm.providers.common import (
     ChunkFactory,
     append_turn,
+    assistant_message,
+    body_excerpt,
     content_parts,
     embedding_inputs,
     embeddings_list,
@@ -52,6 +54,7 @@ from crossway.llm.providers.common import (
     stop_list,
     text_of,
     tool_arguments,
+    tool_call,
     tool_choice_of,
     unexpected_shape,
     usage_object,
@@ -286,14 +289,7 @@ def _call_id(part: Json) -> str:
 
 def _tool_call(part: Json) -> Json:
     fc = part["functionCall"]
-    return {
-        "id": _call_id(part),
-        "type": "function",
-        "function": {
-            "name": fc.get("name", ""),
-            "arguments": orjson.dumps(fc.get("args") or {}).decode(),
-        },
-    }
+    return tool_call(_call_id(part), fc.get("name", ""), fc.get("args"))
 
 
 @unexpected_shape("answer")
@@ -309,15 +305,7 @@ def translate_response(data: Json, model: str) -> Json:
                 calls.append(_tool_call(part))
             elif "text" in part:
                 (thoughts if part.get("thought") else text).append(part["text"])
-        message: Json = {
-            "role": "assistant",
-            "content": "".join(text) if text or not calls else None,
-        }
-        if calls:
-            message["tool_calls"] = calls
-        if thoughts:
-            message["reasoning_content"] = "".join(thoughts)
-        message["refusal"] = None
+        message = assistant_message(text, calls, thoughts)
         finish = FINISH_REASONS.get(candidate.get("finishReason") or "STOP", "stop")
         if calls and finish == "stop":
             finish = "tool_calls"
@@ -367,7 +355,7 @@ def google_error(status: int, headers: Mapping[str, str], body: bytes) -> Gatewa
                 keep["retry-after"] = str(delay)
     except orjson.JSONDecodeError:
         if body:
-            message = body[:500].decode("utf-8", "replace")
+            message = body_excerpt(body)
     return status_error(status, message, keep)
 
 
