@@ -416,11 +416,7 @@ class AnthropicStreamTranslator(StreamTranslator):
                     out.append(chunks.delta({"content": fragment}))
                 elif fragment:
                     index = self._tool_index.get(event.get("index", 0), 0)
-                    out.append(
-                        chunks.delta(
-                            {"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}
-                        )
-                    )
+                    out.append(chunks.tool_call_arguments(index, fragment))
             elif dkind == "thinking_delta":
                 out.append(chunks.delta({"reasoning_content": delta.get("thinking", "")}))
             elif dkind == "signature_delta":
@@ -438,13 +434,9 @@ class AnthropicStreamTranslator(StreamTranslator):
             elif bkind == "tool_use":
                 index = len(self._tool_index)
                 self._tool_index[event.get("index", 0)] = index
-                call = {
-                    "index": index,
-                    "id": block.get("id", ""),
-                    "type": "function",
-                    "function": {"name": block.get("name", ""), "arguments": ""},
-                }
-                out.append(chunks.delta({"tool_calls": [call]}))
+                out.append(
+                    chunks.tool_call_start(index, block.get("id", ""), block.get("name", ""))
+                )
             elif bkind == "text" and block.get("text"):
                 out.append(chunks.delta({"content": block["text"]}))
             elif bkind == "thinking" and block.get("thinking"):

@@ -330,6 +330,36 @@ class ChunkFactory:
             ],
         }
 
+    def tool_call_start(self, index: int, call_id: str, name: str) -> Json:
+        """The chunk opening tool call `index`; its arguments follow in `tool_call_arguments`."""
+        call = {
+            "index": index,
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        return self.delta({"tool_calls": [call]})
+
+    def tool_call_arguments(self, index: int, fragment: str) -> Json:
+        """A chunk carrying the next `fragment` of tool call `index`'s JSON arguments."""
+        # Built here rather than through `delta`: one call less on a per-event path.
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [{"index": index, "function": {"arguments": fragment}}]
+                    },
+                    "finish_reason": None,
+                    "logprobs": None,
+                }
+            ],
+        }
+
     def usage(self, usage: Json) -> Json:
         return {
             "id": self.id,

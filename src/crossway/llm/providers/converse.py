@@ -448,11 +448,7 @@ class BedrockStreamTranslator(StreamTranslator):
                 if fragment and block_index in self._json_blocks:
                     out.append(chunks.delta({"content": fragment}))
                 elif fragment:
-                    out.append(
-                        chunks.delta(
-                            {"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}
-                        )
-                    )
+                    out.append(chunks.tool_call_arguments(index, fragment))
             elif "reasoningContent" in delta:
                 rc = delta["reasoningContent"] or {}
                 if "text" in rc:
@@ -470,13 +466,9 @@ class BedrockStreamTranslator(StreamTranslator):
             elif use:
                 index = len(self._tool_index)
                 self._tool_index[event.get("contentBlockIndex", 0)] = index
-                call = {
-                    "index": index,
-                    "id": use.get("toolUseId", ""),
-                    "type": "function",
-                    "function": {"name": use.get("name", ""), "arguments": ""},
-                }
-                out.append(chunks.delta({"tool_calls": [call]}))
+                out.append(
+                    chunks.tool_call_start(index, use.get("toolUseId", ""), use.get("name", ""))
+                )
         elif kind == "messageStart":
             out.append(chunks.delta({"role": "assistant", "content": ""}))
         elif kind == "messageStop":
