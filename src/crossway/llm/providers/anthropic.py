@@ -57,9 +57,10 @@ from crossway.llm.providers.common import (
     status_error,
     stop_list,
     text_of,
-    tool_arguments,
     tool_call,
+    tool_call_parts,
     tool_choice_of,
+    tool_result_id,
     tool_use_finish,
     unexpected_shape,
     usage_with_cache,
@@ -265,28 +266,14 @@ def _assistant_blocks(msg: Json, where: str) -> list[Json]:
         if not isinstance(calls, list):
             raise BadRequest(f"{where}.tool_calls must be a list", param="messages")
         for k, call in enumerate(calls):
-            at = f"{where}.tool_calls[{k}]"
-            if not isinstance(call, dict) or not isinstance(call.get("id"), str):
-                raise BadRequest(f"{at}.id is required", param="messages")
-            blocks.append(
-                {
-                    "type": "tool_use",
-                    "id": call["id"],
-                    "name": call["function"].get("name", "")
-                    if isinstance(call.get("function"), dict)
-                    else "",
-                    "input": tool_arguments(call, at),
-                }
-            )
+            call_id, name, arguments = tool_call_parts(call, f"{where}.tool_calls[{k}]")
+            blocks.append({"type": "tool_use", "id": call_id, "name": name, "input": arguments})
     return blocks
 
 
 def _tool_result(msg: Json, where: str) -> Json:
-    call_id = msg.get("tool_call_id")
-    if not isinstance(call_id, str) or not call_id:
-        raise BadRequest(f"{where}.tool_call_id is required", param="messages")
     content = msg.get("content")
-    result: Json = {"type": "tool_result", "tool_use_id": call_id}
+    result: Json = {"type": "tool_result", "tool_use_id": tool_result_id(msg, where)}
     if isinstance(content, list):
         result["content"] = _user_blocks(content, where)
     else:

@@ -488,6 +488,24 @@ def tool_arguments(call: Json, where: str) -> Json:
     return args
 
 
+def tool_call_parts(call: Any, where: str) -> tuple[str, str, Json]:
+    """`(id, function name, arguments object)` of a tool call in an assistant message, for
+    providers that pair calls and results by the client's ids (the id is required)."""
+    if not isinstance(call, dict) or not isinstance(call.get("id"), str):
+        raise BadRequest(f"{where}.id is required", param="messages")
+    fn = call.get("function")
+    name = fn.get("name", "") if isinstance(fn, dict) else ""
+    return call["id"], name, tool_arguments(call, where)
+
+
+def tool_result_id(msg: Json, where: str) -> str:
+    """The id of the tool call a `tool` message answers (required)."""
+    call_id = msg.get("tool_call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise BadRequest(f"{where}.tool_call_id is required", param="messages")
+    return call_id
+
+
 def function_tools(body: Json) -> list[Json]:
     """The `function` objects of a request's tools (legacy `functions` too), validated."""
     tools = body.get("tools")

@@ -52,9 +52,10 @@ from crossway.llm.providers.common import (
     status_error,
     stop_list,
     text_of,
-    tool_arguments,
     tool_call,
+    tool_call_parts,
     tool_choice_of,
+    tool_result_id,
     tool_use_finish,
     unexpected_shape,
     usage_with_cache,
@@ -269,27 +270,13 @@ def _assistant_blocks(msg: Json, where: str) -> list[Json]:
         if part["type"] in ("text", "output_text") and part.get("text"):
             blocks.append({"text": part["text"]})
     for k, call in enumerate(msg.get("tool_calls") or []):
-        at = f"{where}.tool_calls[{k}]"
-        if not isinstance(call, dict) or not isinstance(call.get("id"), str):
-            raise BadRequest(f"{at}.id is required", param="messages")
-        blocks.append(
-            {
-                "toolUse": {
-                    "toolUseId": call["id"],
-                    "name": call["function"].get("name", "")
-                    if isinstance(call.get("function"), dict)
-                    else "",
-                    "input": tool_arguments(call, at),
-                }
-            }
-        )
+        call_id, name, arguments = tool_call_parts(call, f"{where}.tool_calls[{k}]")
+        blocks.append({"toolUse": {"toolUseId": call_id, "name": name, "input": arguments}})
     return blocks
 
 
 def _tool_result(msg: Json, where: str) -> Json:
-    call_id = msg.get("tool_call_id")
-    if not isinstance(call_id, str) or not call_id:
-        raise BadRequest(f"{where}.tool_call_id is required", param="messages")
+    call_id = tool_result_id(msg, where)
     content = msg.get("content")
     if isinstance(content, list):
         result_blocks = _user_blocks(content, where)
