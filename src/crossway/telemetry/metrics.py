@@ -112,6 +112,13 @@ def observe_llm_usage(
         children[4].inc(cost)
 
 
+_llm_attempt_children: dict[tuple[str, str, str], Counter] = {}
+
+
 def observe_llm_attempt(backend: str, deployment: str, result: str) -> None:
     """Count one upstream attempt of an LLM request."""
-    LLM_ATTEMPTS.labels(backend, deployment, result).inc()
+    key = (backend, deployment, result)
+    child = _llm_attempt_children.get(key)
+    if child is None:
+        child = _llm_attempt_children[key] = LLM_ATTEMPTS.labels(backend, deployment, result)
+    child.inc()
