@@ -15,11 +15,13 @@ from tests.mocks.base import (
     MockServer,
     RecordedRequest,
     Reply,
-    StreamWriter,
-    before_first_byte,
+    ToolCall,
+    injected_fault,
     json_response,
     running,
+    send_stream,
     split_text,
+    sse_event,
 )
 
 API_KEY = "sk-ant-test-key"
@@ -121,12 +123,39 @@ def validate(body: Any, *, vertex: bool = False) -> str | None:
     return None
 
 
+def checked_body(
+    recorded: RecordedRequest, *, vertex: bool = False
+) -> dict[str, Any] | web.Response:
+    """The request's body, or the 400 the real API answers when it is not JSON or not valid."""
+    try:
+        body = orjson.loads(recorded.body)
+    except orjson.JSONDecodeError:
+        return error(400, "Request body is not valid JSON")
+    problem = validate(body, vertex=vertex)
+    if problem is not None:
+        return error(400, problem)
+    assert isinstance(body, dict)
+    return body
+
+
 def check_auth(recorded: RecordedRequest) -> web.Response | None:
     if recorded.headers.get("x-api-key") != API_KEY:
         return error(401, "invalid x-api-key")
     if recorded.headers.get("anthropic-version") is None:
         return error(400, "anthropic-version: header is required")
     return None
+
+
+def _stop_reason(reply: Reply) -> str:
+    return reply.stop or ("tool_use" if reply.tool_calls else "end_turn")
+
+
+def _tool_use_id(call: ToolCall, n: int) -> str:
+    return call.id or f"toolu_mock{n:02d}"
+
+
+def _signature(thinking: str) -> str:
+    return "sig-" + str(len(thinking))
 
 
 def message(reply: Reply, model: str) -> dict[str, Any]:
@@ -137,7 +166,7 @@ def message(reply: Reply, model: str) -> dict[str, Any]:
             {
                 "type": "thinking",
                 "thinking": reply.thinking,
-                "signature": "sig-" + str(len(reply.thinking)),
+                "signature": _signature(reply.thinking),
             }
         )
     if reply.text:
@@ -146,7 +175,7 @@ def message(reply: Reply, model: str) -> dict[str, Any]:
         content.append(
             {
                 "type": "tool_use",
-                "id": call.id or f"toolu_mock{n:02d}",
+                "id": _tool_use_id(call, n),
                 "name": call.name,
                 "input": call.arguments,
             }
@@ -157,7 +186,7 @@ def message(reply: Reply, model: str) -> dict[str, Any]:
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": reply.stop or ("tool_use" if reply.tool_calls else "end_turn"),
+        "stop_reason": _stop_reason(reply),
         "stop_sequence": None,
         "usage": usage(reply),
     }
@@ -172,8 +201,22 @@ def usage(reply: Reply) -> dict[str, Any]:
     }
 
 
-def sse(event: str, data: dict[str, Any]) -> bytes:
-    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+def _content_block(index: int, block: dict[str, Any], deltas: list[dict[str, Any]]) -> list[bytes]:
+    """A content block's events: its start, one `content_block_delta` per delta, its stop."""
+    return [
+        sse_event(
+            "content_block_start",
+            {"type": "content_block_start", "index": index, "content_block": block},
+        ),
+        *(
+            sse_event(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": index, "delta": delta},
+            )
+            for delta in deltas
+        ),
+        sse_event("content_block_stop", {"type": "content_block_stop", "index": index}),
+    ]
 
 
 def stream_events(reply: Reply, model: str) -> list[bytes]:
@@ -182,143 +225,65 @@ def stream_events(reply: Reply, model: str) -> list[bytes]:
     start["content"] = []
     start["stop_reason"] = None
     start["usage"] = {**usage(reply), "output_tokens": 1}
-    events = [
-        sse("message_start", {"type": "message_start", "message": start}),
-        sse("ping", {"type": "ping"}),
-    ]
-    index = 0
+    blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
     if reply.thinking is not None:
-        events.append(
-            sse(
-                "content_block_start",
-                {
-                    "type": "content_block_start",
-                    "index": index,
-                    "content_block": {"type": "thinking", "thinking": "", "signature": ""},
-                },
-            )
-        )
-        for piece in split_text(reply.thinking, reply.pieces):
-            events.append(
-                sse(
-                    "content_block_delta",
-                    {
-                        "type": "content_block_delta",
-                        "index": index,
-                        "delta": {"type": "thinking_delta", "thinking": piece},
-                    },
-                )
-            )
-        events.append(
-            sse(
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": index,
-                    "delta": {
-                        "type": "signature_delta",
-                        "signature": "sig-" + str(len(reply.thinking)),
-                    },
-                },
-            )
-        )
-        events.append(sse("content_block_stop", {"type": "content_block_stop", "index": index}))
-        index += 1
+        deltas = [
+            {"type": "thinking_delta", "thinking": piece}
+            for piece in split_text(reply.thinking, reply.pieces)
+        ]
+        deltas.append({"type": "signature_delta", "signature": _signature(reply.thinking)})
+        blocks.append(({"type": "thinking", "thinking": "", "signature": ""}, deltas))
     if reply.text:
-        events.append(
-            sse(
-                "content_block_start",
-                {
-                    "type": "content_block_start",
-                    "index": index,
-                    "content_block": {"type": "text", "text": ""},
-                },
-            )
-        )
-        for piece in split_text(reply.text, reply.pieces):
-            events.append(
-                sse(
-                    "content_block_delta",
-                    {
-                        "type": "content_block_delta",
-                        "index": index,
-                        "delta": {"type": "text_delta", "text": piece},
-                    },
-                )
-            )
-        events.append(sse("content_block_stop", {"type": "content_block_stop", "index": index}))
-        index += 1
+        deltas = [
+            {"type": "text_delta", "text": piece} for piece in split_text(reply.text, reply.pieces)
+        ]
+        blocks.append(({"type": "text", "text": ""}, deltas))
     for n, call in enumerate(reply.tool_calls):
-        block = {
-            "type": "tool_use",
-            "id": call.id or f"toolu_mock{n:02d}",
-            "name": call.name,
-            "input": {},
-        }
-        events.append(
-            sse(
-                "content_block_start",
-                {"type": "content_block_start", "index": index, "content_block": block},
-            )
-        )
-        for piece in split_text(orjson.dumps(call.arguments).decode(), reply.pieces):
-            events.append(
-                sse(
-                    "content_block_delta",
-                    {
-                        "type": "content_block_delta",
-                        "index": index,
-                        "delta": {"type": "input_json_delta", "partial_json": piece},
-                    },
-                )
-            )
-        events.append(sse("content_block_stop", {"type": "content_block_stop", "index": index}))
-        index += 1
-    stop = reply.stop or ("tool_use" if reply.tool_calls else "end_turn")
+        block = {"type": "tool_use", "id": _tool_use_id(call, n), "name": call.name, "input": {}}
+        arguments = orjson.dumps(call.arguments).decode()
+        deltas = [
+            {"type": "input_json_delta", "partial_json": piece}
+            for piece in split_text(arguments, reply.pieces)
+        ]
+        blocks.append((block, deltas))
+    events = [
+        sse_event("message_start", {"type": "message_start", "message": start}),
+        sse_event("ping", {"type": "ping"}),
+    ]
+    for index, (block, deltas) in enumerate(blocks):
+        events += _content_block(index, block, deltas)
     events.append(
-        sse(
+        sse_event(
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "delta": {"stop_reason": _stop_reason(reply), "stop_sequence": None},
                 "usage": {"output_tokens": reply.output_tokens},
             },
         )
     )
-    events.append(sse("message_stop", {"type": "message_stop"}))
+    events.append(sse_event("message_stop", {"type": "message_stop"}))
     if reply.stream_error:
-        at = 3
-        events[at:] = [
-            sse(
-                "error",
-                {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
-            )
-        ]
+        overloaded = {"type": "overloaded_error", "message": "Overloaded"}
+        events[3:] = [sse_event("error", {"type": "error", "error": overloaded})]
     return events
+
+
+def _injected_error(reply: Reply) -> web.Response:
+    return error(reply.status, reply.error_text, reply.error_type, reply.retry_headers)
 
 
 async def answer(
     request: web.Request, reply: Reply, body: dict[str, Any], model: str
 ) -> web.StreamResponse:
     """Answer a validated request with `reply` (errors, faults, plain or streamed)."""
-    if await before_first_byte(reply, request):
-        return web.Response()
-    if reply.status != 200:
-        headers = {"retry-after": reply.retry_after} if reply.retry_after else None
-        return error(reply.status, reply.error_message or "mock error", reply.error_type, headers)
+    faulted = await injected_fault(request, reply, _injected_error)
+    if faulted is not None:
+        return faulted
     if not body.get("stream"):
         return json_response(200, message(reply, model), {"request-id": "req_mock"})
-    response = web.StreamResponse(
-        status=200,
-        headers={"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"},
-    )
-    await response.prepare(request)
-    writer = StreamWriter(request, response, reply)
-    for event in stream_events(reply, model):
-        if not await writer.write(event):
-            return response
-    await response.write_eof()
-    return response
+    headers = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
+    return await send_stream(request, reply, stream_events(reply, model), headers)
 
 
 async def handle(
@@ -329,13 +294,9 @@ async def handle(
     refused = check_auth(recorded)
     if refused is not None:
         return refused
-    try:
-        body = orjson.loads(recorded.body)
-    except orjson.JSONDecodeError:
-        return error(400, "Request body is not valid JSON")
-    problem = validate(body)
-    if problem is not None:
-        return error(400, problem)
+    body = checked_body(recorded)
+    if isinstance(body, web.Response):
+        return body
     return await answer(request, server.next_reply(), body, body["model"])
 
 

@@ -17,10 +17,12 @@ from tests.llm import openai_mock
 from tests.mocks.base import (
     MockServer,
     RecordedRequest,
-    StreamWriter,
-    before_first_byte,
+    Reply,
+    injected_fault,
     json_response,
     running,
+    send_stream,
+    sse_data,
 )
 
 API_KEY = "azure-mock-key"
@@ -39,6 +41,11 @@ def error(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
     return json_response(status, {"error": {"code": code, "message": message}}, headers)
+
+
+def _injected_error(reply: Reply) -> web.Response:
+    code = "429" if reply.status == 429 else "InternalServerError"
+    return error(reply.status, reply.error_type or code, reply.error_text, reply.retry_headers)
 
 
 class AzureMock(MockServer):
@@ -86,14 +93,9 @@ async def handle(
     if problem is not None:
         return error(400, "BadRequest", problem[0])
     reply = server.next_reply()
-    if await before_first_byte(reply, request):
-        return web.Response()
-    if reply.status != 200:
-        headers = {"retry-after": reply.retry_after} if reply.retry_after else None
-        code = "429" if reply.status == 429 else "InternalServerError"
-        return error(
-            reply.status, reply.error_type or code, reply.error_message or "mock error", headers
-        )
+    faulted = await injected_fault(request, reply, _injected_error)
+    if faulted is not None:
+        return faulted
     if not body.get("stream"):
         answer: dict[str, Any] = openai_mock.completion(reply, deployment, int(body.get("n") or 1))
         answer["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": _FILTERS}]
@@ -101,10 +103,6 @@ async def handle(
             choice["content_filter_results"] = _FILTERS
         return json_response(200, answer)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    response = web.StreamResponse(
-        status=200, headers={"content-type": "text/event-stream; charset=utf-8"}
-    )
-    await response.prepare(request)
     filters_only = {
         "choices": [],
         "created": 0,
@@ -113,14 +111,10 @@ async def handle(
         "object": "",
         "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": _FILTERS}],
     }
-    events = [b"data: " + orjson.dumps(filters_only) + b"\n\n"]
+    events = [sse_data(filters_only)]
     events += openai_mock.stream_events(reply, deployment, include_usage)
-    writer = StreamWriter(request, response, reply)
-    for data in events:
-        if not await writer.write(data):
-            return response
-    await response.write_eof()
-    return response
+    headers = {"content-type": "text/event-stream; charset=utf-8"}
+    return await send_stream(request, reply, events, headers)
 
 
 @asynccontextmanager

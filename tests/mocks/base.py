@@ -1,9 +1,11 @@
-"""What every mock provider shares: scripted replies, recorded requests, injected faults and an
-aiohttp server on a free loopback port.
+"""What every mock provider shares: scripted replies, recorded requests, injected faults, SSE
+framing and streamed answers, and an aiohttp server on a free loopback port.
 
 A test scripts the next replies (`mock.script(Reply(text="hi"), Reply(status=429, ...))`); when
 the script runs out, `mock.default` answers. Every request the mock received is in
-`mock.requests`, so tests assert what was sent upstream.
+`mock.requests`, so tests assert what was sent upstream. A handler answers a reply with
+`injected_fault` first (delay, reset, or the provider's error for `reply.status`), then either
+`json_response` or `send_stream`.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -59,6 +61,16 @@ class Reply:
     """Streams only: drop the connection after this many events."""
     stream_error: bool = False
     """Streams only: send the provider's in-stream error event after the first content."""
+
+    @property
+    def error_text(self) -> str:
+        """The message of the injected error (a stock one when the script set none)."""
+        return self.error_message or "mock error"
+
+    @property
+    def retry_headers(self) -> dict[str, str] | None:
+        """The `retry-after` header the injected error carries, if the script set one."""
+        return {"retry-after": self.retry_after} if self.retry_after else None
 
 
 @dataclass
@@ -126,8 +138,12 @@ class MockServer:
         return await self.handler(self, request, recorded)
 
 
+_Server = TypeVar("_Server", bound=MockServer)
+
+
 @asynccontextmanager
-async def running(server: MockServer) -> AsyncIterator[MockServer]:
+async def running(server: _Server) -> AsyncIterator[_Server]:
+    """`server` started, and closed on the way out."""
     await server.start()
     try:
         yield server
@@ -146,6 +162,19 @@ async def before_first_byte(reply: Reply, request: web.Request) -> bool:
         drop(request)
         return True
     return False
+
+
+async def injected_fault(
+    request: web.Request, reply: Reply, render_error: Callable[[Reply], web.StreamResponse]
+) -> web.StreamResponse | None:
+    """The answer an injected fault makes: after the reply's delay, a dropped connection, or
+    `render_error(reply)` (the provider's error shape) for a non-200 `reply.status`. None when
+    the reply is to be answered normally."""
+    if await before_first_byte(reply, request):
+        return web.Response()
+    if reply.status != 200:
+        return render_error(reply)
+    return None
 
 
 def drop(request: web.Request) -> None:
@@ -170,6 +199,16 @@ def json_response(status: int, data: Any, headers: dict[str, str] | None = None)
         content_type="application/json",
         headers=headers or {},
     )
+
+
+def sse_data(data: Any, *, line_end: bytes = b"\n") -> bytes:
+    """A server-sent event of one `data:` line (`data` as JSON); Gemini ends lines with CRLF."""
+    return b"data: " + orjson.dumps(data) + line_end + line_end
+
+
+def sse_event(name: str, data: Any) -> bytes:
+    """A named server-sent event: `event: name`, then `data` as JSON."""
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
 def split_text(text: str, pieces: int) -> list[str]:
@@ -201,3 +240,17 @@ class StreamWriter:
         await self.response.write(data)
         self.sent += 1
         return True
+
+
+async def send_stream(
+    request: web.Request, reply: Reply, events: Iterable[bytes], headers: dict[str, str]
+) -> web.StreamResponse:
+    """Answer 200 with `events` streamed one write each, cut where `reply.cut_after` says."""
+    response = web.StreamResponse(status=200, headers=headers)
+    await response.prepare(request)
+    writer = StreamWriter(request, response, reply)
+    for event in events:
+        if not await writer.write(event):
+            return response
+    await response.write_eof()
+    return response

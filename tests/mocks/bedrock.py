@@ -29,10 +29,10 @@ from tests.mocks.base import (
     MockServer,
     RecordedRequest,
     Reply,
-    StreamWriter,
-    before_first_byte,
+    injected_fault,
     json_response,
     running,
+    send_stream,
     split_text,
 )
 
@@ -293,44 +293,38 @@ def exception(kind: str, message: str) -> bytes:
     return encode_message(headers, orjson.dumps({"message": message}))
 
 
+def _content_block(
+    index: int, deltas: list[dict[str, Any]], start: dict[str, Any] | None = None
+) -> list[bytes]:
+    """A content block's events: its start (tool use only), one delta each, its stop."""
+    events = []
+    if start is not None:
+        events.append(event("contentBlockStart", {"contentBlockIndex": index, "start": start}))
+    for delta in deltas:
+        events.append(event("contentBlockDelta", {"contentBlockIndex": index, "delta": delta}))
+    events.append(event("contentBlockStop", {"contentBlockIndex": index}))
+    return events
+
+
 def stream_events(reply: Reply) -> list[bytes]:
-    events = [event("messageStart", {"role": "assistant"})]
-    index = 0
+    blocks: list[tuple[list[dict[str, Any]], dict[str, Any] | None]] = []
     if reply.thinking is not None:
-        for piece in split_text(reply.thinking, reply.pieces):
-            events.append(
-                event(
-                    "contentBlockDelta",
-                    {"contentBlockIndex": index, "delta": {"reasoningContent": {"text": piece}}},
-                )
-            )
-        events.append(
-            event(
-                "contentBlockDelta",
-                {"contentBlockIndex": index, "delta": {"reasoningContent": {"signature": "sig"}}},
-            )
-        )
-        events.append(event("contentBlockStop", {"contentBlockIndex": index}))
-        index += 1
+        deltas = [
+            {"reasoningContent": {"text": piece}}
+            for piece in split_text(reply.thinking, reply.pieces)
+        ]
+        deltas.append({"reasoningContent": {"signature": "sig"}})
+        blocks.append((deltas, None))
     if reply.text:
-        for piece in split_text(reply.text, reply.pieces):
-            events.append(
-                event("contentBlockDelta", {"contentBlockIndex": index, "delta": {"text": piece}})
-            )
-        events.append(event("contentBlockStop", {"contentBlockIndex": index}))
-        index += 1
+        blocks.append(([{"text": piece} for piece in split_text(reply.text, reply.pieces)], None))
     for n, call in enumerate(reply.tool_calls):
         start = {"toolUse": {"toolUseId": call.id or f"tooluse_mock{n:02d}", "name": call.name}}
-        events.append(event("contentBlockStart", {"contentBlockIndex": index, "start": start}))
-        for piece in split_text(orjson.dumps(call.arguments).decode(), reply.pieces):
-            events.append(
-                event(
-                    "contentBlockDelta",
-                    {"contentBlockIndex": index, "delta": {"toolUse": {"input": piece}}},
-                )
-            )
-        events.append(event("contentBlockStop", {"contentBlockIndex": index}))
-        index += 1
+        arguments = orjson.dumps(call.arguments).decode()
+        deltas = [{"toolUse": {"input": piece}} for piece in split_text(arguments, reply.pieces)]
+        blocks.append((deltas, start))
+    events = [event("messageStart", {"role": "assistant"})]
+    for index, (deltas, block_start) in enumerate(blocks):
+        events += _content_block(index, deltas, block_start)
     events.append(event("messageStop", {"stopReason": stop_reason(reply)}))
     events.append(event("metadata", {"usage": usage(reply), "metrics": {"latencyMs": 42}}))
     if reply.stream_error:
@@ -370,11 +364,13 @@ async def handle(
     if problem is not None:
         return error(400, "ValidationException", problem)
     reply = server.next_reply()
-    if await before_first_byte(reply, request):
-        return web.Response()
-    if reply.status != 200:
-        extra = {"retry-after": reply.retry_after} if reply.retry_after else None
-        return error(reply.status, reply.error_type, reply.error_message or "mock error", extra)
+    faulted = await injected_fault(
+        request,
+        reply,
+        lambda r: error(r.status, r.error_type, r.error_text, r.retry_headers),
+    )
+    if faulted is not None:
+        return faulted
     if m["action"] == "converse":
         answer = {
             "output": {"message": {"role": "assistant", "content": content_blocks(reply)}},
@@ -383,20 +379,11 @@ async def handle(
             "metrics": {"latencyMs": 42},
         }
         return json_response(200, answer, {"x-amzn-RequestId": "mock-request-id"})
-    response = web.StreamResponse(
-        status=200,
-        headers={
-            "content-type": "application/vnd.amazon.eventstream",
-            "x-amzn-RequestId": "mock-request-id",
-        },
-    )
-    await response.prepare(request)
-    writer = StreamWriter(request, response, reply)
-    for frame in stream_events(reply):
-        if not await writer.write(frame):
-            return response
-    await response.write_eof()
-    return response
+    headers = {
+        "content-type": "application/vnd.amazon.eventstream",
+        "x-amzn-RequestId": "mock-request-id",
+    }
+    return await send_stream(request, reply, stream_events(reply), headers)
 
 
 def vector(text: str, size: int) -> list[float]:
@@ -409,10 +396,11 @@ async def invoke(
 ) -> web.StreamResponse:
     """InvokeModel for the embeddings models: Titan Text Embeddings v2 and Cohere Embed."""
     reply = server.next_reply()
-    if await before_first_byte(reply, request):
-        return web.Response()
-    if reply.status != 200:
-        return error(reply.status, reply.error_type, reply.error_message or "mock error")
+    faulted = await injected_fault(
+        request, reply, lambda r: error(r.status, r.error_type, r.error_text)
+    )
+    if faulted is not None:
+        return faulted
     if "titan-embed" in model:
         if (
             not isinstance(body, dict)

@@ -22,11 +22,12 @@ from tests.mocks.base import (
     MockServer,
     RecordedRequest,
     Reply,
-    StreamWriter,
-    before_first_byte,
+    injected_fault,
     json_response,
     running,
+    send_stream,
     split_text,
+    sse_data,
 )
 
 API_KEY = "gemini-mock-key"
@@ -244,45 +245,34 @@ def stream_events(reply: Reply, model: str) -> list[bytes]:
     last = events[-1]
     last["candidates"][0]["finishReason"] = _finish(reply)
     last["usageMetadata"] = usage(reply)
-    frames = [b"data: " + orjson.dumps(e) + b"\r\n\r\n" for e in events]
+    frames = [sse_data(e, line_end=b"\r\n") for e in events]
     if reply.stream_error:
-        frames[1:] = [
-            b"data: "
-            + orjson.dumps(
-                {
-                    "error": {
-                        "code": 503,
-                        "message": "The model is overloaded. Please try again later.",
-                        "status": "UNAVAILABLE",
-                    }
-                }
-            )
-            + b"\r\n\r\n"
-        ]
+        overloaded = {
+            "code": 503,
+            "message": "The model is overloaded. Please try again later.",
+            "status": "UNAVAILABLE",
+        }
+        frames[1:] = [sse_data({"error": overloaded}, line_end=b"\r\n")]
     return frames
+
+
+def _injected_error(reply: Reply) -> web.Response:
+    details = None
+    if reply.status == 429:
+        details = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "17s"}]
+    return error(reply.status, reply.error_text, reply.retry_headers, details)
 
 
 async def answer(
     request: web.Request, reply: Reply, model: str, stream: bool
 ) -> web.StreamResponse:
-    if await before_first_byte(reply, request):
-        return web.Response()
-    if reply.status != 200:
-        headers = {"retry-after": reply.retry_after} if reply.retry_after else None
-        details = None
-        if reply.status == 429:
-            details = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "17s"}]
-        return error(reply.status, reply.error_message or "mock error", headers, details)
+    faulted = await injected_fault(request, reply, _injected_error)
+    if faulted is not None:
+        return faulted
     if not stream:
         return json_response(200, response(reply, model))
-    resp = web.StreamResponse(status=200, headers={"content-type": "text/event-stream"})
-    await resp.prepare(request)
-    writer = StreamWriter(request, resp, reply)
-    for frame in stream_events(reply, model):
-        if not await writer.write(frame):
-            return resp
-    await resp.write_eof()
-    return resp
+    headers = {"content-type": "text/event-stream"}
+    return await send_stream(request, reply, stream_events(reply, model), headers)
 
 
 async def serve_generate(
@@ -356,11 +346,11 @@ async def embed(
         out.append(
             {"values": vector(parts[0].get("text", ""), item.get("outputDimensionality") or 8)}
         )
-    reply = server.next_reply()
-    if await before_first_byte(reply, request):
-        return web.Response()
-    if reply.status != 200:
-        return error(reply.status, reply.error_message or "mock error")
+    faulted = await injected_fault(
+        request, server.next_reply(), lambda reply: error(reply.status, reply.error_text)
+    )
+    if faulted is not None:
+        return faulted
     return json_response(200, {"embeddings": out})
 
 

@@ -13,7 +13,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import jwt
-import orjson
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -117,13 +116,9 @@ async def handle(
         return await gemini.serve_generate(server, request, recorded, m["model"], m["action"])
     if m["action"] not in ("rawPredict", "streamRawPredict"):
         return google_error(400, "Anthropic models are served by rawPredict")
-    try:
-        body = orjson.loads(recorded.body)
-    except orjson.JSONDecodeError:
-        return anthropic.error(400, "Request body is not valid JSON")
-    problem = anthropic.validate(body, vertex=True)
-    if problem is not None:
-        return anthropic.error(400, problem)
+    body = anthropic.checked_body(recorded, vertex=True)
+    if isinstance(body, web.Response):
+        return body
     if bool(body.get("stream")) != (m["action"] == "streamRawPredict"):
         return anthropic.error(400, "stream must be set exactly for streamRawPredict")
     return await anthropic.answer(request, server.next_reply(), body, m["model"])
