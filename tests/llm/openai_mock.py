@@ -21,13 +21,16 @@ from tests.mocks.base import (
     MockServer,
     RecordedRequest,
     Reply,
-    StreamWriter,
-    before_first_byte,
+    injected_fault,
     json_response,
+    send_stream,
     split_text,
+    sse_data,
+    sse_event,
 )
 
 API_KEY = "sk-openai-mock"
+_SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8"}
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -157,14 +160,14 @@ def stream_events(reply: Reply, model: str, include_usage: bool) -> list[bytes]:
         }
         if include_usage:
             data["usage"] = None
-        return b"data: " + orjson.dumps(data) + b"\n\n"
+        return sse_data(data)
 
     events = [event({"role": "assistant", "content": "", "refusal": None})]
     for piece in split_text(reply.text, reply.pieces):
         events.append(event({"content": piece}))
     if reply.stream_error:
         err = {"error": {"message": "The server had an error", "type": "server_error"}}
-        return [*events[:2], b"data: " + orjson.dumps(err) + b"\n\n"]
+        return [*events[:2], sse_data(err)]
     for i, call in enumerate(reply.tool_calls):
         head = {
             "index": i,
@@ -187,19 +190,13 @@ def stream_events(reply: Reply, model: str, include_usage: bool) -> list[bytes]:
             "choices": [],
             "usage": _usage(reply),
         }
-        events.append(b"data: " + orjson.dumps(final) + b"\n\n")
+        events.append(sse_data(final))
     events.append(b"data: [DONE]\n\n")
     return events
 
 
-async def _fault(request: web.Request, reply: Reply) -> web.StreamResponse | None:
-    if await before_first_byte(reply, request):
-        return web.Response()
-    if reply.status != 200:
-        headers = {"retry-after": reply.retry_after} if reply.retry_after else None
-        message = reply.error_message or "mock error"
-        return error(reply.status, message, code=reply.error_type, headers=headers)
-    return None
+def _injected_error(reply: Reply) -> web.Response:
+    return error(reply.status, reply.error_text, code=reply.error_type, headers=reply.retry_headers)
 
 
 async def chat(server: MockServer, request: web.Request, body: Any) -> web.StreamResponse:
@@ -207,23 +204,15 @@ async def chat(server: MockServer, request: web.Request, body: Any) -> web.Strea
     if problem is not None:
         return error(400, problem[0], param=problem[1])
     reply = server.next_reply()
-    faulted = await _fault(request, reply)
+    faulted = await injected_fault(request, reply, _injected_error)
     if faulted is not None:
         return faulted
     model = body["model"]
     if not body.get("stream"):
         return json_response(200, completion(reply, model, int(body.get("n") or 1)))
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    response = web.StreamResponse(
-        status=200, headers={"content-type": "text/event-stream; charset=utf-8"}
-    )
-    await response.prepare(request)
-    writer = StreamWriter(request, response, reply)
-    for data in stream_events(reply, model, include_usage):
-        if not await writer.write(data):
-            return response
-    await response.write_eof()
-    return response
+    events = stream_events(reply, model, include_usage)
+    return await send_stream(request, reply, events, _SSE_HEADERS)
 
 
 async def embeddings(server: MockServer, request: web.Request, body: Any) -> web.StreamResponse:
@@ -233,7 +222,7 @@ async def embeddings(server: MockServer, request: web.Request, body: Any) -> web
     if not isinstance(inputs, list) or not inputs:
         return error(400, "'input' is a required property", param="input")
     reply = server.next_reply()
-    faulted = await _fault(request, reply)
+    faulted = await injected_fault(request, reply, _injected_error)
     if faulted is not None:
         return faulted
     data = []
@@ -313,7 +302,7 @@ def response_events(reply: Reply, model: str) -> list[bytes]:
         nonlocal seq
         data = {"type": kind, "sequence_number": seq, **fields}
         seq += 1
-        out.append(b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n")
+        out.append(sse_event(kind, data))
 
     event("response.created", response=_response_object(reply, model, "in_progress", []))
     event("response.in_progress", response=_response_object(reply, model, "in_progress", []))
@@ -387,22 +376,13 @@ async def responses(server: MockServer, request: web.Request, body: Any) -> web.
     if "input" not in body:
         return error(400, "Missing required parameter: 'input'.", param="input")
     reply = server.next_reply()
-    faulted = await _fault(request, reply)
+    faulted = await injected_fault(request, reply, _injected_error)
     if faulted is not None:
         return faulted
     model = body["model"]
     if not body.get("stream"):
         return json_response(200, _response_object(reply, model, "completed", _output_items(reply)))
-    response = web.StreamResponse(
-        status=200, headers={"content-type": "text/event-stream; charset=utf-8"}
-    )
-    await response.prepare(request)
-    writer = StreamWriter(request, response, reply)
-    for data in response_events(reply, model):
-        if not await writer.write(data):
-            return response
-    await response.write_eof()
-    return response
+    return await send_stream(request, reply, response_events(reply, model), _SSE_HEADERS)
 
 
 async def handle(
