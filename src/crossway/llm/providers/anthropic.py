@@ -37,6 +37,7 @@ from crossway.errors import BadRequest, GatewayError, UpstreamError
 from crossway.llm.providers.base import Json, Provider, StreamTranslator, UpstreamRequest
 from crossway.llm.providers.common import (
     JSON_TOOL,
+    JSON_TOOL_DESCRIPTION,
     ChunkFactory,
     append_turn,
     assistant_message,
@@ -54,6 +55,7 @@ from crossway.llm.providers.common import (
     messages_of,
     new_id,
     passthrough_keys,
+    provider_headers,
     status_error,
     stop_list,
     text_of,
@@ -191,7 +193,7 @@ def translate_request(body: Json, model: str | None, stream: bool, default_max_t
         out["tools"] = [
             {
                 "name": JSON_TOOL,
-                "description": "Give the answer as JSON.",
+                "description": JSON_TOOL_DESCRIPTION,
                 "input_schema": json_schema,
             }
         ]
@@ -407,12 +409,7 @@ class AnthropicStreamTranslator(StreamTranslator):
             elif dkind == "thinking_delta":
                 out.append(chunks.delta({"reasoning_content": delta.get("thinking", "")}))
             elif dkind == "signature_delta":
-                block = {
-                    "type": "thinking",
-                    "thinking": "",
-                    "signature": delta.get("signature", ""),
-                }
-                out.append(chunks.delta({"thinking_blocks": [block]}))
+                out.append(chunks.thinking_signature(delta.get("signature", "")))
         elif kind == "content_block_start":
             block = event.get("content_block") or {}
             bkind = block.get("type")
@@ -479,14 +476,11 @@ class AnthropicProvider(Provider):
         if self.base_url.endswith("/v1"):
             self.base_url = self.base_url[:-3]
         self.max_tokens = config.default_max_tokens or DEFAULT_MAX_TOKENS
-        headers = {
+        base = {
             "content-type": "application/json",
             "anthropic-version": config.anthropic_version or DEFAULT_ANTHROPIC_VERSION,
         }
-        if config.api_key is not None and config.api_key.get_secret_value():
-            headers["x-api-key"] = config.api_key.get_secret_value()
-        headers.update({k.lower(): v for k, v in config.headers.items()})
-        self.headers = headers
+        self.headers = provider_headers(config, base, "x-api-key")
 
     async def chat_request(self, body: Json, model: str, stream: bool) -> UpstreamRequest:
         payload = translate_request(body, model, stream, self.max_tokens)

@@ -26,6 +26,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 import orjson
 
+from crossway.config.llm import ProviderConfig
 from crossway.errors import (
     BadRequest,
     Forbidden,
@@ -179,6 +180,18 @@ def status_error(
         code = CONTEXT_LENGTH_EXCEEDED
     cls = _STATUS_ERRORS.get(status, UpstreamError)
     return cls(message, code=code, param=param, status=status, headers=keep)
+
+
+def provider_headers(
+    config: ProviderConfig, base: dict[str, str], api_key_header: str
+) -> dict[str, str]:
+    """A provider's request headers: `base`, its `api_key` (when set) under `api_key_header`,
+    then the configured `headers` (names lower-cased; they override the others)."""
+    headers = dict(base)
+    if config.api_key is not None and config.api_key.get_secret_value():
+        headers[api_key_header] = config.api_key.get_secret_value()
+    headers.update({k.lower(): v for k, v in config.headers.items()})
+    return headers
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
@@ -359,6 +372,12 @@ class ChunkFactory:
                 }
             ],
         }
+
+    def thinking_signature(self, signature: str) -> Json:
+        """The chunk that ends a streamed thinking block: its signature, as a `thinking_blocks`
+        delta with empty text (see the module docstring)."""
+        block = {"type": "thinking", "thinking": "", "signature": signature}
+        return self.delta({"thinking_blocks": [block]})
 
     def usage(self, usage: Json) -> Json:
         return {
@@ -618,6 +637,8 @@ def messages_of(body: Json) -> list[Json]:
 JSON_TOOL: Final = "crossway_json_response"
 """Name of the tool Crossway forces on providers without a JSON mode, to get `response_format`
 JSON back; its call is turned back into the answer's text (and never shown as a tool call)."""
+JSON_TOOL_DESCRIPTION: Final = "Give the answer as JSON."
+"""The forced `JSON_TOOL`'s description, as the model sees it."""
 
 
 def json_tool_schema(body: Json) -> Json | None:

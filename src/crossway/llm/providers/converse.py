@@ -29,6 +29,7 @@ from crossway.errors import BadRequest, GatewayError, UpstreamError
 from crossway.llm.providers.base import Json, StreamTranslator
 from crossway.llm.providers.common import (
     JSON_TOOL,
+    JSON_TOOL_DESCRIPTION,
     ChunkFactory,
     append_turn,
     assistant_message,
@@ -195,7 +196,7 @@ def translate_request(
     if json_schema is not None:
         spec = {
             "name": JSON_TOOL,
-            "description": "Give the answer as JSON.",
+            "description": JSON_TOOL_DESCRIPTION,
             "inputSchema": {"json": json_schema},
         }
         out["toolConfig"] = {
@@ -441,8 +442,7 @@ class BedrockStreamTranslator(StreamTranslator):
                 if "text" in rc:
                     out.append(chunks.delta({"reasoning_content": rc["text"]}))
                 elif "signature" in rc:
-                    block = {"type": "thinking", "thinking": "", "signature": rc["signature"]}
-                    out.append(chunks.delta({"thinking_blocks": [block]}))
+                    out.append(chunks.thinking_signature(rc["signature"]))
                 elif "redactedContent" in rc:
                     block = {"type": "redacted_thinking", "data": rc["redactedContent"]}
                     out.append(chunks.delta({"thinking_blocks": [block]}))

@@ -50,6 +50,7 @@ from crossway.llm.providers.common import (
     messages_of,
     new_id,
     now,
+    provider_headers,
     status_error,
     stop_list,
     text_of,
@@ -462,11 +463,8 @@ class GeminiProvider(Provider):
     def __init__(self, name: str, config: ProviderConfig) -> None:
         super().__init__(name, config)
         self.base_url = (config.base_url or DEFAULT_GEMINI_BASE_URL).rstrip("/")
-        headers = {"content-type": "application/json"}
-        if config.api_key is not None and config.api_key.get_secret_value():
-            headers["x-goog-api-key"] = config.api_key.get_secret_value()
-        headers.update({k.lower(): v for k, v in config.headers.items()})
-        self.headers = headers
+        base = {"content-type": "application/json"}
+        self.headers = provider_headers(config, base, "x-goog-api-key")
 
     def model_url(self, model: str, stream: bool) -> str:
         model = model.removeprefix("models/")
