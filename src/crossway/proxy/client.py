@@ -61,11 +61,13 @@ _urls: dict[str, URL] = {}
 
 
 def _timeout(t: Timeouts) -> aiohttp.ClientTimeout:
-    key = (t.connect, t.first_byte)
+    """aiohttp's own per-read timer covers the larger of first-byte and idle; an asyncio timer
+    is added only for the smaller one when they differ (the default, equal, costs no timer)."""
+    key = (t.connect, max(t.first_byte, t.idle))
     value = _timeouts.get(key)
     if value is None:
         value = _timeouts[key] = aiohttp.ClientTimeout(
-            total=None, sock_connect=t.connect, connect=t.connect
+            total=None, sock_connect=t.connect, connect=t.connect, sock_read=key[1]
         )
     return value
 
@@ -92,16 +94,19 @@ async def send(
     The caller must release the response (`read_body`/`iter_body` do, or `resp.release()`).
     """
     session = get_session()
+    request = session.request(
+        method,
+        _url(url),
+        headers=headers,
+        data=body or None,
+        allow_redirects=False,
+        timeout=_timeout(timeouts),
+    )
     try:
-        async with asyncio.timeout(timeouts.connect + timeouts.first_byte):
-            return await session.request(
-                method,
-                _url(url),
-                headers=headers,
-                data=body or None,
-                allow_redirects=False,
-                timeout=_timeout(timeouts),
-            )
+        if timeouts.first_byte < timeouts.idle:
+            async with asyncio.timeout(timeouts.connect + timeouts.first_byte):
+                return await request
+        return await request
     except aiohttp.ConnectionTimeoutError as exc:
         raise UpstreamTimeout(f"upstream connect timed out ({url_host(url)})") from exc
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
@@ -118,8 +123,10 @@ async def send(
 async def read_body(resp: aiohttp.ClientResponse, timeouts: Timeouts) -> bytes:
     """Read a whole (non-streamed) response body."""
     try:
-        async with asyncio.timeout(timeouts.idle):
-            return await resp.read()
+        if timeouts.idle < timeouts.first_byte:
+            async with asyncio.timeout(timeouts.idle):
+                return await resp.read()
+        return await resp.read()
     except TimeoutError as exc:
         raise UpstreamTimeout("upstream stopped sending the response body") from exc
     except aiohttp.ClientError as exc:
@@ -134,10 +141,14 @@ async def iter_body(resp: aiohttp.ClientResponse, timeouts: Timeouts) -> AsyncIt
     """Yield body chunks as they arrive; an idle gap longer than `timeouts.idle` ends with
     `UpstreamTimeout`, a broken connection with `UpstreamError`."""
     content = resp.content
+    timer = timeouts.idle < timeouts.first_byte  # else aiohttp's read timer is the idle limit
     try:
         while True:
             try:
-                async with asyncio.timeout(timeouts.idle):
+                if timer:
+                    async with asyncio.timeout(timeouts.idle):
+                        chunk = await content.readany()
+                else:
                     chunk = await content.readany()
             except TimeoutError as exc:
                 raise UpstreamTimeout("upstream stream went idle") from exc
