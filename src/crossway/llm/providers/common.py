@@ -1,6 +1,7 @@
-"""Pieces every translating provider shares: canonical answer and chunk shapes, request pieces
-(content parts, tools, stop, max_tokens), embeddings answers, and mapping an upstream's HTTP
-error onto the gateway's error tree.
+"""Pieces every translating provider shares: canonical answer and chunk shapes (messages, tool
+calls, finish reasons, usage), request pieces (content parts, inline images and files, tool calls
+and results, tools, stop, max_tokens, alternating turns), request headers, embeddings answers,
+and mapping an upstream's HTTP error onto the gateway's error tree.
 
 The canonical form is OpenAI Chat Completions. A few extension fields carry what OpenAI's
 shape has no room for, so a round trip through another provider loses nothing:
