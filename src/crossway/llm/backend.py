@@ -38,33 +38,23 @@ from crossway.errors import (
     UpstreamTimeout,
 )
 from crossway.llm import answers
-from crossway.llm.api.anthropic_messages import MessagesStreamWriter
-from crossway.llm.api.responses import ResponsesStreamWriter
 from crossway.llm.calls import (
-    CHAT,
     EMBEDDINGS,
-    MESSAGES,
-    RESPONSES,
     LlmCall,
-    chat_body,
     chat_call,
     messages_call,
     responses_call,
-    speaks_natively,
-    with_model,
 )
 from crossway.llm.embeddings import (
-    embeddings_answer,
     embeddings_call,
     embeddings_plan,
-    embeddings_request,
 )
 from crossway.llm.enrichment import enrich
 from crossway.llm.errors import render_anthropic_error, render_openai_error
 from crossway.llm.models import send_models
 from crossway.llm.pricing import Price, PriceTable
 from crossway.llm.providers import build_provider
-from crossway.llm.providers.base import Provider, UpstreamRequest
+from crossway.llm.providers.base import Provider
 from crossway.llm.routing import (
     Deployment,
     ModelRouter,
@@ -75,7 +65,8 @@ from crossway.llm.routing import (
     retry_after,
 )
 from crossway.llm.token_count import send_token_count
-from crossway.llm.usage import Usage, usage_from_body
+from crossway.llm.upstream import answer_body, upstream_request
+from crossway.llm.usage import Usage
 from crossway.proxy import client
 from crossway.server.asgi import (
     JSON_HEADERS,
@@ -322,7 +313,7 @@ class LlmBackend(Backend):
         provider = d.provider
         model = resolved.upstream_model(d)
         timeouts = resolved.timeouts(d)
-        request, relay = await self._build(call, provider, model)
+        request, relay = await upstream_request(call, provider, model)
         health = d.health
         health.in_flight += 1
         handed_over = False
@@ -338,7 +329,7 @@ class LlmBackend(Backend):
                 raise provider.error(resp.status, resp.headers, data)
             if not call.stream:
                 data = await client.read_body(resp, timeouts)
-                body, usage = self._answer_body(call, provider, data)
+                body, usage = answer_body(call, provider, data)
                 self.router.succeeded(d, latency)
                 return Answer(d, resolved, body=body, usage=usage)
             chunks = client.iter_body(resp, timeouts)
@@ -366,59 +357,6 @@ class LlmBackend(Backend):
         finally:
             if not handed_over:
                 health.in_flight -= 1
-
-    async def _build(
-        self, call: LlmCall, provider: Provider, model: str
-    ) -> tuple[UpstreamRequest, answers.Relay | None]:
-        """The upstream request for one attempt and, for streams, its relay."""
-        stream = call.stream
-        try:
-            if call.api == CHAT and provider.native_api == "openai_chat":
-                hide = stream and not call.wants_usage
-                request = await provider.chat_request({}, model, stream)
-                request.body = chat_body(call, model, inject_usage=hide)
-                return request, answers.ChatPassthrough(hide) if stream else None
-            if call.api == EMBEDDINGS:
-                return await embeddings_request(call, provider, model), None
-            if call.api == RESPONSES and speaks_natively(call, provider):
-                request = await provider.chat_request({}, model, stream)
-                request.url = provider.url("/responses")  # type: ignore[attr-defined]
-                request.body = with_model(call.raw, call.source or {}, call.model, model)
-                return request, answers.ResponsesPassthrough() if stream else None
-            if call.api == MESSAGES and speaks_natively(call, provider):
-                request = await provider.chat_request(
-                    {"messages": [{"role": "user", "content": "-"}]}, model, stream
-                )
-                request.body = with_model(call.raw, call.source or {}, call.model, model)
-                request.headers.update(call.headers)
-                return request, answers.MessagesPassthrough() if stream else None
-            request = await provider.chat_request(call.canonical(), model, stream)
-        except GatewayError:
-            raise
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise BadRequest(
-                f"the request cannot be translated for provider {provider.name!r}: {exc}"
-            ) from exc
-        if not stream:
-            return request, None
-        translator = provider.chat_stream(call.model)
-        if call.api == CHAT:
-            return request, answers.ChatTranslated(translator, call.model, not call.wants_usage)
-        if call.api == MESSAGES:
-            return request, answers.WriterRelay(translator, MessagesStreamWriter(call.model))
-        writer = ResponsesStreamWriter(call.source or {}, call.model)
-        return request, answers.WriterRelay(translator, writer)
-
-    def _answer_body(
-        self, call: LlmCall, provider: Provider, data: bytes
-    ) -> tuple[bytes, Usage | None]:
-        if call.api == EMBEDDINGS:
-            return embeddings_answer(call, provider, data)
-        if not speaks_natively(call, provider):
-            return answers.translate_answer(call.api, provider, data, call.model, call.source)
-        if call.api == MESSAGES:
-            return data, answers.anthropic_body_usage(data)
-        return data, usage_from_body(data)  # Chat and Responses name usage alike
 
     async def _relay(self, answer: Answer, ctx: RequestContext) -> AsyncIterator[bytes]:
         """The client's stream: the first chunk, the rest as it arrives, then a clean or an
