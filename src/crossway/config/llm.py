@@ -198,6 +198,9 @@ class CooldownConfig(StrictModel):
     """Consecutive failures (429, 5xx, resets, timeouts) that eject a deployment."""
     seconds: float = Field(default=DEFAULT_COOLDOWN_SECONDS, ge=0)
     """How long an ejected deployment is skipped (a 429's `Retry-After` is used when longer)."""
+    redis_url: str | None = None
+    """`redis://HOST:PORT/DB`: share ejections with every worker and replica using the same
+    Redis and backend name. Empty: each worker process keeps its own."""
 
 
 class RoutingConfig(StrictModel):

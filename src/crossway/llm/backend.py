@@ -119,8 +119,18 @@ class LlmBackend(Backend):
     async def start(self) -> None:
         for provider in self.providers.values():
             await provider.start()
+        redis_url = self.config.routing.cooldown.redis_url
+        if redis_url:
+            from crossway.llm.shared_cooldown import SharedCooldown  # only when configured
+
+            shared = SharedCooldown(redis_url, self.name, self.router.health_table)
+            await shared.start()
+            self.router.shared = shared
 
     async def close(self) -> None:
+        if self.router.shared is not None:
+            await self.router.shared.close()
+            self.router.shared = None
         for provider in self.providers.values():
             await provider.close()
 

@@ -7,6 +7,10 @@ or lowest recent latency), deployments in cooldown last — they are still tried
 is left, rather than failing a request that might succeed. Health (in-flight count, latency,
 consecutive failures, cooldown) is kept per provider and upstream model, so two model names
 served by the same deployment share what is known about it.
+
+Health is per worker process (each worker has its own router); with
+`routing.cooldown.redis_url` ejections are shared through Redis
+(`crossway.llm.shared_cooldown`), the rest stays local.
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from crossway.config.common import Timeouts
 from crossway.config.llm import LlmBackendConfig, ModelRoute, RetryConfig, RoutingStrategy
 from crossway.errors import GatewayError, NotFound, UpstreamError, UpstreamTimeout
 from crossway.llm.providers.base import Provider
+
+if TYPE_CHECKING:
+    from crossway.llm.shared_cooldown import SharedCooldown
 
 RETRY_STATUSES: Final = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 """Upstream statuses worth another attempt (elsewhere, or later)."""
@@ -98,6 +105,7 @@ class ModelRouter:
         self.config = config
         self.rng = rng or random.Random()
         self._health: dict[tuple[str, str | None], DeploymentHealth] = {}
+        self.shared: SharedCooldown | None = None  # set when ejections are shared via Redis
         self._exact: dict[str, Resolved] = {}
         self._wildcards: list[tuple[str, ModelRoute, tuple[Deployment, ...]]] = []
         self._default: tuple[Deployment, ...] | None = None
@@ -127,6 +135,10 @@ class ModelRouter:
 
     def _health_of(self, provider: str, model: str | None) -> DeploymentHealth:
         return self._health.setdefault((provider, model), DeploymentHealth())
+
+    def health_table(self) -> dict[tuple[str, str | None], DeploymentHealth]:
+        """Health by (provider name, upstream model as configured)."""
+        return self._health
 
     def names(self) -> list[str]:
         """Model names clients can list (wildcards cannot be enumerated)."""
@@ -187,7 +199,10 @@ class ModelRouter:
     def succeeded(self, deployment: Deployment, latency: float) -> None:
         health = deployment.health
         health.failures = 0
-        health.cooldown_until = 0.0
+        if health.cooldown_until:
+            health.cooldown_until = 0.0
+            if self.shared is not None:
+                self.shared.cleared(deployment.provider.name, deployment.model)
         if health.latency is None:
             health.latency = latency
         else:
@@ -205,6 +220,8 @@ class ModelRouter:
             seconds = cooldown.seconds
         if seconds:
             health.cooldown_until = max(health.cooldown_until, time.monotonic() + seconds)
+            if self.shared is not None:
+                self.shared.ejected(deployment.provider.name, deployment.model, seconds)
 
 
 def is_retryable(exc: GatewayError) -> bool:
