@@ -135,3 +135,37 @@ async def test_crashed_stdio_server_is_restarted() -> None:
                     continue
             assert second is not None and second != first  # a new process answers
         assert "restarting" in gw.log()
+
+
+async def test_restarted_http_upstream_gets_a_new_session_transparently() -> None:
+    port = free_port()
+    args = [
+        sys.executable,
+        "-m",
+        "tests.mcp.servers.notes",
+        "streamable-http",
+        str(port),
+        "--name",
+        "remote",
+    ]
+    upstream = spawn(args, port)
+    try:
+        config = mcp_config(
+            {"remote": f"{{type: streamable_http, url: http://127.0.0.1:{port}/mcp}}"}
+        )
+        with start_gateway(config) as gw:
+            async with Client(gw.url + "/mcp", mode="legacy") as client:
+                assert (await client.call_tool("remote_bump", {})).content[0].text == "1"  # type: ignore[union-attr]
+                stop(upstream)
+                with pytest.raises(MCPError) as caught:
+                    await client.call_tool("remote_bump", {})
+                assert caught.value.error.code == -32001
+                upstream = spawn(args, port)
+                # The new server process does not know the old upstream session (404): Crossway
+                # initializes a new one and the client's session goes on.
+                assert (await client.call_tool("remote_bump", {})).content[0].text == "1"  # type: ignore[union-attr]
+                assert (await client.call_tool("remote_add", {"a": 1, "b": 2})).content[
+                    0
+                ].text == "3"  # type: ignore[union-attr]
+    finally:
+        stop(upstream)
