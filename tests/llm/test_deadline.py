@@ -82,3 +82,14 @@ def test_a_client_leaving_during_back_off_stops_the_retries(stack: LlmStack) -> 
         what="the gateway to notice the client left",
     )
     assert len(stack.oc.requests) == 1
+
+
+def test_a_stream_served_after_a_back_off_still_streams(stack: LlmStack) -> None:
+    # The back-off's disconnect watcher is gone before the stream's own starts listening.
+    stack.oc.script(Reply(status=503))
+    stack.oc.default = Reply(text="a b c d", pieces=4)
+    stream = openai.OpenAI(
+        base_url=stack.gateway.url + "/v1", api_key="x", max_retries=0
+    ).chat.completions.create(model="retry-one", messages=HELLO, stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "a b c d" and len(stack.oc.requests) == 2
