@@ -45,3 +45,22 @@ async def test_children_are_killed_on_reload_and_shutdown() -> None:
         assert second != first and alive(second)
         gw.stop()
         wait_for(lambda: not alive(second), timeout=15, what="stdio child to exit on shutdown")
+
+
+async def test_per_client_isolation_gives_each_session_its_own_child() -> None:
+    entry = notes_stdio("own").replace("}", ", isolation: per_client}")
+    with start_gateway(mcp_config({"own": entry})) as gw:
+        async with (
+            Client(gw.url + "/mcp", mode="legacy") as one,
+            Client(gw.url + "/mcp", mode="legacy") as two,
+        ):
+            pid_one = int((await one.call_tool("own_whoami", {})).content[0].text.rsplit(":", 1)[1])  # type: ignore[union-attr]
+            pid_two = int((await two.call_tool("own_whoami", {})).content[0].text.rsplit(":", 1)[1])  # type: ignore[union-attr]
+            assert pid_one != pid_two
+            assert (await one.call_tool("own_bump", {})).content[0].text == "1"  # type: ignore[union-attr]
+            assert (await one.call_tool("own_bump", {})).content[0].text == "2"  # type: ignore[union-attr]
+            assert (await two.call_tool("own_bump", {})).content[0].text == "1"  # type: ignore[union-attr]
+        # Leaving the sessions (DELETE) stops their children.
+        wait_for(
+            lambda: not alive(pid_one) and not alive(pid_two), timeout=15, what="children to exit"
+        )

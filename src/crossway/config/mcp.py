@@ -80,6 +80,11 @@ class StdioServerConfig(_ServerBase):
     """First delay before restarting a child that died; doubles up to `restart_max_backoff`."""
     restart_max_backoff: float = Field(default=DEFAULT_RESTART_MAX_BACKOFF, gt=0)
     """Longest delay between restarts."""
+    isolation: Literal["shared", "per_client"] = "shared"
+    """`shared`: one child serves every client session (cheap; server-to-client requests go to
+    the client whose call is in flight). `per_client`: each client session gets its own child,
+    spawned at `initialize` and killed when the session ends (for servers that keep per-client
+    state)."""
 
 
 class _HttpServerBase(_ServerBase):

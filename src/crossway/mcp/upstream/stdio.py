@@ -91,6 +91,33 @@ class _SharedView(UpstreamSession):
         return not self._upstream.closed
 
 
+class _OwnChildView(UpstreamSession):
+    """A client session's handle on its own child (`isolation: per_client`)."""
+
+    def __init__(self, parent: StdioUpstream, child: StdioUpstream, view: UpstreamSession) -> None:
+        self.server = parent.name
+        self._parent = parent
+        self._child = child
+        self._view = view
+        self.init_result = view.init_result
+
+    async def request(
+        self, method: str, params: JsonObject | None, options: RequestOptions
+    ) -> JsonObject:
+        return await self._view.request(method, params, options)
+
+    async def notify(self, method: str, params: JsonObject | None) -> None:
+        await self._view.notify(method, params)
+
+    async def close(self) -> None:
+        self._parent._children.discard(self._child)
+        await self._child.close()
+
+    @property
+    def alive(self) -> bool:
+        return not self._child.closed
+
+
 class StdioUpstream(Upstream):
     """A supervised child process speaking MCP over stdio."""
 
@@ -99,6 +126,8 @@ class StdioUpstream(Upstream):
     def __init__(self, name: str, cfg: StdioServerConfig, timeouts: McpTimeouts, max_bytes: int):
         self.name = name
         self.cfg = cfg
+        self.shared = cfg.isolation == "shared"
+        self._children: set[StdioUpstream] = set()
         self.timeouts = timeouts
         self.max_bytes = max_bytes
         self.views: weakref.WeakSet[_SharedView] = weakref.WeakSet()
@@ -110,11 +139,14 @@ class StdioUpstream(Upstream):
         self._supervisor: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        if self._supervisor is None:
+        if self.shared and self._supervisor is None:
             self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
 
     async def close(self) -> None:
         self.closed = True
+        children = list(self._children)
+        self._children.clear()
+        await asyncio.gather(*(child.close() for child in children), return_exceptions=True)
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -127,10 +159,32 @@ class StdioUpstream(Upstream):
     async def open_session(
         self, hello: ClientHello, events: UpstreamEvents, *, resume: str | None = None
     ) -> UpstreamSession:
+        if not self.shared:
+            return await self._open_own_child(hello, events)
         await self.ready_peer()
         view = _SharedView(self, events)
         self.views.add(view)
         return view
+
+    async def _open_own_child(self, hello: ClientHello, events: UpstreamEvents) -> UpstreamSession:
+        """`per_client`: a supervised child of its own, stopped when the session closes."""
+        if self.closed:
+            raise UpstreamUnreachable(f"MCP server {self.name!r} is stopped")
+        child = StdioUpstream(
+            self.name,
+            self.cfg.model_copy(update={"isolation": "shared"}),
+            self.timeouts,
+            self.max_bytes,
+        )
+        self._children.add(child)
+        try:
+            await child.start()
+            view = await child.open_session(hello, events)
+        except BaseException:
+            self._children.discard(child)
+            await child.close()
+            raise
+        return _OwnChildView(self, child, view)
 
     async def ready_peer(self) -> _ProcessPeer:
         """The running, initialized child; waits up to the connect timeout for it."""
