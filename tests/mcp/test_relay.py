@@ -93,3 +93,53 @@ async def test_cancelled_call_leaves_the_session_usable(gateway: Gateway) -> Non
             await slow
         result = await client.call_tool("remote_add", {"a": 1, "b": 2})
         assert result.content[0].text == "3"  # type: ignore[union-attr]
+
+
+async def test_client_disconnect_cancels_the_upstream_call(gateway: Gateway) -> None:
+    import aiohttp
+
+    headers = {"accept": "application/json, text/event-stream"}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"},
+        },
+    }
+    async with aiohttp.ClientSession() as http:
+        async with http.post(gateway.url + "/mcp", json=init, headers=headers) as resp:
+            headers["mcp-session-id"] = resp.headers["mcp-session-id"]
+        for server in ("local", "remote"):
+            call = {
+                "jsonrpc": "2.0",
+                "id": 2,
+                "method": "tools/call",
+                "params": {
+                    "name": f"{server}_wait",
+                    "arguments": {"seconds": 30, "key": "k"},
+                    "_meta": {"progressToken": 1},
+                },
+            }
+            resp = await http.post(gateway.url + "/mcp", json=call, headers=headers)
+            assert resp.content_type == "text/event-stream"
+            assert b"notifications/progress" in await resp.content.readline()
+            resp.close()  # the client goes away mid-call
+
+            async def outcome(server: str = server) -> str:
+                check = {
+                    "jsonrpc": "2.0",
+                    "id": 3,
+                    "method": "tools/call",
+                    "params": {"name": f"{server}_outcome", "arguments": {"key": "k"}},
+                }
+                async with http.post(gateway.url + "/mcp", json=check, headers=headers) as r:
+                    return str((await r.json())["result"]["content"][0]["text"])
+
+            for _ in range(100):
+                if await outcome() == "cancelled":
+                    break
+                await asyncio.sleep(0.1)
+            assert await outcome() == "cancelled", server

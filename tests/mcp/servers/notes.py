@@ -41,6 +41,26 @@ def build(name: str) -> MCPServer:
         await asyncio.sleep(seconds)
         return "done"
 
+    outcomes: dict[str, str] = {}
+
+    @server.tool()
+    async def wait(seconds: float, key: str, ctx: Context) -> str:
+        """Report progress once, then sleep; remembers whether it finished or was cancelled."""
+        outcomes[key] = "running"
+        await ctx.report_progress(0, 1, "started")
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            outcomes[key] = "cancelled"
+            raise
+        outcomes[key] = "done"
+        return "done"
+
+    @server.tool()
+    def outcome(key: str) -> str:
+        """What happened to the `wait` call with this key."""
+        return outcomes.get(key, "unknown")
+
     @server.tool()
     def fail() -> str:
         """Always raises."""

@@ -50,6 +50,8 @@ PROTOCOL_VERSION_META_KEY: Final = "io.modelcontextprotocol/protocolVersion"
 CLIENT_CAPABILITIES_META_KEY: Final = "io.modelcontextprotocol/clientCapabilities"
 CLIENT_INFO_META_KEY: Final = "io.modelcontextprotocol/clientInfo"
 KEEPALIVE_SECONDS: Final = 15.0
+DISCONNECT_WATCH_AFTER: Final = 0.5
+"""Seconds a call runs before Crossway starts watching for its client to disconnect."""
 MODERN_ERROR_STATUS: Final = {
     jsonrpc.PARSE_ERROR: 400,
     jsonrpc.INVALID_REQUEST: 400,
@@ -201,7 +203,7 @@ class StreamableHttpTransport:
             await self._initialize(send, message)
             return
         if session_id is None and self._is_modern(scope, message):
-            await self._modern(scope, send, message, ctx)
+            await self._modern(scope, send, message, ctx, receive)
             return
         if session_id is None:
             await _error(
@@ -226,7 +228,7 @@ class StreamableHttpTransport:
             await self.backend.federation.notification(session, message)
             await send_empty(send, 202)
             return
-        await self._serve(session, message, ctx, send)
+        await self._serve(session, message, ctx, send, receive=receive)
 
     async def _serve(
         self,
@@ -238,6 +240,7 @@ class StreamableHttpTransport:
         *,
         modern: bool = False,
         log_level: str | None = None,
+        receive: Receive | None = None,
     ) -> None:
         """Answer one request, as JSON or as an SSE stream if messages precede the result."""
         request_id = message["id"]
@@ -247,6 +250,22 @@ class StreamableHttpTransport:
         task = asyncio.current_task()
         assert task is not None
         session.inflight[request_id] = task
+        # A call still running after a moment starts watching for the client leaving, which
+        # cancels it upstream; quick calls never pay for a watcher task.
+        gone: list[bool] = []
+        watcher: list[asyncio.Task[None]] = []
+        timer = (
+            asyncio.get_running_loop().call_later(
+                DISCONNECT_WATCH_AFTER,
+                lambda: watcher.append(
+                    asyncio.get_running_loop().create_task(
+                        _cancel_on_disconnect(receive, task, gone)
+                    )
+                ),
+            )
+            if receive is not None
+            else None
+        )
         try:
             result = await self.backend.federation.handle(
                 session, message, Call(request_id, ctx.identity, channel)
@@ -255,6 +274,10 @@ class StreamableHttpTransport:
                 result = _modern_result(message["method"], result)
             reply = jsonrpc.response(request_id, result)
         except asyncio.CancelledError:
+            if gone:
+                task.uncancel()
+                session.inflight.pop(request_id, None)
+                return  # nobody to answer
             if request_id not in session.client_cancelled:
                 raise
             session.client_cancelled.discard(request_id)
@@ -268,6 +291,10 @@ class StreamableHttpTransport:
             error = jsonrpc.error_from_exception(exc)
             reply = {"jsonrpc": "2.0", "id": request_id, "error": error}
         finally:
+            if timer is not None:
+                timer.cancel()
+            for watching in watcher:
+                watching.cancel()
             session.inflight.pop(request_id, None)
             session.last_used = time.monotonic()
         status = 200
@@ -320,7 +347,12 @@ class StreamableHttpTransport:
         return isinstance(meta, dict) and PROTOCOL_VERSION_META_KEY in meta
 
     async def _modern(
-        self, scope: Scope, send: Send, message: JsonObject, ctx: RequestContext
+        self,
+        scope: Scope,
+        send: Send,
+        message: JsonObject,
+        ctx: RequestContext,
+        receive: Receive | None = None,
     ) -> None:
         request_id = message.get("id")
         method = message.get("method")
@@ -395,6 +427,7 @@ class StreamableHttpTransport:
             send,
             modern=True,
             log_level=level if level in LOG_LEVELS else None,
+            receive=receive,
         )
 
     # -- GET / DELETE -------------------------------------------------------------------------
@@ -480,6 +513,16 @@ async def stream_events(
     finally:
         watcher.cancel()
         session.stream.detach(queue)
+
+
+async def _cancel_on_disconnect(
+    receive: Receive | None, task: asyncio.Task[Any], gone: list[bool]
+) -> None:
+    assert receive is not None
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.append(True)
+    task.cancel()
 
 
 def _modern_result(method: str, result: JsonObject) -> JsonObject:
