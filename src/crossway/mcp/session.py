@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CLIENT_ANSWER_TIMEOUT: Final = 300.0
+MIN_STREAM_BACKLOG: Final = 64
 LIST_CHANGED: Final = {
     "notifications/tools/list_changed": "tools/list",
     "notifications/prompts/list_changed": "prompts/list",
@@ -50,6 +51,11 @@ class EventStream:
         event = (next(self._seq), orjson.dumps(message))
         self._buffer.append(event)
         if self.queue is not None:
+            if self.queue.qsize() >= max(self._buffer.maxlen or 0, MIN_STREAM_BACKLOG):
+                # A listener this far behind is dropped; it can come back with Last-Event-ID.
+                self.queue.put_nowait(None)
+                self.queue = None
+                return
             self.queue.put_nowait(event)
 
     def replay_after(self, last_id: int) -> list[tuple[int, bytes]]:

@@ -249,7 +249,8 @@ class StreamableHttpTransport:
             channel.min_log_level = LOG_LEVELS.index(log_level) if log_level else None
         task = asyncio.current_task()
         assert task is not None
-        session.inflight[request_id] = task
+        if not modern:  # 2026-07-28 ids are not unique across clients; they cancel by closing
+            session.inflight[request_id] = task
         # A call still running after a moment starts watching for the client leaving, which
         # cancels it upstream; quick calls never pay for a watcher task.
         gone: list[bool] = []
@@ -276,7 +277,8 @@ class StreamableHttpTransport:
         except asyncio.CancelledError:
             if gone:
                 task.uncancel()
-                session.inflight.pop(request_id, None)
+                if not modern:
+                    session.inflight.pop(request_id, None)
                 return  # nobody to answer
             if request_id not in session.client_cancelled:
                 raise
@@ -295,7 +297,8 @@ class StreamableHttpTransport:
                 timer.cancel()
             for watching in watcher:
                 watching.cancel()
-            session.inflight.pop(request_id, None)
+            if not modern:
+                session.inflight.pop(request_id, None)
             session.last_used = time.monotonic()
         status = 200
         if modern and "error" in reply:
