@@ -82,15 +82,66 @@ def usage_from_chat(usage: Any) -> Usage | None:
     )
 
 
+class _Details(msgspec.Struct):
+    cached_tokens: int = 0
+    cache_creation_tokens: int | None = None
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+class _TypedUsage(msgspec.Struct):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    prompt_tokens_details: _Details | None = None
+    input_tokens_details: _Details | None = None
+    completion_tokens_details: _Details | None = None
+    output_tokens_details: _Details | None = None
+
+
+class _TypedUsageOnly(msgspec.Struct):
+    usage: _TypedUsage | None = None
+
+
 class _UsageOnly(msgspec.Struct):
     usage: dict[str, Any] | None = None
 
 
+_typed_decoder: Final = msgspec.json.Decoder(_TypedUsageOnly)
 _usage_decoder: Final = msgspec.json.Decoder(_UsageOnly)
 
 
+def _from_typed(u: _TypedUsage) -> Usage:
+    p = u.prompt_tokens_details or u.input_tokens_details
+    c = u.completion_tokens_details or u.output_tokens_details
+    return Usage(
+        input_tokens=u.prompt_tokens if u.prompt_tokens is not None else u.input_tokens,
+        output_tokens=u.completion_tokens if u.completion_tokens is not None else u.output_tokens,
+        cached_tokens=p.cached_tokens if p else 0,
+        cache_write_tokens=(
+            (
+                p.cache_creation_tokens
+                if p.cache_creation_tokens is not None
+                else p.cache_write_tokens
+            )
+            if p
+            else 0
+        ),
+        reasoning_tokens=c.reasoning_tokens if c else 0,
+    )
+
+
 def usage_from_body(body: bytes) -> Usage | None:
-    """Usage of a non-streamed JSON answer, decoding only its `usage` field."""
+    """Usage of a non-streamed JSON answer, decoding only its `usage` field (typed: the common
+    well-formed case costs one msgspec pass; odd values fall back to the tolerant reader)."""
+    try:
+        typed = _typed_decoder.decode(body).usage
+        return _from_typed(typed) if typed is not None else None
+    except msgspec.ValidationError:
+        pass
+    except msgspec.DecodeError:
+        return None
     try:
         return usage_from_chat(_usage_decoder.decode(body).usage)
     except (msgspec.DecodeError, msgspec.ValidationError):
