@@ -92,3 +92,88 @@ backends:
             )
         assert info.value.status_code == 401
         assert "invalid API key" in info.value.message
+
+
+async def test_shutdown_ends_idle_event_streams_at_once() -> None:
+    """An MCP client's open GET stream does not hold shutdown for the whole drain time."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import free_port, wait_for
+
+    mcp_port = free_port()
+    upstream = subprocess.Popen(  # noqa: ASYNC220 - a child for the test's lifetime
+        [sys.executable, "-m", "crossway.samples.mcp_server", "--port", str(mcp_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    port = free_port()
+    config = f"""
+listen:
+  port: {port}
+  drain_seconds: 60
+routes:
+  - name: mcp
+    match:
+      path:
+        prefix: /mcp
+    backend: tools
+backends:
+  tools:
+    type: mcp
+    servers:
+      sample:
+        type: streamable_http
+        url: http://127.0.0.1:{mcp_port}/mcp
+"""
+    try:
+        await asyncio.to_thread(wait_for, lambda: _port_open(mcp_port), 20, "sample MCP server")
+        with start_gateway(config, port=port) as gw:
+            headers = {
+                "accept": "application/json, text/event-stream",
+                "content-type": "application/json",
+            }
+            init = {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "1"},
+                },
+            }
+            async with aiohttp.ClientSession() as session:
+                async with session.post(gw.url + "/mcp", json=init, headers=headers) as resp:
+                    assert resp.status == 200
+                    sid = resp.headers["mcp-session-id"]
+                    version = {"mcp-session-id": sid, "mcp-protocol-version": "2025-06-18"}
+                async with session.post(
+                    gw.url + "/mcp",
+                    json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+                    headers={**headers, **version},
+                ) as resp:
+                    assert resp.status == 202
+                stream = await session.get(
+                    gw.url + "/mcp", headers={"accept": "text/event-stream", **version}
+                )
+                assert stream.status == 200
+                started = time.monotonic()
+                gw.proc.send_signal(signal.SIGTERM)
+                assert await asyncio.to_thread(gw.proc.wait, 20) == 0
+                assert time.monotonic() - started < 15  # not the 60 s drain
+                stream.close()
+    finally:
+        upstream.terminate()
+        upstream.wait(timeout=10)
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False

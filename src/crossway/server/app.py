@@ -15,6 +15,7 @@ from typing import Any, Final
 from crossway.config import ConfigError, load_config
 from crossway.errors import GatewayError, NotFound
 from crossway.proxy import client
+from crossway.server import lifecycle
 from crossway.server.asgi import ClientDisconnected, send_response
 from crossway.server.backend import render_json_error
 from crossway.server.context import RequestContext
@@ -147,6 +148,7 @@ class GatewayApp:
     async def shutdown(self) -> None:
         if self._watch_task is not None:
             self._watch_task.cancel()
+        lifecycle.begin_shutdown()  # end streams that only wait for events
         runtime = self.runtime
         if runtime is not None:
             metrics.WORKERS_READY.dec()

@@ -84,6 +84,7 @@ def _serve_single(path: str, config: Config) -> None:
         from granian.constants import Interfaces
         from granian.server.embed import Server
 
+        from crossway.server import lifecycle
         from crossway.server.app import GatewayApp
 
         app = GatewayApp(path)
@@ -96,8 +97,12 @@ def _serve_single(path: str, config: Config) -> None:
             backlog=2048,
         )
         loop = asyncio.get_running_loop()
+        def stop() -> None:
+            lifecycle.begin_shutdown()  # end event-only streams now: granian drains the rest
+            server.stop()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, server.stop)
+            loop.add_signal_handler(sig, stop)
         admin = _admin_server(path, config, None) if config.admin.enabled else None
         admin_task = asyncio.ensure_future(admin.serve()) if admin is not None else None
         log.info(

@@ -34,6 +34,7 @@ from crossway.mcp.downstream.http import (
 from crossway.mcp.federation import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE, MODERN_VERSIONS, Call
 from crossway.mcp.session import Session
 from crossway.mcp.upstream.base import ClientHello, JsonObject
+from crossway.server import lifecycle
 from crossway.server.context import RequestContext
 from crossway.types import Receive, Scope, Send
 
@@ -493,6 +494,8 @@ async def stream_events(
         queue.put_nowait(None)
 
     watcher = asyncio.get_running_loop().create_task(watch_disconnect())
+    # At shutdown the stream ends at once; the client resumes elsewhere with Last-Event-ID.
+    undo_shutdown = lifecycle.on_shutdown(lambda: queue.put_nowait(None))
     try:
         while True:
             try:
@@ -514,6 +517,7 @@ async def stream_events(
     except OSError:
         pass
     finally:
+        undo_shutdown()
         watcher.cancel()
         session.stream.detach(queue)
 
