@@ -97,9 +97,10 @@ def _serve_single(path: str, config: Config) -> None:
             backlog=2048,
         )
         loop = asyncio.get_running_loop()
+
         def stop() -> None:
             lifecycle.begin_shutdown()  # end event-only streams now: granian drains the rest
-            server.stop()
+            server.stop()  # type: ignore[no-untyped-call]
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)
