@@ -99,19 +99,32 @@ class ChatPassthrough(Relay):
         else:
             self._carry = b""
         if _MARKER_COMPACT in data or _MARKER_SPACED in data:
-            kept = []
-            for event in data.split(b"\n\n"):
-                if (_MARKER_COMPACT in event or _MARKER_SPACED in event) and (
-                    b'"choices":[]' in event or b'"choices": []' in event
-                ):
-                    self.usage = usage_from_body(event.strip()[5:].strip())
-                    continue
-                kept.append(event)
-            data = b"\n\n".join(kept)
+            data = self._cut_usage_events(data)
         # The `"usage": null` that include_usage adds to every chunk: the client never asked.
         # (A quote inside a JSON string is escaped, so these bytes only match the key itself.)
         out = data.replace(_NULL_USAGE, b"")
         return data.replace(_NULL_USAGE_SPACED, b"") if out is data else out
+
+    def _cut_usage_events(self, data: bytes) -> bytes:
+        """Remove the usage-only events (`choices: []` with a usage object), reading their usage.
+        Only the events around a usage marker are looked at; the rest is sliced, not split."""
+        start = 0
+        while True:
+            found = [i for i in (data.find(m, start) for m in USAGE_MARKERS) if i >= 0]
+            if not found:
+                return data
+            at = min(found)
+            begin = data.rfind(b"\n\n", 0, at) + 2  # 1 when the event opens the chunk
+            begin = 0 if begin == 1 else begin
+            end = data.find(b"\n\n", at)
+            end = len(data) if end < 0 else end + 2
+            event = data[begin:end]
+            if b'"choices":[]' in event or b'"choices": []' in event:
+                self.usage = usage_from_body(event.strip()[5:].strip())
+                data = data[:begin] + data[end:]
+                start = begin
+            else:
+                start = end
 
     def finish(self) -> bytes:
         if self._tail is not None:
