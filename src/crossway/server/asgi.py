@@ -17,6 +17,9 @@ SSE_HEADERS: Final = [
     (b"x-accel-buffering", b"no"),
 ]
 
+WATCHER_GRACE_SECONDS: Final = 0.25
+"""How long a stream runs before a task starts watching for the client to leave."""
+
 # Headers that describe one connection, not the message: never forwarded (RFC 9110 §7.6.1).
 HOP_BY_HOP: Final = frozenset(
     {
@@ -103,14 +106,17 @@ async def stream_response(
 ) -> None:
     """Send `chunks` as they come, with back-pressure from `send`.
 
-    The chunks are pumped in the caller's task; one watcher task waits for `http.disconnect` and,
-    when the client leaves, cancels the pump, which closes the upstream response and so cancels the
-    upstream request. (One task, not two plus `asyncio.wait`: streaming is a hot path too.)
+    The chunks are pumped in the caller's task. A stream still running after
+    `WATCHER_GRACE_SECONDS` gets one watcher task that waits for `http.disconnect` and, when the
+    client leaves, cancels the pump, which closes the upstream response and so cancels the upstream
+    request even while the upstream is silent. (No task at all for short streams: streaming is a
+    hot path too.)
     """
     await send({"type": "http.response.start", "status": status, "headers": headers})
     task = asyncio.current_task()
     assert task is not None
     state = {"done": False, "left": False}
+    watcher: asyncio.Task[None] | None = None
 
     async def watch() -> None:
         while True:
@@ -121,7 +127,15 @@ async def stream_response(
                     task.cancel()
                 return
 
-    watcher = asyncio.get_running_loop().create_task(watch())
+    def start_watcher() -> None:
+        nonlocal watcher
+        if not state["done"]:
+            watcher = loop.create_task(watch())
+
+    # Most streams that end quickly never need the watcher: a client that left is noticed by the
+    # next `send`. Streams that go on (LLM token streams) get it after a short grace period.
+    loop = asyncio.get_running_loop()
+    timer = loop.call_later(WATCHER_GRACE_SECONDS, start_watcher)
     try:
         async for chunk in chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -133,7 +147,8 @@ async def stream_response(
         raise
     finally:
         state["done"] = True
-        if not watcher.done():
+        timer.cancel()
+        if watcher is not None and not watcher.done():
             watcher.cancel()
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
