@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 HANDSHAKE_VERSIONS: Final = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 MODERN_VERSIONS: Final = ("2026-07-28",)
 LATEST_HANDSHAKE: Final = HANDSHAKE_VERSIONS[-1]
+SERVER_INFO_META_KEY: Final = "io.modelcontextprotocol/serverInfo"
 
 SERVER_CAPABILITIES: Final[JsonObject] = {
     "tools": {"listChanged": True},
@@ -74,6 +76,9 @@ class Call:
     request_id: Any
     identity: dict[str, Any] | None
     channel: ClientChannel | None
+    meta: JsonObject | None = None
+    """A 2026-07-28 request's own `params._meta` (its envelope included): the request is
+    forwarded in that era, with it, to servers that speak it."""
 
 
 class Federation:
@@ -175,7 +180,7 @@ class Federation:
             cursors = {}
             targets = list(self.upstreams)
         pages = await asyncio.gather(
-            *(self._list_one(session, s, method, cursors.get(s)) for s in targets),
+            *(self._list_one(session, s, method, cursors.get(s), call.meta) for s in targets),
             return_exceptions=True,
         )
         items: list[JsonObject] = []
@@ -208,10 +213,29 @@ class Federation:
         return result
 
     async def _list_one(
-        self, session: Session, server: str, method: str, cursor: Any
+        self,
+        session: Session,
+        server: str,
+        method: str,
+        cursor: Any,
+        meta: JsonObject | None = None,
     ) -> JsonObject | None:
         key = (server, method)
         upstream = self.upstreams[server]
+        if meta is not None and await upstream.speaks_modern():
+            # Forwarded in 2026-07-28, uncached: the server's own ttlMs says how long a list
+            # holds, and what it lists may depend on the request's envelope.
+            params: JsonObject = {"_meta": meta}
+            if cursor is not None:
+                params["cursor"] = cursor
+            try:
+                return await upstream.modern_request(
+                    method, params, RequestOptions(timeout=self._timeouts[server].list)
+                )
+            except UpstreamRpcError as exc:
+                if exc.code == jsonrpc.METHOD_NOT_FOUND:
+                    return None  # the server has no such primitive
+                raise
         if cursor is None:
             if upstream.shared:
                 shared = self.shared_cache.get(key)
@@ -225,8 +249,10 @@ class Federation:
         caps = up.init_result.get("capabilities")
         if isinstance(caps, dict) and LISTS[method].capability not in caps:
             return None
-        params = {"cursor": cursor} if cursor is not None else None
-        page = await up.request(method, params, RequestOptions(timeout=self._timeouts[server].list))
+        list_params = {"cursor": cursor} if cursor is not None else None
+        page = await up.request(
+            method, list_params, RequestOptions(timeout=self._timeouts[server].list)
+        )
         if cursor is None:
             if upstream.shared:
                 self.shared_cache[key] = (generation, page)
@@ -355,6 +381,22 @@ class Federation:
         self, session: Session, server: str, method: str, params: JsonObject, call: Call
     ) -> JsonObject:
         timeouts = self._timeouts[server]
+        channel = call.channel
+        if call.meta is not None and await self.upstreams[server].speaks_modern():
+            # Both ends speak 2026-07-28: the request goes on in that era, with the client's
+            # envelope, and its result (input-required ones too) comes back as is.
+            return await self.upstreams[server].modern_request(
+                method,
+                {**params, "_meta": call.meta},
+                RequestOptions(
+                    timeout=timeouts.call,
+                    on_notification=(
+                        lambda m: self._related_notification(session, server, m, channel)
+                    )
+                    if channel is not None
+                    else None,
+                ),
+            )
         up = session.upstreams.get(server)
         try:
             if up is None or not up.alive:
@@ -365,7 +407,6 @@ class Federation:
             raise UpstreamError(
                 f"MCP server {server!r} is not available: {_describe(exc)}"
             ) from None
-        channel = call.channel
         options = RequestOptions(
             timeout=timeouts.call,
             on_notification=(lambda m: self._related_notification(session, server, m, channel))
@@ -395,6 +436,109 @@ class Federation:
             if self.naming.prefixed.get(server) and "logger" not in params:
                 return {**message, "params": {**params, "logger": server}}
         return message
+
+    # -- 2026-07-28 subscriptions/listen -------------------------------------------------------
+
+    async def listen(
+        self,
+        session: Session,
+        honored: JsonObject,
+        meta: JsonObject,
+        deliver: Callable[[str, JsonObject], None],
+        ended: Callable[[], None],
+    ) -> Callable[[], None]:
+        """Feed one client's listen stream from every server: a 2026-07-28 server gets its own
+        `subscriptions/listen` (its acknowledgement awaited, so nothing the client triggers
+        next is missed); a handshake-era server's session (the one serving 2026-07-28 clients)
+        passes on what it hears. `deliver` gets (server, notification rewritten for the
+        client); `ended` is called when an acknowledged server stream ends (the client then
+        listens again). Returns the function that stops it all."""
+        tasks: list[asyncio.Task[None]] = []
+        acks: list[asyncio.Event] = []
+        uris: dict[str, list[str]] = {}
+        for uri in honored.get("resourceSubscriptions", ()):
+            target = self.naming.split_uri(uri)
+            if target is not None and target[0] in self.upstreams:
+                uris.setdefault(target[0], []).append(target[1])
+        flags = {k: v for k, v in honored.items() if k != "resourceSubscriptions"}
+        modern = await asyncio.gather(
+            *(up.speaks_modern() for up in self.upstreams.values()), return_exceptions=True
+        )
+        legacy: list[str] = []
+        for (server, upstream), speaks in zip(self.upstreams.items(), modern, strict=True):
+            if speaks is not True:
+                legacy.append(server)
+                continue
+            wanted = dict(flags)
+            if server in uris:
+                wanted["resourceSubscriptions"] = uris[server]
+            if not wanted:
+                continue
+            acked = asyncio.Event()
+            acks.append(acked)
+            tasks.append(
+                asyncio.get_running_loop().create_task(
+                    self._listen_one(server, upstream, wanted, meta, deliver, acked, ended)
+                )
+            )
+        session.listeners.add(deliver)
+        for server in legacy:
+            tasks.append(
+                asyncio.get_running_loop().create_task(
+                    self._legacy_listen(session, server, uris.get(server, []))
+                )
+            )
+        if acks:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*(a.wait() for a in acks)),
+                    max(self._timeouts[s].connect for s in self.upstreams),
+                )
+
+        def stop() -> None:
+            session.listeners.discard(deliver)
+            for task in tasks:
+                task.cancel()
+
+        return stop
+
+    async def _listen_one(
+        self,
+        server: str,
+        upstream: Upstream,
+        wanted: JsonObject,
+        meta: JsonObject,
+        deliver: Callable[[str, JsonObject], None],
+        acked: asyncio.Event,
+        ended: Callable[[], None],
+    ) -> None:
+        async def on_notification(message: JsonObject) -> None:
+            outgoing = self.rewrite_server_notification(server, message)
+            if outgoing is not None:
+                deliver(server, outgoing)
+
+        await upstream.modern_listen(
+            {"_meta": meta, "notifications": wanted}, on_notification, acked.set
+        )
+        if acked.is_set():
+            ended()
+        else:
+            acked.set()  # refused: nothing to wait for
+
+    async def _legacy_listen(self, session: Session, server: str, uris: list[str]) -> None:
+        """Keep `server`'s session open (its stream carries list_changed) and subscribe the
+        resources the client listens to."""
+        timeouts = self._timeouts[server]
+        try:
+            up = await asyncio.wait_for(session.upstream(server), timeouts.connect)
+            for uri in uris:
+                await up.request(
+                    "resources/subscribe", {"uri": uri}, RequestOptions(timeout=timeouts.list)
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.info("MCP server %s: listen not relayed: %s", server, _describe(exc))
 
     # -- per-method handlers --------------------------------------------------------------------
 
@@ -475,10 +619,12 @@ class Federation:
         return {}
 
     async def _discover(self, session: Session, params: JsonObject, call: Call) -> JsonObject:
+        server_info = {"name": self.cfg.server_name, "version": "0.1.0"}
         return {
             "supportedVersions": [*MODERN_VERSIONS],
             "capabilities": SERVER_CAPABILITIES,
-            "serverInfo": {"name": self.cfg.server_name, "version": "0.1.0"},
+            "serverInfo": server_info,
+            "_meta": {SERVER_INFO_META_KEY: server_info},
             **({"instructions": self.cfg.instructions} if self.cfg.instructions else {}),
         }
 

@@ -7,6 +7,7 @@ import collections
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
@@ -103,6 +104,9 @@ class Session:
         self._client_ids = itertools.count(1)
         self._client_waiters: dict[str, asyncio.Future[JsonObject]] = {}
         self.closed = False
+        self.listeners: set[Callable[[str, JsonObject], None]] = set()
+        """2026-07-28 `subscriptions/listen` streams fed by this session's upstream sessions:
+        each gets (server, notification as rewritten for the client)."""
 
     # -- upstream sessions -------------------------------------------------------------------
 
@@ -165,6 +169,8 @@ class Session:
         self.saw_notification(server, message)
         outgoing = self.federation.rewrite_server_notification(server, message)
         if outgoing is not None:
+            for listener in list(self.listeners):
+                listener(server, outgoing)
             self.stream.push(outgoing)
 
     async def on_request(self, server: str, message: JsonObject) -> JsonObject:

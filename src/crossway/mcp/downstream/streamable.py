@@ -67,6 +67,15 @@ REMOVED_IN_MODERN: Final = frozenset(
     {"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"}
 )
 LOG_LEVEL_META_KEY: Final = "io.modelcontextprotocol/logLevel"
+SUBSCRIPTION_ID_META_KEY: Final = "io.modelcontextprotocol/subscriptionId"
+LISTEN_FLAGS: Final = {
+    "notifications/tools/list_changed": "toolsListChanged",
+    "notifications/prompts/list_changed": "promptsListChanged",
+    "notifications/resources/list_changed": "resourcesListChanged",
+}
+"""Listen-stream notification -> the filter flag that opts in to it."""
+LISTEN_BACKLOG: Final = 1024
+"""Notifications a listen stream may fall behind by before it is ended."""
 LOG_LEVELS: Final = (
     "debug",
     "info",
@@ -200,10 +209,11 @@ class StreamableHttpTransport:
             return
 
         session_id = header(scope, SESSION_HEADER)
-        if method == "initialize":
+        modern = session_id is None and self._is_modern(scope, message)
+        if method == "initialize" and not modern:
             await self._initialize(send, message)
             return
-        if session_id is None and self._is_modern(scope, message):
+        if modern:
             await self._modern(scope, send, message, ctx, receive)
             return
         if session_id is None:
@@ -242,6 +252,7 @@ class StreamableHttpTransport:
         modern: bool = False,
         log_level: str | None = None,
         receive: Receive | None = None,
+        meta: JsonObject | None = None,
     ) -> None:
         """Answer one request, as JSON or as an SSE stream if messages precede the result."""
         request_id = message["id"]
@@ -270,7 +281,7 @@ class StreamableHttpTransport:
         )
         try:
             result = await self.backend.federation.handle(
-                session, message, Call(request_id, ctx.identity, channel)
+                session, message, Call(request_id, ctx.identity, channel, meta)
             )
             if modern:
                 result = _modern_result(message["method"], result)
@@ -406,6 +417,10 @@ class StreamableHttpTransport:
                 ),
             )
             return
+        if method == "subscriptions/listen" and receive is not None:
+            assert isinstance(params, dict)
+            await self._listen(scope, receive, send, request_id, params, meta)
+            return
         if method in REMOVED_IN_MODERN:
             await _error(
                 send,
@@ -432,7 +447,104 @@ class StreamableHttpTransport:
             modern=True,
             log_level=level if level in LOG_LEVELS else None,
             receive=receive,
+            meta=meta,
         )
+
+    async def _listen(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request_id: Any,
+        params: JsonObject,
+        meta: JsonObject,
+    ) -> None:
+        """`subscriptions/listen`: the response is a stream of the notifications the client
+        opted in to, from every server, each tagged with this request's id; the
+        acknowledgement comes first, once the servers' own streams are open."""
+        requested = params.get("notifications")
+        if not isinstance(requested, dict):
+            await _error(
+                send, 400, request_id, jsonrpc.INVALID_PARAMS, "params.notifications is required"
+            )
+            return
+        if "text/event-stream" not in (header(scope, b"accept") or ""):
+            await send_empty(send, 406)
+            return
+        honored = _honored_filter(requested)
+        tag = {SUBSCRIPTION_ID_META_KEY: request_id}
+        wanted_uris = frozenset(honored.get("resourceSubscriptions", ()))
+        queue: asyncio.Queue[JsonObject | None] = asyncio.Queue()
+
+        def deliver(server: str, message: JsonObject) -> None:
+            method = message.get("method")
+            params = message.get("params")
+            params = params if isinstance(params, dict) else {}
+            if method == "notifications/resources/updated":
+                if params.get("uri") not in wanted_uris:
+                    return
+            elif honored.get(LISTEN_FLAGS.get(str(method), "")) is not True:
+                return
+            if queue.qsize() >= LISTEN_BACKLOG:
+                queue.put_nowait(None)  # a client this far behind listens again
+                return
+            upstream_meta = params.get("_meta")
+            own_meta = {
+                k: v
+                for k, v in (upstream_meta.items() if isinstance(upstream_meta, dict) else ())
+                if k != SUBSCRIPTION_ID_META_KEY
+            }
+            queue.put_nowait({**message, "params": {**params, "_meta": {**own_meta, **tag}}})
+
+        session = self.backend.sessions.stateless(meta)
+        stop = await self.backend.federation.listen(
+            session, honored, meta, deliver, lambda: queue.put_nowait(None)
+        )
+        ack = {
+            "jsonrpc": "2.0",
+            "method": "notifications/subscriptions/acknowledged",
+            "params": {"notifications": honored, "_meta": tag},
+        }
+
+        async def watch_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.append(True)
+            queue.put_nowait(None)
+
+        gone: list[bool] = []
+        watcher = asyncio.get_running_loop().create_task(watch_disconnect())
+        undo_shutdown = lifecycle.on_shutdown(lambda: queue.put_nowait(None))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": sse_event(orjson.dumps(ack)),
+                    "more_body": True,
+                }
+            )
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    await send(
+                        {"type": "http.response.body", "body": b": ping\n\n", "more_body": True}
+                    )
+                    continue
+                if item is None:
+                    break
+                body = sse_event(orjson.dumps(item))
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            if not gone:  # a graceful end: the listen result closes the stream
+                final = jsonrpc.response(request_id, {"_meta": tag, "resultType": "complete"})
+                await send({"type": "http.response.body", "body": sse_event(orjson.dumps(final))})
+        except OSError:
+            pass
+        finally:
+            stop()
+            undo_shutdown()
+            watcher.cancel()
 
     # -- GET / DELETE -------------------------------------------------------------------------
 
@@ -530,6 +642,17 @@ async def _cancel_on_disconnect(
         pass
     gone.append(True)
     task.cancel()
+
+
+def _honored_filter(requested: JsonObject) -> JsonObject:
+    """The part of a listen filter Crossway delivers (all of it; falsy entries dropped)."""
+    honored: JsonObject = {flag: True for flag in LISTEN_FLAGS.values() if requested.get(flag)}
+    uris = requested.get("resourceSubscriptions")
+    if isinstance(uris, list):
+        kept = [uri for uri in uris if isinstance(uri, str)]
+        if kept:
+            honored["resourceSubscriptions"] = kept
+    return honored
 
 
 def _modern_result(method: str, result: JsonObject) -> JsonObject:

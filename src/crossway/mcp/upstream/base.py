@@ -151,6 +151,26 @@ class Upstream(abc.ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Stop everything `start` began (kill children, close pools)."""
 
+    async def speaks_modern(self) -> bool:
+        """True if this server serves 2026-07-28 requests (no session, per-request `_meta`);
+        a 2026-07-28 client's requests are then forwarded in that era. Probed once."""
+        return False
+
+    async def modern_request(
+        self, method: str, params: JsonObject, options: RequestOptions
+    ) -> JsonObject:
+        """Send one 2026-07-28 request (`params._meta` carries the client's envelope) and
+        return its `result` as is (an input-required result included)."""
+        raise NotImplementedError
+
+    async def modern_listen(
+        self, params: JsonObject, on_notification: MessageSink, acknowledged: Callable[[], None]
+    ) -> None:
+        """Hold a 2026-07-28 `subscriptions/listen` stream open, handing each notification
+        after the acknowledgement to `on_notification`; `acknowledged` is called once the
+        server acknowledged. Returns when the stream ends."""
+        raise NotImplementedError
+
     @abc.abstractmethod
     async def open_session(
         self, hello: ClientHello, events: UpstreamEvents, *, resume: str | None = None

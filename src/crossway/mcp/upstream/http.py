@@ -10,9 +10,12 @@ transparently. The upstream's `Mcp-Session-Id` is the resume token another repli
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import logging
+import re
+from collections.abc import Callable
 from typing import Any, Final
 
 import aiohttp
@@ -25,6 +28,7 @@ from crossway.mcp.auth import UpstreamCredentials
 from crossway.mcp.upstream.base import (
     ClientHello,
     JsonObject,
+    MessageSink,
     RequestOptions,
     Upstream,
     UpstreamEvents,
@@ -41,6 +45,26 @@ DRAIN_SECONDS: Final = 0.5
 ACCEPT: Final = "application/json, text/event-stream"
 GATEWAY_CLIENT_INFO: Final[JsonObject] = {"name": "crossway", "version": "0.1.0"}
 _SESSION_GONE: Final = 404
+MODERN_VERSION: Final = "2026-07-28"
+PROTOCOL_VERSION_META_KEY: Final = "io.modelcontextprotocol/protocolVersion"
+CLIENT_CAPABILITIES_META_KEY: Final = "io.modelcontextprotocol/clientCapabilities"
+CLIENT_INFO_META_KEY: Final = "io.modelcontextprotocol/clientInfo"
+NAME_BEARING: Final = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+"""2026-07-28 methods whose routed name travels in the `Mcp-Name` header too."""
+_HEADER_SAFE: Final = re.compile(r"[\x20-\x7e]*")
+_B64_SENTINEL: Final = re.compile(r"=\?base64\?.*\?=")
+
+
+def header_value(value: str) -> str:
+    """`value` as an `Mcp-Name` header: verbatim if it is plain printable ASCII, else wrapped
+    as `=?base64?...?=` (UTF-8)."""
+    if (
+        _HEADER_SAFE.fullmatch(value)
+        and value == value.strip()
+        and not _B64_SENTINEL.fullmatch(value)
+    ):
+        return value
+    return f"=?base64?{base64.b64encode(value.encode()).decode()}?="
 
 
 class _SessionExpired(Exception):
@@ -62,6 +86,9 @@ class StreamableHttpUpstream(Upstream):
         self.headers = {k: v.get_secret_value() for k, v in cfg.headers.items()}
         self.credentials = UpstreamCredentials(cfg.credentials, cfg.headers)
         self._http: aiohttp.ClientSession | None = None
+        self._modern: bool | None = None
+        self._modern_lock = asyncio.Lock()
+        self._modern_session: _HttpSession | None = None
 
     async def token_headers(self) -> dict[str, str]:
         """This server's OAuth token (`credentials:`) for the next request, renewed or
@@ -83,6 +110,101 @@ class StreamableHttpUpstream(Upstream):
 
     async def start(self) -> None:
         _ = self.http
+
+    # -- 2026-07-28 -----------------------------------------------------------------------------
+
+    async def speaks_modern(self) -> bool:
+        if self._modern is not None:
+            return self._modern
+        async with self._modern_lock:
+            if self._modern is None:
+                self._modern = await self._probe_modern()
+            return self._modern if self._modern is not None else False
+
+    async def _probe_modern(self) -> bool | None:
+        """`server/discover` in 2026-07-28; None (ask again later) if the server is down."""
+        envelope = {
+            PROTOCOL_VERSION_META_KEY: MODERN_VERSION,
+            CLIENT_CAPABILITIES_META_KEY: {},
+            CLIENT_INFO_META_KEY: GATEWAY_CLIENT_INFO,
+        }
+        try:
+            result = await self.modern_request(
+                "server/discover",
+                {"_meta": envelope},
+                RequestOptions(timeout=self.timeouts.connect),
+            )
+        except (UpstreamUnreachable, UpstreamTimeout):
+            return None
+        except (UpstreamRpcError, GatewayError):
+            logger.info("MCP server %s does not speak %s", self.name, MODERN_VERSION)
+            return False
+        versions = result.get("supportedVersions")
+        modern = isinstance(versions, list) and MODERN_VERSION in versions
+        logger.info(
+            "MCP server %s %s %s",
+            self.name,
+            "speaks" if modern else "does not speak",
+            MODERN_VERSION,
+        )
+        return modern
+
+    def _modern_exchange(self) -> _HttpSession:
+        if self._modern_session is None:
+            session = _HttpSession(self, ClientHello(MODERN_VERSION), _NO_EVENTS)
+            session.protocol_version = MODERN_VERSION
+            self._modern_session = session
+        return self._modern_session
+
+    async def modern_request(
+        self, method: str, params: JsonObject, options: RequestOptions
+    ) -> JsonObject:
+        headers = {"mcp-method": method}
+        name = params.get(NAME_BEARING.get(method, ""))
+        if isinstance(name, str):
+            headers["mcp-name"] = header_value(name)
+        options = RequestOptions(timeout=options.timeout, on_notification=options.on_notification)
+        return await self._modern_exchange().post_modern(method, params, options, headers)
+
+    async def modern_listen(
+        self, params: JsonObject, on_notification: MessageSink, acknowledged: Callable[[], None]
+    ) -> None:
+        session = self._modern_exchange()
+        session.auth_headers = await self.token_headers()
+        headers = session._headers()
+        headers["mcp-method"] = "subscriptions/listen"
+        message = {
+            "jsonrpc": "2.0",
+            "id": f"listen-{next(session._ids)}",
+            "method": "subscriptions/listen",
+            "params": params,
+        }
+        try:
+            async with self.http.post(
+                self.cfg.url, data=orjson.dumps(message), headers=headers
+            ) as resp:
+                if resp.content_type != "text/event-stream" or resp.status >= 400:
+                    logger.info(
+                        "MCP server %s refused subscriptions/listen (HTTP %s)",
+                        self.name,
+                        resp.status,
+                    )
+                    return
+                async for event in iter_events(resp.content.iter_any(), self.max_bytes):
+                    if event.event != "message" or not event.data:
+                        continue
+                    try:
+                        incoming = orjson.loads(event.data)
+                    except orjson.JSONDecodeError:
+                        continue
+                    if not isinstance(incoming, dict) or "method" not in incoming:
+                        return  # the listen result (graceful end) or an error
+                    if incoming["method"] == "notifications/subscriptions/acknowledged":
+                        acknowledged()
+                    elif "id" not in incoming:
+                        await on_notification(incoming)
+        except (aiohttp.ClientError, OSError) as exc:
+            logger.debug("MCP server %s: listen stream ended: %s", self.name, exc)
 
     async def close(self) -> None:
         await self.credentials.close()
@@ -225,8 +347,22 @@ class _HttpSession(UpstreamSession):
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             logger.debug("MCP server %s: posting a message failed: %s", self.server, exc)
 
+    async def post_modern(
+        self,
+        method: str,
+        params: JsonObject,
+        options: RequestOptions,
+        headers: dict[str, str],
+    ) -> JsonObject:
+        """One 2026-07-28 request: no session; closing the response cancels it upstream."""
+        return await self._post_request(method, params, options, headers)
+
     async def _post_request(
-        self, method: str, params: JsonObject | None, options: RequestOptions
+        self,
+        method: str,
+        params: JsonObject | None,
+        options: RequestOptions,
+        modern_headers: dict[str, str] | None = None,
     ) -> JsonObject:
         request_id = next(self._ids)
         message: JsonObject = {"jsonrpc": "2.0", "id": request_id, "method": method}
@@ -235,14 +371,16 @@ class _HttpSession(UpstreamSession):
         self.auth_headers = await self.upstream.token_headers()
         try:
             async with asyncio.timeout(options.timeout):
-                return await self._exchange(request_id, message, options)
+                return await self._exchange(request_id, message, options, modern_headers)
         except TimeoutError:
-            self._spawn(self._cancel(request_id, "timed out"))
+            if modern_headers is None:
+                self._spawn(self._cancel(request_id, "timed out"))
             raise UpstreamTimeout(
                 f"MCP server {self.server!r} did not answer {method} within {options.timeout:g}s"
             ) from None
         except asyncio.CancelledError:
-            self._spawn(self._cancel(request_id, "cancelled by the client"))
+            if modern_headers is None:
+                self._spawn(self._cancel(request_id, "cancelled by the client"))
             raise
         except (aiohttp.ClientConnectionError, OSError) as exc:
             raise UpstreamUnreachable(f"MCP server {self.server!r} is unreachable: {exc}") from None
@@ -250,11 +388,18 @@ class _HttpSession(UpstreamSession):
             raise UpstreamError(f"MCP server {self.server!r} failed: {exc}") from None
 
     async def _exchange(
-        self, request_id: int, message: JsonObject, options: RequestOptions
+        self,
+        request_id: int,
+        message: JsonObject,
+        options: RequestOptions,
+        extra_headers: dict[str, str] | None = None,
     ) -> JsonObject:
         upstream = self.upstream
+        headers = self._headers()
+        if extra_headers:
+            headers.update(extra_headers)
         resp = await upstream.http.post(
-            upstream.cfg.url, data=orjson.dumps(message), headers=self._headers()
+            upstream.cfg.url, data=orjson.dumps(message), headers=headers
         )
         handed_off = False
         try:
@@ -375,6 +520,22 @@ class _HttpSession(UpstreamSession):
                 logger.debug("MCP server %s: GET stream ended: %s", self.server, exc)
             failures += 1
             await asyncio.sleep(min(0.2 * 2**failures, 5.0))
+
+
+class _NoEvents:
+    """The sink of the 2026-07-28 exchange: nothing arrives outside a request's own stream."""
+
+    async def on_notification(self, server: str, message: JsonObject) -> None:
+        return None
+
+    async def on_request(self, server: str, message: JsonObject) -> JsonObject:
+        return {"error": {"code": jsonrpc.METHOD_NOT_FOUND, "message": "no back channel"}}
+
+    async def on_closed(self, server: str) -> None:
+        return None
+
+
+_NO_EVENTS: Final = _NoEvents()
 
 
 async def _drain(resp: aiohttp.ClientResponse) -> None:
