@@ -40,12 +40,29 @@ async def test_sdk_client_in_the_modern_era(gateway: Gateway, mode: Any) -> None
         assert "gateways" in str(prompt.messages[0].content)
 
 
+def routing_headers(body: Any) -> dict[str, str]:
+    """The headers a 2026-07-28 client sends with `body` (MCP-Protocol-Version, Mcp-Method,
+    Mcp-Name)."""
+    params = body.get("params") or {}
+    version = (params.get("_meta") or {}).get("io.modelcontextprotocol/protocolVersion", MODERN)
+    headers = {"mcp-protocol-version": version, "mcp-method": body["method"]}
+    named = params.get("uri" if body["method"] == "resources/read" else "name")
+    if isinstance(named, str):
+        headers["mcp-name"] = named
+    return headers
+
+
 async def raw(gw: Gateway, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """POST `body` with its routing headers (`headers` override or add to them)."""
     async with aiohttp.ClientSession() as http:
         async with http.post(
             gw.url + "/mcp",
             json=body,
-            headers={"accept": "application/json, text/event-stream", **(headers or {})},
+            headers={
+                "accept": "application/json, text/event-stream",
+                **routing_headers(body),
+                **(headers or {}),
+            },
         ) as resp:
             return resp.status, await resp.json()
 
@@ -72,6 +89,24 @@ async def test_discover_and_header_checks(gateway: Gateway) -> None:
     assert status == 400 and body["error"]["code"] == -32020
     status, body = await raw(gateway, call, {**headers, "mcp-method": "tools/list"})
     assert status == 400 and body["error"]["code"] == -32020
+    # Routing headers are required, compared after trimming, and base64-wrapped names decoded.
+    async with aiohttp.ClientSession() as http:
+        for sent, expected in (
+            ({"mcp-protocol-version": MODERN, "mcp-name": "notes_add"}, 400),
+            ({"mcp-protocol-version": MODERN, "mcp-method": "tools/call"}, 400),
+            ({**headers, "mcp-method": "TOOLS/CALL"}, 400),
+            ({**headers, "mcp-name": "  notes_add "}, 200),
+            ({**headers, "mcp-name": "=?base64?bm90ZXNfYWRk?="}, 200),
+            ({**headers, "mcp-name": "=?base64?bm90ZXNfYWRk!?="}, 400),
+        ):
+            async with http.post(
+                gateway.url + "/mcp",
+                json=call,
+                headers={"accept": "application/json, text/event-stream", **sent},
+            ) as resp:
+                assert resp.status == expected, sent
+                if expected == 400:
+                    assert (await resp.json())["error"]["code"] == -32020, sent
 
     old = {**META, "io.modelcontextprotocol/protocolVersion": "2099-01-01"}
     status, body = await raw(
@@ -115,10 +150,7 @@ async def test_log_messages_only_when_the_request_opts_in(gateway: Gateway) -> N
             async with http.post(
                 gateway.url + "/mcp",
                 json=body,
-                headers={
-                    "accept": "application/json, text/event-stream",
-                    "mcp-protocol-version": MODERN,
-                },
+                headers={"accept": "application/json, text/event-stream", **routing_headers(body)},
             ) as resp:
                 return await resp.text()
 

@@ -17,6 +17,7 @@ from mcp.shared.subscriptions import ToolsListChanged
 from mcp import Client, types
 from tests.helpers import Gateway, free_port, start_gateway
 from tests.mcp.conftest import mcp_config, notes_stdio, spawn, stop
+from tests.mcp.test_modern import routing_headers
 
 MODERN = "2026-07-28"
 META = {
@@ -60,34 +61,33 @@ async def test_input_required_results_relayed_with_prefixed_names(gateway: Gatew
         assert added.content[0].text == "5"  # type: ignore[union-attr]
 
 
-async def post(gw: Gateway, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+async def post(gw: Gateway, body: Any) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as http:
         async with http.post(
             gw.url + "/mcp",
             json=body,
-            headers={"accept": "application/json, text/event-stream", **headers},
+            headers={"accept": "application/json, text/event-stream", **routing_headers(body)},
         ) as resp:
             return resp.status, await resp.json()
 
 
 async def test_envelope_travels_per_request(gateway: Gateway) -> None:
     """The server sees each request's own declared capabilities, not another client's."""
-    headers = {"mcp-protocol-version": MODERN, "mcp-method": "tools/call"}
 
     def call(caps: dict[str, Any], rpc_id: int) -> dict[str, Any]:
         meta = {**META, "io.modelcontextprotocol/clientCapabilities": caps}
         params = {"name": "fx_test_missing_capability", "arguments": {}, "_meta": meta}
         return {"jsonrpc": "2.0", "id": rpc_id, "method": "tools/call", "params": params}
 
-    status, body = await post(gateway, call({"sampling": {}}, 1), headers)
+    status, body = await post(gateway, call({"sampling": {}}, 1))
     assert status == 200 and body["result"]["content"][0]["text"] == "sampling declared"
-    status, body = await post(gateway, call({}, 2), headers)
+    status, body = await post(gateway, call({}, 2))
     assert status == 400 and body["error"]["code"] == -32021 and body["id"] == 2
 
 
 async def test_initialize_is_not_a_2026_method(gateway: Gateway) -> None:
     body = {"jsonrpc": "2.0", "id": 3, "method": "initialize", "params": {"_meta": META}}
-    status, reply = await post(gateway, body, {"mcp-protocol-version": MODERN})
+    status, reply = await post(gateway, body)
     assert status == 404 and reply["error"]["code"] == -32601 and reply["id"] == 3
 
 
@@ -141,9 +141,7 @@ async def test_listen_tags_and_filters(gateway: Gateway) -> None:
                     "method": "tools/call",
                     "params": {"name": tool, "arguments": {}, "_meta": META},
                 }
-                status, _ = await post(
-                    gateway, call, {"mcp-protocol-version": MODERN, "mcp-method": "tools/call"}
-                )
+                status, _ = await post(gateway, call)
                 assert status == 200
             changed = await asyncio.wait_for(next_frame(), 10)
     assert changed["method"] == "notifications/prompts/list_changed"

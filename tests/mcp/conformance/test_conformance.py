@@ -182,3 +182,7 @@ def test_through_crossway_2026_07_28(fixture_url: str, tmp_path: Path) -> None:
     assert len(scored) >= 35, output[-3000:]
     assert _failing(results, warnings=False) & scored == set(), output[-3000:]
     assert {"server-stateless", "input-required-result-multi-round"} <= scored
+    # Unscored, passing against the fixture alone and through Crossway alike.
+    assert {"http-header-validation", "json-schema-2020-12"} <= set(results) - _failing(
+        results, warnings=False
+    ), output[-3000:]

@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import logging
 import time
@@ -96,13 +98,8 @@ _CACHEABLE: Final = frozenset(
         "resources/read",
     }
 )
-_NAME_PARAM: Final = {
-    "tools/call": "name",
-    "prompts/get": "name",
-    "resources/read": "uri",
-    "resources/subscribe": "uri",
-    "resources/unsubscribe": "uri",
-}
+NAME_BEARING: Final = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+"""2026-07-28 methods whose name or URI must also travel in the `Mcp-Name` header."""
 
 
 class _ResponseChannel:
@@ -391,17 +388,8 @@ class StreamableHttpTransport:
             )
             return
         version = meta[PROTOCOL_VERSION_META_KEY]
-        header_version = header(scope, VERSION_HEADER)
-        header_method = header(scope, METHOD_HEADER)
-        mismatch = None
-        if header_version is not None and header_version != version:
-            mismatch = "MCP-Protocol-Version header does not match params._meta"
-        elif header_method is not None and header_method != method:
-            mismatch = "Mcp-Method header does not match the body's method"
-        elif method in _NAME_PARAM and header(scope, NAME_HEADER) is not None:
-            assert isinstance(params, dict)
-            if header(scope, NAME_HEADER) != params.get(_NAME_PARAM[method]):
-                mismatch = "Mcp-Name header does not match the body"
+        assert isinstance(params, dict)
+        mismatch = _header_mismatch(scope, str(method), params, version)
         if mismatch is not None:
             await _error(send, 400, request_id, jsonrpc.HEADER_MISMATCH, mismatch)
             return
@@ -642,6 +630,38 @@ async def _cancel_on_disconnect(
         pass
     gone.append(True)
     task.cancel()
+
+
+def _header_mismatch(scope: Scope, method: str, params: JsonObject, version: Any) -> str | None:
+    """Why a 2026-07-28 request's routing headers disagree with its body (they are required:
+    a gateway routes by them), or None."""
+    if header(scope, VERSION_HEADER) != version:
+        return "MCP-Protocol-Version header does not match params._meta"
+    if _trimmed(header(scope, METHOD_HEADER)) != method:
+        return "Mcp-Method header does not match the body's method"
+    key = NAME_BEARING.get(method)
+    named = params.get(key) if key is not None else None
+    if named is not None and _decoded(_trimmed(header(scope, NAME_HEADER))) != named:
+        return f"Mcp-Name header does not match params.{key}"
+    return None
+
+
+def _trimmed(value: str | None) -> str | None:
+    return value.strip(" \t") if value is not None else None
+
+
+def _decoded(value: str | None) -> str | None:
+    """An `Mcp-Name` value, `=?base64?...?=` (UTF-8) unwrapped; None if malformed."""
+    if value is None or not (value.startswith("=?base64?") and value.endswith("?=")):
+        return value
+    payload = value[len("=?base64?") : -2]
+    try:
+        raw = base64.b64decode(payload, validate=True)
+        if base64.b64encode(raw).decode() != payload:
+            return None
+        return raw.decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
 
 
 def _honored_filter(requested: JsonObject) -> JsonObject:
