@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.error
 import urllib.request
 
 from aiohttp import web
@@ -18,6 +19,10 @@ routes:
     backend: web
   - name: web
     backend: web
+    policies:
+      - type: api_key
+        keys:
+          team: team-key
 backends:
   web:
     type: http
@@ -36,6 +41,7 @@ async def test_forwarding_and_no_shared_cookies() -> None:
                 "path": request.raw_path,
                 "added": request.headers.get("x-added", ""),
                 "cookie": request.headers.get("cookie", ""),
+                "authorization": request.headers.get("authorization", ""),
                 "body": (await request.read()).decode(),
             }
         )
@@ -55,9 +61,16 @@ async def test_forwarding_and_no_shared_cookies() -> None:
 
             def fetch(path: str, body: bytes | None = None) -> tuple[int, str, str]:
                 req = urllib.request.Request(
-                    gw.url + path, data=body, method="POST" if body else "GET"
+                    gw.url + path,
+                    data=body,
+                    method="POST" if body else "GET",
+                    headers={"authorization": "Bearer team-key"},
                 )
-                with urllib.request.urlopen(req) as resp:
+                try:
+                    resp = urllib.request.urlopen(req)
+                except urllib.error.HTTPError as exc:
+                    raise AssertionError((path, exc.read())) from None
+                with resp:
                     return resp.status, resp.headers.get("x-upstream", ""), resp.read().decode()
 
             import asyncio
@@ -72,3 +85,7 @@ async def test_forwarding_and_no_shared_cookies() -> None:
     assert all(s["added"] == "by-crossway" for s in seen)
     # The upstream set a cookie for the first client; no later request may carry it.
     assert all(s["cookie"] == "" for s in seen)
+    # The caller's key was checked by Crossway on the guarded route and not passed on; the
+    # unguarded /api route forwards the client's headers as they are.
+    assert seen[0]["authorization"] == "" and seen[2]["authorization"] == ""
+    assert seen[1]["authorization"] == "Bearer team-key"

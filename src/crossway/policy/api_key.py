@@ -7,7 +7,7 @@ import hmac
 from crossway.config.models import ApiKeyAuth
 from crossway.errors import Unauthenticated
 from crossway.policy.base import Policy
-from crossway.server.context import RequestContext
+from crossway.server.context import CONSUMED_HEADERS, RequestContext
 from crossway.types import Scope
 
 
@@ -19,12 +19,13 @@ class ApiKeyPolicy(Policy):
 
     async def check(self, scope: Scope, ctx: RequestContext) -> None:
         presented: bytes | None = None
+        used = b""
         for name, value in scope["headers"]:
             if name == b"authorization" and value[:7].lower() == b"bearer ":
-                presented = value[7:].strip()
+                presented, used = value[7:].strip(), name
                 break
             if name == b"x-api-key":
-                presented = value.strip()
+                presented, used = value.strip(), name
                 break
         if presented is None:
             raise Unauthenticated(
@@ -33,5 +34,7 @@ class ApiKeyPolicy(Policy):
         for key_name, key in self._keys:
             if hmac.compare_digest(presented, key):
                 ctx.identity = {"sub": key_name, "auth": "api_key"}
+                # The caller's key is for Crossway only: backends never forward it upstream.
+                ctx.attrs[CONSUMED_HEADERS] = frozenset({used})
                 return
         raise Unauthenticated("invalid API key", code="invalid_api_key")

@@ -9,7 +9,7 @@ from crossway.config.models import HttpBackendConfig
 from crossway.proxy import client
 from crossway.server.asgi import HOP_BY_HOP, read_body, send_response, stream_response
 from crossway.server.backend import Backend
-from crossway.server.context import RequestContext
+from crossway.server.context import CONSUMED_HEADERS, RequestContext
 from crossway.types import Receive, Scope, Send
 
 _SKIP_REQUEST = HOP_BY_HOP | {b"host", b"content-length"}
@@ -32,7 +32,7 @@ class HttpBackend(Backend):
         self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext
     ) -> None:
         body = await read_body(scope, receive, self.max_body_bytes)
-        skip = _SKIP_REQUEST | self._extra_names
+        skip = _SKIP_REQUEST | self._extra_names | ctx.attrs.get(CONSUMED_HEADERS, frozenset())
         headers = [
             (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in skip
         ]

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
+
+CONSUMED_HEADERS: Final = "gateway.consumed_headers"
+"""`ctx.attrs` key: request header names (lower-case bytes) an auth policy consumed; backends
+must not forward them upstream."""
 
 
 @dataclass(slots=True)
