@@ -79,6 +79,9 @@ class Call:
     meta: JsonObject | None = None
     """A 2026-07-28 request's own `params._meta` (its envelope included): the request is
     forwarded in that era, with it, to servers that speak it."""
+    headers: dict[str, str] | None = None
+    """A 2026-07-28 request's `Mcp-Param-*` headers, passed on with it (the server checks
+    them against the arguments)."""
 
 
 class Federation:
@@ -396,6 +399,7 @@ class Federation:
                     if channel is not None
                     else None,
                 ),
+                call.headers,
             )
         up = session.upstreams.get(server)
         try:

@@ -247,6 +247,19 @@ def build() -> MCPServer:
             "additionalProperties": False,
         }
 
+    # A tool argument mirrored in an `Mcp-Param-Region` header (SEP-2243); the SDK checks it.
+    def test_custom_header(region: str) -> str:
+        return f"region {region}"
+
+    server.add_tool(test_custom_header, name="test_custom_header", description="Routes by region.")
+    routed = server._tool_manager.get_tool("test_custom_header")
+    if routed is not None:
+        routed.parameters = {
+            "type": "object",
+            "properties": {"region": {"type": "string", "x-mcp-header": "Region"}},
+            "required": ["region"],
+        }
+
     # -- 2026-07-28: input-required results (SEP-2322) and diagnostic tools (SEP-2575) ------------
 
     def ask(requests: dict[str, Any], state: str | None = None) -> types.InputRequiredResult:

@@ -49,6 +49,7 @@ SESSION_HEADER: Final = b"mcp-session-id"
 VERSION_HEADER: Final = b"mcp-protocol-version"
 METHOD_HEADER: Final = b"mcp-method"
 NAME_HEADER: Final = b"mcp-name"
+PARAM_HEADER_PREFIX: Final = b"mcp-param-"
 PROTOCOL_VERSION_META_KEY: Final = "io.modelcontextprotocol/protocolVersion"
 CLIENT_CAPABILITIES_META_KEY: Final = "io.modelcontextprotocol/clientCapabilities"
 CLIENT_INFO_META_KEY: Final = "io.modelcontextprotocol/clientInfo"
@@ -250,6 +251,7 @@ class StreamableHttpTransport:
         log_level: str | None = None,
         receive: Receive | None = None,
         meta: JsonObject | None = None,
+        param_headers: dict[str, str] | None = None,
     ) -> None:
         """Answer one request, as JSON or as an SSE stream if messages precede the result."""
         request_id = message["id"]
@@ -278,7 +280,7 @@ class StreamableHttpTransport:
         )
         try:
             result = await self.backend.federation.handle(
-                session, message, Call(request_id, ctx.identity, channel, meta)
+                session, message, Call(request_id, ctx.identity, channel, meta, param_headers)
             )
             if modern:
                 result = _modern_result(message["method"], result)
@@ -436,6 +438,12 @@ class StreamableHttpTransport:
             log_level=level if level in LOG_LEVELS else None,
             receive=receive,
             meta=meta,
+            param_headers={
+                bytes(k).decode("latin-1"): bytes(v).decode("latin-1")
+                for k, v in scope["headers"]
+                if bytes(k).startswith(PARAM_HEADER_PREFIX)
+            }
+            or None,
         )
 
     async def _listen(

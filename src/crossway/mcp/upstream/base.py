@@ -157,10 +157,15 @@ class Upstream(abc.ABC):
         return False
 
     async def modern_request(
-        self, method: str, params: JsonObject, options: RequestOptions
+        self,
+        method: str,
+        params: JsonObject,
+        options: RequestOptions,
+        headers: dict[str, str] | None = None,
     ) -> JsonObject:
-        """Send one 2026-07-28 request (`params._meta` carries the client's envelope) and
-        return its `result` as is (an input-required result included)."""
+        """Send one 2026-07-28 request (`params._meta` carries the client's envelope, `headers`
+        the client's `Mcp-Param-*` headers) and return its `result` as is (an input-required
+        result included)."""
         raise NotImplementedError
 
     async def modern_listen(

@@ -157,9 +157,13 @@ class StreamableHttpUpstream(Upstream):
         return self._modern_session
 
     async def modern_request(
-        self, method: str, params: JsonObject, options: RequestOptions
+        self,
+        method: str,
+        params: JsonObject,
+        options: RequestOptions,
+        headers: dict[str, str] | None = None,
     ) -> JsonObject:
-        headers = {"mcp-method": method}
+        headers = {**(headers or {}), "mcp-method": method}
         name = params.get(NAME_BEARING.get(method, ""))
         if isinstance(name, str):
             headers["mcp-name"] = header_value(name)
