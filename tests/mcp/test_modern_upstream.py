@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from mcp.shared.subscriptions import ToolsListChanged
+from mcp.shared.subscriptions import ResourceUpdated, ToolsListChanged
 
 from mcp import Client, types
 from tests.helpers import Gateway, free_port, start_gateway
@@ -101,6 +101,19 @@ async def test_listen_gathers_list_changed_from_both_eras(gateway: Gateway) -> N
             assert isinstance(await asyncio.wait_for(anext(events), 10), ToolsListChanged)
             names = {t.name for t in (await client.list_tools()).tools}
             assert "fx_dynamic_tool_1" in names and "notes_extra1" in names
+
+
+async def test_listen_relays_resource_updates_with_federated_uris(gateway: Gateway) -> None:
+    watched = "crossway://fx/test://watched-resource"
+    async with Client(gateway.url + "/mcp", mode=MODERN) as client:
+        async with client.listen(resource_subscriptions=[watched]) as sub:
+            events = aiter(sub)
+            await client.call_tool("fx_test_trigger_resource_update", {"uri": "test://other"})
+            await client.call_tool(
+                "fx_test_trigger_resource_update", {"uri": "test://watched-resource"}
+            )
+            event = await asyncio.wait_for(anext(events), 10)
+    assert event == ResourceUpdated(uri=watched)
 
 
 async def test_listen_tags_and_filters(gateway: Gateway) -> None:

@@ -432,6 +432,11 @@ def build() -> MCPServer:
         await ctx.notify_prompts_changed()
         return f"added {name}"
 
+    @server.tool(description="Announces that a resource changed (notifications/resources/updated).")
+    async def test_trigger_resource_update(uri: str, ctx: Context) -> str:
+        await ctx.notify_resource_updated(uri)
+        return f"updated {uri}"
+
     # -- resources --------------------------------------------------------------------------------
 
     @server.resource(
