@@ -177,3 +177,42 @@ def _port_open(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+async def test_shutdown_is_bounded_by_the_drain_time() -> None:
+    """A request that never ends does not keep the process alive past the drain time."""
+    import socket
+    import time
+
+    from tests.helpers import free_port
+
+    hang = socket.socket()  # accepts connections, never answers
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(8)
+    port = free_port()
+    config = f"""
+listen:
+  port: {port}
+  drain_seconds: 1
+routes:
+  - name: web
+    backend: web
+backends:
+  web:
+    type: http
+    url: http://127.0.0.1:{hang.getsockname()[1]}
+"""
+    try:
+        with start_gateway(config, port=port) as gw:
+            async with aiohttp.ClientSession() as session:
+                pending = asyncio.ensure_future(session.get(gw.url + "/forever"))
+                hang.settimeout(10)
+                conn, _ = await asyncio.to_thread(hang.accept)  # the request reached upstream
+                started = time.monotonic()
+                gw.proc.send_signal(signal.SIGTERM)
+                assert await asyncio.to_thread(gw.proc.wait, 20) == 0
+                assert time.monotonic() - started < 12
+                pending.cancel()
+                conn.close()
+    finally:
+        hang.close()

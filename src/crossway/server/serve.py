@@ -9,11 +9,14 @@ import signal
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from crossway.config import Config
 
 log = logging.getLogger("crossway")
+
+SHUTDOWN_GRACE_SECONDS: Final = 5.0
+"""After the drain time, how long shutdown may still take before the process exits anyway."""
 
 
 def serve(config_path: str, config: Config, workers: int) -> None:
@@ -101,6 +104,17 @@ def _serve_single(path: str, config: Config) -> None:
         def stop() -> None:
             lifecycle.begin_shutdown()  # end event-only streams now: granian drains the rest
             server.stop()  # type: ignore[no-untyped-call]
+            # granian's embedded server waits for every open connection; a request that never
+            # ends must not hold the process past the drain time.
+            loop.call_later(config.listen.drain_seconds + SHUTDOWN_GRACE_SECONDS, force_exit)
+
+        def force_exit() -> None:
+            log.warning(
+                "shutdown: requests still open after %.0fs of draining; exiting",
+                config.listen.drain_seconds,
+            )
+            logging.shutdown()
+            os._exit(0)
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)
