@@ -20,7 +20,6 @@ from crossway.errors import GatewayError, UpstreamError, UpstreamTimeout, Upstre
 DEFAULT_POOL_LIMIT: Final = 1024
 DEFAULT_POOL_LIMIT_PER_HOST: Final = 512
 DEFAULT_KEEPALIVE_SECONDS: Final = 60.0
-STREAM_READ_SIZE: Final = 64 * 1024
 URL_CACHE_SIZE: Final = 4096
 
 _session: aiohttp.ClientSession | None = None
