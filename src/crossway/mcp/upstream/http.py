@@ -24,17 +24,16 @@ import orjson
 from crossway.config.mcp import McpTimeouts, StreamableHttpServerConfig
 from crossway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from crossway.mcp import jsonrpc
-from crossway.mcp.auth import UpstreamCredentials
 from crossway.mcp.upstream.base import (
     ClientHello,
     JsonObject,
     MessageSink,
     RequestOptions,
-    Upstream,
     UpstreamEvents,
     UpstreamRpcError,
     UpstreamSession,
 )
+from crossway.mcp.upstream.remote import RemoteUpstream
 from crossway.mcp.upstream.rpc import initialize_params
 from crossway.mcp.upstream.sse_parser import iter_events
 
@@ -71,42 +70,17 @@ class _SessionExpired(Exception):
     pass
 
 
-class StreamableHttpUpstream(Upstream):
+class StreamableHttpUpstream(RemoteUpstream):
     """A Streamable HTTP MCP server."""
-
-    shared = False
 
     def __init__(
         self, name: str, cfg: StreamableHttpServerConfig, timeouts: McpTimeouts, max_bytes: int
     ) -> None:
-        self.name = name
+        super().__init__(name, cfg, timeouts, max_bytes)
         self.cfg = cfg
-        self.timeouts = timeouts
-        self.max_bytes = max_bytes
-        self.headers = {k: v.get_secret_value() for k, v in cfg.headers.items()}
-        self.credentials = UpstreamCredentials(cfg.credentials, cfg.headers)
-        self._http: aiohttp.ClientSession | None = None
         self._modern: bool | None = None
         self._modern_lock = asyncio.Lock()
         self._modern_session: _HttpSession | None = None
-
-    async def token_headers(self) -> dict[str, str]:
-        """This server's OAuth token (`credentials:`) for the next request, renewed or
-        exchanged as needed; `{}` without credentials."""
-        if not self.credentials.dynamic:
-            return {}
-        return await self.credentials.token_headers()
-
-    @property
-    def http(self) -> aiohttp.ClientSession:
-        if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeouts.connect),
-                auto_decompress=True,
-                read_bufsize=2**18,
-            )
-        return self._http
 
     async def start(self) -> None:
         _ = self.http
@@ -209,12 +183,6 @@ class StreamableHttpUpstream(Upstream):
                         await on_notification(incoming)
         except (aiohttp.ClientError, OSError) as exc:
             logger.debug("MCP server %s: listen stream ended: %s", self.name, exc)
-
-    async def close(self) -> None:
-        await self.credentials.close()
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
 
     async def open_session(
         self, hello: ClientHello, events: UpstreamEvents, *, resume: str | None = None

@@ -18,56 +18,26 @@ import orjson
 
 from crossway.config.mcp import McpTimeouts, SseServerConfig
 from crossway.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
-from crossway.mcp.auth import UpstreamCredentials
 from crossway.mcp.upstream.base import (
     ClientHello,
     JsonObject,
     RequestOptions,
-    Upstream,
     UpstreamEvents,
     UpstreamSession,
 )
+from crossway.mcp.upstream.remote import RemoteUpstream
 from crossway.mcp.upstream.rpc import RpcPeer, initialize_params
 from crossway.mcp.upstream.sse_parser import iter_events
 
 logger = logging.getLogger(__name__)
 
 
-class SseUpstream(Upstream):
+class SseUpstream(RemoteUpstream):
     """A legacy HTTP+SSE MCP server."""
 
-    shared = False
-
     def __init__(self, name: str, cfg: SseServerConfig, timeouts: McpTimeouts, max_bytes: int):
-        self.name = name
+        super().__init__(name, cfg, timeouts, max_bytes)
         self.cfg = cfg
-        self.timeouts = timeouts
-        self.max_bytes = max_bytes
-        self.headers = {k: v.get_secret_value() for k, v in cfg.headers.items()}
-        self.credentials = UpstreamCredentials(cfg.credentials, cfg.headers)
-        self._http: aiohttp.ClientSession | None = None
-
-    async def token_headers(self) -> dict[str, str]:
-        """This server's OAuth token (`credentials:`) for the next request, renewed or
-        exchanged as needed; `{}` without credentials."""
-        if not self.credentials.dynamic:
-            return {}
-        return await self.credentials.token_headers()
-
-    @property
-    def http(self) -> aiohttp.ClientSession:
-        if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeouts.connect),
-            )
-        return self._http
-
-    async def close(self) -> None:
-        await self.credentials.close()
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
 
     async def open_session(
         self, hello: ClientHello, events: UpstreamEvents, *, resume: str | None = None
