@@ -32,6 +32,10 @@ class RequestContext:
         attrs: protocol attributes policies read, by protocol: `attrs["llm"]`, `attrs["mcp"]`,
             `attrs["a2a"]` (dicts), plus gateway-internal keys such as `CONSUMED_HEADERS`.
         response_headers: headers the gateway adds to the response (CORS, request id).
+        client_ip: the client's address: the TCP peer, or the right-most untrusted
+            `X-Forwarded-For` hop when the peer is one of `listen.trusted_proxies`.
+        max_body_bytes: the route's own request-body limit (`routes[].max_body_bytes`), or
+            None to use the backend's (`listen.max_body_bytes`).
     """
 
     route: str
@@ -44,3 +48,5 @@ class RequestContext:
     key: dict[str, Any] | None = None
     chain: PolicyChain | None = None
     response_headers: list[tuple[bytes, bytes]] | None = None
+    client_ip: str = ""
+    max_body_bytes: int | None = None
