@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Final, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 
 from crossway.config.base import StrictModel
 from crossway.config.common import Timeouts
@@ -30,6 +30,10 @@ class ListenConfig(StrictModel):
     """Largest request body accepted; larger ones get 413."""
     drain_seconds: float = Field(default=DEFAULT_DRAIN_SECONDS, ge=0)
     """On shutdown, how long requests in flight may take to finish."""
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
+    """CIDRs of proxies in front of Crossway whose `X-Forwarded-For`/`-Proto`/`-Host` are
+    believed (e.g. `[10.0.0.0/8]`); from any other peer those headers are replaced. Default
+    none: the TCP peer is the client."""
 
 
 class AdminConfig(StrictModel):
@@ -110,6 +114,9 @@ class Route(StrictModel):
     """Name of a backend in `backends`."""
     strip_prefix: bool = False
     """Remove the matched path prefix before the backend sees the path."""
+    max_body_bytes: int | None = Field(default=None, gt=0)
+    """Largest request body this route accepts (overrides `listen.max_body_bytes`, up or
+    down); larger ones get 413."""
     policies: list[RoutePolicy] = Field(default_factory=list)
     """Policies applied in order before the backend."""
 
