@@ -7,7 +7,9 @@ from typing import Any, Final, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from crossway.config.base import StrictModel
+from crossway.config.policy import PolicyConfig
 from crossway.config.common import Timeouts
+from crossway.config.secrets import SecretHeaders, SecretUrl
 
 ProviderType = Literal[
     "openai",
@@ -52,6 +54,7 @@ DEFAULT_VERTEX_LOCATION: Final = "us-central1"
 _OPTIONAL_KEYS: Final = frozenset(
     {
         "base_url",
+        "api_key",
         "api_version",
         "deployment",
         "anthropic_version",
@@ -93,8 +96,8 @@ class ProviderConfig(StrictModel):
     """Base URL of the API, e.g. `https://api.openai.com/v1`; each type has a documented default."""
     api_key: SecretStr | None = None
     """Key Crossway injects upstream; callers never see it. Empty means no auth header is sent."""
-    headers: dict[str, str] = Field(default_factory=dict)
-    """Extra headers sent upstream with every request."""
+    headers: SecretHeaders = Field(default_factory=dict)
+    """Extra headers sent upstream with every request (values are secrets)."""
     timeouts: Timeouts = Field(default_factory=Timeouts)
     """Connect / first-byte / idle timeouts for this provider."""
 
@@ -176,6 +179,10 @@ DEFAULT_COOLDOWN_SECONDS: Final = 30.0
 DEFAULT_ROUTING_DEADLINE: Final = 900.0
 """Longer than one attempt with the default timeouts (5 s connect, 300 s first byte, 300 s idle),
 so by default a single attempt is bounded by its own timeouts and the deadline bounds retries."""
+DEFAULT_MAX_RESPONSE_BYTES: Final = 32 * 1024 * 1024
+"""Largest non-streamed upstream answer (or error body) read; a larger one is a 502."""
+DEFAULT_MAX_EVENT_BYTES: Final = 4 * 1024 * 1024
+"""Largest single event (SSE event, AWS event-stream frame) of an upstream stream."""
 
 
 class RetryConfig(StrictModel):
@@ -198,7 +205,7 @@ class CooldownConfig(StrictModel):
     """Consecutive failures (429, 5xx, resets, timeouts) that eject a deployment."""
     seconds: float = Field(default=DEFAULT_COOLDOWN_SECONDS, ge=0)
     """How long an ejected deployment is skipped (a 429's `Retry-After` is used when longer)."""
-    redis_url: str | None = None
+    redis_url: SecretUrl | None = None
     """`redis://HOST:PORT/DB`: share ejections with every worker and replica using the same
     Redis and backend name. Empty: each worker process keeps its own."""
 
@@ -307,8 +314,16 @@ class LlmBackendConfig(StrictModel):
     """Client-facing model names. Empty: any model name goes to the only provider unchanged."""
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     """Load balancing, retries and cooldown of failing deployments."""
+    max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, gt=0)
+    """Largest non-streamed upstream answer; a larger one is refused with a 502 (not retried)
+    without being read whole."""
+    max_event_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, gt=0)
+    """Largest single event of an upstream stream; a larger one ends the client's stream with
+    an error event and closes the upstream connection."""
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
     """Prices by upstream model name, over the bundled table (USD per 1M tokens)."""
+    policies: list[PolicyConfig] = Field(default_factory=list)
+    """Policies inherited by every route to this backend (before the route's own)."""
 
     @model_validator(mode="after")
     def _model_references(self) -> LlmBackendConfig:

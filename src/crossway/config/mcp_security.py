@@ -23,52 +23,11 @@ from typing import Final, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from crossway.config.base import StrictModel
+from crossway.config.policy import JwtConfig
 
-DEFAULT_JWT_ALGORITHMS: Final = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
-DEFAULT_CLOCK_SKEW: Final = 30.0
-DEFAULT_JWKS_TTL: Final = 300.0
-DEFAULT_JWKS_MIN_REFRESH: Final = 10.0
-DEFAULT_JWKS_TIMEOUT: Final = 5.0
 DEFAULT_PIN_DB: Final = "mcp-pins.sqlite3"
 DEFAULT_TOKEN_TIMEOUT: Final = 10.0
 DEFAULT_TOKEN_REFRESH_MARGIN: Final = 30.0
-
-
-class JwtConfig(StrictModel):
-    """How to validate a JWT bearer token: keys, issuer, audience, clock skew."""
-
-    jwks_url: str | None = None
-    """URL of a JWKS document; fetched at start, cached for `jwks_ttl` and re-fetched when a
-    token names an unknown `kid`."""
-    jwks: dict[str, object] | None = None
-    """An inline JWKS document (`{"keys": [...]}`) used instead of (or besides) `jwks_url`."""
-    secret: SecretStr | None = None
-    """Shared secret for HMAC-signed tokens (HS256/384/512). Prefer asymmetric keys."""
-    issuer: str | None = None
-    """Required `iss` claim; unset accepts any issuer."""
-    audiences: list[str] = Field(default_factory=list)
-    """Accepted `aud` values; the token must name at least one. Empty skips the check."""
-    algorithms: list[str] = Field(default_factory=lambda: list(DEFAULT_JWT_ALGORITHMS))
-    """Accepted signing algorithms (`none` is never accepted)."""
-    required_claims: list[str] = Field(default_factory=lambda: ["exp"])
-    """Claims every token must carry."""
-    clock_skew: float = Field(default=DEFAULT_CLOCK_SKEW, ge=0)
-    """Seconds of leeway for `exp`, `nbf` and `iat`."""
-    jwks_ttl: float = Field(default=DEFAULT_JWKS_TTL, gt=0)
-    """Seconds a fetched JWKS is trusted before it is re-fetched."""
-    jwks_min_refresh: float = Field(default=DEFAULT_JWKS_MIN_REFRESH, ge=0)
-    """Least seconds between two fetches triggered by unknown `kid`s (stops token spraying
-    from hammering the identity provider)."""
-    jwks_timeout: float = Field(default=DEFAULT_JWKS_TIMEOUT, gt=0)
-    """Timeout of one JWKS fetch."""
-
-    @model_validator(mode="after")
-    def _has_keys(self) -> JwtConfig:
-        if self.jwks_url is None and self.jwks is None and self.secret is None:
-            raise ValueError("set at least one of jwks_url, jwks or secret")
-        if any(a.lower() == "none" for a in self.algorithms):
-            raise ValueError("algorithm 'none' is not allowed")
-        return self
 
 
 class McpAuthConfig(StrictModel):
@@ -79,8 +38,9 @@ class McpAuthConfig(StrictModel):
     jwt: JwtConfig
     """How access tokens are validated."""
     resource: str | None = None
-    """The canonical resource URI clients request tokens for (RFC 8707). Unset: derived from the
-    request's scheme, host and path (e.g. `https://gw.example.com/mcp`)."""
+    """The canonical resource URI clients request tokens for (RFC 8707), e.g.
+    `https://gw.example.com/mcp`. Required: it is the audience every token must name and the
+    origin of the metadata URL (never taken from the client's `Host` header)."""
     scopes_supported: list[str] = Field(default_factory=list)
     """Scopes advertised in the protected-resource metadata."""
     required_scopes: list[str] = Field(default_factory=list)
@@ -94,8 +54,7 @@ class McpAuthConfig(StrictModel):
 class McpAuthorizationConfig(StrictModel):
     """Who may see and use which tool, prompt and resource (CEL rules).
 
-    Each rule is a CEL expression over `mcp` (`kind`, `name`, `server`, `tool`, `prompt`,
-    `resource`, `arguments`), `jwt` (the caller's token claims, `{}` when none) and `identity`.
+    Deprecated: the same rules as an `authorization` policy (docs/security.md).
     A deny rule that matches forbids; with allow rules set, one of them must match.
     """
 
@@ -109,7 +68,7 @@ class McpAuthorizationConfig(StrictModel):
     def _compile(cls, rules: list[str]) -> list[str]:
         # Compiled here so `crossway validate` reports a bad rule with its path; the compiled
         # programs are cached and reused when the backend is built.
-        from crossway.mcp.authz import RuleError, compile_rule
+        from crossway.policy.cel import RuleError, compile_rule
 
         problems = []
         for index, source in enumerate(rules):

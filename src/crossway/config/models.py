@@ -9,8 +9,11 @@ from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_val
 
 from crossway.config.base import StrictModel
 from crossway.config.common import Timeouts
+from crossway.config.secrets import MatchHeaders, SecretHeaders
 from crossway.config.llm import LlmBackendConfig
-from crossway.config.mcp import McpBackendConfig
+from crossway.config.mcp import McpBackendConfig, session_key_problems
+from crossway.config.policy import ApiKeyAuth, PolicyConfig
+from crossway.config.base import LocatedProblems
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8080
@@ -30,6 +33,8 @@ class ListenConfig(StrictModel):
     """Largest request body accepted; larger ones get 413."""
     drain_seconds: float = Field(default=DEFAULT_DRAIN_SECONDS, ge=0)
     """On shutdown, how long requests in flight may take to finish."""
+    policies: list[PolicyConfig] = Field(default_factory=list)
+    """Policies inherited by every route (run first, before the backend's and the route's)."""
     trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
     """CIDRs of proxies in front of Crossway whose `X-Forwarded-For`/`-Proto`/`-Host` are
     believed (e.g. `[10.0.0.0/8]`); from any other peer those headers are replaced. Default
@@ -82,7 +87,7 @@ class RouteMatch(StrictModel):
     """Path condition; default matches everything."""
     methods: list[str] | None = None
     """HTTP methods; default any."""
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: MatchHeaders = Field(default_factory=dict)
     """Headers that must be present with exactly these values (names are case-insensitive)."""
 
     @field_validator("methods")
@@ -91,16 +96,8 @@ class RouteMatch(StrictModel):
         return [m.upper() for m in v] if v is not None else None
 
 
-class ApiKeyAuth(StrictModel):
-    """Require callers to present one of these keys (as `Authorization: Bearer` or `x-api-key`)."""
-
-    type: Literal["api_key"]
-    """Policy kind."""
-    keys: dict[str, SecretStr] = Field(min_length=1)
-    """Key name -> key. The name becomes the caller's identity."""
-
-
-RoutePolicy = Annotated[ApiKeyAuth, Field(discriminator="type")]
+RoutePolicy = PolicyConfig
+"""One configured policy (kept as a name for older imports)."""
 
 
 class Route(StrictModel):
@@ -117,8 +114,9 @@ class Route(StrictModel):
     max_body_bytes: int | None = Field(default=None, gt=0)
     """Largest request body this route accepts (overrides `listen.max_body_bytes`, up or
     down); larger ones get 413."""
-    policies: list[RoutePolicy] = Field(default_factory=list)
-    """Policies applied in order before the backend."""
+    policies: list[PolicyConfig] = Field(default_factory=list)
+    """Policies of this route (after the listener's and the backend's), in order; see
+    docs/security.md."""
 
 
 class HttpBackendConfig(StrictModel):
@@ -128,10 +126,12 @@ class HttpBackendConfig(StrictModel):
     """Backend kind."""
     url: str
     """Base URL of the upstream; the request path is appended to its path."""
-    headers: dict[str, str] = Field(default_factory=dict)
-    """Headers added to every upstream request (override the client's)."""
+    headers: SecretHeaders = Field(default_factory=dict)
+    """Headers added to every upstream request (override the client's); values are secrets."""
     timeouts: Timeouts = Field(default_factory=Timeouts)
     """Connect / first-byte / idle timeouts."""
+    policies: list[PolicyConfig] = Field(default_factory=list)
+    """Policies inherited by every route to this backend (before the route's own)."""
 
     @field_validator("url")
     @classmethod
@@ -167,6 +167,9 @@ class Config(StrictModel):
         if problems:
             loc, msg = problems[0]
             raise ValueError(f"{format_loc(loc)}: {msg}")
+        weak = session_key_problems(self.listen.host, self.backends)
+        if weak:
+            raise LocatedProblems(weak)
         return self
 
 

@@ -1,13 +1,9 @@
-"""OAuth for the MCP gateway, on both sides.
+"""Upstream OAuth credentials for MCP servers.
 
-Downstream, `ProtectedResource` makes `/mcp` an OAuth 2.1 protected resource: it publishes RFC 9728
-metadata at `/.well-known/oauth-protected-resource` and at the path-suffixed form
-(`/.well-known/oauth-protected-resource/mcp`), answers requests without a valid bearer token with
-401 and `WWW-Authenticate: Bearer resource_metadata="..."` (plus `error="invalid_token"` when a
-token was presented but is bad), and validates JWTs with `crossway.policy.jwt`. The caller's
-claims become `ctx.identity`.
+(Downstream OAuth — RFC 9728 protected-resource behaviour — is a mode of the `jwt` route
+policy: `crossway.policy.jwt_policy` and `crossway.policy.protected_resource`.)
 
-Upstream, `UpstreamCredentials` gives each upstream its own credentials: static headers, a token
+`UpstreamCredentials` gives each upstream its own credentials: static headers, a token
 from the OAuth client-credentials grant (cached until shortly before it expires), or an RFC 8693
 token exchange of the caller's token for one scoped to the upstream. The caller's token itself
 is never sent upstream.
@@ -21,9 +17,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from contextvars import ContextVar
-from typing import Any, Final
-from urllib.parse import urlsplit
+from typing import Final
 
 import aiohttp
 import orjson
@@ -31,180 +25,18 @@ from pydantic import SecretStr
 
 from crossway.config.mcp_security import (
     ClientCredentialsConfig,
-    McpAuthConfig,
     TokenExchangeConfig,
     UpstreamCredentialsConfig,
 )
-from crossway.errors import Forbidden, MethodNotAllowed, Unauthenticated, UpstreamError
-from crossway.policy.jwt import JwtValidator, bearer_token
-from crossway.server.asgi import header, send_response
-from crossway.server.context import RequestContext
-from crossway.types import Receive, Scope, Send
+from crossway.errors import Unauthenticated, UpstreamError
+from crossway.policy.jwt_policy import BEARER_ATTR, CALLER_TOKEN
 
 log = logging.getLogger("crossway.mcp.auth")
 
-WELL_KNOWN: Final = "/.well-known/oauth-protected-resource"
-DEFAULT_ENDPOINT_PATH: Final = "/mcp"
-METADATA_MAX_AGE: Final = 3600
-BEARER_ATTR: Final = "auth.bearer"
-"""`ctx.attrs` key holding the caller's raw token, for token exchange only (never forwarded)."""
-CALLER_TOKEN: ContextVar[str | None] = ContextVar("crossway_mcp_caller_token", default=None)
-"""The validated bearer token of the request being served (set by `ProtectedResource`).
-
-Upstream work started while serving a request runs in (a copy of) its context, so
-`UpstreamCredentials` can exchange the caller's token without the federation passing it along.
-"""
 DEFAULT_TOKEN_LIFETIME: Final = 300.0
 EXCHANGE_CACHE_SIZE: Final = 1024
 TOKEN_EXCHANGE_GRANT: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:access_token"
-
-
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-class ProtectedResource:
-    """The `AuthGate` of an MCP backend with `auth:` configured.
-
-    Call it with every request the backend receives (before anything else); it returns True when
-    it answered the request itself (metadata), raises `Unauthenticated` / `Forbidden` carrying
-    the `WWW-Authenticate` header when the caller may not in, and returns False otherwise.
-    """
-
-    def __init__(
-        self, config: McpAuthConfig, *, endpoint_path: str = DEFAULT_ENDPOINT_PATH
-    ) -> None:
-        self.config = config
-        self.endpoint_path = "/" + endpoint_path.strip("/")
-        self.validator = JwtValidator(config.jwt)
-        self._required = frozenset(config.required_scopes)
-
-    async def start(self) -> None:
-        """Fetch the JWKS."""
-        await self.validator.start()
-
-    async def close(self) -> None:
-        """Release the JWKS client."""
-        await self.validator.close()
-
-    # -- RFC 9728 -----------------------------------------------------------------------------
-
-    def resource_url(self, scope: Scope, path: str | None = None) -> str:
-        """The resource identifier: the configured one, else this request's origin + `path`
-        (default: the request's own path, or the endpoint path for a metadata request)."""
-        if self.config.resource:
-            return self.config.resource
-        host = (header(scope, b"host") or b"").decode("latin-1")
-        if not host:
-            server = scope.get("server") or ("127.0.0.1", 80)
-            host = f"{server[0]}:{server[1]}"
-        if path is None:
-            path = scope["path"]
-            if not path or path.startswith(WELL_KNOWN):
-                path = self.endpoint_path
-        return f"{scope.get('scheme', 'http')}://{host}{path}"
-
-    def metadata_url(self, scope: Scope) -> str:
-        """Where the metadata of this resource is published (the path-suffixed form)."""
-        resource = urlsplit(self.resource_url(scope))
-        suffix = resource.path.rstrip("/")
-        return f"{resource.scheme}://{resource.netloc}{WELL_KNOWN}{suffix}"
-
-    def metadata(self, scope: Scope, path: str | None = None) -> dict[str, Any]:
-        """The protected-resource metadata document."""
-        config = self.config
-        document: dict[str, Any] = {
-            "resource": self.resource_url(scope, path),
-            "authorization_servers": list(config.authorization_servers),
-            "bearer_methods_supported": ["header"],
-        }
-        if config.scopes_supported:
-            document["scopes_supported"] = list(config.scopes_supported)
-        if config.jwt.algorithms:
-            document["resource_signing_alg_values_supported"] = list(config.jwt.algorithms)
-        if config.resource_name:
-            document["resource_name"] = config.resource_name
-        if config.resource_documentation:
-            document["resource_documentation"] = config.resource_documentation
-        return document
-
-    def challenge(
-        self, scope: Scope, error: str | None = None, description: str | None = None
-    ) -> str:
-        """The `WWW-Authenticate` value of a 401/403 (RFC 6750 + RFC 9728)."""
-        parts = [f"resource_metadata={_quote(self.metadata_url(scope))}"]
-        if error:
-            parts.append(f"error={_quote(error)}")
-        if description:
-            parts.append(f"error_description={_quote(description)}")
-        scopes = self.config.required_scopes or self.config.scopes_supported
-        if scopes:
-            parts.append(f"scope={_quote(' '.join(scopes))}")
-        return "Bearer " + ", ".join(parts)
-
-    # -- the gate -----------------------------------------------------------------------------
-
-    async def __call__(
-        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext
-    ) -> bool:
-        path: str = scope["path"]
-        if path == WELL_KNOWN or path.startswith(WELL_KNOWN + "/"):
-            if scope["method"] not in ("GET", "HEAD"):
-                raise MethodNotAllowed("metadata is read with GET", headers={"allow": "GET, HEAD"})
-            resource_path = path[len(WELL_KNOWN) :] or None
-            body = orjson.dumps(self.metadata(scope, resource_path))
-            await send_response(
-                send,
-                200,
-                b"" if scope["method"] == "HEAD" else body,
-                [
-                    (b"content-type", b"application/json"),
-                    (b"cache-control", f"public, max-age={METADATA_MAX_AGE}".encode()),
-                    (b"access-control-allow-origin", b"*"),
-                ],
-            )
-            return True
-        if scope["method"] == "OPTIONS":
-            return False  # CORS preflight carries no credentials
-        token = bearer_token(scope["headers"])
-        if token is None:
-            raise Unauthenticated(
-                "this MCP endpoint needs an OAuth access token",
-                code="unauthorized",
-                headers={"www-authenticate": self.challenge(scope)},
-            )
-        try:
-            claims = await self.validator.validate(token)
-        except Unauthenticated as exc:
-            exc.headers = {"www-authenticate": self.challenge(scope, "invalid_token", exc.message)}
-            raise
-        if self._required:
-            granted = _scopes(claims)
-            missing = self._required - granted
-            if missing:
-                raise Forbidden(
-                    "token lacks required scopes: " + " ".join(sorted(missing)),
-                    code="insufficient_scope",
-                    headers={
-                        "www-authenticate": self.challenge(
-                            scope, "insufficient_scope", "token lacks required scopes"
-                        )
-                    },
-                )
-        ctx.identity = claims
-        ctx.attrs[BEARER_ATTR] = token
-        CALLER_TOKEN.set(token)
-        return False
-
-
-def _scopes(claims: Mapping[str, Any]) -> frozenset[str]:
-    raw = claims.get("scope", claims.get("scp"))
-    if isinstance(raw, str):
-        return frozenset(raw.split())
-    if isinstance(raw, list):
-        return frozenset(str(s) for s in raw)
-    return frozenset()
 
 
 # -- upstream credentials -------------------------------------------------------------------------
@@ -288,7 +120,7 @@ class UpstreamCredentials:
         if not caller_token:
             raise Unauthenticated(
                 "this upstream exchanges the caller's token, but the request carried none "
-                "(configure `auth:` on the MCP backend)",
+                "(put a `jwt` policy on the route)",
                 code="token_exchange_without_caller",
             )
         key = hashlib.sha256(caller_token.encode()).hexdigest()
@@ -390,4 +222,4 @@ def _token_exchange_form(config: TokenExchangeConfig, subject_token: str) -> dic
     return form
 
 
-__all__ = ["BEARER_ATTR", "CALLER_TOKEN", "WELL_KNOWN", "ProtectedResource", "UpstreamCredentials"]
+__all__ = ["BEARER_ATTR", "CALLER_TOKEN", "UpstreamCredentials"]

@@ -60,6 +60,8 @@ def build_upstreams(cfg: McpBackendConfig) -> dict[str, Upstream]:
 class McpBackend(Backend):
     """Serves MCP clients from many upstream MCP servers."""
 
+    parses = True  # each call runs the route's parsed phase (with `mcp` attributes)
+
     def __init__(
         self,
         name: str,
@@ -112,22 +114,15 @@ class McpBackend(Backend):
 
 
 def _hooks_from_config(name: str, cfg: McpBackendConfig) -> McpHooks:
-    """The access-control hooks the config asks for (authorization, pinning, OAuth)."""
-    from crossway.mcp.auth import ProtectedResource
-    from crossway.mcp.authz import McpAuthorizer
-    from crossway.mcp.naming import Naming
+    """The hooks the config asks for (tool pinning)."""
     from crossway.mcp.pinning import ToolPinning
 
+    # `auth:` and `authorization:` are migrated into the backend's policies at config load
+    # (crossway.config.mcp), so access control runs in the route's policy chain.
     hooks = McpHooks()
-    rules = cfg.authorization
-    if rules is not None and (rules.allow or rules.deny):
-        naming = Naming({n: s.prefix for n, s in cfg.servers.items()}, cfg.separator)
-        hooks.authorize = McpAuthorizer(rules, split_name=naming.split, split_uri=naming.split_uri)
     pinning = ToolPinning(cfg.pinning)
     if pinning.enabled:
         hooks.pinning = pinning
-    if cfg.auth is not None:
-        hooks.auth_gate = ProtectedResource(cfg.auth)
     return hooks
 
 

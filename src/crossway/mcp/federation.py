@@ -32,6 +32,7 @@ from crossway.mcp.upstream.base import (
     UpstreamRpcError,
     UpstreamSession,
 )
+from crossway.server.context import RequestContext
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,9 @@ class Call:
     headers: dict[str, str] | None = None
     """A 2026-07-28 request's `Mcp-Param-*` headers, passed on with it (the server checks
     them against the arguments)."""
+    ctx: RequestContext | None = None
+    """The HTTP request carrying this call: its route's policy chain decides what the caller
+    may see (lists) and use (calls)."""
 
 
 class Federation:
@@ -199,9 +203,10 @@ class Federation:
             if page is None:
                 continue
             authorize = self.hooks.authorize
+            filtered = call.ctx is not None and call.ctx.chain is not None
             for out in self._rewritten_page(session, server, method, page):
-                if authorize is allow_all or authorize(
-                    call.identity, spec.kind, out[spec.key], None
+                if (authorize is allow_all and not filtered) or self._visible(
+                    call, spec.kind, out[spec.key]
                 ):
                     items.append(out)
             if page.get("nextCursor") is not None:
@@ -309,6 +314,49 @@ class Federation:
             return item
         return {**item, spec.key: federated}
 
+    # -- authorization --------------------------------------------------------------------------
+
+    def _attributes(
+        self, kind: Kind, name: str, arguments: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """CEL's `mcp` map for one tool, prompt or resource (the federated `name`)."""
+        is_uri = kind in ("resource", "resource_template")
+        routed = self.naming.split_uri(name) if is_uri else self.naming.split(name)
+        server, target = routed if routed is not None else ("", name)
+        shown = "resource" if is_uri else ("prompt" if kind == "prompt" else "tool")
+        attrs: dict[str, Any] = {
+            "kind": shown,
+            "name": name,
+            "server": server,
+            "target": target,
+            "tool": {"name": name if shown == "tool" else ""},
+            "prompt": {"name": name if shown == "prompt" else ""},
+            "resource": {"uri": name if shown == "resource" else ""},
+        }
+        if arguments is not None:
+            attrs["arguments"] = arguments
+        return attrs
+
+    def _visible(self, call: Call, kind: Kind, name: str) -> bool:
+        """Whether a list shows this item to the caller (backend hook and route policies)."""
+        if not self.hooks.authorize(call.identity, kind, name, None):
+            return False
+        ctx = call.ctx
+        if ctx is None or ctx.chain is None or not ctx.chain.filters:
+            return True
+        return ctx.chain.visible(ctx, {"mcp": self._attributes(kind, name, None)})
+
+    async def _authorize_call(
+        self, call: Call, kind: Kind, name: str, arguments: dict[str, Any]
+    ) -> None:
+        """Run the route's parsed phase for one call; raise `Forbidden` if it may not run."""
+        if not self.hooks.authorize(call.identity, kind, name, arguments):
+            raise Forbidden(f"{kind} {name!r} is not allowed")
+        ctx = call.ctx
+        if ctx is not None and ctx.chain is not None and ctx.chain.parsed_policies:
+            ctx.attrs["mcp"] = self._attributes(kind, name, arguments)
+            await ctx.chain.parsed(ctx)
+
     # -- routed requests ------------------------------------------------------------------------
 
     async def _route_name(
@@ -321,10 +369,9 @@ class Federation:
         target = self.naming.split(name)
         if target is None or target[0] not in self.upstreams:
             raise JsonRpcCodeError(jsonrpc.INVALID_PARAMS, f"unknown {kind}: {name}")
-        if not self.hooks.authorize(
-            call.identity, kind, name, arguments if isinstance(arguments, dict) else {}
-        ):
-            raise Forbidden(f"{kind} {name!r} is not allowed")
+        await self._authorize_call(
+            call, kind, name, arguments if isinstance(arguments, dict) else {}
+        )
         server, original = target
         known = session.known.get((server, "tools/list" if kind == "tool" else "prompts/list"))
         if known is not None and original not in known:
@@ -362,8 +409,7 @@ class Federation:
         target = self.naming.split_uri(uri)
         if target is None or target[0] not in self.upstreams:
             raise JsonRpcCodeError(jsonrpc.RESOURCE_NOT_FOUND, f"unknown resource: {uri}")
-        if not self.hooks.authorize(call.identity, "resource", uri, {}):
-            raise Forbidden(f"resource {uri!r} is not allowed")
+        await self._authorize_call(call, "resource", uri, {})
         server, original = target
         result = await self._forward(session, server, method, {**params, "uri": original}, call)
         if method == "resources/read" and original != uri:
@@ -588,14 +634,14 @@ class Federation:
             target = self.naming.split(ref["name"])
             if target is None or target[0] not in self.upstreams:
                 raise JsonRpcCodeError(jsonrpc.INVALID_PARAMS, f"unknown prompt: {ref['name']}")
-            if not self.hooks.authorize(call.identity, "prompt", ref["name"], None):
+            if not self._visible(call, "prompt", ref["name"]):
                 raise Forbidden(f"prompt {ref['name']!r} is not allowed")
             new_ref = {**ref, "name": target[1]}
         elif ref.get("type") == "ref/resource" and isinstance(ref.get("uri"), str):
             target = self.naming.split_uri(ref["uri"])
             if target is None or target[0] not in self.upstreams:
                 raise JsonRpcCodeError(jsonrpc.INVALID_PARAMS, f"unknown resource: {ref['uri']}")
-            if not self.hooks.authorize(call.identity, "resource_template", ref["uri"], None):
+            if not self._visible(call, "resource_template", ref["uri"]):
                 raise Forbidden(f"resource {ref['uri']!r} is not allowed")
             new_ref = {**ref, "uri": target[1]}
         else:

@@ -1,40 +1,74 @@
-"""API-key authentication: `Authorization: Bearer <key>` or `x-api-key: <key>`."""
+"""API-key authentication: `Authorization: Bearer <key>` or `x-api-key: <key>`.
+
+Keys are kept as SHA-256 digests only (a config may give `sha256:<hex>` instead of the key), so
+a presented key is hashed once and looked up; an empty presented key never matches. Keys are
+never logged.
+"""
 
 from __future__ import annotations
 
-import hmac
+import hashlib
 
-from crossway.config.models import ApiKeyAuth
+from crossway.config.policy import ApiKeyAuth, key_digest
 from crossway.errors import Unauthenticated
-from crossway.policy.base import Policy
-from crossway.server.context import CONSUMED_HEADERS, RequestContext
+from crossway.policy.authn import AuthnPolicy, consume, set_identity
+from crossway.server.context import RequestContext
 from crossway.types import Scope
 
 
-class ApiKeyPolicy(Policy):
-    """Accept a request only with one of the configured keys; the key's name becomes the identity."""
+def looks_like_jwt(token: bytes) -> bool:
+    """A compact JWS (`eyJ...`, three dot-separated parts): left to a JWT policy."""
+    return token.startswith(b"eyJ") and token.count(b".") == 2
+
+
+class ApiKeyPolicy(AuthnPolicy):
+    """Accept one of the configured keys; the key's name becomes the caller's `sub`."""
+
+    method = "api_key"
 
     def __init__(self, config: ApiKeyAuth) -> None:
-        self._keys = [(name, key.get_secret_value().encode()) for name, key in config.keys.items()]
+        super().__init__(config.mode)
+        self._digests = {
+            bytes.fromhex(key_digest(key.get_secret_value())): name
+            for name, key in config.keys.items()
+        }
+        self._header = config.header.lower().encode("latin-1") if config.header else None
+        self._forward = config.forward
 
-    async def check(self, scope: Scope, ctx: RequestContext) -> None:
-        presented: bytes | None = None
-        used = b""
+    def missing(self, scope: Scope) -> Unauthenticated:
+        return Unauthenticated(
+            "missing API key: send it as 'Authorization: Bearer <key>'", code="missing_api_key"
+        )
+
+    def _presented(self, scope: Scope) -> tuple[bytes, bytes] | None:
         for name, value in scope["headers"]:
-            if name == b"authorization" and value[:7].lower() == b"bearer ":
-                presented, used = value[7:].strip(), name
-                break
-            if name == b"x-api-key":
-                presented, used = value.strip(), name
-                break
-        if presented is None:
-            raise Unauthenticated(
-                "missing API key: send it as 'Authorization: Bearer <key>'", code="missing_api_key"
-            )
-        for key_name, key in self._keys:
-            if hmac.compare_digest(presented, key):
-                ctx.identity = {"sub": key_name, "auth": "api_key"}
-                # The caller's key is for Crossway only: backends never forward it upstream.
-                ctx.attrs[CONSUMED_HEADERS] = frozenset({used})
-                return
-        raise Unauthenticated("invalid API key", code="invalid_api_key")
+            if self._header is not None:
+                if name == self._header:
+                    return value.strip(), name
+            elif name == b"authorization":
+                if value[:7].lower() == b"bearer ":
+                    token = value[7:].strip()
+                    if looks_like_jwt(token):
+                        return None  # a JWT policy's credential, not a key
+                    return token, name
+            elif name == b"x-api-key":
+                return value.strip(), name
+        return None
+
+    async def authenticate(self, scope: Scope, ctx: RequestContext) -> bool:
+        found = self._presented(scope)
+        if found is None:
+            return False
+        presented, header = found
+        if not presented:
+            raise Unauthenticated("invalid API key", code="invalid_api_key")
+        # A dict lookup of the digest: what leaks through timing is about the hash, not the key.
+        name = self._digests.get(hashlib.sha256(presented).digest())
+        if name is None:
+            raise Unauthenticated("invalid API key", code="invalid_api_key")
+        if ctx.key is None:
+            ctx.key = {"name": name}
+        set_identity(ctx, name, self.method)
+        if not self._forward:
+            consume(ctx, header)
+        return True

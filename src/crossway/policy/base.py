@@ -1,28 +1,168 @@
-"""The policy interface and the factory from config."""
+"""The policy interface, the three-phase chain, and the factory from config.
+
+A request meets a route's policies in three phases:
+
+- `request` — headers known, nothing parsed: authentication, CORS, IP rules, coarse rules;
+- `parsed` — the backend has decoded what is being called (`llm.model`, `mcp.tool`,
+  `a2a.skill`): fine authorization (and later limits, budgets, input guards);
+- `response` — usage and output known (token debits, spend, output guards).
+
+The app runs the `request` phase before the backend; a backend that decodes requests calls
+`chain.parsed(ctx)` at its decision point and `chain.response(ctx)` when usage is known; for a
+backend that parses nothing (plain HTTP), the app runs the `parsed` phase right after `request`.
+Policies never import a protocol package; a backend only contributes attributes
+(`ctx.attrs["llm"]`...). A route without policies has no chain at all (`ctx.chain is None`).
+"""
 
 from __future__ import annotations
 
-import abc
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
 
-from crossway.config.models import ApiKeyAuth, RoutePolicy
+from crossway.errors import GatewayError
 from crossway.server.context import RequestContext
 from crossway.types import Scope
 
+log = logging.getLogger("crossway.policy")
 
-class Policy(abc.ABC):
-    """Checks (and may annotate) a request before its backend sees it.
-
-    Raise a `crossway.errors.GatewayError` to refuse; the backend's protocol renders it.
-    """
-
-    @abc.abstractmethod
-    async def check(self, scope: Scope, ctx: RequestContext) -> None: ...
+Phase = Literal["request", "parsed", "response"]
+Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
+"""A response a policy sends itself instead of the backend (a CORS preflight answer)."""
 
 
-def build_policy(config: RoutePolicy) -> Policy:
+class Policy:
+    """One policy. Override the hooks of the phases it acts in; raise a
+    `crossway.errors.GatewayError` to refuse (the route's protocol renders it)."""
+
+    phases: frozenset[Phase] = frozenset({"request"})
+    """The phases whose hooks this policy implements (a class default; an instance may
+    choose, e.g. an authorization policy whose rules read `llm` acts in `parsed`)."""
+
+    async def start(self) -> None:
+        """Fetch keys, open clients (once per config snapshot)."""
+
+    async def close(self) -> None:
+        """Release what `start` acquired."""
+
+    async def on_request(self, scope: Scope, ctx: RequestContext) -> Reply | None:
+        """Request phase; return a `Reply` to answer the request without the backend."""
+        return None
+
+    async def on_parsed(self, ctx: RequestContext) -> None:
+        """Parsed phase: `ctx.attrs` holds the protocol's attributes."""
+
+    async def on_response(self, ctx: RequestContext) -> None:
+        """Response phase: usage is in `ctx.attrs` (`llm.usage`...)."""
+
+    def visible(self, ctx: RequestContext, attrs: Mapping[str, Mapping[str, Any]]) -> bool:
+        """Whether an item of a list (a tool, a model) may be shown to this caller;
+        `attrs` are protocol attributes as in the parsed phase, without call arguments."""
+        return True
+
+
+class PolicyChain:
+    """The policies of one route, by phase, in config order (listener, backend, route)."""
+
+    __slots__ = ("filters", "parsed_policies", "policies", "request_policies", "response_policies")
+
+    def __init__(self, policies: Sequence[Policy]) -> None:
+        self.policies = tuple(policies)
+        self.request_policies = tuple(p for p in policies if "request" in p.phases)
+        self.parsed_policies = tuple(p for p in policies if "parsed" in p.phases)
+        self.response_policies = tuple(p for p in policies if "response" in p.phases)
+        self.filters = tuple(p for p in policies if type(p).visible is not Policy.visible)
+
+    async def request(self, scope: Scope, ctx: RequestContext) -> Reply | None:
+        """Run the request phase; a `Reply` means: answer with it, skip the backend."""
+        for policy in self.request_policies:
+            reply = await policy.on_request(scope, ctx)
+            if reply is not None:
+                return reply
+        return None
+
+    async def parsed(self, ctx: RequestContext) -> None:
+        """Run the parsed phase (backends call this once they know what is being called)."""
+        for policy in self.parsed_policies:
+            await policy.on_parsed(ctx)
+
+    async def response(self, ctx: RequestContext) -> None:
+        """Run the response phase. Errors are logged, never raised: the answer is sent."""
+        for policy in self.response_policies:
+            try:
+                await policy.on_response(ctx)
+            except GatewayError as exc:
+                log.warning("route %s: response-phase policy refused: %s", ctx.route, exc)
+
+    def visible(self, ctx: RequestContext, attrs: Mapping[str, Mapping[str, Any]]) -> bool:
+        """Whether every list-filtering policy shows this item to the caller."""
+        return all(p.visible(ctx, attrs) for p in self.filters)
+
+    async def start(self) -> None:
+        for policy in self.policies:
+            await policy.start()
+
+    async def close(self) -> None:
+        for policy in self.policies:
+            try:
+                await policy.close()
+            except Exception:
+                log.exception("error while closing a policy")
+
+
+async def parsed(ctx: RequestContext) -> None:
+    """Run the parsed phase of `ctx`'s chain, if it has one (what backends call)."""
+    chain = ctx.chain
+    if chain is not None and chain.parsed_policies:
+        await chain.parsed(ctx)
+
+
+def visible(ctx: RequestContext, attrs: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether `ctx`'s chain shows a list item (True without filtering policies)."""
+    chain = ctx.chain
+    return chain is None or not chain.filters or chain.visible(ctx, attrs)
+
+
+def build_policy(config: Any) -> Policy:
     """Build the runtime policy for one configured policy."""
-    if isinstance(config, ApiKeyAuth):
+    from crossway.config import policy as c
+
+    if isinstance(config, c.ApiKeyAuth):
         from crossway.policy.api_key import ApiKeyPolicy
 
         return ApiKeyPolicy(config)
+    if isinstance(config, c.JwtPolicyConfig):
+        from crossway.policy.jwt_policy import JwtPolicy
+
+        return JwtPolicy(config)
+    if isinstance(config, c.AuthorizationConfig):
+        from crossway.policy.authorization import AuthorizationPolicy
+
+        return AuthorizationPolicy(config)
+    if isinstance(config, c.BasicAuthConfig):
+        from crossway.policy.basic_auth import BasicAuthPolicy
+
+        return BasicAuthPolicy(config)
+    if isinstance(config, c.MtlsAuthConfig):
+        from crossway.policy.mtls import MtlsPolicy
+
+        return MtlsPolicy(config)
+    if isinstance(config, c.ExtAuthzConfig):
+        from crossway.policy.ext_authz import ExtAuthzPolicy
+
+        return ExtAuthzPolicy(config)
+    if isinstance(config, c.CorsConfig):
+        from crossway.policy.cors import CorsPolicy
+
+        return CorsPolicy(config)
+    if isinstance(config, c.IpFilterConfig):
+        from crossway.policy.ip_filter import IpFilterPolicy
+
+        return IpFilterPolicy(config)
     raise ValueError(f"unsupported policy {config!r}")  # pragma: no cover - config validates
+
+
+def build_chain(configs: Iterable[Any]) -> PolicyChain | None:
+    """The chain of these policies, or None when there are none (a route pays nothing)."""
+    policies = [build_policy(c) for c in configs]
+    return PolicyChain(policies) if policies else None

@@ -22,14 +22,13 @@ from typing import Any, Final
 import aiohttp
 import jwt
 
-from crossway.config.mcp_security import JwtConfig
+from crossway.config.policy import HMAC_ALGORITHMS, JwtConfig
 from crossway.errors import Unauthenticated
 
 log = logging.getLogger("crossway.policy.jwt")
 
 TOKEN_CACHE_SIZE: Final = 4096
 TOKEN_CACHE_SECONDS: Final = 60.0
-HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
 _KTY_FOR_ALG_PREFIX: Final = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP", "HS": "oct"}
 
 
@@ -58,12 +57,31 @@ def parse_jwks(document: Mapping[str, Any]) -> dict[str, jwt.PyJWK]:
     return parsed
 
 
+def _read_jwks_file(path: str) -> dict[str, jwt.PyJWK]:
+    """The keys of a JWKS file (read when the policy is built, i.e. at load and reload)."""
+    import orjson
+
+    try:
+        with open(path, "rb") as handle:
+            document = orjson.loads(handle.read())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read JWKS file {path}: {exc}") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"JWKS file {path} is not a JSON object")
+    return parse_jwks(document)
+
+
 class JwtValidator:
     """Validates bearer tokens per one `JwtConfig`. Create, `await start()`, use, `await close()`."""
 
-    def __init__(self, config: JwtConfig) -> None:
+    def __init__(self, config: JwtConfig, *, audiences: list[str] | None = None) -> None:
         self.config = config
+        # Accepted `aud` values: never empty, so the audience is always checked.
+        self.audiences = list(audiences if audiences is not None else config.audiences)
+        self._algorithms = frozenset(config.algorithms)
         self._static: dict[str, jwt.PyJWK] = parse_jwks(config.jwks) if config.jwks else {}
+        if config.jwks_file:
+            self._static.update(_read_jwks_file(config.jwks_file))
         self._fetched: dict[str, jwt.PyJWK] = {}
         self._fetched_at = 0.0
         self._last_attempt = -float("inf")
@@ -167,9 +185,8 @@ class JwtValidator:
         except jwt.PyJWTError:
             raise _invalid("malformed token") from None
         alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in self.config.algorithms:
-            if not (alg in HMAC_ALGORITHMS and self._secret is not None):
-                raise _invalid(f"token algorithm {alg!r} is not accepted")
+        if not isinstance(alg, str) or alg not in self._algorithms:
+            raise _invalid(f"token algorithm {alg!r} is not accepted")
         kid = header.get("kid")
         keys = await self._keys_for(kid if isinstance(kid, str) else None, alg)
         if not keys:
@@ -180,10 +197,9 @@ class JwtValidator:
 
     def _decode(self, token: str, alg: str, keys: list[Any]) -> dict[str, Any]:
         config = self.config
-        options: Any = {
-            "require": list(config.required_claims),
-            "verify_aud": bool(config.audiences),
-        }
+        if not self.audiences:
+            raise _invalid("no audience configured")  # config validation makes this unreachable
+        options: Any = {"require": list(config.required_claims), "verify_aud": True}
         error: jwt.PyJWTError | None = None
         for key in keys:
             try:
@@ -191,7 +207,7 @@ class JwtValidator:
                     token,
                     key,
                     algorithms=[alg],
-                    audience=config.audiences or None,
+                    audience=self.audiences,
                     issuer=config.issuer,
                     leeway=config.clock_skew,
                     options=options,

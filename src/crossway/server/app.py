@@ -66,15 +66,18 @@ class GatewayApp:
         status = 500
         response_started = False
 
+        backend = None
+        ctx: RequestContext | None = None
+
         async def tracked_send(message: Message) -> None:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
+                if ctx is not None and ctx.response_headers:
+                    message = {**message, "headers": [*message["headers"], *ctx.response_headers]}
             await send(message)
 
-        backend = None
-        ctx: RequestContext | None = None
         try:
             found = runtime.routes.match(scope)
             if found is None:
@@ -86,8 +89,15 @@ class GatewayApp:
             backend = route.backend
             request_id = self._id_prefix + str(next(self._ids))
             ctx = RequestContext(route.name, route.backend_name, request_id, path)
-            for policy in route.policies:
-                await policy.check(scope, ctx)
+            chain = route.chain
+            if chain is not None:
+                ctx.chain = chain
+                reply = await chain.request(scope, ctx)
+                if reply is not None:
+                    await send_response(tracked_send, reply[0], reply[2], reply[1])
+                    return
+                if not backend.parses and chain.parsed_policies:
+                    await chain.parsed(ctx)
             await backend(scope, receive, tracked_send, ctx)
         except GatewayError as exc:
             if not response_started:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 import orjson
 
@@ -18,6 +19,10 @@ class Backend(abc.ABC):
     config is unchanged), started before it serves, and closed after the last request that
     started on its snapshot has finished.
     """
+
+    parses: ClassVar[bool] = False
+    """Whether this backend runs the policy chain's `parsed` phase itself, once it decoded
+    what is being called; for others the app runs it right after the `request` phase."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Open pools, spawn children, warm caches."""

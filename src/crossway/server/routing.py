@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from crossway.config.models import Route
-from crossway.policy import Policy
+from crossway.policy.base import PolicyChain
 from crossway.server.backend import Backend
 from crossway.types import Scope
 
@@ -18,7 +18,7 @@ class CompiledRoute:
     name: str
     backend_name: str
     backend: Backend
-    policies: tuple[Policy, ...]
+    chain: PolicyChain | None
     host_exact: str | None
     host_suffix: str | None
     path_exact: str | None
@@ -66,7 +66,7 @@ class CompiledRoute:
         return all(request_headers.get(name) == value for name, value in self.headers)
 
 
-def compile_route(route: Route, backend: Backend, policies: tuple[Policy, ...]) -> CompiledRoute:
+def compile_route(route: Route, backend: Backend, chain: PolicyChain | None) -> CompiledRoute:
     """Precompile a configured route."""
     host = route.match.host.lower() if route.match.host else None
     host_exact = host_suffix = None
@@ -79,7 +79,7 @@ def compile_route(route: Route, backend: Backend, policies: tuple[Policy, ...]) 
         name=route.name,
         backend_name=route.backend,
         backend=backend,
-        policies=policies,
+        chain=chain,
         host_exact=host_exact,
         host_suffix=host_suffix,
         path_exact=path.exact,

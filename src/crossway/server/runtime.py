@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from crossway.config.models import Config
-from crossway.policy import build_policy
+from crossway.config.models import Config, Route
+from crossway.policy import PolicyChain, build_chain
+from crossway.policy.jwt_policy import JwtPolicy
+from crossway.policy.protected_resource import WELL_KNOWN, MetadataBackend
 from crossway.server.backend import Backend
 from crossway.server.backends import build_backend
-from crossway.server.routing import RouteTable, compile_route
+from crossway.server.routing import CompiledRoute, RouteTable, compile_route
 
 log = logging.getLogger("crossway.runtime")
 
@@ -21,15 +23,19 @@ class Runtime:
     changes the rules under a request in flight.
     """
 
-    def __init__(self, config: Config, backends: dict[str, Backend]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        backends: dict[str, Backend],
+        chains: dict[str, PolicyChain | None] | None = None,
+    ) -> None:
         self.config = config
         self.backends = backends
-        self.routes = RouteTable(
-            [
-                compile_route(r, backends[r.backend], tuple(build_policy(p) for p in r.policies))
-                for r in config.routes
-            ]
-        )
+        self.chains = chains if chains is not None else build_chains(config)
+        compiled = [
+            compile_route(r, backends[r.backend], self.chains.get(r.name)) for r in config.routes
+        ]
+        self.routes = RouteTable(metadata_routes(compiled) + compiled)
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -48,11 +54,43 @@ class Runtime:
         await self._idle.wait()
 
 
+def route_policies(config: Config, route: Route) -> list[object]:
+    """A route's policies: the listener's, then its backend's, then its own."""
+    backend = config.backends[route.backend]
+    return [*config.listen.policies, *getattr(backend, "policies", ()), *route.policies]
+
+
+def build_chains(config: Config) -> dict[str, PolicyChain | None]:
+    """One policy chain per route (None for a route without policies)."""
+    return {r.name: build_chain(route_policies(config, r)) for r in config.routes}
+
+
+def metadata_routes(routes: list[CompiledRoute]) -> list[CompiledRoute]:
+    """RFC 9728 metadata routes for every route behind a protected-resource JWT policy: the
+    path-suffixed well-known path, and the bare one when a single resource claims it."""
+    found: dict[str, MetadataBackend] = {}
+    for route in routes:
+        for policy in route.chain.policies if route.chain is not None else ():
+            if isinstance(policy, JwtPolicy) and policy.resource is not None:
+                found.setdefault(policy.resource.metadata_path, MetadataBackend(policy.resource))
+    if len(found) == 1 and WELL_KNOWN not in found:
+        found[WELL_KNOWN] = next(iter(found.values()))
+    return [_exact_route(path, backend) for path, backend in found.items()]
+
+
+def _exact_route(path: str, backend: Backend) -> CompiledRoute:
+    route = Route.model_validate(
+        {"name": "_metadata", "backend": "_metadata", "match": {"path": {"exact": path}}}
+    )
+    return compile_route(route, backend, None)
+
+
 async def build_runtime(config: Config, previous: Runtime | None = None) -> Runtime:
     """Build and start a runtime; backends whose config is unchanged are carried over from
     `previous` (pools, sessions and child processes survive the reload)."""
     backends: dict[str, Backend] = {}
     started: list[Backend] = []
+    opened: list[PolicyChain] = []
     try:
         for name, backend_config in config.backends.items():
             old = previous.backends.get(name) if previous else None
@@ -68,10 +106,17 @@ async def build_runtime(config: Config, previous: Runtime | None = None) -> Runt
             await backend.start()
             started.append(backend)
             backends[name] = backend
-        return Runtime(config, backends)
+        chains = build_chains(config)
+        for chain in chains.values():
+            if chain is not None:
+                opened.append(chain)
+                await chain.start()
+        return Runtime(config, backends, chains)
     except BaseException:
         for backend in started:
             await _close_quietly(backend)
+        for chain in opened:
+            await chain.close()
         raise
 
 
@@ -82,6 +127,9 @@ async def retire_runtime(old: Runtime, new: Runtime | None) -> None:
     for backend in old.backends.values():
         if id(backend) not in keep:
             await _close_quietly(backend)
+    for chain in old.chains.values():
+        if chain is not None:
+            await chain.close()
 
 
 async def _close_quietly(backend: Backend) -> None:

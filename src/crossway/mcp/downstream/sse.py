@@ -137,7 +137,7 @@ class LegacySseTransport:
                 await federation.connect_all(session)
                 result = federation.initialize_result(session, version)
             else:
-                call = Call(request_id, ctx.identity, _StreamChannel(session))
+                call = Call(request_id, ctx.identity, _StreamChannel(session), ctx=ctx)
                 result = await federation.handle(session, message, call)
             reply = jsonrpc.response(request_id, result)
         except asyncio.CancelledError:

@@ -280,7 +280,7 @@ class StreamableHttpTransport:
         )
         try:
             result = await self.backend.federation.handle(
-                session, message, Call(request_id, ctx.identity, channel, meta, param_headers)
+                session, message, Call(request_id, ctx.identity, channel, meta, param_headers, ctx)
             )
             if modern:
                 result = _modern_result(message["method"], result)
