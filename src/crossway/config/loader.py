@@ -1,6 +1,7 @@
 """Reading a config file: YAML with line numbers, `${VAR}` interpolation, validation into `Config`.
 
 Every problem is reported as `path.to.key (line N): message`, all at once, never as a traceback.
+A `${VAR}` left unset in a secret field (`crossway.config.secrets`) is one such problem.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from crossway.config.base import LocatedProblems
 from crossway.config.models import Config, Loc, format_loc, reference_problems
+from crossway.config.secrets import is_secret_path
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$")
 
@@ -35,7 +38,8 @@ def interpolate(text: str, env: Mapping[str, str], missing: list[str]) -> str:
     """Replace `${VAR}` and `${VAR:-default}` from `env`; `$$` is a literal `$`.
 
     A `${VAR}` with no default whose variable is unset becomes empty and is recorded in
-    `missing`, so the caller can say which variable a failing key needed.
+    `missing`, so the caller can say which variable a failing key needed (and refuse it
+    outright in a secret field).
     """
 
     def sub(m: re.Match[str]) -> str:
@@ -101,13 +105,42 @@ class _Doc:
         return None
 
 
-def _describe(doc: _Doc, loc: Loc, msg: str) -> str:
+def _where(doc: _Doc, loc: Loc) -> str:
     line = doc.line_of(loc)
-    where = format_loc(loc) + (f" (line {line})" if line else "")
+    return format_loc(loc) + (f" (line {line})" if line else "")
+
+
+def _describe(doc: _Doc, loc: Loc, msg: str) -> str:
     missing = doc.missing_env.get(loc)
     if missing:
-        msg += f" (environment variable {', '.join(missing)} is not set)"
-    return f"{where}: {msg}"
+        msg += f" ({_unset(missing)})"
+    return f"{_where(doc, loc)}: {msg}"
+
+
+def _unset(names: list[str]) -> str:
+    unique = list(dict.fromkeys(names))
+    if len(unique) == 1:
+        return f"environment variable {unique[0]} is not set"
+    return f"environment variables {', '.join(unique)} are not set"
+
+
+def _missing_secrets(doc: _Doc, data: Any) -> dict[Loc, str]:
+    """A `${VAR}` left unset in a secret field (found by its type) is an error: an empty key,
+    token or password must never quietly mean "no auth" or "any caller"."""
+    return {
+        loc: f"{_where(doc, loc)}: {_unset(names)}"
+        for loc, names in doc.missing_env.items()
+        if is_secret_path(Config, loc, data)
+    }
+
+
+def _covered(loc: Loc, secrets: dict[Loc, str], data: Any) -> bool:
+    """Whether a validation error at `loc` only repeats an unset-secret error: it is about that
+    secret itself, or about the map or list of secrets holding it (`keys`, `headers`)."""
+    return any(
+        loc == secret or (loc == secret[:-1] and is_secret_path(Config, loc, data))
+        for secret in secrets
+    )
 
 
 def _clean_loc(loc: tuple[Any, ...], data: Any) -> Loc:
@@ -146,13 +179,20 @@ def parse_config(
         raise ConfigError(source, ["(root): the config must be a mapping of keys"])
     doc = _Doc(os.environ if env is None else env)
     data = doc.convert(tree, ())
+    secrets = _missing_secrets(doc, data)
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
-        problems: list[str] = []
+        problems: list[str] = list(secrets.values())
         for err in exc.errors(include_url=False):
             loc = _clean_loc(err["loc"], data)
+            if _covered(loc, secrets, data):
+                continue
             msg = err["msg"].removeprefix("Value error, ")
+            located = (err.get("ctx") or {}).get("error")
+            if isinstance(located, LocatedProblems):
+                problems.extend(_describe(doc, ploc, pmsg) for ploc, pmsg in located.problems)
+                continue
             if not loc and isinstance(data, dict):
                 routes = data.get("routes") or []
                 refs = reference_problems(
@@ -170,6 +210,9 @@ def parse_config(
                 msg = "unknown key (check its spelling against `crossway schema`)"
             problems.append(_describe(doc, loc, msg))
         raise ConfigError(source, problems) from None
+    if secrets:
+        raise ConfigError(source, list(secrets.values()))
+    return config
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:

@@ -25,7 +25,7 @@ class HttpBackend(Backend):
         self.name = name
         self.config = config
         self.max_body_bytes = max_body_bytes
-        self._extra = [(k.lower(), v) for k, v in config.headers.items()]
+        self._extra = [(k.lower(), v.get_secret_value()) for k, v in config.headers.items()]
         self._extra_names = {k.encode() for k, _ in self._extra}
 
     async def __call__(

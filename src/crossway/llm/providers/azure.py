@@ -34,7 +34,7 @@ class AzureOpenAIProvider(OpenAIProvider):
         headers = {k: v for k, v in self.headers.items() if k != "authorization"}
         if config.api_key is not None and config.api_key.get_secret_value():
             headers["api-key"] = config.api_key.get_secret_value()
-        headers.update({k.lower(): v for k, v in config.headers.items()})
+        headers.update({k.lower(): v.get_secret_value() for k, v in config.headers.items()})
         self.headers = headers
         self.base_url = (
             self.resource_url + "/openai/v1"

@@ -63,7 +63,7 @@ class BedrockProvider(Provider):
                 config.aws_secret_access_key.get_secret_value(),
                 config.aws_session_token.get_secret_value() if config.aws_session_token else None,
             )
-        self._extra_headers = {k.lower(): v for k, v in config.headers.items()}
+        self._extra_headers = {k.lower(): v.get_secret_value() for k, v in config.headers.items()}
         self._resolved = False
         self._lock = asyncio.Lock()
 

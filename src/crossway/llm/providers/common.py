@@ -191,7 +191,7 @@ def provider_headers(
     headers = dict(base)
     if config.api_key is not None and config.api_key.get_secret_value():
         headers[api_key_header] = config.api_key.get_secret_value()
-    headers.update({k.lower(): v for k, v in config.headers.items()})
+    headers.update({k.lower(): v.get_secret_value() for k, v in config.headers.items()})
     return headers
 
 

@@ -32,7 +32,7 @@ class OpenAIProvider(Provider):
         headers = {"content-type": "application/json"}
         if config.api_key is not None and config.api_key.get_secret_value():
             headers["authorization"] = f"Bearer {config.api_key.get_secret_value()}"
-        headers.update({k.lower(): v for k, v in config.headers.items()})
+        headers.update({k.lower(): v.get_secret_value() for k, v in config.headers.items()})
         self.headers = headers
 
     def url(self, path: str) -> str:

@@ -67,7 +67,7 @@ class VertexProvider(Provider):
         self.anthropic_version = config.anthropic_version or DEFAULT_VERTEX_ANTHROPIC_VERSION
         self.static_token = config.api_key.get_secret_value() if config.api_key is not None else ""
         self.headers = {"content-type": "application/json"}
-        self.headers.update({k.lower(): v for k, v in config.headers.items()})
+        self.headers.update({k.lower(): v.get_secret_value() for k, v in config.headers.items()})
         self.account: ServiceAccount | None = None
         self._session: aiohttp.ClientSession | None = None
         self._lock = asyncio.Lock()
