@@ -1,18 +1,21 @@
 """What a client asked for: one `LlmCall` per request, decoded as little as routing needs.
 
 OpenAI Chat decodes only `{model, stream, stream_options}` (msgspec); its bytes go upstream
-untouched to OpenAI-style providers. Anthropic Messages and Responses are decoded whole and
+untouched to OpenAI-style providers, except that a stream must ask for usage exactly once (see
+`chat_body`: a client cannot turn off the usage that budgets and cost depend on). Anthropic Messages and Responses are decoded whole and
 translated to the canonical chat body up front (the Anthropic and OpenAI passthroughs still
 forward the client's bytes).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Final
 
 import msgspec
 import orjson
+from msgspec import UNSET, UnsetType
 
 from crossway.errors import BadRequest, GatewayError, InvalidJSON
 from crossway.llm.api.anthropic_messages import messages_to_chat
@@ -26,6 +29,9 @@ MESSAGES: Final = "anthropic_messages"
 RESPONSES: Final = "responses"
 EMBEDDINGS: Final = "embeddings"
 _INCLUDE_USAGE: Final = b'{"stream_options":{"include_usage":true},'
+_STREAM_OPTIONS_KEY: Final = b'"stream_options"'
+_JSON_ESCAPE: Final = b"\\u"  # `\u`: the one JSON escape that could spell a key's letters
+_ERROR_PATH: Final = re.compile(r"at `\$\.([^`]*)`")
 _FORWARDED_ANTHROPIC_HEADERS: Final = (b"anthropic-beta",)
 
 
@@ -38,7 +44,7 @@ class ChatHead(msgspec.Struct):
 
     model: str | None = None
     stream: bool | None = False
-    stream_options: _StreamOptions | None = None
+    stream_options: _StreamOptions | UnsetType | None = UNSET  # UNSET: no such key at all
 
 
 class ModelHead(msgspec.Struct):
@@ -64,7 +70,8 @@ class LlmCall:
     wants_usage: bool = False  # an OpenAI Chat client asked for stream usage itself
     modified: bool = False  # enrichment rewrote the request: the raw body is stale
     untranslatable: GatewayError | None = None  # why the request has no canonical form
-    has_stream_options: bool = False
+    has_stream_options: bool = False  # the body has a `stream_options` key (any value)
+    usage_ready: bool = False  # ... exactly once, and it asks for usage: forward as it is
     headers: dict[str, str] = field(default_factory=dict)  # client headers worth forwarding
 
     def canonical(self) -> Json:
@@ -102,24 +109,41 @@ def chat_call(raw: bytes) -> LlmCall:
     """An OpenAI Chat Completions request."""
     try:
         head = _decode_head(raw)
+    except msgspec.ValidationError as exc:
+        match = _ERROR_PATH.search(str(exc))
+        raise BadRequest(
+            f"invalid request: {exc}", param=match.group(1) if match else None
+        ) from None
     except msgspec.DecodeError as exc:
         raise InvalidJSON(f"request body is not valid JSON for this endpoint: {exc}") from None
     if not head.model:
         raise BadRequest("you must provide a model parameter", param="model", code="missing_model")
     options = head.stream_options
+    stream = bool(head.stream)
+    # msgspec, like the JSON parsers upstreams use, keeps the last of duplicate keys.
+    wants_usage = isinstance(options, _StreamOptions) and options.include_usage is True
     return LlmCall(
         CHAT,
         head.model,
-        bool(head.stream),
+        stream,
         raw=raw,
-        wants_usage=bool(options and options.include_usage),
-        has_stream_options=options is not None,
+        wants_usage=wants_usage,
+        has_stream_options=options is not UNSET,
+        usage_ready=stream and wants_usage and _key_once(raw),
     )
+
+
+def _key_once(raw: bytes) -> bool:
+    """Whether `stream_options` is spelled exactly once in the body, plainly. Two of them
+    (duplicate keys, or one spelled with `\\u` escapes) could be read differently by the
+    upstream's parser; such bodies are re-encoded instead of forwarded."""
+    return raw.count(_STREAM_OPTIONS_KEY) == 1 and _JSON_ESCAPE not in raw
 
 
 def messages_call(raw: bytes, scope: Scope) -> LlmCall:
     """An Anthropic Messages request (translated to canonical chat at once)."""
     source = loads(raw)
+    _check_stream(source)
     body = messages_to_chat(source)
     headers = {}
     for name in _FORWARDED_ANTHROPIC_HEADERS:
@@ -143,6 +167,7 @@ def responses_call(raw: bytes) -> LlmCall:
     model = source.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("Missing required parameter: 'model'.", param="model")
+    _check_stream(source)
     try:
         body: Json | None = responses_to_chat(source)
         problem = None
@@ -160,6 +185,14 @@ def responses_call(raw: bytes) -> LlmCall:
     )
 
 
+def _check_stream(source: Json) -> None:
+    """`stream` must be a boolean: a truthy string or number could be read as a stream by one
+    side and not by the other (then the answer's usage is lost)."""
+    stream = source.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise BadRequest("stream must be a boolean", param="stream")
+
+
 def speaks_natively(call: LlmCall, provider: Provider) -> bool:
     """Whether the provider takes the client's API as it is (bytes pass through)."""
     if call.api in (CHAT, EMBEDDINGS):
@@ -171,18 +204,30 @@ def speaks_natively(call: LlmCall, provider: Provider) -> bool:
     return call.api == RESPONSES and provider.config.type == "openai"
 
 
-def chat_body(call: LlmCall, model: str, *, inject_usage: bool) -> bytes:
+def chat_body(call: LlmCall, model: str) -> bytes:
     """The OpenAI Chat body for an OpenAI-style upstream, as close to the client's bytes as the
-    request allows (`include_usage` is spliced in front of the client's first key)."""
+    request allows.
+
+    A stream always goes upstream with exactly one `stream_options` holding `include_usage:
+    true`, whatever the client sent (usage is how cost is recorded; `answers.ChatPassthrough`
+    hides it again from a client that did not ask):
+
+        client's body                            sent upstream
+        asks for usage, key spelled once         the client's bytes
+        no `stream_options` key                  the bytes, `include_usage` spliced in front
+        anything else (null, {}, false,          re-encoded: one `stream_options`, the
+        duplicate or escaped keys)               client's other options kept
+    """
     if not call.modified and model == call.model:
-        if not inject_usage:
+        if not call.stream or call.usage_ready:
             return call.raw
-        raw = call.raw.lstrip()
-        if not call.has_stream_options and raw.startswith(b"{"):
-            return _INCLUDE_USAGE + raw[1:]
-    body = dict(call.canonical())
+        if not call.has_stream_options:
+            raw = call.raw.lstrip()
+            if raw.startswith(b"{"):
+                return _INCLUDE_USAGE + raw[1:]
+    body = dict(call.canonical())  # orjson keeps the last of duplicate keys, as msgspec did
     body["model"] = model
-    if inject_usage:
+    if call.stream:
         options = body.get("stream_options")
         body["stream_options"] = {
             **(options if isinstance(options, dict) else {}),

@@ -41,7 +41,7 @@ async def upstream_request(
         if call.api == CHAT and provider.native_api == "openai_chat":
             hide = stream and not call.wants_usage
             request = await provider.chat_request({}, model, stream)
-            request.body = chat_body(call, model, inject_usage=hide)
+            request.body = chat_body(call, model)
             return request, answers.ChatPassthrough(hide) if stream else None
         if call.api == EMBEDDINGS:
             return await embeddings_request(call, provider, model), None

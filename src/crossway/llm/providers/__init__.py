@@ -13,7 +13,6 @@ when a config uses them. Below the providers:
 
     base            the Provider / StreamTranslator interface
     common          canonical shapes, request pieces, upstream errors -> the error tree
-    sse             server-sent events from upstreams, split incrementally
     eventstream     AWS event-stream framing (Bedrock streams), decoded incrementally
     converse        the Bedrock Converse wire format
     gemini_schema   JSON Schema -> the subset Gemini accepts
@@ -26,7 +25,7 @@ from __future__ import annotations
 import importlib
 from typing import Final
 
-from crossway.config.llm import ProviderConfig
+from crossway.config.llm import DEFAULT_MAX_EVENT_BYTES, ProviderConfig
 from crossway.llm.providers.base import Provider, StreamTranslator, UpstreamRequest
 
 PROVIDER_CLASSES: Final[dict[str, str]] = {
@@ -52,9 +51,14 @@ def provider_class(kind: str) -> type[Provider]:
     return cls
 
 
-def build_provider(name: str, cfg: ProviderConfig) -> Provider:
-    """A provider instance for config `cfg`, named `name` (not started yet)."""
-    return provider_class(cfg.type)(name, cfg)
+def build_provider(
+    name: str, cfg: ProviderConfig, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+) -> Provider:
+    """A provider instance for config `cfg`, named `name` (not started yet); its stream
+    translators refuse events larger than `max_event_bytes`."""
+    provider = provider_class(cfg.type)(name, cfg)
+    provider.max_event_bytes = max_event_bytes
+    return provider
 
 
 __all__ = [

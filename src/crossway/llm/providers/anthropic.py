@@ -32,7 +32,7 @@ from typing import Any, Final
 
 import orjson
 
-from crossway.config.llm import DEFAULT_ANTHROPIC_VERSION, ProviderConfig
+from crossway.config.llm import DEFAULT_ANTHROPIC_VERSION, DEFAULT_MAX_EVENT_BYTES, ProviderConfig
 from crossway.errors import BadRequest, GatewayError, UpstreamError
 from crossway.llm.providers.base import Json, Provider, StreamTranslator, UpstreamRequest
 from crossway.llm.providers.common import (
@@ -67,7 +67,7 @@ from crossway.llm.providers.common import (
     unexpected_shape,
     usage_with_cache,
 )
-from crossway.llm.providers.sse import SSEParser
+from crossway.proxy.sse import SSEParser
 
 DEFAULT_ANTHROPIC_BASE_URL: Final = "https://api.anthropic.com"
 DEFAULT_MAX_TOKENS: Final = 4096
@@ -363,8 +363,8 @@ def anthropic_error(status: int, headers: Mapping[str, str], body: bytes) -> Gat
 class AnthropicStreamTranslator(StreamTranslator):
     """Anthropic SSE events -> canonical chunks, one event at a time."""
 
-    def __init__(self, model: str) -> None:
-        self._sse = SSEParser()
+    def __init__(self, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._sse = SSEParser(max_event_bytes)
         self._chunks = ChunkFactory(new_id("chatcmpl-"), model)
         self._tool_index: dict[int, int] = {}  # content block index -> tool call index
         self._json_blocks: set[int] = set()  # blocks of the forced JSON tool: their input is text
@@ -493,7 +493,7 @@ class AnthropicProvider(Provider):
         return translate_response(data, str(data.get("model") or ""))
 
     def chat_stream(self, model: str) -> StreamTranslator:
-        return AnthropicStreamTranslator(model)
+        return AnthropicStreamTranslator(model, self.max_event_bytes)
 
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
         return anthropic_error(status, headers, body)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from crossway.config.llm import ProviderConfig
+from crossway.config.llm import DEFAULT_MAX_EVENT_BYTES, ProviderConfig
 from crossway.errors import BadRequest, GatewayError
 
 Json = dict[str, Any]
@@ -56,6 +56,8 @@ class Provider(abc.ABC):
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self.name = name
         self.config = config
+        #: the cap on one event of a streamed answer (the backend's `max_event_bytes`)
+        self.max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Fetch credentials or warm anything the provider needs before serving."""

@@ -166,7 +166,7 @@ class BedrockProvider(Provider):
         return translate_response(loads_object(body), "")
 
     def chat_stream(self, model: str) -> StreamTranslator:
-        return BedrockStreamTranslator(model)
+        return BedrockStreamTranslator(model, self.max_event_bytes)
 
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
         return bedrock_error(status, headers, body)

@@ -25,6 +25,7 @@ from typing import Any, Final
 
 import orjson
 
+from crossway.config.llm import DEFAULT_MAX_EVENT_BYTES
 from crossway.errors import BadRequest, GatewayError, UpstreamError
 from crossway.llm.providers.base import Json, StreamTranslator
 from crossway.llm.providers.common import (
@@ -392,8 +393,8 @@ def bedrock_error(status: int, headers: Mapping[str, str], body: bytes) -> Gatew
 class BedrockStreamTranslator(StreamTranslator):
     """ConverseStream event-stream messages -> canonical chunks."""
 
-    def __init__(self, model: str) -> None:
-        self._decoder = EventStreamDecoder()
+    def __init__(self, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._decoder = EventStreamDecoder(max_event_bytes)
         self._chunks = ChunkFactory(new_id("chatcmpl-"), model)
         self._tool_index: dict[int, int] = {}
         self._json_blocks: set[int] = set()

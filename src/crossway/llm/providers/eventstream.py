@@ -19,11 +19,11 @@ import struct
 import zlib
 from typing import Final
 
+from crossway.config.llm import DEFAULT_MAX_EVENT_BYTES
 from crossway.errors import UpstreamError
+from crossway.proxy.sse import EventTooLarge
 
 PRELUDE_BYTES: Final = 12
-MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
-"""Largest message accepted; a bigger length means a corrupt or hostile stream."""
 
 _PRELUDE: Final = struct.Struct(">III")
 _U32: Final = struct.Struct(">I")
@@ -60,12 +60,16 @@ _header_cache: dict[bytes, tuple[Headers, str, str]] = {}
 
 
 class EventStreamDecoder:
-    """Splits a byte stream into `EventMessage`s, checking both CRCs of every message."""
+    """Splits a byte stream into `EventMessage`s, checking both CRCs of every message.
 
-    __slots__ = ("_pending",)
+    A message whose prelude announces more than `max_message_bytes` raises `EventTooLarge`
+    before any of it is buffered (a corrupt or hostile stream)."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_max", "_pending")
+
+    def __init__(self, max_message_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._pending = b""
+        self._max = max_message_bytes
 
     def feed(self, data: bytes) -> list[EventMessage]:
         buffer = self._pending + data if self._pending else data
@@ -77,7 +81,9 @@ class EventStreamDecoder:
             total, headers_len, prelude_crc = _PRELUDE.unpack_from(buffer, start)
             if crc32(buffer[start : start + 8]) != prelude_crc:
                 raise EventStreamError("corrupt event stream from upstream (prelude CRC mismatch)")
-            if total > MAX_MESSAGE_BYTES or total < PRELUDE_BYTES + 4 + headers_len:
+            if total > self._max:
+                raise EventTooLarge(self._max)
+            if total < PRELUDE_BYTES + 4 + headers_len:
                 raise EventStreamError(
                     f"corrupt event stream from upstream (message length {total})"
                 )

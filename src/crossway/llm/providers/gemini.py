@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import orjson
 
-from crossway.config.llm import ProviderConfig
+from crossway.config.llm import DEFAULT_MAX_EVENT_BYTES, ProviderConfig
 from crossway.errors import BadRequest, GatewayError, UpstreamError
 from crossway.llm.providers.base import Json, Provider, StreamTranslator, UpstreamRequest
 from crossway.llm.providers.common import (
@@ -61,7 +61,7 @@ from crossway.llm.providers.common import (
     usage_object,
 )
 from crossway.llm.providers.gemini_schema import sanitize_schema_cached
-from crossway.llm.providers.sse import SSEParser
+from crossway.proxy.sse import SSEParser
 
 DEFAULT_GEMINI_BASE_URL: Final = "https://generativelanguage.googleapis.com/v1beta"
 
@@ -381,8 +381,8 @@ def _retry_delay(details: Any) -> int | None:
 class GeminiStreamTranslator(StreamTranslator):
     """`alt=sse` events (each a whole `GenerateContentResponse`) -> canonical chunks."""
 
-    def __init__(self, model: str) -> None:
-        self._sse = SSEParser()
+    def __init__(self, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._sse = SSEParser(max_event_bytes)
         self._chunks = ChunkFactory(new_id("chatcmpl-"), model)
         self._started: set[int] = set()
         self._tool_counts: dict[int, int] = {}
@@ -485,7 +485,7 @@ class GeminiProvider(Provider):
         return translate_response(loads_object(body), "")
 
     def chat_stream(self, model: str) -> StreamTranslator:
-        return GeminiStreamTranslator(model)
+        return GeminiStreamTranslator(model, self.max_event_bytes)
 
     async def embeddings_request(self, body: Json, model: str) -> UpstreamRequest:
         """`batchEmbedContents`, one request per input text (`dimensions` -> `outputDimensionality`)."""

@@ -29,12 +29,13 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from crossway.config.llm import DEFAULT_VERTEX_LOCATION, ProviderConfig
+from crossway.config.llm import DEFAULT_MAX_EVENT_BYTES, DEFAULT_VERTEX_LOCATION, ProviderConfig
 from crossway.errors import GatewayError, UpstreamError
 from crossway.llm.providers import anthropic, gemini
 from crossway.llm.providers.base import Json, Provider, StreamTranslator, UpstreamRequest
 from crossway.llm.providers.common import loads_object
 from crossway.llm.providers.google_auth import ServiceAccount
+from crossway.proxy.sse import EventTooLarge
 
 DEFAULT_VERTEX_ANTHROPIC_VERSION: Final = "vertex-2023-10-16"
 
@@ -159,7 +160,7 @@ class VertexProvider(Provider):
         return gemini.translate_response(data, "")
 
     def chat_stream(self, model: str) -> StreamTranslator:
-        return _SniffingTranslator(model)
+        return _SniffingTranslator(model, self.max_event_bytes)
 
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
         try:
@@ -179,8 +180,9 @@ class _SniffingTranslator(StreamTranslator):
     """Picks the Anthropic or the Gemini stream translator from the stream's first bytes
     (Anthropic's SSE names its events; Gemini's sends bare `data:` lines)."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._model = model
+        self._max = max_event_bytes
         self._inner: StreamTranslator | None = None
         self._head = b""
 
@@ -189,11 +191,13 @@ class _SniffingTranslator(StreamTranslator):
             self._head += data
             head = self._head.lstrip()
             if len(head) < 6:
+                if len(self._head) > self._max:
+                    raise EventTooLarge(self._max)
                 return []
             if head.startswith(b"event:"):
-                self._inner = anthropic.AnthropicStreamTranslator(self._model)
+                self._inner = anthropic.AnthropicStreamTranslator(self._model, self._max)
             else:
-                self._inner = gemini.GeminiStreamTranslator(self._model)
+                self._inner = gemini.GeminiStreamTranslator(self._model, self._max)
             data, self._head = self._head, b""
         return self._inner.feed(data)
 
