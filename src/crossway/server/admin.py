@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from crossway import __version__
 from crossway.config import Config, ConfigError, load_config
+from crossway.config.secrets import redacted_dump
 
 
 class ConfigView:
@@ -41,9 +42,10 @@ class ConfigView:
 
 
 def redacted(config: Config) -> dict[str, Any]:
-    """The config as JSON with every secret replaced by `**********`."""
-    data: dict[str, Any] = config.model_dump(mode="json")
-    return data
+    """The config as JSON with every secret replaced by `**********`: secret-typed fields,
+    header and env maps, URL passwords and credential query parameters, credential-looking
+    arguments and private JWK members (see `crossway.config.secrets`)."""
+    return redacted_dump(config)
 
 
 def workers_ready(registry: CollectorRegistry) -> float:
