@@ -120,7 +120,7 @@ def _hooks_from_config(name: str, cfg: McpBackendConfig) -> McpHooks:
     # `auth:` and `authorization:` are migrated into the backend's policies at config load
     # (crossway.config.mcp), so access control runs in the route's policy chain.
     hooks = McpHooks()
-    pinning = ToolPinning(cfg.pinning)
+    pinning = ToolPinning(cfg.pinning, backend=name)
     if pinning.enabled:
         hooks.pinning = pinning
     return hooks

@@ -20,8 +20,8 @@ import orjson
 
 from crossway.config.mcp import McpBackendConfig
 from crossway.errors import Forbidden, GatewayError, ServiceUnavailable, UpstreamError
-from crossway.mcp import jsonrpc
-from crossway.mcp.hooks import Kind, McpHooks, TrustAllTools, allow_all
+from crossway.mcp import jsonrpc, pinning
+from crossway.mcp.hooks import Kind, McpHooks, PinVerdict, TrustAllTools, allow_all
 from crossway.mcp.jsonrpc import JsonRpcCodeError
 from crossway.mcp.naming import Naming
 from crossway.mcp.session import ClientChannel, Session
@@ -40,6 +40,9 @@ HANDSHAKE_VERSIONS: Final = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-
 MODERN_VERSIONS: Final = ("2026-07-28",)
 LATEST_HANDSHAKE: Final = HANDSHAKE_VERSIONS[-1]
 SERVER_INFO_META_KEY: Final = "io.modelcontextprotocol/serverInfo"
+MAX_VERIFY_PAGES: Final = 32
+"""A tool called before its definition was verified is looked up in its server's whole tool
+list, read up to this many pages; a longer list cannot verify it (refused in `block` mode)."""
 
 SERVER_CAPABILITIES: Final[JsonObject] = {
     "tools": {"listChanged": True},
@@ -68,6 +71,25 @@ LISTS: Final = {
 }
 
 Handler = Callable[["Federation", Session, JsonObject, "Call"], Awaitable[JsonObject]]
+
+
+class _ToolItems(list[JsonObject]):
+    """One page's rewritten tools, with the pins' generation they were reviewed under."""
+
+    __slots__ = ("pins",)
+
+    def __init__(self, pins: int) -> None:
+        super().__init__()
+        self.pins = pins
+
+
+@dataclass(slots=True)
+class _ToolVerdicts:
+    """Pinning verdicts of the tool definitions one server lists now (by upstream name)."""
+
+    generation: tuple[int, int]
+    """(the upstream's list generation, the pins' generation) they hold for."""
+    verdicts: dict[str, PinVerdict]
 
 
 @dataclass(slots=True)
@@ -104,6 +126,8 @@ class Federation:
         self._timeouts = {
             name: server.timeouts or cfg.timeouts for name, server in cfg.servers.items()
         }
+        self._tool_verdicts: dict[str, _ToolVerdicts] = {}
+        """What pinning said of each server's current tools, for `tools/call` (any session)."""
 
     # -- lifecycle of a session ----------------------------------------------------------------
 
@@ -179,6 +203,9 @@ class Federation:
         self, session: Session, method: str, params: JsonObject, call: Call
     ) -> JsonObject:
         spec = LISTS[method]
+        pins = self.hooks.pinning
+        if spec.kind == "tool" and isinstance(pins, pinning.ToolPinning) and pins.needs_refresh:
+            await pins.refresh_blocked()  # a blocked tool may have been approved elsewhere
         cursor = params.get("cursor")
         if cursor is not None:
             cursors = _decode_cursor(cursor)
@@ -286,10 +313,12 @@ class Federation:
         store = self._shared_rewritten if self.upstreams[server].shared else session.rewritten
         key = (server, method)
         entry = store.get(key)
-        if entry is not None and entry[0] is page:
-            return entry[1]
         spec = LISTS[method]
-        items = []
+        pins = self._pins_generation()
+        if entry is not None and entry[0] is page:
+            if not isinstance(entry[1], _ToolItems) or entry[1].pins == pins:
+                return entry[1]
+        items: list[JsonObject] = _ToolItems(pins) if spec.kind == "tool" else []
         for item in page.get(spec.field, ()):
             if isinstance(item, dict):
                 out = self._rewrite_item(server, spec, item)
@@ -304,6 +333,7 @@ class Federation:
             return None
         if spec.kind == "tool":
             verdict = self.hooks.pinning.check(server, item)
+            self._verdicts_of(server)[original] = verdict
             if verdict == "blocked":
                 return None
         if spec.key == "name":
@@ -376,29 +406,87 @@ class Federation:
         known = session.known.get((server, "tools/list" if kind == "tool" else "prompts/list"))
         if known is not None and original not in known:
             raise JsonRpcCodeError(jsonrpc.INVALID_PARAMS, f"unknown {kind}: {name}")
-        if kind == "tool" and not await self._tool_usable(session, server, original):
+        if kind == "tool" and not await self._tool_usable(session, server, original, call):
             raise Forbidden(f"tool {name!r} is blocked: its definition changed")
         return await self._forward(session, server, method, {**params, "name": original}, call)
 
-    async def _tool_usable(self, session: Session, server: str, original: str) -> bool:
-        """Pinning sees a tool before its first call (on this replica, in this session)."""
-        if isinstance(self.hooks.pinning, TrustAllTools):
+    # -- pinning on calls -------------------------------------------------------------------------
+
+    def _pins_generation(self) -> int:
+        pins = self.hooks.pinning
+        return pins.generation if isinstance(pins, pinning.ToolPinning) else 0
+
+    def _verdicts_of(self, server: str) -> dict[str, PinVerdict]:
+        """The verdicts on `server`'s current tools; emptied when its list or the pins change."""
+        generation = (self.upstreams[server].list_generation, self._pins_generation())
+        entry = self._tool_verdicts.get(server)
+        if entry is None or entry.generation != generation:
+            entry = self._tool_verdicts[server] = _ToolVerdicts(generation, {})
+        return entry.verdicts
+
+    async def _tool_usable(self, session: Session, server: str, original: str, call: Call) -> bool:
+        """Whether pinning lets this tool be called. Its current definition must have been
+        reviewed (listed by its server since the last change, in any session) and not blocked;
+        when it was not, the server's whole tool list is read and reviewed first."""
+        pins = self.hooks.pinning
+        if isinstance(pins, TrustAllTools):
             return True
-        key = (server, original)
-        usable = session.usable.get(key)
-        if usable is not None:
-            return usable  # until the server's next list_changed
+        verdict = self._verdicts_of(server).get(original)
+        if verdict is None:
+            verdict = await self._verify_tool(session, server, original, call)
+        if (
+            verdict == "blocked"
+            and isinstance(pins, pinning.ToolPinning)
+            and await pins.recheck(server, original)
+        ):
+            # Approved or forgotten in the shared pin file (CLI, another worker): review again.
+            verdict = await self._verify_tool(session, server, original, call)
+        return verdict != "blocked"
+
+    async def _verify_tool(
+        self, session: Session, server: str, original: str, call: Call
+    ) -> PinVerdict | None:
+        """Review `server`'s whole tool list; the verdict on `original`. When that is not
+        possible (the list fails, is too long, or lacks the tool), `block` mode refuses the
+        call and other modes let it through with a warning (None)."""
         try:
-            page = await self._list_one(session, server, "tools/list", None)
-        except Exception:
-            return True  # the call itself will report the upstream's state
-        usable = True
-        for tool in (page or {}).get("tools", ()):
-            if isinstance(tool, dict) and tool.get("name") == original:
-                usable = self.hooks.pinning.check(server, tool) != "blocked"
-                break
-        session.usable[key] = usable
-        return usable
+            await self._review_tools(session, server, call.meta)
+            problem = f"server {server!r} does not list it"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            problem = f"the tool list of server {server!r} failed: {_describe(exc)}"
+        verdict = self._verdicts_of(server).get(original)  # pages read before a failure count
+        if verdict is not None:
+            return verdict
+        name = self.naming.name(server, original)
+        pins = self.hooks.pinning
+        if isinstance(pins, pinning.ToolPinning) and pins.fail_closed:
+            logger.warning("MCP tool call refused: %r could not be verified: %s", name, problem)
+            raise Forbidden(
+                f"tool {name!r} could not be verified ({problem}); tool pinning refuses "
+                "calls to tools whose current definition it has not seen",
+                detail={"server": server, "tool": original},
+            )
+        logger.warning("MCP tool %r called without a verified definition: %s", name, problem)
+        return None
+
+    async def _review_tools(self, session: Session, server: str, meta: JsonObject | None) -> None:
+        """Read every page of `server`'s tool list (at most `MAX_VERIFY_PAGES`) and review each
+        tool; the verdicts are kept for every session's calls."""
+        cursor: Any = None
+        for _ in range(MAX_VERIFY_PAGES):
+            page = await self._list_one(session, server, "tools/list", cursor, meta)
+            if page is None:
+                return  # the server has no tools
+            verdicts = self._verdicts_of(server)
+            for tool in page.get("tools", ()):
+                if isinstance(tool, dict) and isinstance(tool.get("name"), str):
+                    verdicts[tool["name"]] = self.hooks.pinning.check(server, tool)
+            cursor = page.get("nextCursor")
+            if cursor is None:
+                return
+        raise UpstreamError(f"it lists more than {MAX_VERIFY_PAGES} pages of tools")
 
     async def _route_uri(
         self, session: Session, params: JsonObject, call: Call, method: str
@@ -478,6 +566,8 @@ class Federation:
         """A notification from `server` as the client should see it."""
         method = message.get("method")
         params = message.get("params")
+        if method == "notifications/tools/list_changed":
+            self._tool_verdicts.pop(server, None)  # its tools are reviewed again before a call
         if method == "notifications/resources/updated" and isinstance(params, dict):
             uri = params.get("uri")
             if isinstance(uri, str):

@@ -15,28 +15,37 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import re
-import sqlite3
 import time
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import orjson
 
-from crossway.config.mcp_security import DEFAULT_PIN_DB, PinningConfig
+from crossway.config.mcp_security import PinningConfig
+from crossway.mcp.pin_store import (
+    PinEntry,
+    PinFile,
+    PinMismatch,
+    PinNotFound,
+    PinStatus,
+    default_pin_path,
+    pin_path,
+)
 
 log = logging.getLogger("crossway.mcp.pinning")
 
-DATA_DIR_ENV: Final = "CROSSWAY_DATA_DIR"
-DEFAULT_DATA_DIR: Final = ".crossway"
+_T = TypeVar("_T")
+
 SCAN_CACHE_SIZE: Final = 65536
 """Scan results are remembered per definition fingerprint (definitions rarely change)."""
 FLAG_META_KEY: Final = "crossway/pinning"
 """Key under a tool's `_meta` where flags are reported to the client."""
+PIN_RECHECK_SECONDS: Final = 1.0
+"""While a tool is blocked, tool lists re-read its pin from the shared file at most this often
+(a call to the blocked tool always re-reads it)."""
 
 _INJECTION_PATTERNS: Final[tuple[tuple[str, re.Pattern[str]], ...]] = tuple(
     (label, re.compile(pattern, re.IGNORECASE))
@@ -148,110 +157,81 @@ class PinReview:
         return {name for name, v in self.verdicts.items() if v.blocked}
 
 
-class _SqlitePins:
-    """Pins in a SQLite file; every call runs in a worker thread."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._conn: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
-
-    def _open_sync(self) -> dict[tuple[str, str], str]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS tool_pins ("
-            " server TEXT NOT NULL, tool TEXT NOT NULL, sha256 TEXT NOT NULL,"
-            " first_seen REAL NOT NULL,"
-            " PRIMARY KEY (server, tool))"
-        )
-        self._conn = conn
-        rows = conn.execute("SELECT server, tool, sha256 FROM tool_pins").fetchall()
-        return {(s, t): h for s, t, h in rows}
-
-    async def load(self) -> dict[tuple[str, str], str]:
-        async with self._lock:
-            return await asyncio.to_thread(self._open_sync)
-
-    def _put_sync(
-        self, rows: list[tuple[str, str, str]], replace: bool
-    ) -> dict[tuple[str, str], str]:
-        assert self._conn is not None
-        now = time.time()
-        conflict = "DO UPDATE SET sha256 = excluded.sha256" if replace else "DO NOTHING"
-        self._conn.executemany(
-            "INSERT INTO tool_pins (server, tool, sha256, first_seen) VALUES (?, ?, ?, ?)"
-            f" ON CONFLICT (server, tool) {conflict}",
-            [(*row, now) for row in rows],
-        )
-        # Another process sharing the file may have pinned a tool first: its pin wins.
-        stored: dict[tuple[str, str], str] = {}
-        for server, tool, digest in rows:
-            found = self._conn.execute(
-                "SELECT sha256 FROM tool_pins WHERE server = ? AND tool = ?", (server, tool)
-            ).fetchone()
-            if found is not None and found[0] != digest:
-                stored[(server, tool)] = found[0]
-        return stored
-
-    async def put(
-        self, rows: list[tuple[str, str, str]], *, replace: bool = False
-    ) -> dict[tuple[str, str], str]:
-        """Record first-seen pins (keeping existing ones unless `replace`); returns the pins
-        already stored that differ from the rows given."""
-        async with self._lock:
-            return await asyncio.to_thread(self._put_sync, rows, replace)
-
-    async def close(self) -> None:
-        async with self._lock:
-            if self._conn is not None:
-                await asyncio.to_thread(self._conn.close)
-                self._conn = None
-
-
-def default_pin_path() -> Path:
-    """`$CROSSWAY_DATA_DIR/mcp-pins.sqlite3`, the data dir defaulting to `./.crossway`."""
-    return Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR) / DEFAULT_PIN_DB
-
-
 class ToolPinning:
     """Reviews tool lists from upstreams against the recorded pins.
 
-    Use: `await start()`, then `await review(server, tools)` on every tool list an upstream sends
-    (initial list, re-list after `notifications/tools/list_changed`, reconnects), and
-    `is_blocked(server, tool)` before forwarding a `tools/call`.
+    Use: `await start()`, then `await review(server, tools)` (or the sync `check` hook per
+    tool) on every tool list an upstream sends (initial list, re-list after
+    `notifications/tools/list_changed`, reconnects), and `is_blocked(server, tool)` before
+    forwarding a `tools/call`. `generation` grows whenever pins change from outside the
+    listing (an approval, a pin forgotten, a pin adopted from the shared file): verdicts
+    cached before are stale then.
     """
 
-    def __init__(self, config: PinningConfig | None = None) -> None:
+    def __init__(self, config: PinningConfig | None = None, *, backend: str = "") -> None:
         self.config = config or PinningConfig()
+        self.backend = backend
+        self.generation = 0
         self._pins: dict[tuple[str, str], str] = {}
+        self._current: dict[tuple[str, str], str] = {}
+        """The fingerprint of the definition each upstream listed last."""
         self._blocked: set[tuple[str, str]] = set()
         self._reported: dict[tuple[str, str], str] = {}
         self._reported_scan: dict[tuple[str, str], tuple[str, ...]] = {}
         self._scans: dict[str, tuple[str, ...]] = {}
         self._unsaved: list[tuple[str, str, str]] = []
+        self._unsaved_seen: dict[tuple[str, str], str | None] = {}
         self._flushing: asyncio.Task[None] | None = None
-        self._store: _SqlitePins | None = None
+        self._rechecks: dict[tuple[str, str], asyncio.Task[bool]] = {}
+        self._refreshed = 0.0
+        self._file: PinFile | None = None
+        self._lock = asyncio.Lock()
         if self.config.mode != "off" and self.config.store == "sqlite":
-            path = Path(self.config.path) if self.config.path else default_pin_path()
-            self._store = _SqlitePins(path)
+            self._file = PinFile(pin_path(self.config), backend)
 
     @property
     def enabled(self) -> bool:
         """Whether anything is checked at all."""
         return self.config.mode != "off" or self.config.scan_descriptions
 
+    @property
+    def fail_closed(self) -> bool:
+        """Whether a tool may be called only once its current definition was verified: the
+        config can block tools (`mode: block`, or `block_suspicious` with scanning on)."""
+        return self.config.mode == "block" or (
+            self.config.scan_descriptions and self.config.block_suspicious
+        )
+
+    @property
+    def shared_store(self) -> bool:
+        """Whether pins live in a file other processes (workers, the CLI) also change."""
+        return self._file is not None
+
+    @property
+    def needs_refresh(self) -> bool:
+        """Whether tool lists should call `refresh_blocked` (a tool is blocked, and its pin
+        may be approved in the shared file by another process)."""
+        return self._file is not None and bool(self._blocked)
+
+    async def _in_file(self, fn: Callable[..., _T], *args: Any) -> _T:
+        async with self._lock:
+            return await asyncio.to_thread(fn, *args)
+
     async def start(self) -> None:
-        """Load the recorded pins."""
-        if self._store is not None:
-            self._pins = await self._store.load()
+        """Load the recorded pins; make this object the one the admin plane reaches."""
+        if self._file is not None:
+            self._pins = await self._in_file(self._file.load)
+        if self.backend:
+            _LIVE[self.backend] = (self, asyncio.get_running_loop())
 
     async def close(self) -> None:
         """Save pending pins and close the store."""
-        if self._store is not None:
+        live = _LIVE.get(self.backend)
+        if live is not None and live[0] is self:
+            del _LIVE[self.backend]
+        if self._file is not None:
             await self.flush()
-            await self._store.close()
+            await self._in_file(self._file.close)
 
     def is_blocked(self, server: str, tool: str) -> bool:
         """Whether calls to this upstream tool (its upstream name) must be refused."""
@@ -261,14 +241,125 @@ class ToolPinning:
         """The recorded fingerprint of a tool, if any."""
         return self._pins.get((server, tool))
 
+    # -- operator decisions ----------------------------------------------------------------
+
     async def approve(self, server: str, tool: Mapping[str, Any]) -> None:
         """Accept a tool's current definition as the new pin (an operator's decision)."""
-        key = (server, str(tool.get("name")))
-        digest = tool_fingerprint(tool)
+        await self._set_pin((server, str(tool.get("name"))), tool_fingerprint(tool))
+
+    async def approve_current(
+        self, server: str, tool: str, expected: str | None = None
+    ) -> PinEntry:
+        """Accept the definition `server` lists now for `tool` as its pin.
+
+        Raises `PinNotFound` when Crossway knows nothing of that tool, `PinMismatch` when
+        `expected` is given and is not the current definition's fingerprint."""
+        key = (server, tool)
+        current = self._current.get(key) or self._pins.get(key)
+        if current is None and self._file is not None:
+            found = await self._in_file(self._file.row, server, tool)
+            if found is not None:
+                current = found[1] or found[0]
+        if current is None:
+            raise PinNotFound(f"no pin for tool {tool!r} of server {server!r}")
+        if expected is not None and expected != current:
+            raise PinMismatch(
+                f"tool {tool!r} of server {server!r} now has definition {current[:12]}, "
+                f"not {expected[:12]}"
+            )
+        await self._set_pin(key, current)
+        return self.entry(server, tool)
+
+    async def _set_pin(self, key: tuple[str, str], digest: str) -> None:
         self._pins[key] = digest
+        self._blocked.discard(key)  # a suspicious description blocks it again on its next review
+        self._reported.pop(key, None)
+        self._unsaved_seen.pop(key, None)
+        self.generation += 1
+        log.warning(
+            "mcp tool pin approved: backend=%s server=%s tool=%s pinned=%s",
+            self.backend,
+            key[0],
+            key[1],
+            digest[:12],
+        )
+        if self._file is not None:
+            await self._in_file(self._file.put, [(key[0], key[1], digest)], True)
+
+    async def forget(self, server: str, tool: str) -> bool:
+        """Drop a tool's pin: the definition listed next is pinned anew. Whether one existed."""
+        key = (server, tool)
+        existed = self._pins.pop(key, None) is not None
+        if self._file is not None:
+            existed = await self._in_file(self._file.forget, server, tool) or existed
+        if existed:
+            self._blocked.discard(key)
+            self._reported.pop(key, None)
+            self.generation += 1
+            log.warning("mcp tool pin forgotten: backend=%s server=%s tool=%s", self.backend, *key)
+        return existed
+
+    def entry(self, server: str, tool: str) -> PinEntry:
+        """One tool's pin, current definition and status as this process knows them."""
+        key = (server, tool)
+        pinned = self._pins.get(key)
+        findings = self._reported_scan.get(key, ())
+        current = self._current.get(key, pinned)
+        status: PinStatus = "ok"
+        if key in self._blocked:
+            status = "blocked"
+        elif findings or (current is not None and pinned is not None and current != pinned):
+            status = "flagged"
+        return PinEntry(self.backend, server, tool, pinned, current, status, findings)
+
+    def entries(self) -> list[PinEntry]:
+        """Every tool pinned or seen, sorted by server and name."""
+        return [self.entry(*key) for key in sorted(self._pins.keys() | self._current.keys())]
+
+    # -- noticing decisions made in other processes -------------------------------------------
+
+    async def recheck(self, server: str, tool: str) -> bool:
+        """Re-read a (blocked) tool's pin from the shared file; True when it changed there
+        (approved or forgotten through the CLI or another process's admin plane), after which
+        the tool must be reviewed again. Concurrent rechecks of one tool share one read."""
+        if self._file is None:
+            return False
+        key = (server, tool)
+        task = self._rechecks.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._recheck(key))
+            self._rechecks[key] = task
+            task.add_done_callback(lambda _: self._rechecks.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _recheck(self, key: tuple[str, str]) -> bool:
+        assert self._file is not None
+        found = await self._in_file(self._file.row, *key)
+        stored = None if found is None else found[0]
+        if stored == self._pins.get(key):
+            return False
+        if stored is None:
+            self._pins.pop(key, None)
+        else:
+            self._pins[key] = stored
         self._blocked.discard(key)
-        if self._store is not None:
-            await self._store.put([(key[0], key[1], digest)], replace=True)
+        self._reported.pop(key, None)
+        self.generation += 1
+        return True
+
+    async def refresh_blocked(self) -> bool:
+        """Recheck every blocked tool against the shared file, at most once per
+        `PIN_RECHECK_SECONDS` (tool lists call this while something is blocked)."""
+        if self._file is None or not self._blocked:
+            return False
+        now = time.monotonic()
+        if now - self._refreshed < PIN_RECHECK_SECONDS:
+            return False
+        self._refreshed = now
+        changed = await asyncio.gather(*(self.recheck(*key) for key in list(self._blocked)))
+        return any(changed)
+
+    # -- reviewing definitions -----------------------------------------------------------------
 
     def judge(self, server: str, tool: Mapping[str, Any]) -> PinVerdict:
         """Check one tool definition an upstream listed; record it if it is new.
@@ -281,6 +372,7 @@ class ToolPinning:
         mode = self.config.mode
         changed = False
         digest = tool_fingerprint(tool)
+        self._current[key] = digest
         if mode != "off":
             known = self._pins.get(key)
             if known is None:
@@ -291,6 +383,8 @@ class ToolPinning:
                 changed = True
                 if key not in self._reported or self._reported[key] != digest:
                     self._reported[key] = digest
+                    self._unsaved_seen[key] = digest
+                    self._schedule_flush()
                     log.warning(
                         "mcp tool definition changed: server=%s tool=%s pinned=%s now=%s action=%s",
                         server,
@@ -299,6 +393,9 @@ class ToolPinning:
                         digest[:12],
                         mode,
                     )
+            elif self._reported.pop(key, None) is not None:
+                self._unsaved_seen[key] = None  # back to the pinned definition
+                self._schedule_flush()
         findings: tuple[str, ...] = ()
         if self.config.scan_descriptions:
             cached = self._scans.get(digest)
@@ -315,6 +412,8 @@ class ToolPinning:
                     name,
                     ",".join(findings),
                 )
+            elif not findings:
+                self._reported_scan.pop(key, None)
         blocked = (changed and mode == "block") or (bool(findings) and self.config.block_suspicious)
         if blocked:
             self._blocked.add(key)
@@ -362,8 +461,9 @@ class ToolPinning:
         return PinReview(tools=out, verdicts=verdicts)
 
     def _schedule_flush(self) -> None:
-        if self._store is None:
+        if self._file is None:
             self._unsaved.clear()
+            self._unsaved_seen.clear()
             return
         if self._flushing is None or self._flushing.done():
             try:
@@ -372,10 +472,15 @@ class ToolPinning:
                 pass
 
     async def _flush(self) -> None:
-        while self._unsaved and self._store is not None:
+        while (self._unsaved or self._unsaved_seen) and self._file is not None:
             rows, self._unsaved = self._unsaved, []
+            seen, self._unsaved_seen = self._unsaved_seen, {}
             try:
-                earlier = await self._store.put(rows)
+                earlier = await self._in_file(self._file.put, rows, False) if rows else {}
+                if seen:
+                    await self._in_file(
+                        self._file.set_seen, [(s, t, h) for (s, t), h in seen.items()]
+                    )
             except Exception as exc:  # a full disk must not break tool listing
                 log.error("could not save tool pins: %s", exc)
                 continue
@@ -389,12 +494,30 @@ class ToolPinning:
                     key[1],
                 )
                 self._pins[key] = digest
+                self.generation += 1
 
     async def flush(self) -> None:
         """Wait until every recorded pin is in the store."""
         if self._flushing is not None and not self._flushing.done():
             await self._flushing
         await self._flush()
+
+
+def live_pinning(backend: str) -> ToolPinning | None:
+    """The running `ToolPinning` of `backend` in this process, if it runs on this event loop
+    (one process serving both the admin plane and the gateway)."""
+    live = _LIVE.get(backend)
+    if live is None:
+        return None
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return live[0] if live[1] is loop else None
+
+
+_LIVE: dict[str, tuple[ToolPinning, asyncio.AbstractEventLoop]] = {}
+"""The started `ToolPinning` of each MCP backend in this process, for the admin plane."""
 
 
 def _mark(tool: dict[str, Any], verdict: PinVerdict) -> dict[str, Any]:
@@ -408,10 +531,14 @@ def _mark(tool: dict[str, Any], verdict: PinVerdict) -> dict[str, Any]:
 
 __all__ = [
     "FLAG_META_KEY",
+    "PinEntry",
+    "PinMismatch",
+    "PinNotFound",
     "PinReview",
     "PinVerdict",
     "ToolPinning",
     "default_pin_path",
+    "live_pinning",
     "scan_description",
     "tool_fingerprint",
 ]
