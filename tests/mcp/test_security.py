@@ -29,7 +29,7 @@ JWK = {**jwt.get_algorithm_by_name("RS256").to_jwk(KEY.public_key(), as_dict=Tru
 
 
 def _token(sub: str, **claims: Any) -> str:
-    body = {"iss": ISSUER, "sub": sub, "exp": int(time.time()) + 300, **claims}
+    body = {"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "exp": int(time.time()) + 300, **claims}
     return jwt.encode(body, KEY, algorithm="RS256", headers={"kid": "k1"})
 
 
@@ -43,11 +43,14 @@ def _names(tools: Any) -> set[str]:
     return {t.name for t in tools.tools}
 
 
+AUDIENCE = "crossway-tests"
+# The deprecated MCP-backend form (`auth:`), migrated into a `jwt` policy at load.
 AUTH = f"""
 auth:
   authorization_servers: ["{ISSUER}"]
   scopes_supported: [mcp]
-  jwt: {{issuer: "{ISSUER}", jwks: {json.dumps({"keys": [JWK]})}}}
+  resource: "http://127.0.0.1:${{CROSSWAY_PORT}}/mcp"
+  jwt: {{issuer: "{ISSUER}", audiences: [{AUDIENCE}], jwks: {json.dumps({"keys": [JWK]})}}}
 """
 
 

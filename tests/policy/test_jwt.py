@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from crossway.config.mcp_security import JwtConfig
+from crossway.config.policy import JwtConfig, JwtPolicyConfig
 from crossway.errors import Unauthenticated
 from crossway.policy.jwt import JwtValidator, bearer_token
 
@@ -207,28 +207,88 @@ async def test_static_jwks_and_ec_keys(idp: Idp) -> None:
     await validator.close()
 
 
+SECRET = "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t"
+
+
 async def test_hmac_secret() -> None:
-    validator = JwtValidator(JwtConfig(secret="s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t"))
-    token = jwt.encode(
-        {"sub": "svc", "exp": int(time.time()) + 60},
-        "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t",
-        algorithm="HS256",
-    )
+    validator = JwtValidator(JwtConfig(secret=SECRET, algorithms=["HS256"], audiences=["gw"]))
+    claims = {"sub": "svc", "aud": "gw", "exp": int(time.time()) + 60}
+    token = jwt.encode(claims, SECRET, algorithm="HS256")
     assert (await validator.validate(token))["sub"] == "svc"
-    wrong = jwt.encode(
-        {"sub": "svc", "exp": int(time.time()) + 60},
-        "another-secret-another-secret-xx",
-        algorithm="HS256",
-    )
+    wrong = jwt.encode(claims, "another-secret-another-secret-xx", algorithm="HS256")
     with pytest.raises(Unauthenticated, match="signature"):
         await validator.validate(wrong)
 
 
+async def test_hs_tokens_are_refused_when_algorithms_leave_them_out(idp: Idp) -> None:
+    """Hole 6: a configured secret used to let HS256 tokens in whatever `algorithms` said."""
+    with pytest.raises(ValueError, match="no HS256"):
+        JwtConfig(jwks=idp.jwks(), secret=SECRET, audiences=[AUDIENCE])
+    validator = JwtValidator(JwtConfig(jwks=idp.jwks(), audiences=[AUDIENCE]))
+    forged = jwt.encode(
+        {"iss": ISSUER, "aud": AUDIENCE, "sub": "mallory", "exp": int(time.time()) + 60},
+        SECRET,
+        algorithm="HS256",
+    )
+    with pytest.raises(Unauthenticated, match="algorithm 'HS256' is not accepted"):
+        await validator.validate(forged)
+
+
+async def test_hs256_signed_with_the_rsa_public_key_is_refused(idp: Idp) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    private = idp.keys["k1"][0]
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "mallory", "exp": int(time.time()) + 60}
+    header = {"alg": "HS256", "kid": "k1", "typ": "JWT"}
+    import base64
+    import hashlib
+    import hmac as hmac_lib
+
+    import orjson
+
+    def b64(data: bytes) -> bytes:
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+    signing_input = b64(orjson.dumps(header)) + b"." + b64(orjson.dumps(body))
+    signature = b64(hmac_lib.new(pem, signing_input, hashlib.sha256).digest())
+    token = (signing_input + b"." + signature).decode()
+    validator = JwtValidator(JwtConfig(jwks=idp.jwks(), audiences=[AUDIENCE]))
+    with pytest.raises(Unauthenticated, match="not accepted"):
+        await validator.validate(token)
+
+
+def test_an_audience_is_required() -> None:
+    """Hole 6: `audiences: []` used to skip the audience check."""
+    with pytest.raises(ValueError, match="set audiences"):
+        JwtPolicyConfig(type="jwt", jwks_url="http://127.0.0.1:1/jwks")
+    with_resource = JwtPolicyConfig(
+        type="jwt",
+        jwks_url="http://127.0.0.1:1/jwks",
+        protected_resource={
+            "resource": "https://gw.test/mcp",
+            "authorization_servers": ["https://idp.test"],
+        },
+    )
+    assert with_resource.audiences == []
+
+
+async def test_validator_always_checks_the_audience(idp: Idp) -> None:
+    validator = JwtValidator(JwtConfig(jwks=idp.jwks(), audiences=["https://other.test"]))
+    with pytest.raises(Unauthenticated, match="audience"):
+        await validator.validate(idp.token("k1"))
+    no_aud = JwtValidator(JwtConfig(jwks=idp.jwks()), audiences=[])
+    with pytest.raises(Unauthenticated):
+        await no_aud.validate(idp.token("k1"))
+
+
 def test_config_requires_keys_and_refuses_none() -> None:
-    with pytest.raises(ValueError, match="jwks_url, jwks or secret"):
+    with pytest.raises(ValueError, match="jwks_url, jwks, jwks_file or secret"):
         JwtConfig()
     with pytest.raises(ValueError, match="'none'"):
-        JwtConfig(secret="x", algorithms=["none"])
+        JwtConfig(secret=SECRET, algorithms=["none", "HS256"])
 
 
 def test_bearer_token_parsing() -> None:

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 
 from crossway.config.base import StrictModel
+from crossway.config.common import UpstreamTls
 from crossway.config.secrets import SecretArgs, SecretEnv, SecretHeaders
 
 from crossway.config.store import MemoryStoreConfig, RevocationStoreConfig
@@ -131,6 +132,8 @@ class _HttpServerBase(_ServerBase):
     token is never passed through)."""
     credentials: UpstreamCredentialsConfig | None = None
     """A token Crossway obtains for this server (OAuth client credentials or token exchange)."""
+    tls: UpstreamTls | None = None
+    """TLS to this server: CA file, client certificate, server name (default: system CAs)."""
 
     @field_validator("url")
     @classmethod
@@ -171,6 +174,8 @@ class OpenApiServerConfig(_ServerBase):
     """Headers sent on every call (the API's own credentials)."""
     credentials: UpstreamCredentialsConfig | None = None
     """A token Crossway obtains for this API (OAuth client credentials or token exchange)."""
+    tls: UpstreamTls | None = None
+    """TLS to the API and to an http(s) `spec`: CA file, client certificate, server name."""
     include: list[str] = Field(default_factory=list)
     """Only expose these operations (by tool name, before prefixing); empty exposes all."""
     exclude: list[str] = Field(default_factory=list)
@@ -265,9 +270,13 @@ class McpBackendConfig(StrictModel):
                 "MCP backend keys 'auth'/'authorization' are deprecated: they now stand for "
                 "route policies (see docs/security.md for the new form)"
             )
-            self.policies = [*migrated, *self.policies]
-            self.auth = None
-            self.authorization = None
+            return self.model_copy(
+                update={
+                    "policies": [*migrated, *self.policies],
+                    "auth": None,
+                    "authorization": None,
+                }
+            )
         return self
 
     @field_validator("session_key", mode="before")
