@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Final
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from crossway.config.base import StrictModel
 
@@ -22,3 +23,31 @@ class Timeouts(StrictModel):
     """Time from sending the request until the response headers arrive."""
     idle: float = Field(default=DEFAULT_IDLE_TIMEOUT, gt=0)
     """Longest silence allowed between two chunks of a streamed response body."""
+
+
+class UpstreamTls(StrictModel):
+    """How Crossway's connections to one upstream use TLS (the `tls:` key of a backend,
+    provider or MCP server). Unset: the system's CA certificates, no client certificate."""
+
+    ca_file: str | None = None
+    """PEM file of the CA certificate(s) trusted for this upstream, instead of the system's."""
+    cert_file: str | None = None
+    """PEM client certificate (chain) presented to the upstream (mutual TLS)."""
+    key_file: str | None = None
+    """PEM private key of `cert_file` (omit when `cert_file` holds the key too)."""
+    server_name: str | None = None
+    """Name sent as SNI and checked against the upstream's certificate, instead of the URL's
+    host (e.g. an IP address in the URL, a certificate issued for an internal name)."""
+    insecure_skip_verify: bool = False
+    """Accept any upstream certificate, unverified. For tests only: anyone on the path can read
+    and change the traffic. A warning is logged at every config load."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> UpstreamTls:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file")
+        if self.insecure_skip_verify:
+            logging.getLogger("crossway.config").warning(
+                "tls.insecure_skip_verify is set: an upstream's TLS certificate is not verified"
+            )
+        return self

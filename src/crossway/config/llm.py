@@ -8,7 +8,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from crossway.config.base import StrictModel
 from crossway.config.policy import PolicyConfig
-from crossway.config.common import Timeouts
+from crossway.config.common import Timeouts, UpstreamTls
 from crossway.config.secrets import SecretHeaders, SecretUrl
 
 ProviderType = Literal[
@@ -100,6 +100,8 @@ class ProviderConfig(StrictModel):
     """Extra headers sent upstream with every request (values are secrets)."""
     timeouts: Timeouts = Field(default_factory=Timeouts)
     """Connect / first-byte / idle timeouts for this provider."""
+    tls: UpstreamTls | None = None
+    """TLS to the provider: CA file, client certificate, server name (default: system CAs)."""
 
     # --- openai_compatible
     preset: OpenAICompatiblePreset | None = None

@@ -8,7 +8,7 @@ from typing import Annotated, Final, Literal
 from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 
 from crossway.config.base import StrictModel
-from crossway.config.common import Timeouts
+from crossway.config.common import Timeouts, UpstreamTls
 from crossway.config.secrets import MatchHeaders, SecretHeaders
 from crossway.config.llm import LlmBackendConfig
 from crossway.config.mcp import McpBackendConfig, session_key_problems
@@ -130,6 +130,8 @@ class HttpBackendConfig(StrictModel):
     """Headers added to every upstream request (override the client's); values are secrets."""
     timeouts: Timeouts = Field(default_factory=Timeouts)
     """Connect / first-byte / idle timeouts."""
+    tls: UpstreamTls | None = None
+    """TLS to the upstream: CA file, client certificate, server name (default: system CAs)."""
     policies: list[PolicyConfig] = Field(default_factory=list)
     """Policies inherited by every route to this backend (before the route's own)."""
 

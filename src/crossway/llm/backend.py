@@ -339,7 +339,12 @@ class LlmBackend(Backend):
         started = time.perf_counter()
         try:
             resp = await client.send(
-                request.method, request.url, request.headers, request.body, timeouts
+                request.method,
+                request.url,
+                request.headers,
+                request.body,
+                timeouts,
+                provider.config.tls,
             )
             latency = time.perf_counter() - started
             metrics.observe_upstream(self.name, resp.status, latency)

@@ -44,7 +44,9 @@ async def send_models(
         return
     timeouts = provider.config.timeouts
     request = await provider.chat_request({}, "", False)
-    resp = await client.send("GET", url_of("/models"), request.headers, b"", timeouts)
+    resp = await client.send(
+        "GET", url_of("/models"), request.headers, b"", timeouts, provider.config.tls
+    )
     data = await client.read_body(resp, timeouts)
     if resp.status >= 400:
         raise provider.error(resp.status, resp.headers, data)

@@ -30,6 +30,7 @@ from crossway.config.mcp_security import (
 )
 from crossway.errors import Unauthenticated, UpstreamError
 from crossway.policy.jwt_policy import BEARER_ATTR, CALLER_TOKEN
+from crossway.proxy.outbound import OutboundClient
 
 log = logging.getLogger("crossway.mcp.auth")
 
@@ -59,7 +60,7 @@ class UpstreamCredentials:
             k: v.get_secret_value() if isinstance(v, SecretStr) else v
             for k, v in (static_headers or {}).items()
         }
-        self._http: aiohttp.ClientSession | None = None
+        self._http: OutboundClient | None = None
         self._token: tuple[str, float] | None = None
         self._lock = asyncio.Lock()
         self._exchanged: OrderedDict[str, tuple[str, float]] = OrderedDict()
@@ -151,7 +152,7 @@ class UpstreamCredentials:
         self, config: ClientCredentialsConfig | TokenExchangeConfig, form: dict[str, str]
     ) -> tuple[str, float]:
         if self._http is None:
-            self._http = aiohttp.ClientSession()
+            self._http = OutboundClient()  # no redirects: a 3xx must not take the secret along
         auth = None
         secret = config.client_secret.get_secret_value() if config.client_secret else None
         if (

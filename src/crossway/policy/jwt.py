@@ -24,6 +24,7 @@ import jwt
 
 from crossway.config.policy import HMAC_ALGORITHMS, JwtConfig
 from crossway.errors import Unauthenticated
+from crossway.proxy.outbound import OutboundClient
 
 log = logging.getLogger("crossway.policy.jwt")
 
@@ -86,7 +87,7 @@ class JwtValidator:
         self._fetched_at = 0.0
         self._last_attempt = -float("inf")
         self._refresh: asyncio.Task[None] | None = None
-        self._http: aiohttp.ClientSession | None = None
+        self._http: OutboundClient | None = None
         self._tokens: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self._secret = config.secret.get_secret_value().encode() if config.secret else None
 
@@ -108,7 +109,7 @@ class JwtValidator:
     async def _fetch(self) -> dict[str, jwt.PyJWK]:
         assert self.config.jwks_url is not None
         if self._http is None:
-            self._http = aiohttp.ClientSession(
+            self._http = OutboundClient(  # no redirects: the keys come from this URL only
                 timeout=aiohttp.ClientTimeout(total=self.config.jwks_timeout)
             )
         async with self._http.get(

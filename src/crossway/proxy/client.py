@@ -1,6 +1,8 @@
-"""The pooled upstream HTTP client shared by every backend in a worker.
+"""The pooled upstream HTTP client shared by every backend in a worker (the hot path).
 
-One `aiohttp.ClientSession` per worker process keeps keep-alive connections to every upstream.
+One `aiohttp.ClientSession` per worker process keeps keep-alive connections to every upstream,
+and one more per distinct upstream TLS setting (`tls:` of a backend or provider), all made by
+`crossway.proxy.outbound.create_session` (no cookie jar; redirects are never followed here).
 Timeouts are per request (connect / first byte / idle between body chunks), so backends with
 different limits share the pool. Every failure is mapped into the gateway error tree here.
 """
@@ -8,51 +10,64 @@ different limits share the pool. Every failure is mapped into the gateway error 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from typing import Final
 
 import aiohttp
 from yarl import URL
 
-from crossway.config.common import Timeouts
+from crossway.config.common import Timeouts, UpstreamTls
 from crossway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from crossway.proxy.outbound import create_session, effective_tls, outbound_headers
 
 DEFAULT_POOL_LIMIT: Final = 1024
 DEFAULT_POOL_LIMIT_PER_HOST: Final = 512
 DEFAULT_KEEPALIVE_SECONDS: Final = 60.0
 URL_CACHE_SIZE: Final = 4096
+_SKIP_AUTO_HEADERS: Final = ("User-Agent", "Accept-Encoding", "Content-Type")
 
 _session: aiohttp.ClientSession | None = None
+_tls_sessions: dict[UpstreamTls, aiohttp.ClientSession] = {}
 
 
-def get_session() -> aiohttp.ClientSession:
-    """The worker's shared session, created on first use inside the running loop."""
+def _new_session(tls: UpstreamTls | None) -> aiohttp.ClientSession:
+    return create_session(
+        tls=tls,
+        limit=DEFAULT_POOL_LIMIT,
+        limit_per_host=DEFAULT_POOL_LIMIT_PER_HOST,
+        keepalive_timeout=DEFAULT_KEEPALIVE_SECONDS,
+        auto_decompress=False,
+        skip_auto_headers=_SKIP_AUTO_HEADERS,
+        timeout=aiohttp.ClientTimeout(total=None),
+    )
+
+
+def get_session(tls: UpstreamTls | None = None) -> aiohttp.ClientSession:
+    """The worker's shared session for `tls` (None: the default one), created on first use
+    inside the running loop; one per distinct TLS setting."""
     global _session
-    if _session is None or _session.closed:
-        connector = aiohttp.TCPConnector(
-            limit=DEFAULT_POOL_LIMIT,
-            limit_per_host=DEFAULT_POOL_LIMIT_PER_HOST,
-            keepalive_timeout=DEFAULT_KEEPALIVE_SECONDS,
-            enable_cleanup_closed=False,
-            ttl_dns_cache=300,
-        )
-        _session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            # A gateway must never keep one client's cookies for another.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
-    return _session
+    if tls is not None:
+        tls = effective_tls(tls)
+    if tls is None:
+        if _session is None or _session.closed:
+            _session = _new_session(None)
+        return _session
+    session = _tls_sessions.get(tls)
+    if session is None or session.closed:
+        session = _tls_sessions[tls] = _new_session(tls)
+    return session
 
 
 async def close_session() -> None:
-    """Close the shared session (at worker shutdown)."""
+    """Close the shared sessions (at worker shutdown)."""
     global _session
-    if _session is not None and not _session.closed:
-        await _session.close()
+    sessions = [_session, *_tls_sessions.values()]
     _session = None
+    _tls_sessions.clear()
+    for session in sessions:
+        if session is not None and not session.closed:
+            await session.close()
 
 
 _timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
@@ -87,19 +102,22 @@ async def send(
     headers: Mapping[str, str] | list[tuple[str, str]],
     body: bytes,
     timeouts: Timeouts,
+    tls: UpstreamTls | None = None,
 ) -> aiohttp.ClientResponse:
-    """Send a request and return once the response headers arrived.
+    """Send a request and return once the response headers arrived (redirects are answers,
+    never followed). `tls` is the upstream's TLS setting (None: system CAs, no client cert).
 
     The caller must release the response (`read_body`/`iter_body` do, or `resp.release()`).
     """
-    session = get_session()
+    session = get_session(tls)
     request = session.request(
         method,
         _url(url),
-        headers=headers,
+        headers=outbound_headers(headers),
         data=body or None,
         allow_redirects=False,
         timeout=_timeout(timeouts),
+        server_hostname=tls.server_name if tls is not None else None,
     )
     try:
         if timeouts.first_byte < timeouts.idle:
@@ -110,6 +128,12 @@ async def send(
         raise UpstreamTimeout(f"upstream connect timed out ({url_host(url)})") from exc
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise UpstreamTimeout(f"upstream did not answer in time ({url_host(url)})") from exc
+    except aiohttp.ClientConnectorCertificateError as exc:
+        raise UpstreamUnreachable(
+            f"upstream TLS certificate not trusted ({url_host(url)}): {_cert_reason(exc)}"
+        ) from exc
+    except aiohttp.ClientSSLError as exc:
+        raise UpstreamUnreachable(f"upstream TLS handshake failed ({url_host(url)})") from exc
     except aiohttp.ClientConnectorError as exc:
         reason = exc.strerror or "cannot connect"
         raise UpstreamUnreachable(f"upstream unreachable ({url_host(url)}): {reason}") from exc
@@ -158,6 +182,13 @@ async def iter_body(resp: aiohttp.ClientResponse, timeouts: Timeouts) -> AsyncIt
             yield chunk
     finally:
         resp.release()
+
+
+def _cert_reason(exc: aiohttp.ClientConnectorCertificateError) -> str:
+    error = exc.certificate_error
+    if isinstance(error, ssl.SSLCertVerificationError) and error.verify_message:
+        return f"certificate verify failed: {error.verify_message}"
+    return "certificate verify failed"
 
 
 def _reason(exc: aiohttp.ClientError) -> str:

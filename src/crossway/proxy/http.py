@@ -45,7 +45,7 @@ class HttpBackend(Backend):
             path = quote(ctx.path, safe=_PATH_SAFE)
         url = self.config.url + path + ("?" + query.decode("latin-1") if query else "")
         timeouts = self.config.timeouts
-        resp = await client.send(scope["method"], url, headers, body, timeouts)
+        resp = await client.send(scope["method"], url, headers, body, timeouts, self.config.tls)
         out = [(k.lower(), v) for k, v in resp.raw_headers if k.lower() not in _SKIP_RESPONSE]
         length = resp.content_length
         if length is not None and length <= WHOLE_BODY_MAX:

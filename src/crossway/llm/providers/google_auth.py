@@ -17,6 +17,7 @@ import orjson
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from crossway.errors import UpstreamError, UpstreamUnreachable
+from crossway.proxy.outbound import OutboundClient
 
 CLOUD_PLATFORM_SCOPE: Final = "https://www.googleapis.com/auth/cloud-platform"
 DEFAULT_TOKEN_URI: Final = "https://oauth2.googleapis.com/token"
@@ -69,7 +70,7 @@ class ServiceAccount:
         headers = {"kid": self.key_id} if self.key_id else None
         return jwt.encode(claims, self._key, algorithm="RS256", headers=headers)  # type: ignore[arg-type]
 
-    async def token(self, session: aiohttp.ClientSession) -> str:
+    async def token(self, session: OutboundClient) -> str:
         """A valid access token, fetched only when the cached one is (nearly) expired."""
         if self._token is not None and time.monotonic() < self._expires_at:
             return self._token
@@ -80,7 +81,7 @@ class ServiceAccount:
             self._expires_at = time.monotonic() + max(0.0, lifetime - REFRESH_MARGIN)
             return self._token
 
-    async def _fetch(self, session: aiohttp.ClientSession) -> tuple[str, float]:
+    async def _fetch(self, session: OutboundClient) -> tuple[str, float]:
         form = {"grant_type": GRANT_TYPE, "assertion": self.assertion()}
         try:
             async with session.post(

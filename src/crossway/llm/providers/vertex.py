@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import quote
 
-import aiohttp
 import orjson
 
 from crossway.config.llm import DEFAULT_MAX_EVENT_BYTES, DEFAULT_VERTEX_LOCATION, ProviderConfig
@@ -35,6 +34,7 @@ from crossway.llm.providers import anthropic, gemini
 from crossway.llm.providers.base import Json, Provider, StreamTranslator, UpstreamRequest
 from crossway.llm.providers.common import loads_object
 from crossway.llm.providers.google_auth import ServiceAccount
+from crossway.proxy.outbound import OutboundClient
 from crossway.proxy.sse import EventTooLarge
 
 DEFAULT_VERTEX_ANTHROPIC_VERSION: Final = "vertex-2023-10-16"
@@ -70,7 +70,7 @@ class VertexProvider(Provider):
         self.headers = {"content-type": "application/json"}
         self.headers.update({k.lower(): v.get_secret_value() for k, v in config.headers.items()})
         self.account: ServiceAccount | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._session: OutboundClient | None = None
         self._lock = asyncio.Lock()
         self._loaded = False
 
@@ -117,7 +117,7 @@ class VertexProvider(Provider):
         await self._load()
         if self.account is not None:
             if self._session is None:
-                self._session = aiohttp.ClientSession()
+                self._session = OutboundClient()  # no redirects: the assertion stays home
             return "Bearer " + await self.account.token(self._session)
         if self.static_token:
             return "Bearer " + self.static_token

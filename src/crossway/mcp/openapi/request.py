@@ -9,6 +9,7 @@ from typing import Any, Final
 from urllib.parse import quote, urlencode
 
 import orjson
+from yarl import URL
 
 from crossway.mcp.openapi.schema import Operation
 from crossway.mcp.upstream.base import JsonObject
@@ -18,7 +19,8 @@ _PATH_TEMPLATE: Final = re.compile(r"\{([^{}]+)\}")
 
 @dataclass(slots=True)
 class PreparedRequest:
-    """An HTTP request built from a tool call."""
+    """An HTTP request built from a tool call; `url` is already percent-encoded (send it as
+    is: re-parsing would decode `%2E` and resolve dot segments)."""
 
     method: str
     url: str
@@ -29,6 +31,19 @@ class PreparedRequest:
 
 class ArgumentError(ValueError):
     """The call's arguments do not fit the operation."""
+
+
+class PathSegmentError(ArgumentError):
+    """A path parameter is exactly `.` or `..`: a dot segment, which would move the request to
+    another path (refused as invalid params, never sent)."""
+
+
+def path_segment(value: str) -> str:
+    """`value` percent-encoded as exactly one path segment: every reserved character, `/`,
+    `%` and `.` included, so no value can add a segment or climb out of its own."""
+    if value in (".", ".."):
+        raise PathSegmentError(f"a path parameter cannot be {value!r}")
+    return quote(value, safe="").replace(".", "%2E")
 
 
 def _scalar(value: Any) -> str:
@@ -59,7 +74,10 @@ def build_request(operation: Operation, arguments: JsonObject, base_url: str) ->
             continue
         arg = operation.arguments[arg_name]
         if arg.location == "path":
-            path_values[arg.wire_name] = quote(_scalar(value), safe="")
+            try:
+                path_values[arg.wire_name] = path_segment(_scalar(value))
+            except PathSegmentError as exc:
+                raise PathSegmentError(f"{arg_name}: {exc}") from None
         elif arg.location == "query":
             if isinstance(value, list) and arg.explode:
                 request.params.extend((arg.wire_name, _scalar(v)) for v in value)
@@ -90,7 +108,8 @@ def build_request(operation: Operation, arguments: JsonObject, base_url: str) ->
             raise ArgumentError(f"missing path parameter: {name}")
         return path_values[name]
 
-    request.url = base_url.rstrip("/") + _PATH_TEMPLATE.sub(fill, operation.path)
+    base = str(URL(base_url))  # percent-encoded, like the path appended to it
+    request.url = base.rstrip("/") + _PATH_TEMPLATE.sub(fill, operation.path)
 
     if has_body:
         payload = body_fields if whole_body is None else whole_body
@@ -127,4 +146,11 @@ def render_response(status: int, reason: str, content_type: str, body: bytes) ->
     return {"content": content, "isError": not ok}
 
 
-__all__ = ["ArgumentError", "PreparedRequest", "build_request", "render_response"]
+__all__ = [
+    "ArgumentError",
+    "PathSegmentError",
+    "PreparedRequest",
+    "build_request",
+    "path_segment",
+    "render_response",
+]

@@ -11,11 +11,17 @@ from urllib.parse import urljoin
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from crossway.config.mcp import McpTimeouts, OpenApiServerConfig
 from crossway.errors import GatewayError, UpstreamUnreachable
 from crossway.mcp.auth import UpstreamCredentials
-from crossway.mcp.openapi.request import ArgumentError, build_request, render_response
+from crossway.mcp.openapi.request import (
+    ArgumentError,
+    PathSegmentError,
+    build_request,
+    render_response,
+)
 from crossway.mcp.openapi.schema import OpenApiError, Operation, build_operations
 from crossway.mcp.upstream.base import (
     ClientHello,
@@ -26,6 +32,7 @@ from crossway.mcp.upstream.base import (
     UpstreamRpcError,
     UpstreamSession,
 )
+from crossway.proxy.outbound import OutboundClient
 
 log = logging.getLogger("crossway.mcp.openapi")
 
@@ -79,12 +86,14 @@ class OpenApiUpstream(Upstream):
         self.operations: dict[str, Operation] = {}
         self.base_url = cfg.base_url or ""
         self.info: JsonObject = {}
-        self._http: aiohttp.ClientSession | None = None
+        self._http: OutboundClient | None = None
         self._loading: asyncio.Lock = asyncio.Lock()
         self._loaded = False
 
     async def start(self) -> None:
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeouts.call))
+        self._http = OutboundClient(
+            tls=self.cfg.tls, timeout=aiohttp.ClientTimeout(total=self.timeouts.call)
+        )
         try:
             await self._load()
         except (OpenApiError, UpstreamUnreachable) as exc:
@@ -171,6 +180,8 @@ class OpenApiUpstream(Upstream):
             raise UpstreamRpcError(INVALID_PARAMS, f"unknown tool: {name}")
         try:
             prepared = build_request(operation, arguments, self.base_url)
+        except PathSegmentError as exc:
+            raise UpstreamRpcError(INVALID_PARAMS, str(exc)) from None
         except ArgumentError as exc:
             return {"content": [{"type": "text", "text": str(exc)}], "isError": True}
         try:
@@ -182,12 +193,11 @@ class OpenApiUpstream(Upstream):
         try:
             async with self._http.request(
                 prepared.method,
-                prepared.url,
+                URL(prepared.url, encoded=True),
                 params=prepared.params,
                 headers=headers,
                 data=prepared.body,
                 timeout=aiohttp.ClientTimeout(total=call_timeout),
-                allow_redirects=False,
             ) as response:
                 body = await response.content.read(MAX_RESPONSE_BYTES + 1)
                 truncated = len(body) > MAX_RESPONSE_BYTES

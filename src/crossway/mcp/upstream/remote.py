@@ -1,13 +1,19 @@
 """What the two HTTP-based upstream kinds (Streamable HTTP and legacy SSE) share: their config
-headers, their own credentials and one aiohttp session per upstream."""
+headers, their own credentials and one outbound client per upstream (its `tls:`, no cookie
+jar, redirects never followed: see `crossway.proxy.outbound`)."""
 
 from __future__ import annotations
+
+from typing import Final
 
 import aiohttp
 
 from crossway.config.mcp import McpTimeouts, SseServerConfig, StreamableHttpServerConfig
 from crossway.mcp.auth import UpstreamCredentials
 from crossway.mcp.upstream.base import Upstream
+from crossway.proxy.outbound import OutboundClient
+
+READ_BUFFER_BYTES: Final = 2**18
 
 
 class RemoteUpstream(Upstream):
@@ -27,7 +33,12 @@ class RemoteUpstream(Upstream):
         self.max_bytes = max_bytes
         self.headers = {k: v.get_secret_value() for k, v in cfg.headers.items()}
         self.credentials = UpstreamCredentials(cfg.credentials, cfg.headers)
-        self._http: aiohttp.ClientSession | None = None
+        self._http = OutboundClient(
+            tls=cfg.tls,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect),
+            limit=0,
+            read_bufsize=READ_BUFFER_BYTES,
+        )
 
     async def token_headers(self) -> dict[str, str]:
         """This server's OAuth token (`credentials:`) for the next request, renewed or
@@ -37,18 +48,10 @@ class RemoteUpstream(Upstream):
         return await self.credentials.token_headers()
 
     @property
-    def http(self) -> aiohttp.ClientSession:
-        if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeouts.connect),
-                auto_decompress=True,
-                read_bufsize=2**18,
-            )
+    def http(self) -> OutboundClient:
+        """This server's client; its session is (re)made on first use in the running loop."""
         return self._http
 
     async def close(self) -> None:
         await self.credentials.close()
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        await self._http.close()

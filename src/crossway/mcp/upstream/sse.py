@@ -4,6 +4,10 @@ One upstream session per downstream session: `GET <url>` opens the stream, whose
 `endpoint` event names where to POST messages; every response and server message arrives on
 the stream. The stream lives on one replica, so another replica opens a new session rather
 than re-attaching.
+
+The announced endpoint must be on the stream's own origin (scheme, host and port), as the
+`mcp` SDK's client requires: messages carry this server's credentials, so an endpoint
+elsewhere fails the connection before anything is posted.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import orjson
@@ -28,6 +32,7 @@ from crossway.mcp.upstream.base import (
 from crossway.mcp.upstream.remote import RemoteUpstream
 from crossway.mcp.upstream.rpc import RpcPeer, initialize_params
 from crossway.mcp.upstream.sse_parser import iter_events
+from crossway.proxy.outbound import same_origin
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +73,10 @@ class SseUpstream(RemoteUpstream):
         return session
 
 
+class _ForeignEndpoint(UpstreamUnreachable):
+    """The server announced a message endpoint on another origin."""
+
+
 class _SsePeer(RpcPeer):
     def __init__(self, session: _SseSession) -> None:
         super().__init__(session.server)
@@ -102,6 +111,8 @@ class _SseSession(UpstreamSession):
         if waiter not in done:
             waiter.cancel()
             exc = self._reader.exception() if self._reader.done() else None
+            if isinstance(exc, _ForeignEndpoint):
+                raise UpstreamUnreachable(exc.message) from None
             raise UpstreamUnreachable(f"MCP server {self.server!r}: SSE stream failed: {exc}")
 
     async def _read(self) -> None:
@@ -114,7 +125,19 @@ class _SseSession(UpstreamSession):
                     raise UpstreamUnreachable(f"HTTP {resp.status}")
                 async for event in iter_events(resp.content.iter_any(), upstream.max_bytes):
                     if event.event == "endpoint":
-                        self.endpoint = urljoin(upstream.cfg.url, event.data.strip())
+                        endpoint = urljoin(upstream.cfg.url, event.data.strip())
+                        if not same_origin(endpoint, upstream.cfg.url):
+                            logger.warning(
+                                "MCP server %s announced a message endpoint on another origin "
+                                "(%s); connection refused",
+                                self.server,
+                                _origin_of(endpoint),
+                            )
+                            raise _ForeignEndpoint(
+                                f"MCP server {self.server!r} announced a message endpoint on "
+                                f"another origin ({_origin_of(endpoint)}); nothing was sent there"
+                            )
+                        self.endpoint = endpoint
                         self._endpoint_ready.set()
                     elif event.event == "message" and event.data:
                         try:
@@ -168,3 +191,9 @@ class _SseSession(UpstreamSession):
     @property
     def alive(self) -> bool:
         return not self._closed
+
+
+def _origin_of(url: str) -> str:
+    """`scheme://host:port` of a URL, for messages that must not carry its path or query."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
