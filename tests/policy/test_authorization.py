@@ -70,9 +70,7 @@ async def test_allow_rules_over_claims_and_names() -> None:
 
 
 async def test_deny_wins_and_errors_deny() -> None:
-    policy = _policy(
-        allow=["true"], deny=['mcp.target.startsWith("admin_") && jwt.sub != "root"']
-    )
+    policy = _policy(allow=["true"], deny=['mcp.target.startsWith("admin_") && jwt.sub != "root"'])
     assert not await _allows(policy, _tool("admin_reset", arguments={}), ALICE)
     assert await _allows(policy, _tool("admin_reset", arguments={}), {"sub": "root"})
     assert await _allows(policy, _tool("echo", arguments={}), ALICE)

@@ -130,9 +130,7 @@ async def test_bad_token_gets_invalid_token() -> None:
 async def test_the_resource_is_a_required_audience() -> None:
     """Hole 6: without `audiences`, the protected resource's URI is the audience."""
     with pytest.raises(Unauthenticated, match="audience"):
-        await _run(
-            _gate(), _scope("/mcp", headers={"authorization": f"Bearer {_token(aud='x')}"})
-        )
+        await _run(_gate(), _scope("/mcp", headers={"authorization": f"Bearer {_token(aud='x')}"}))
     ctx = await _run(_gate(), _scope("/mcp", headers={"authorization": f"Bearer {_token()}"}))
     assert ctx.jwt is not None and ctx.jwt["aud"] == RESOURCE
 

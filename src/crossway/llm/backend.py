@@ -66,7 +66,7 @@ from crossway.llm.routing import (
     retry_after,
 )
 from crossway.llm.token_count import send_token_count
-from crossway.llm.upstream import answer_body, upstream_request
+from crossway.llm.upstream import answer_body, read_answer, upstream_request
 from crossway.llm.usage import Usage
 from crossway.proxy import client
 from crossway.server.asgi import (
@@ -105,12 +105,15 @@ class Answer:
 class LlmBackend(Backend):
     """Serves the LLM APIs from the configured providers."""
 
+    parses = True  # runs the policy chain's parsed phase once the model is known
+
     def __init__(self, name: str, config: LlmBackendConfig, max_body_bytes: int) -> None:
         self.name = name
         self.config = config
         self.max_body_bytes = max_body_bytes
         self.providers: dict[str, Provider] = {
-            pname: build_provider(pname, pcfg) for pname, pcfg in config.providers.items()
+            pname: build_provider(pname, pcfg, max_event_bytes=config.max_event_bytes)
+            for pname, pcfg in config.providers.items()
         }
         self.router = ModelRouter(config, self.providers)
         # Whether the deadline outlasts any single attempt: then first attempts need no timer.
@@ -169,12 +172,18 @@ class LlmBackend(Backend):
                 raise MethodNotAllowed("use GET for /v1/models")
             model_id = path.split("/models/", 1)[1] if "/models/" in path else None
             await send_models(
-                send, self.name, self.router, self.providers, bool(self.config.models), model_id
+                send,
+                self.name,
+                self.router,
+                self.providers,
+                bool(self.config.models),
+                model_id,
+                self.config.max_response_bytes,
             )
             return
         if method != "POST":
             raise MethodNotAllowed(f"use POST for {path}")
-        raw = await read_body(scope, receive, self.max_body_bytes)
+        raw = await read_body(scope, receive, ctx.max_body_bytes or self.max_body_bytes)
         if path.endswith("/chat/completions"):
             call = chat_call(raw)
         elif path.endswith("/messages"):
@@ -191,6 +200,11 @@ class LlmBackend(Backend):
         ctx.attrs["llm.api"] = call.api
         ctx.attrs["llm.model"] = call.model
         ctx.attrs["llm.stream"] = call.stream
+        chain = ctx.chain
+        if chain is not None and chain.parsed_policies:
+            # The policy chain's parsed phase: the model is known (CEL's `llm`).
+            ctx.attrs["llm"] = {"model": call.model, "stream": call.stream, "api": call.api}
+            await chain.parsed(ctx)
         await self.serve(call, receive, send, ctx)
 
     # -- the request path ----------------------------------------------------------------------
@@ -220,6 +234,7 @@ class LlmBackend(Backend):
         ctx.attrs["llm.upstream_model"] = answer.resolved.upstream_model(d)
         if answer.chunks is None:
             self._account(ctx, answer, answer.usage)
+            await _response_phase(ctx)
             await send_response(send, 200, answer.body, JSON_HEADERS)
             return
         try:
@@ -349,10 +364,10 @@ class LlmBackend(Backend):
             latency = time.perf_counter() - started
             metrics.observe_upstream(self.name, resp.status, latency)
             if resp.status >= 400:
-                data = await client.read_body(resp, timeouts)
+                data = await read_answer(resp, timeouts, self.config.max_response_bytes)
                 raise provider.error(resp.status, resp.headers, data)
             if not call.stream:
-                data = await client.read_body(resp, timeouts)
+                data = await read_answer(resp, timeouts, self.config.max_response_bytes)
                 body, usage = answer_body(call, provider, data)
                 self.router.succeeded(d, latency)
                 return Answer(d, resolved, body=body, usage=usage)
@@ -413,6 +428,7 @@ class LlmBackend(Backend):
             await _aclose(chunks)
             answer.deployment.health.in_flight -= 1
             self._account(ctx, answer, relay.usage)
+            await _response_phase(ctx)
 
     # -- usage and cost ------------------------------------------------------------------------
 
@@ -430,6 +446,19 @@ class LlmBackend(Backend):
             (usage.input_tokens, usage.output_tokens, usage.cached_tokens, usage.reasoning_tokens),
             cost,
         )
+
+
+async def _response_phase(ctx: RequestContext) -> None:
+    """The policy chain's response phase, with usage known (CEL's `llm.usage`)."""
+    chain = ctx.chain
+    if chain is not None and chain.response_policies:
+        ctx.attrs["llm"] = {
+            **ctx.attrs.get("llm", {}),
+            "model": ctx.attrs.get("llm.model"),
+            "provider": ctx.attrs.get("llm.provider"),
+            "usage": ctx.attrs.get("llm.usage") or {},
+        }
+        await chain.response(ctx)
 
 
 def _bound(t: Timeouts) -> float:
