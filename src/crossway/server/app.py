@@ -16,9 +16,11 @@ from crossway.config import ConfigError, load_config
 from crossway.errors import GatewayError, NotFound
 from crossway.proxy import client
 from crossway.server import lifecycle
-from crossway.server.asgi import ClientDisconnected, send_response
+from crossway.server.asgi import ClientDisconnected, client_request_id, send_response
 from crossway.server.backend import render_json_error
 from crossway.server.context import RequestContext
+from crossway.server.forwarded import set_client
+from crossway.server.paths import normalize_scope
 from crossway.server.runtime import Runtime, build_runtime, retire_runtime
 from crossway.telemetry import metrics
 from crossway.types import Message, Receive, Scope, Send
@@ -68,17 +70,22 @@ class GatewayApp:
 
         backend = None
         ctx: RequestContext | None = None
+        request_id = client_request_id(scope) or self._id_prefix + str(next(self._ids))
+        request_id_header = (b"x-request-id", request_id.encode("ascii"))
 
         async def tracked_send(message: Message) -> None:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
+                headers = [*message["headers"], request_id_header]
                 if ctx is not None and ctx.response_headers:
-                    message = {**message, "headers": [*message["headers"], *ctx.response_headers]}
+                    headers.extend(ctx.response_headers)
+                message = {**message, "headers": headers}
             await send(message)
 
         try:
+            normalize_scope(scope)  # one normal, decoded path for routing and backends alike
             found = runtime.routes.match(scope)
             if found is None:
                 raise NotFound(
@@ -87,8 +94,9 @@ class GatewayApp:
             route, path = found
             route_name = route.name
             backend = route.backend
-            request_id = self._id_prefix + str(next(self._ids))
             ctx = RequestContext(route.name, route.backend_name, request_id, path)
+            ctx.max_body_bytes = route.max_body_bytes
+            set_client(scope, ctx, runtime.config.listen.trusted_proxies)
             chain = route.chain
             if chain is not None:
                 ctx.chain = chain

@@ -4,11 +4,12 @@ stream a response while watching for the client to leave."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Iterable
 from typing import Final
 
 from crossway.errors import BadRequest, PayloadTooLarge
-from crossway.types import Receive, Scope, Send
+from crossway.types import Message, Receive, Scope, Send
 
 JSON_HEADERS: Final = [(b"content-type", b"application/json")]
 SSE_HEADERS: Final = [
@@ -16,6 +17,9 @@ SSE_HEADERS: Final = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+
+_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9._-]{1,128}")
+"""A client's `x-request-id` is kept only when it matches this."""
 
 WATCHER_GRACE_SECONDS: Final = 0.25
 """How long a stream runs before a task starts watching for the client to leave."""
@@ -36,40 +40,92 @@ HOP_BY_HOP: Final = frozenset(
 )
 
 
+def connection_options(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Header names (lower-case) that `Connection` headers declare hop-by-hop; they are
+    stripped like `HOP_BY_HOP` (RFC 9110 §7.6.1)."""
+    names: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            names.update(token.strip().lower() for token in value.split(b","))
+    names.discard(b"")
+    return frozenset(names)
+
+
 class ClientDisconnected(Exception):
     """The downstream client went away; nothing more can be sent."""
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """Read the whole request body, refusing more than `limit` bytes with 413."""
+    """Read the whole request body, refusing more than `limit` bytes with 413.
+
+    Framing the gateway cannot read one unambiguous way is the client's error (400), never a
+    500, and no byte of such a body is handed on: a transfer coding other than `chunked`,
+    `Transfer-Encoding` together with `Content-Length`, an unparsable `Content-Length`, a body
+    that ends early (the server reports a malformed chunked body as a disconnect), or any error
+    from `receive()` while reading.
+    """
+    length: bytes | None = None
+    chunked = False
     for name, value in scope["headers"]:
         if name == b"content-length":
-            try:
-                if int(value) > limit:
-                    raise PayloadTooLarge(f"request body larger than {limit} bytes")
-            except ValueError:
-                raise BadRequest("invalid content-length header") from None
-            break
-    message = await receive()
+            if length is not None and value != length:
+                raise BadRequest("conflicting content-length headers", code="invalid_framing")
+            length = value
+        elif name == b"transfer-encoding":
+            if value.strip().lower() != b"chunked":
+                raise BadRequest(
+                    "unsupported transfer-encoding (only chunked is accepted)",
+                    code="invalid_framing",
+                )
+            chunked = True
+    if length is not None:
+        if chunked:
+            raise BadRequest("both transfer-encoding and content-length", code="invalid_framing")
+        if not length.isdigit():
+            raise BadRequest("invalid content-length header", code="invalid_framing")
+        if int(length) > limit:
+            raise PayloadTooLarge(f"request body larger than {limit} bytes")
+    message = await _receive_body(receive)
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected
         if len(body) > limit:
             raise PayloadTooLarge(f"request body larger than {limit} bytes")
         return body
     parts = [body]
     size = len(body)
     while message.get("more_body", False):
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected
+        message = await _receive_body(receive)
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"request body larger than {limit} bytes")
         parts.append(chunk)
     return b"".join(parts)
+
+
+async def _receive_body(receive: Receive) -> Message:
+    """One `http.request` message; a disconnect or a failing `receive()` mid-body is a 400."""
+    try:
+        message = await receive()
+    except Exception as exc:
+        raise BadRequest("the request body could not be read", code="invalid_framing") from exc
+    if message["type"] != "http.request":
+        raise BadRequest(
+            "the request body ended before it was complete or was malformed",
+            code="invalid_framing",
+        )
+    return message
+
+
+def client_request_id(scope: Scope) -> str | None:
+    """The client's `x-request-id` when it is well-formed (1-128 of `[A-Za-z0-9._-]`), else
+    None (the gateway then makes one; a malformed id is never echoed)."""
+    for key, value in scope["headers"]:
+        if key == b"x-request-id":
+            if _REQUEST_ID.fullmatch(value) is not None:
+                return value.decode("ascii")  # type: ignore[no-any-return]
+            return None
+    return None
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:

@@ -27,9 +27,13 @@ class CompiledRoute:
     methods: frozenset[str] | None
     headers: tuple[tuple[bytes, bytes], ...]
     strip_prefix: bool
+    max_body_bytes: int | None = None
+    """The route's own body limit (None: the backend's, from `listen.max_body_bytes`)."""
 
     def matches(self, scope: Scope) -> str | None:
-        """The path the backend should see if this route takes the request, else None."""
+        """The path the backend should see if this route takes the request, else None.
+
+        `scope["path"]` is normalised already (`crossway.server.paths.normalize_scope`)."""
         path: str = scope["path"]
         if self.path_prefix is not None:
             prefix = self.path_prefix
@@ -91,6 +95,7 @@ def compile_route(route: Route, backend: Backend, chain: PolicyChain | None) -> 
             for k, v in route.match.headers.items()
         ),
         strip_prefix=route.strip_prefix,
+        max_body_bytes=route.max_body_bytes,
     )
 
 
