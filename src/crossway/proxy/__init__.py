@@ -1,1 +1,2 @@
-"""Talking to upstreams: pooled HTTP client, streaming, timeouts; the plain HTTP backend."""
+"""Talking to upstreams: the one outbound client factory (`outbound`: TLS, no cookies, no
+redirects), the pooled hot-path client, streaming, timeouts; the plain HTTP backend."""

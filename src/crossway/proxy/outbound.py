@@ -108,8 +108,9 @@ def create_session(
 ) -> aiohttp.ClientSession:
     """A new pooled session: no cookie jar, the TLS of `tls`. The only `ClientSession` maker.
 
-    Call it inside the running event loop. Redirects are per request (`allow_redirects`), so
-    use `OutboundClient` (off unless asked) or pass `allow_redirects=False` yourself.
+    Call it inside the running event loop. `timeout` defaults to 300 s in all, 30 s to
+    connect. Redirects are per request in aiohttp (`allow_redirects`), so use `OutboundClient`
+    (off unless asked) or pass `allow_redirects=False` yourself, as `crossway.proxy.client` does.
     """
     tls = effective_tls(tls)
     connector_options: dict[str, Any] = {}
@@ -283,7 +284,7 @@ class OutboundClient:
                 options.pop("json", None)
                 headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
             if not same_origin(start, target):
-                if "data" in options or "json" in options:
+                if options.get("data") is not None or options.get("json") is not None:
                     return response  # a body may hold credentials: never to another origin
                 headers = {k: v for k, v in headers.items() if k.lower() in KEPT_ACROSS_ORIGINS}
                 options.pop("auth", None)
