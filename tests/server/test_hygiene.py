@@ -392,3 +392,43 @@ async def test_per_route_body_limit(upstream: Upstream) -> None:
         # A route may also allow more than the listener's default.
         assert await post(b"/big", 64) == 200
         assert await post(b"/big", 65) == 413
+
+
+def _client(peer: str, xff: list[bytes], trusted: list[str]) -> tuple[str, str | None]:
+    from ipaddress import ip_network
+
+    from crossway.server.context import RequestContext
+    from crossway.server.forwarded import FORWARDED, set_client
+
+    scope = {"client": (peer, 1234), "headers": [(b"x-forwarded-for", v) for v in xff]}
+    ctx = RequestContext("r", "b", "id", "/")
+    set_client(scope, ctx, [ip_network(t) for t in trusted])
+    forwarded = ctx.attrs.get(FORWARDED)
+    return ctx.client_ip, forwarded.chain if forwarded is not None else None
+
+
+def test_client_address_rules() -> None:
+    # No trusted proxies: the peer, whatever the headers say.
+    assert _client("10.0.0.1", [b"1.2.3.4"], []) == ("10.0.0.1", None)
+    # An untrusted peer's headers are ignored.
+    assert _client("8.8.8.8", [b"1.2.3.4"], ["10.0.0.0/8"]) == ("8.8.8.8", None)
+    # Right-most untrusted hop; what is left of it is dropped.
+    assert _client("10.0.0.1", [b"6.6.6.6, 1.2.3.4, 10.0.0.7"], ["10.0.0.0/8"]) == (
+        "1.2.3.4",
+        "1.2.3.4, 10.0.0.7, 10.0.0.1",
+    )
+    # Every hop trusted: the left-most one is the client.
+    assert _client("10.0.0.1", [b"10.0.0.2"], ["10.0.0.0/8"]) == (
+        "10.0.0.2",
+        "10.0.0.2, 10.0.0.1",
+    )
+    # Garbage stops the walk: nothing left of it is believed.
+    assert _client("10.0.0.1", [b"1.2.3.4, nonsense"], ["10.0.0.0/8"]) == (
+        "10.0.0.1",
+        "10.0.0.1",
+    )
+    # Ports and brackets; IPv6; IPv4-mapped peers.
+    assert _client("10.0.0.1", [b"[2001:db8::1]:443"], ["10.0.0.0/8"])[0] == "2001:db8::1"
+    assert _client("10.0.0.1", [b"1.2.3.4:5678"], ["10.0.0.0/8"])[0] == "1.2.3.4"
+    assert _client("::ffff:10.0.0.1", [b"1.2.3.4"], ["10.0.0.0/8"])[0] == "1.2.3.4"
+    assert _client("fd00::1", [b"1.2.3.4"], ["fd00::/8"])[0] == "1.2.3.4"

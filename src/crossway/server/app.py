@@ -81,7 +81,7 @@ class GatewayApp:
                 headers = [*message["headers"], request_id_header]
                 if ctx is not None and ctx.response_headers:
                     headers.extend(ctx.response_headers)
-                message = {**message, "headers": headers}
+                message["headers"] = headers
             await send(message)
 
         try:

@@ -29,6 +29,12 @@ CLIENT_FORWARDING_HEADERS: Final = frozenset(
 """Request headers a client can spoof; never forwarded as the client sent them."""
 
 _PROTOS: Final = frozenset({"http", "https"})
+PEER_CACHE_SIZE: Final = 4096
+"""Peers whose trust was decided, remembered per worker (parsing an address costs microseconds;
+the peers in front of a gateway are few and repeat)."""
+
+_peer_trust: dict[str, bool] = {}
+_peer_trust_for: object = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -53,8 +59,7 @@ def set_client(scope: Scope, ctx: RequestContext, trusted: Sequence[IPNetwork]) 
     ctx.client_ip = peer
     if not trusted:
         return
-    address = _parse(peer)
-    if address is None or not _is_trusted(address, trusted):
+    if not _peer_is_trusted(peer, trusted):
         return
     hops: list[str] = []
     proto = host = None
@@ -78,6 +83,20 @@ def set_client(scope: Scope, ctx: RequestContext, trusted: Sequence[IPNetwork]) 
     ctx.attrs[FORWARDED] = Forwarded(
         ", ".join(chain), proto if proto in _PROTOS else None, host or None
     )
+
+
+def _peer_is_trusted(peer: str, trusted: Sequence[IPNetwork]) -> bool:
+    global _peer_trust_for
+    if trusted is not _peer_trust_for:  # another config: forget what the last one decided
+        _peer_trust.clear()
+        _peer_trust_for = trusted
+    known = _peer_trust.get(peer)
+    if known is None:
+        if len(_peer_trust) >= PEER_CACHE_SIZE:
+            _peer_trust.clear()
+        address = _parse(peer)
+        known = _peer_trust[peer] = address is not None and _is_trusted(address, trusted)
+    return known
 
 
 def _parse(text: str) -> IPAddress | None:
