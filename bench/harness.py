@@ -35,7 +35,7 @@ from bench.procs import (
     raise_group_priority,
     wait_ready,
 )
-from bench.targets import CLIENT_KEY, MODES, Context, Mode, Target, all_targets
+from bench.targets import MODES, Context, Mode, Target, all_targets
 from bench.ttfb import ProbeError, probe
 from bench.upstream import start_nginx
 
@@ -105,7 +105,9 @@ class Live:
         self.result["failed"] = f"{type(exc).__name__}: {exc}"
 
 
-HEADERS: Final = {"Authorization": f"Bearer {CLIENT_KEY}"}
+def headers(target: Target) -> dict[str, str]:
+    """The headers every request to `target` carries."""
+    return {"Authorization": f"Bearer {target.key()}"}
 
 
 def start(ctx: Context, target: Target, mode: Mode) -> Live:
@@ -130,7 +132,7 @@ def start(ctx: Context, target: Target, mode: Mode) -> Live:
             live.port,
             live.path,
             body_path.read_bytes(),
-            HEADERS,
+            headers(target),
             timeout_s=target.ready_timeout_s,
         )
         result["startup_s"] = round(time.monotonic() - started, 2)
@@ -144,7 +146,7 @@ def load(ctx: Context, live: Live, connections: int, seconds: float) -> LoadResu
     return run_wrk(
         live.url,
         body=live.body_path,
-        key=CLIENT_KEY,
+        key=live.target.key(),
         connections=connections,
         seconds=seconds,
         cpu=ctx.load_cpu,
@@ -217,7 +219,7 @@ def measure_group(
 
 
 def _post(live: Live) -> tuple[int, bytes]:
-    answer = post_once(live.port, live.path, live.body_path.read_bytes(), HEADERS)
+    answer = post_once(live.port, live.path, live.body_path.read_bytes(), headers(live.target))
     return answer.status, answer.body
 
 
@@ -269,7 +271,7 @@ def _probe(live: Live, settings: Settings) -> dict[str, Any]:
             live.port,
             live.path,
             live.body_path.read_bytes(),
-            headers=HEADERS,
+            headers=headers(live.target),
             marker=fixtures.FIRST_TOKEN_MARKER,
             count=settings.probe_count,
             warmup=max(20, settings.probe_count // 10),

@@ -10,6 +10,10 @@ GOAL_ADDED_P50_MS: Final = 0.5
 GOAL_IDLE_RSS_MB: Final = 80.0
 GOAL_TRANSLATION_RATIO: Final = 0.80
 GOAL_ADDED_TTFT_MS: Final = 1.0
+GOAL_POLICY_RATIO: Final = 0.90
+"""Issue 7: JWT + a CEL rule cost at most 10% of throughput..."""
+GOAL_POLICY_ADDED_P50_US: Final = 50.0
+"""...and at most 50 µs of p50 at one connection."""
 
 Run = dict[str, Any]
 NONE: Final = "-"
@@ -167,6 +171,27 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 f"≤ {GOAL_ADDED_P50_MS} ms",
                 _num(added, 3) + " ms" if added is not None else NONE,
                 _verdict(added, GOAL_ADDED_P50_MS, at_least=False),
+            )
+        )
+    for mode in ("json", "stream"):
+        pol, base = find(results, "crossway-policy", mode), find(results, "crossway", mode)
+        ratio = _ratio(pol, base)
+        rows.append(
+            (
+                f"JWT + CEL policy / no policy throughput ({mode})",
+                f"≥ {GOAL_POLICY_RATIO}",
+                _ratio_text(pol, base, 2),
+                _verdict(ratio, GOAL_POLICY_RATIO, at_least=True) + _noise(pol, base),
+            )
+        )
+        a, b = _get(pol, "c1", "latency_us", "p50"), _get(base, "c1", "latency_us", "p50")
+        added_us = a - b if a is not None and b is not None else None
+        rows.append(
+            (
+                f"JWT + CEL policy added p50 at 1 connection ({mode})",
+                f"≤ {GOAL_POLICY_ADDED_P50_US:.0f} µs",
+                _num(added_us, 1) + " µs" if added_us is not None else NONE,
+                _verdict(added_us, GOAL_POLICY_ADDED_P50_US, at_least=False),
             )
         )
     idle = _get(find(results, "crossway", "json"), "rss_idle_mb")

@@ -77,6 +77,8 @@ class Target:
     profile: bool = False
     """Profile it with py-spy when the run asks for profiles."""
     env: Callable[[Context, Mode], dict[str, str]] = lambda _ctx, _mode: {}
+    key: Callable[[], str] = lambda: CLIENT_KEY
+    """The bearer token its clients send."""
 
     def url_path(self, mode: Mode) -> str:
         if self.launch is None:
@@ -199,6 +201,19 @@ def _openai_env(ctx: Context, mode: Mode) -> dict[str, str]:
     }
 
 
+def _policy_env(ctx: Context, mode: Mode) -> dict[str, str]:
+    from bench.policy_keys import write_jwks
+
+    jwks = write_jwks(ctx.work / "policy-jwks.json")
+    return {**_openai_env(ctx, mode), "BENCH_JWKS_FILE": str(jwks)}
+
+
+def _policy_token() -> str:
+    from bench.policy_keys import token
+
+    return token()
+
+
 def _anthropic_env(ctx: Context, mode: Mode) -> dict[str, str]:
     return {
         "ANTHROPIC_BASE_URL": f"{ctx.upstream}{_stream_prefix(mode)}",
@@ -303,6 +318,16 @@ def all_targets() -> list[Target]:
             check=_check_crossway("openai", _openai_env),
             profile=True,
             env=_openai_env,
+        ),
+        Target(
+            "crossway-policy",
+            "proxy",
+            "the crossway column plus a JWT policy and a CEL rule (bench/configs/openai-policy.yaml)",
+            launch=_launch_crossway("openai-policy", _policy_env),
+            check=_check_crossway("openai-policy", _policy_env),
+            profile=True,
+            env=_policy_env,
+            key=_policy_token,
         ),
         Target(
             "litellm",

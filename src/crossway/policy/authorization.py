@@ -70,6 +70,7 @@ class AuthorizationPolicy(Policy):
         self.deny_rules = tuple(cel.compile_rule(source) for source in config.deny)
         rules = self.allow_rules + self.deny_rules
         reads = frozenset().union(*(r.reads for r in rules))
+        self._reads = tuple(sorted(reads))
         self.reads_request = "request" in reads
         self.reads_arguments = any(r.reads_arguments for r in rules)
         self.phases = frozenset({"parsed" if reads & cel.PROTOCOL_VARIABLES else "request"})
@@ -128,7 +129,7 @@ class AuthorizationPolicy(Policy):
 
     def _decide(self, variables: Mapping[str, Any], *, listing: bool) -> bool:
         try:
-            bound = cel.activation(variables)
+            bound = cel.activation(variables, self._reads)
         except ValueError:
             log.warning("authorization: cannot evaluate the request's attributes; denying")
             return False

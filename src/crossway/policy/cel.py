@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -70,11 +70,14 @@ def compile_rule(source: str) -> Rule:
     )
 
 
-def activation(variables: Mapping[str, Mapping[str, Any]]) -> Any:
-    """A CEL activation binding every variable (missing ones as `{}`); raises `ValueError`
-    for values CEL cannot represent (e.g. integers beyond 64 bits)."""
+def activation(
+    variables: Mapping[str, Mapping[str, Any] | None], names: Iterable[str] = VARIABLES
+) -> Any:
+    """A CEL activation binding the variables `names` (missing ones as `{}`; pass only those
+    the rules read: binding costs per variable); raises `ValueError` for values CEL cannot
+    represent (e.g. integers beyond 64 bits)."""
     try:
-        return _ENV.Activation({name: variables.get(name) or EMPTY for name in VARIABLES})
+        return _ENV.Activation({name: variables.get(name) or EMPTY for name in names})
     except Exception as exc:
         raise ValueError(f"attributes CEL cannot represent: {exc}") from None
 
