@@ -10,8 +10,8 @@ not apply to the request):
 - `key`: the API key the caller presented (`name`);
 - `identity`: the authenticated caller, whatever the method: `sub`, `method` (`jwt`,
   `api_key`, `basic`, `mtls`, `ext_authz`) and what that method adds;
-- `llm`: `model`, `provider`, `stream`, and in the response phase `usage` (`prompt_tokens`,
-  `completion_tokens`, `total_tokens`);
+- `llm`: `model`, `stream`, `api`, and in the response phase `provider` and `usage`
+  (`input_tokens`, `output_tokens`, `cached_tokens`, `reasoning_tokens`, `total_tokens`);
 - `mcp`: `server`, `kind` (`tool`, `prompt`, `resource`), `name`, `target` (the name at the
   server), `tool.name`, `prompt.name`, `resource.uri`, `arguments`;
 - `a2a`: `agent`, `skill`, `method`.
