@@ -8,12 +8,16 @@ never logged.
 from __future__ import annotations
 
 import hashlib
+from typing import Final
 
 from crossway.config.policy import ApiKeyAuth, key_digest
 from crossway.errors import Unauthenticated
 from crossway.policy.authn import AuthnPolicy, consume, set_identity
 from crossway.server.context import RequestContext
 from crossway.types import Scope
+
+CHALLENGE: Final = {"www-authenticate": 'Bearer realm="crossway"'}
+"""Every 401 carries a challenge (RFC 9110 §15.5.2)."""
 
 
 def looks_like_jwt(token: bytes) -> bool:
@@ -37,7 +41,9 @@ class ApiKeyPolicy(AuthnPolicy):
 
     def missing(self, scope: Scope) -> Unauthenticated:
         return Unauthenticated(
-            "missing API key: send it as 'Authorization: Bearer <key>'", code="missing_api_key"
+            "missing API key: send it as 'Authorization: Bearer <key>'",
+            code="missing_api_key",
+            headers=dict(CHALLENGE),
         )
 
     def _presented(self, scope: Scope) -> tuple[bytes, bytes] | None:
@@ -61,11 +67,15 @@ class ApiKeyPolicy(AuthnPolicy):
             return False
         presented, header = found
         if not presented:
-            raise Unauthenticated("invalid API key", code="invalid_api_key")
+            raise Unauthenticated(
+                "invalid API key", code="invalid_api_key", headers=dict(CHALLENGE)
+            )
         # A dict lookup of the digest: what leaks through timing is about the hash, not the key.
         name = self._digests.get(hashlib.sha256(presented).digest())
         if name is None:
-            raise Unauthenticated("invalid API key", code="invalid_api_key")
+            raise Unauthenticated(
+                "invalid API key", code="invalid_api_key", headers=dict(CHALLENGE)
+            )
         if ctx.key is None:
             ctx.key = {"name": name}
         set_identity(ctx, name, self.method)
