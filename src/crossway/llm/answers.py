@@ -11,8 +11,9 @@
     responses       any                  chat -> Response JSON       chunks -> Responses events
 
 A stream `Relay` is fed each network chunk and returns the bytes to send; it raises
-`GatewayError` when the upstream reports an error in the stream, `finish` ends a clean stream
-and `error` a broken one in the client's format. `usage` is known once the stream ended.
+`GatewayError` when the upstream reports an error in the stream (or sends one event larger than
+`max_event_bytes`: `crossway.proxy.sse.EventTooLarge`), `finish` ends a clean stream and `error`
+a broken one in the client's format. `usage` is known once the stream ended.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from crossway.llm.usage import (
     usage_from_body,
     usage_from_chat,
 )
+from crossway.proxy.sse import EventSizeGuard, EventTooLarge
 
 _MARKER_COMPACT, _MARKER_SPACED = USAGE_MARKERS
 _NULL_USAGE: Final = b',"usage":null'
@@ -70,32 +72,43 @@ class ChatPassthrough(Relay):
 
     With `hide_usage` (Crossway added `include_usage` for a client that did not ask), events are
     forwarded whole -- a partial last event waits for the next network chunk -- so the one
-    carrying usage can be cut out, and the `"usage": null` of the others dropped.
+    carrying usage can be cut out, and the `"usage": null` of the others dropped. Either way an
+    event longer than `max_event_bytes` raises `EventTooLarge` (the held part, or a count of the
+    bytes forwarded since the last event boundary).
     """
 
-    __slots__ = ("_carry", "_end", "_hide", "_tail", "usage")
+    __slots__ = ("_carry", "_end", "_guard", "_hide", "_max", "_tail", "usage")
 
-    def __init__(self, hide_usage: bool) -> None:
+    def __init__(self, hide_usage: bool, max_event_bytes: int) -> None:
         self._hide = hide_usage
+        self._max = max_event_bytes
         self._carry = b""
         self._end = b""  # the last bytes seen, to check the stream ended with [DONE]
         self._tail = None if hide_usage else StreamTail()
+        self._guard = EventSizeGuard(max_event_bytes)  # counts only what is forwarded as is
         self.usage = None
 
     def feed(self, data: bytes) -> bytes:
         self._end = data[-END_BYTES:] if len(data) >= END_BYTES else (self._end + data)[-END_BYTES:]
         if self._tail is not None:
+            self._guard.feed(data)
             self._tail.add(data)
             return data
         if self._carry:
             data = self._carry + data
         cut = data.rfind(b"\n\n") + 2
         if cut == 1:  # no complete event yet
+            if len(data) > self._max:
+                self._carry = b""
+                raise EventTooLarge(self._max)
             self._carry = data
             return b""
         if cut != len(data):  # upstream chunks usually end on an event boundary: no copy then
             self._carry = data[cut:]
             data = data[:cut]
+            if len(self._carry) > self._max:
+                self._carry = b""
+                raise EventTooLarge(self._max)
         else:
             self._carry = b""
         if _MARKER_COMPACT in data or _MARKER_SPACED in data:
@@ -137,7 +150,13 @@ class ChatPassthrough(Relay):
     def error(self, exc: GatewayError) -> bytes:
         if self._tail is not None:
             self.usage = self._tail.usage()
-        return openai_stream_error(exc)
+        return _after_partial(self._guard) + openai_stream_error(exc)
+
+
+def _after_partial(guard: EventSizeGuard) -> bytes:
+    """A blank line when the client was sent part of an event, so the error event that follows
+    is read as an event of its own."""
+    return b"\n\n" if guard.mid_event else b""
 
 
 class ChatTranslated(Relay):
@@ -252,13 +271,15 @@ class MessagesPassthrough(Relay):
     """Anthropic upstream, Anthropic client: forward bytes; read usage from the first few
     kilobytes (`message_start`) and the tail (`message_delta`) once the stream ended."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_bytes: int) -> None:
         self._head: list[bytes] = []
         self._head_size = 0
         self._tail: deque[bytes] = deque(maxlen=4)
+        self._guard = EventSizeGuard(max_event_bytes)
         self.usage = None
 
     def feed(self, data: bytes) -> bytes:
+        self._guard.feed(data)
         if self._head_size < ANTHROPIC_HEAD_BYTES:
             self._head.append(data)
             self._head_size += len(data)
@@ -287,7 +308,8 @@ class MessagesPassthrough(Relay):
 
     def error(self, exc: GatewayError) -> bytes:
         self._read_usage()
-        return b"event: error\ndata: " + render_anthropic_error(exc)[2] + b"\n\n"
+        body = render_anthropic_error(exc)[2]
+        return _after_partial(self._guard) + b"event: error\ndata: " + body + b"\n\n"
 
 
 # --- OpenAI Responses -> OpenAI Responses --------------------------------------------------
@@ -295,16 +317,22 @@ class MessagesPassthrough(Relay):
 
 class ResponsesPassthrough(Relay):
     """OpenAI upstream, Responses client: forward bytes; keep what follows the terminal event's
-    marker (`response.completed` carries the whole response, usage included) to read usage."""
+    marker (`response.completed` carries the whole response, usage included) to read usage.
+    What is kept after the marker is bounded by `max_event_bytes` (the terminal event's cap)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_bytes: int) -> None:
         self._prev = b""
         self._final: list[bytes] | None = None
+        self._final_room = max_event_bytes
+        self._guard = EventSizeGuard(max_event_bytes)
         self.usage = None
 
     def feed(self, data: bytes) -> bytes:
+        self._guard.feed(data)
         if self._final is not None:
-            self._final.append(data)
+            if self._final_room > 0:
+                self._final.append(data)
+                self._final_room -= len(data)
         elif any(marker in data for marker in _RESPONSES_TERMINAL):
             self._final = [self._prev, data]
         self._prev = data
@@ -335,7 +363,7 @@ class ResponsesPassthrough(Relay):
             "message": exc.message,
             "param": None,
         }
-        return named_event("error", event)
+        return _after_partial(self._guard) + named_event("error", event)
 
 
 _RESPONSES_TERMINAL: Final = (

@@ -1,4 +1,5 @@
-"""Rendering gateway errors in the LLM APIs' own shapes (OpenAI and Anthropic)."""
+"""Rendering gateway errors in the LLM APIs' own shapes (OpenAI and Anthropic), and the LLM
+path's own kinds of upstream error."""
 
 from __future__ import annotations
 
@@ -6,8 +7,21 @@ from typing import Final
 
 import orjson
 
-from crossway.errors import GatewayError
+from crossway.errors import GatewayError, UpstreamError
 from crossway.server.backend import ErrorResponse, render_json_error
+
+RESPONSE_TOO_LARGE: Final = "upstream_response_too_large"
+"""`code` of the 502 for a non-streamed upstream answer over `max_response_bytes`."""
+
+
+class ResponseTooLarge(UpstreamError):
+    """A non-streamed upstream answer is larger than the backend's `max_response_bytes`."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the upstream answer is larger than {limit} bytes", code=RESPONSE_TOO_LARGE
+        )
+
 
 # Anthropic's documented error types by HTTP status.
 _ANTHROPIC_TYPES: Final = {

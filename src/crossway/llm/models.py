@@ -10,6 +10,7 @@ import orjson
 
 from crossway.llm.providers.base import Json, Provider
 from crossway.llm.routing import ModelRouter
+from crossway.llm.upstream import read_answer
 from crossway.proxy import client
 from crossway.server.asgi import JSON_HEADERS, send_response
 from crossway.types import Send
@@ -27,6 +28,7 @@ async def send_models(
     providers: dict[str, Provider],
     configured: bool,
     model_id: str | None,
+    max_response_bytes: int,
 ) -> None:
     """Answer a models request: one model (404 when unknown) or the list."""
     if model_id is not None:
@@ -47,7 +49,7 @@ async def send_models(
     resp = await client.send(
         "GET", url_of("/models"), request.headers, b"", timeouts, provider.config.tls
     )
-    data = await client.read_body(resp, timeouts)
+    data = await read_answer(resp, timeouts, max_response_bytes)
     if resp.status >= 400:
         raise provider.error(resp.status, resp.headers, data)
     await send_response(send, 200, data, JSON_HEADERS)

@@ -25,13 +25,18 @@ from typing import TYPE_CHECKING, Any, Final
 from crossway.config.common import Timeouts
 from crossway.config.llm import LlmBackendConfig, ModelRoute, RetryConfig, RoutingStrategy
 from crossway.errors import GatewayError, NotFound, UpstreamError, UpstreamTimeout
+from crossway.llm.errors import RESPONSE_TOO_LARGE
 from crossway.llm.providers.base import Provider
+from crossway.proxy.sse import EVENT_TOO_LARGE
 
 if TYPE_CHECKING:
     from crossway.llm.shared_cooldown import SharedCooldown
 
 RETRY_STATUSES: Final = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 """Upstream statuses worth another attempt (elsewhere, or later)."""
+NOT_RETRIED: Final = frozenset({RESPONSE_TOO_LARGE, EVENT_TOO_LARGE})
+"""Error codes never retried: an answer over the size caps was paid for already; asking again
+would pay again for what is refused again."""
 LATENCY_EWMA_ALPHA: Final = 0.3
 """Weight of the newest sample in a deployment's latency average."""
 CHARS_PER_TOKEN: Final = 4
@@ -228,6 +233,8 @@ def is_retryable(exc: GatewayError) -> bool:
     """Whether another attempt (on another deployment, or later) may succeed."""
     if isinstance(exc, UpstreamTimeout):
         return True
+    if isinstance(exc.code, str) and exc.code in NOT_RETRIED:
+        return False
     if exc.status_override is None:
         # No upstream status: unreachable, reset or broken before the answer -- or our own error.
         return isinstance(exc, UpstreamError)

@@ -7,11 +7,15 @@ a non-streamed answer comes back.
     responses    the client's bytes (OpenAI)         canonical chat -> provider's format
     embeddings   the client's bytes (OpenAI-style)   `crossway.llm.embeddings`
 
-Streams get a `crossway.llm.answers.Relay` matching the pair.
+Streams get a `crossway.llm.answers.Relay` matching the pair. A non-streamed answer is read
+with `read_answer`, which stops at the backend's `max_response_bytes`.
 """
 
 from __future__ import annotations
 
+import aiohttp
+
+from crossway.config.common import Timeouts
 from crossway.errors import BadRequest, GatewayError
 from crossway.llm import answers
 from crossway.llm.api.anthropic_messages import MessagesStreamWriter
@@ -27,8 +31,37 @@ from crossway.llm.calls import (
     with_model,
 )
 from crossway.llm.embeddings import embeddings_answer, embeddings_request
+from crossway.llm.errors import ResponseTooLarge
 from crossway.llm.providers.base import Provider, UpstreamRequest
 from crossway.llm.usage import Usage, usage_from_body
+from crossway.proxy import client
+
+
+async def read_answer(resp: aiohttp.ClientResponse, timeouts: Timeouts, limit: int) -> bytes:
+    """A whole non-streamed upstream body, at most `limit` bytes: a larger one (by its
+    Content-Length, or counted as it arrives) raises `ResponseTooLarge` and closes the
+    connection, never holding more than `limit` bytes."""
+    length = resp.content_length
+    if length is not None:
+        if length > limit:
+            resp.close()
+            raise ResponseTooLarge(limit)
+        return await client.read_body(resp, timeouts)  # the parser reads no more than that
+    parts: list[bytes] = []
+    size = 0
+    chunks = client.iter_body(resp, timeouts)
+    try:
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                resp.close()
+                raise ResponseTooLarge(limit)
+            parts.append(chunk)
+    finally:
+        aclose = getattr(chunks, "aclose", None)  # an async generator: release the response
+        if aclose is not None:
+            await aclose()
+    return b"".join(parts)
 
 
 async def upstream_request(
@@ -37,26 +70,27 @@ async def upstream_request(
     """The upstream request for one attempt and, for streams, the relay that turns the
     upstream's stream into the client's."""
     stream = call.stream
+    cap = provider.max_event_bytes
     try:
         if call.api == CHAT and provider.native_api == "openai_chat":
             hide = stream and not call.wants_usage
             request = await provider.chat_request({}, model, stream)
             request.body = chat_body(call, model)
-            return request, answers.ChatPassthrough(hide) if stream else None
+            return request, answers.ChatPassthrough(hide, cap) if stream else None
         if call.api == EMBEDDINGS:
             return await embeddings_request(call, provider, model), None
         if call.api == RESPONSES and speaks_natively(call, provider):
             request = await provider.chat_request({}, model, stream)
             request.url = provider.url("/responses")  # type: ignore[attr-defined]
             request.body = with_model(call.raw, call.source or {}, call.model, model)
-            return request, answers.ResponsesPassthrough() if stream else None
+            return request, answers.ResponsesPassthrough(cap) if stream else None
         if call.api == MESSAGES and speaks_natively(call, provider):
             request = await provider.chat_request(
                 {"messages": [{"role": "user", "content": "-"}]}, model, stream
             )
             request.body = with_model(call.raw, call.source or {}, call.model, model)
             request.headers.update(call.headers)
-            return request, answers.MessagesPassthrough() if stream else None
+            return request, answers.MessagesPassthrough(cap) if stream else None
         request = await provider.chat_request(call.canonical(), model, stream)
     except GatewayError:
         raise

@@ -7,7 +7,7 @@ from typing import Any, Final
 
 import orjson
 
-from crossway.config.llm import ProviderConfig
+from crossway.config.llm import DEFAULT_MAX_EVENT_BYTES, ProviderConfig
 from crossway.errors import (
     BadRequest,
     Forbidden,
@@ -17,6 +17,7 @@ from crossway.errors import (
     UpstreamError,
 )
 from crossway.llm.providers.base import Json, Provider, StreamTranslator, UpstreamRequest
+from crossway.proxy.sse import SSEParser
 
 DEFAULT_OPENAI_BASE_URL: Final = "https://api.openai.com/v1"
 
@@ -62,49 +63,32 @@ class OpenAIProvider(Provider):
         return data
 
     def chat_stream(self, model: str) -> StreamTranslator:
-        return OpenAIStreamDecoder()
+        return OpenAIStreamDecoder(self.max_event_bytes)
 
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
         return openai_error(status, headers, body)
 
 
 class OpenAIStreamDecoder(StreamTranslator):
-    """Parses OpenAI SSE (`data: {...}` events, `data: [DONE]`) into chunk dicts."""
+    """Parses OpenAI SSE (`data: {...}` events, `data: [DONE]`) into chunk dicts; an event
+    larger than `max_event_bytes` raises `EventTooLarge`."""
 
-    def __init__(self) -> None:
-        self._buffer = b""
+    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._sse = SSEParser(max_event_bytes)
 
     def feed(self, data: bytes) -> list[Json]:
-        self._buffer += data
         out: list[Json] = []
-        while True:
-            end = _event_end(self._buffer)
-            if end is None:
-                return out
-            event, self._buffer = self._buffer[: end[0]], self._buffer[end[1] :]
-            chunk = _parse_event(event)
+        for _, payload in self._sse.feed(data):
+            chunk = _parse_event(payload)
             if chunk is not None:
                 out.append(chunk)
+        return out
 
     def close(self) -> list[Json]:
-        rest, self._buffer = self._buffer, b""
-        chunk = _parse_event(rest) if rest.strip() else None
-        return [chunk] if chunk is not None else []
+        return [c for _, p in self._sse.close() if (c := _parse_event(p)) is not None]
 
 
-def _event_end(buffer: bytes) -> tuple[int, int] | None:
-    """Position of the first blank line ending an SSE event (`\\n\\n` or `\\r\\n\\r\\n`)."""
-    i = buffer.find(b"\n\n")
-    j = buffer.find(b"\r\n\r\n")
-    if i < 0 and j < 0:
-        return None
-    if j >= 0 and (i < 0 or j < i):
-        return j, j + 4
-    return i, i + 2
-
-
-def _parse_event(event: bytes) -> Json | None:
-    data = b"".join(line[5:].lstrip() for line in event.splitlines() if line.startswith(b"data:"))
+def _parse_event(data: bytes) -> Json | None:
     if not data or data == b"[DONE]":
         return None
     try:
