@@ -31,6 +31,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from crossway.config.base import StrictModel
+from crossway.config.common import UpstreamTls
 
 AuthMode = Literal["strict", "optional", "permissive"]
 
@@ -42,10 +43,12 @@ DEFAULT_JWKS_MIN_REFRESH: Final = 10.0
 DEFAULT_JWKS_TIMEOUT: Final = 5.0
 MIN_API_KEY_LENGTH: Final = 16
 MIN_HMAC_SECRET_LENGTH: Final = 32
+DEFAULT_BASIC_CACHE_SECONDS: Final = 60.0
 DEFAULT_EXT_AUTHZ_TIMEOUT: Final = 1.0
 DEFAULT_EXT_AUTHZ_CACHE_SECONDS: Final = 5.0
 DEFAULT_CORS_MAX_AGE: Final = 600
 _SHA256_KEY: Final = re.compile(r"^sha256:[0-9a-fA-F]{64}$")
+_ORIGIN: Final = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://(\*\.)?[^/*:\s]+(:[0-9]{1,5})?")
 
 
 class _JwtSettings(StrictModel):
@@ -225,9 +228,23 @@ class BasicAuthConfig(StrictModel):
     """`strict`, `optional` or `permissive` (see the module docs)."""
     htpasswd: str
     """Path of an htpasswd file with bcrypt (`$2y$`/`$2b$`) entries (`htpasswd -B`); read at
-    load and on reload."""
+    load and on reload, and again whenever the file changes. Any other kind of entry (MD5
+    `$apr1$`, `{SHA}`, crypt, plain text) is a config error."""
     realm: str = "crossway"
     """Realm named in the `WWW-Authenticate` challenge."""
+    cache_seconds: float = Field(default=DEFAULT_BASIC_CACHE_SECONDS, ge=0)
+    """How long a verified user/password pair is remembered (in memory, as a keyed hash), so
+    a client sending it on every request costs one bcrypt check per period; 0 disables."""
+    forward: bool = False
+    """Forward the caller's `Authorization` header upstream (default: Crossway consumes it)."""
+
+    @field_validator("htpasswd")
+    @classmethod
+    def _bcrypt_file(cls, value: str) -> str:
+        from crossway.policy.basic_auth import read_htpasswd
+
+        read_htpasswd(value)  # HtpasswdError is a ValueError naming the file and line
+        return value
 
 
 class MtlsAuthConfig(StrictModel):
@@ -247,9 +264,12 @@ class MtlsAuthConfig(StrictModel):
 class ExtAuthzConfig(StrictModel):
     """Ask an external HTTP service whether a request may pass (your own policy engine).
 
-    Crossway POSTs `{"method", "path", "headers", "source", "identity"}` as JSON; a 2xx allows
-    (a JSON object answer's `identity` becomes the caller's identity), 401/403 deny with that
-    status, anything else is an error handled by `fail_open`.
+    Crossway POSTs `{"method", "path", "query", "route", "source", "headers", "identity"}` as
+    JSON (`headers`: only those listed in `headers`; `identity`: what earlier policies set); a
+    2xx allows (a JSON object answer's `identity` object, with a `sub`, becomes the caller's
+    identity), 401/403 refuse with that status (a string `reason` is shown to the caller),
+    anything else is an error handled by `fail_open`. Not an authentication policy (no
+    `mode`): it decides every request, so put it after the policies that authenticate.
     """
 
     type: Literal["ext_authz"]
@@ -262,9 +282,15 @@ class ExtAuthzConfig(StrictModel):
     """Let requests through when the service is down or answers an error (default: refuse
     with 503)."""
     cache_seconds: float = Field(default=DEFAULT_EXT_AUTHZ_CACHE_SECONDS, ge=0)
-    """Remember a decision for this long per (credential, method, path); 0 disables."""
+    """Remember a decision (allow or refuse, never an error) for this long, per distinct
+    question asked (credential headers, method, path, query, source, identity); 0 disables."""
     headers: list[str] = Field(default_factory=lambda: ["authorization", "x-api-key"])
     """Request headers sent to the service."""
+    forward: bool = False
+    """Forward the headers sent to the service upstream too (default: once the service allows
+    a request, Crossway consumes them, like any credential it checked)."""
+    tls: UpstreamTls | None = None
+    """TLS to the service (CA file, client certificate, server name; default: system CAs)."""
 
     @field_validator("url")
     @classmethod
@@ -338,14 +364,17 @@ class AuthorizationConfig(StrictModel):
 
 
 class CorsConfig(StrictModel):
-    """Cross-origin resource sharing for browser clients."""
+    """Cross-origin resource sharing for browser clients. Runs before every other request
+    policy of the chain (preflights carry no credentials), wherever it is listed."""
 
     type: Literal["cors"]
     """Policy kind."""
     allow_origins: list[str] = Field(min_length=1)
-    """Origins allowed (`https://app.example.com`), or `"*"` for any (never with credentials)."""
+    """Origins allowed (`https://app.example.com`, compared without regard to case), one
+    wildcard label (`https://*.example.com`: any subdomain), or `"*"` for any (never with
+    credentials)."""
     allow_methods: list[str] = Field(default_factory=lambda: ["GET", "POST", "DELETE", "OPTIONS"])
-    """Methods allowed in preflight answers."""
+    """Methods allowed in preflight answers (`"*"`: whatever the browser asks for)."""
     allow_headers: list[str] = Field(
         default_factory=lambda: [
             "authorization",
@@ -356,13 +385,24 @@ class CorsConfig(StrictModel):
             "last-event-id",
         ]
     )
-    """Request headers allowed in preflight answers."""
+    """Request headers allowed in preflight answers (`"*"`: whatever the browser asks for)."""
     expose_headers: list[str] = Field(default_factory=lambda: ["mcp-session-id", "x-request-id"])
     """Response headers a browser script may read."""
     allow_credentials: bool = False
     """Let browsers send cookies / credentials."""
     max_age: int = Field(default=DEFAULT_CORS_MAX_AGE, ge=0)
     """Seconds a browser may cache a preflight answer."""
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if value != "*" and not _ORIGIN.fullmatch(value.rstrip("/")):
+                raise ValueError(
+                    f"{value!r} is not an origin: write scheme://host[:port] (no path), "
+                    "'*', or one wildcard label as in https://*.example.com"
+                )
+        return values
 
     @model_validator(mode="after")
     def _no_wildcard_with_credentials(self) -> CorsConfig:
