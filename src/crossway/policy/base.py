@@ -38,6 +38,9 @@ class Policy:
     phases: frozenset[Phase] = frozenset({"request"})
     """The phases whose hooks this policy implements (a class default; an instance may
     choose, e.g. an authorization policy whose rules read `llm` acts in `parsed`)."""
+    early: bool = False
+    """Run before the other request-phase policies, wherever it is listed (CORS: a browser's
+    preflight carries no credentials, so authentication must not see it first)."""
 
     async def start(self) -> None:
         """Fetch keys, open clients (once per config snapshot)."""
@@ -68,7 +71,8 @@ class PolicyChain:
 
     def __init__(self, policies: Sequence[Policy]) -> None:
         self.policies = tuple(policies)
-        self.request_policies = tuple(p for p in policies if "request" in p.phases)
+        requests = [p for p in policies if "request" in p.phases]
+        self.request_policies = tuple(sorted(requests, key=lambda p: not p.early))  # stable
         self.parsed_policies = tuple(p for p in policies if "parsed" in p.phases)
         self.response_policies = tuple(p for p in policies if "response" in p.phases)
         self.filters = tuple(p for p in policies if type(p).visible is not Policy.visible)
