@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 
 import pytest
 
@@ -21,7 +22,11 @@ def test_the_page_has_configs() -> None:
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
 def test_config_block_is_valid(block: str) -> None:
-    config = parse_config(block, "docs/mcp.md", env={})
+    # A `${VAR}` with no default in a secret field must be set (unset, it is a config error).
+    needed = re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", block)
+    config = parse_config(
+        block, "docs/mcp.md", env={name: secrets.token_urlsafe(32) for name in needed}
+    )
     backends = [b for b in config.backends.items() if isinstance(b[1], McpBackendConfig)]
     assert backends
     for name, backend in backends:
