@@ -4,6 +4,7 @@ are config errors that name the key, the line and the variable (security issue #
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,12 @@ def test_unset_api_key_variable_is_an_error_naming_key_line_and_variable() -> No
     ]
 
 
+def test_api_key_variable_set_to_empty_is_refused() -> None:
+    (problem,) = problems_of(API_KEY_CONFIG, env={"TEAM_A_KEY": ""})
+    assert problem.startswith("routes[0].policies[0].keys (line 8): ")
+    assert "team-a" in problem
+
+
 def test_set_api_key_variable_loads() -> None:
     cfg = parse_config(API_KEY_CONFIG, env={"TEAM_A_KEY": STRONG})
     assert cfg.routes[0].policies[0].keys["team-a"].get_secret_value() == STRONG
@@ -52,7 +59,7 @@ def test_set_api_key_variable_loads() -> None:
 def test_cli_validate_exits_2_on_unset_secret_variable(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(API_KEY_CONFIG)
-    env = {k: v for k, v in __import__("os").environ.items() if k != "TEAM_A_KEY"}
+    env = {k: v for k, v in os.environ.items() if k != "TEAM_A_KEY"}
     out = subprocess.run(
         [sys.executable, "-m", "crossway", "validate", "--config", str(path)],
         capture_output=True,
