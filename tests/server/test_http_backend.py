@@ -22,7 +22,7 @@ routes:
     policies:
       - type: api_key
         keys:
-          team: team-key
+          team: team-key-0123456789abcdef
 backends:
   web:
     type: http
@@ -64,7 +64,7 @@ async def test_forwarding_and_no_shared_cookies() -> None:
                     gw.url + path,
                     data=body,
                     method="POST" if body else "GET",
-                    headers={"authorization": "Bearer team-key"},
+                    headers={"authorization": "Bearer team-key-0123456789abcdef"},
                 )
                 try:
                     resp = urllib.request.urlopen(req)
@@ -88,4 +88,4 @@ async def test_forwarding_and_no_shared_cookies() -> None:
     # The caller's key was checked by Crossway on the guarded route and not passed on; the
     # unguarded /api route forwards the client's headers as they are.
     assert seen[0]["authorization"] == "" and seen[2]["authorization"] == ""
-    assert seen[1]["authorization"] == "Bearer team-key"
+    assert seen[1]["authorization"] == "Bearer team-key-0123456789abcdef"

@@ -79,8 +79,8 @@ backends:
         type: openai_compatible
         base_url: {sample_openai_process}
 """
-    with start_gateway(config, env={"TEAM_A_KEY": "key-a"}) as gw:
-        good = openai.OpenAI(base_url=gw.url + "/v1", api_key="key-a")
+    with start_gateway(config, env={"TEAM_A_KEY": "key-a-0123456789abcdef"}) as gw:
+        good = openai.OpenAI(base_url=gw.url + "/v1", api_key="key-a-0123456789abcdef")
         resp = good.chat.completions.create(
             model="sample-model", messages=[{"role": "user", "content": "x"}]
         )
