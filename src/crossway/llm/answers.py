@@ -91,7 +91,10 @@ class ChatPassthrough(Relay):
     def feed(self, data: bytes) -> bytes:
         self._end = data[-END_BYTES:] if len(data) >= END_BYTES else (self._end + data)[-END_BYTES:]
         if self._tail is not None:
-            self._guard.feed(data)
+            if data.endswith(b"\n\n"):  # the usual chunk ends on an event boundary
+                self._guard.since = 0
+            else:
+                self._guard.feed(data)
             self._tail.add(data)
             return data
         if self._carry:
@@ -279,7 +282,10 @@ class MessagesPassthrough(Relay):
         self.usage = None
 
     def feed(self, data: bytes) -> bytes:
-        self._guard.feed(data)
+        if data.endswith(b"\n\n"):  # the usual chunk ends on an event boundary
+            self._guard.since = 0
+        else:
+            self._guard.feed(data)
         if self._head_size < ANTHROPIC_HEAD_BYTES:
             self._head.append(data)
             self._head_size += len(data)
@@ -328,7 +334,10 @@ class ResponsesPassthrough(Relay):
         self.usage = None
 
     def feed(self, data: bytes) -> bytes:
-        self._guard.feed(data)
+        if data.endswith(b"\n\n"):  # the usual chunk ends on an event boundary
+            self._guard.since = 0
+        else:
+            self._guard.feed(data)
         if self._final is not None:
             if self._final_room > 0:
                 self._final.append(data)
