@@ -10,6 +10,7 @@ from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_val
 from crossway.config.base import StrictModel
 from crossway.config.common import Timeouts, UpstreamTls
 from crossway.config.secrets import MatchHeaders, SecretHeaders
+from crossway.config.tls import ListenTls
 from crossway.config.llm import LlmBackendConfig
 from crossway.config.mcp import McpBackendConfig, session_key_problems
 from crossway.config.policy import ApiKeyAuth, PolicyConfig
@@ -39,6 +40,9 @@ class ListenConfig(StrictModel):
     """CIDRs of proxies in front of Crossway whose `X-Forwarded-For`/`-Proto`/`-Host` are
     believed (e.g. `[10.0.0.0/8]`); from any other peer those headers are replaced. Default
     none: the TCP peer is the client."""
+    tls: ListenTls | None = None
+    """Serve HTTPS (and mutual TLS) with these certificates (default: plain HTTP); see
+    `crossway.config.tls`."""
 
 
 class AdminConfig(StrictModel):

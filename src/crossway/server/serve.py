@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from crossway.config import Config
+from crossway.config.tls import ListenTls, check_files, tls_files
 
 log = logging.getLogger("crossway")
 
@@ -34,11 +35,28 @@ def serve(config_path: str, config: Config, workers: int) -> None:
     from granian.server import MPServer
 
     admin = _start_admin(path, config, multiproc_dir) if config.admin.enabled else None
+    tls = config.listen.tls
+    tls_stamp = _stamps(tls)
 
     class CrosswayServer(MPServer):  # type: ignore[misc]
-        """granian's server, except SIGHUP reloads config in place instead of respawning."""
+        """granian's server, except SIGHUP reloads config in place instead of respawning —
+        unless the listener's certificate files changed: workers read them when they start,
+        so then granian's graceful respawn runs (new workers, new certificates and config)."""
 
         def signal_handler_reload(self, *args: Any, **kwargs: Any) -> None:
+            nonlocal tls_stamp
+            if tls is not None and _stamps(tls) != tls_stamp:
+                try:
+                    check_files(tls)
+                except ValueError as exc:
+                    log.error(
+                        "listener TLS files changed but do not load, keeping the old: %s", exc
+                    )
+                else:
+                    tls_stamp = _stamps(tls)
+                    log.info("listener TLS files changed: respawning workers to load them")
+                    super().signal_handler_reload(*args, **kwargs)  # type: ignore[no-untyped-call]
+                    return
             for worker in list(self.wrks):
                 pid = worker._id()  # type: ignore[no-untyped-call]
                 if pid:
@@ -59,9 +77,11 @@ def serve(config_path: str, config: Config, workers: int) -> None:
         respawn_failed_workers=True,
         workers_kill_timeout=int(config.listen.drain_seconds) + 5,
         backlog=2048,
+        **tls_options(tls),
     )
     log.info(
-        "Crossway serving on http://%s:%d (admin on %s)",
+        "Crossway serving on %s://%s:%d (admin on %s)",
+        "https" if tls else "http",
         config.listen.host,
         config.listen.port,
         f"http://{config.admin.host}:{config.admin.port}" if admin else "off",
@@ -98,6 +118,7 @@ def _serve_single(path: str, config: Config) -> None:
             interface=Interfaces.ASGI,
             log_access=False,
             backlog=2048,
+            **tls_options(config.listen.tls),
         )
         loop = asyncio.get_running_loop()
 
@@ -121,7 +142,8 @@ def _serve_single(path: str, config: Config) -> None:
         admin = _admin_server(path, config, None) if config.admin.enabled else None
         admin_task = asyncio.ensure_future(admin.serve()) if admin is not None else None
         log.info(
-            "Crossway serving on http://%s:%d (admin on %s)",
+            "Crossway serving on %s://%s:%d (admin on %s)",
+            "https" if config.listen.tls else "http",
             config.listen.host,
             config.listen.port,
             f"http://{config.admin.host}:{config.admin.port}" if admin else "off",
@@ -135,6 +157,41 @@ def _serve_single(path: str, config: Config) -> None:
 
     logging.getLogger("granian").setLevel(logging.ERROR)  # silence "embedded is experimental"
     uvloop.run(main())
+
+
+def tls_options(tls: ListenTls | None) -> dict[str, Any]:
+    """granian's `ssl_*` arguments for the listener's TLS (none for plain HTTP).
+
+    granian (rustls) takes the CA file and one flag: with a CA and `ssl_client_verify` a
+    client certificate is required; with a CA alone one is asked for and verified if sent.
+    """
+    if tls is None:
+        return {}
+    from granian.constants import SSLProtocols
+
+    options: dict[str, Any] = {
+        "ssl_cert": Path(tls.cert_file),
+        "ssl_key": Path(tls.key_file),
+        "ssl_protocol_min": SSLProtocols.tls13 if tls.min_version == "1.3" else SSLProtocols.tls12,
+    }
+    if tls.client_auth != "none" and tls.client_ca_file is not None:
+        options["ssl_ca"] = Path(tls.client_ca_file)
+        options["ssl_client_verify"] = tls.client_auth == "required"
+        options["ssl_crl"] = [Path(p) for p in tls.client_crl_files]
+    return options
+
+
+def _stamps(tls: ListenTls | None) -> tuple[float | None, ...]:
+    """Modification times of the listener's TLS files (None for one that is missing)."""
+    if tls is None:
+        return ()
+    stamps: list[float | None] = []
+    for name in tls_files(tls):
+        try:
+            stamps.append(os.stat(name).st_mtime_ns / 1e9)
+        except OSError:
+            stamps.append(None)
+    return tuple(stamps)
 
 
 def _admin_server(path: str, config: Config, multiproc_dir: str | None) -> Any:
