@@ -515,7 +515,7 @@ def assert_openai_error(
     elif code is not None:
         assert error["code"] in code, answer
     else:
-        assert isinstance(error["code"], str) and error["code"], answer
+        assert error["code"] is None or isinstance(error["code"], str), answer
     return error
 
 
