@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import shutil
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from crossway.config.tls import ListenTls
 from crossway.errors import Forbidden, Unauthenticated
 from crossway.policy.mtls import MtlsPolicy
 from crossway.server.context import RequestContext
-from tests.helpers import free_port, start_gateway
+from tests.helpers import free_port, start_gateway, wait_for
 from tests.policy.counting_upstream import call, counting_upstream
 
 Key = ec.EllipticCurvePrivateKey
@@ -109,6 +111,7 @@ class Pki:
     stranger_cert: Path
     stranger_key: Path
     client_pem: str
+    issuer: Ca
 
     def client_context(self, with_cert: bool = True, stranger: bool = False) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.ca))
@@ -153,6 +156,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         base / "stranger.pem",
         base / "stranger.key",
         _pem(client).decode(),
+        ca,
     )
 
 
@@ -306,3 +310,47 @@ def test_listen_tls_config_errors(pki: Pki, tmp_path: Path) -> None:
         ListenTls.model_validate(
             {**base, "client_ca_file": str(tmp_path / "junk.pem"), "client_auth": "optional"}
         )
+
+
+def _served_serial(port: int, pki: Pki) -> int | None:
+    """Serial number of the certificate the listener presents now (None: not reachable)."""
+    context = pki.client_context(with_cert=False)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                der = tls.getpeercert(binary_form=True)
+    except OSError:
+        return None
+    return x509.load_der_x509_certificate(der).serial_number if der else None
+
+
+def test_sighup_with_workers_loads_rotated_certificates(pki: Pki, tmp_path: Path) -> None:
+    """Workers read the certificate files when they start: after a rotation, SIGHUP respawns
+    them gracefully and new connections get the new certificate."""
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    shutil.copy(pki.server_cert, cert)
+    shutil.copy(pki.server_key, key)
+    port = free_port()
+    config = f"""
+listen:
+  port: {port}
+  tls: {{cert_file: {cert}, key_file: {key}}}
+routes:
+  - name: plain
+    backend: web
+backends:
+  web: {{type: http, url: "http://127.0.0.1:9"}}
+"""
+    with start_gateway(config, port=port, workers=2) as gw:
+        first = _served_serial(port, pki)
+        assert first == x509.load_pem_x509_certificate(cert.read_bytes()).serial_number
+        rotated, rotated_key = pki.issuer.issue(
+            _name(cn="localhost"),
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+            client=False,
+        )
+        key.write_bytes(_key_pem(rotated_key))
+        cert.write_bytes(_pem(rotated))
+        gw.sighup()
+        wait_for(lambda: _served_serial(port, pki) == rotated.serial_number, what="new cert")
+        assert "listener TLS files changed" in gw.log()

@@ -248,7 +248,10 @@ class BasicAuthConfig(StrictModel):
 
 
 class MtlsAuthConfig(StrictModel):
-    """Authenticate callers by the TLS client certificate the listener verified."""
+    """Authenticate callers by the TLS client certificate the listener verified
+    (`listen.tls.client_auth`), read from the ASGI TLS extension. granian 2.8 verifies client
+    certificates but does not pass them on, so behind it this policy finds none (see
+    `crossway.policy.mtls`)."""
 
     type: Literal["mtls"]
     """Policy kind."""
@@ -258,7 +261,8 @@ class MtlsAuthConfig(StrictModel):
     """What becomes the caller's `sub`: the certificate subject DN, or its first SAN
     (DNS name, URI or e-mail)."""
     allowed: list[str] = Field(default_factory=list)
-    """Accepted identities (empty: any certificate the listener's CA verified)."""
+    """Accepted identities, compared with `sub` (empty: any certificate the listener's CA
+    verified); another verified certificate gets 403."""
 
 
 class ExtAuthzConfig(StrictModel):
