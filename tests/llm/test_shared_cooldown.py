@@ -14,7 +14,7 @@ import openai
 import pytest
 import redis
 
-from tests.helpers import Gateway, free_port, start_gateway, wait_for
+from tests.helpers import Gateway, free_port, missing_component, start_gateway, wait_for
 from tests.llm.harness import MockLoop
 from tests.llm.openai_mock import API_KEY, openai_mock
 from tests.mocks.base import MockServer, Reply
@@ -48,7 +48,7 @@ backends:
 def redis_port() -> Iterator[int]:
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not installed (.ci/run installs it with apt-get)")
+        missing_component("redis-server is not installed (.ci/run installs it with apt-get)")
     port = free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],

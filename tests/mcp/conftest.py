@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, free_port, wait_for
+from tests.helpers import ROOT, free_port, missing_component, wait_for
 
 EVERYTHING_BIN = ROOT / "tests" / "node" / "node_modules" / ".bin" / "mcp-server-everything"
 
@@ -85,7 +85,7 @@ def notes_sse() -> Iterator[str]:
 def everything_server(mode: str) -> tuple[subprocess.Popen[bytes], str]:
     """server-everything over `sse` or `streamableHttp`; returns (process, url)."""
     if not EVERYTHING_BIN.exists():
-        pytest.skip("tests/node dependencies not installed (make node-deps)")
+        missing_component("tests/node dependencies not installed (make node-deps)")
     port = free_port()
     proc = spawn([str(EVERYTHING_BIN), mode], port, env={"PORT": str(port)})
     path = "/sse" if mode == "sse" else "/mcp"
@@ -95,7 +95,7 @@ def everything_server(mode: str) -> tuple[subprocess.Popen[bytes], str]:
 def everything_stdio() -> str:
     """A `servers:` entry spawning server-everything over stdio."""
     if not EVERYTHING_BIN.exists():
-        pytest.skip("tests/node dependencies not installed (make node-deps)")
+        missing_component("tests/node dependencies not installed (make node-deps)")
     node = shutil.which("node") or "node"
     return f'{{type: stdio, command: "{node}", args: ["{EVERYTHING_BIN.resolve()}"]}}'
 

@@ -17,7 +17,7 @@ from typing import Final
 
 import pytest
 
-from tests.helpers import ROOT, free_port, start_gateway
+from tests.helpers import ROOT, free_port, missing_component, start_gateway
 from tests.mcp.conftest import spawn, stop
 
 NODE_DIR = ROOT / "tests" / "node"
@@ -57,7 +57,7 @@ def run_suite(
     counts by status, output)."""
     cli = CLI_NEXT if revision else CLI
     if not cli.exists() or not (NODE_BIN / "node").exists():
-        pytest.skip("tests/node dependencies not installed (make node-deps)")
+        missing_component("tests/node dependencies not installed (make node-deps)")
     env = {**os.environ, "PATH": f"{NODE_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     selection = ["--requirements", revision] if revision else ["--suite", "all"]
     done = subprocess.run(
