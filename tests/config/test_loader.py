@@ -138,7 +138,14 @@ def test_cli_validate_reports_errors_without_traceback(tmp_path: Path) -> None:
 def test_examples_validate(example: Path) -> None:
     # Every `${VAR}` without a default is a secret the operator must set (unset, it is an error).
     needed = re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", example.read_text())
-    load_config(example, env={name: secrets.token_urlsafe(32) for name in needed})
+    load_config(example, env={name: _value_for(name) for name in needed})
+
+
+def _value_for(name: str) -> str:
+    """A plausible value for an environment variable an example needs."""
+    if name.endswith("_URL"):
+        return f"https://{name.lower().replace('_', '-')}.example.test/{secrets.token_hex(4)}"
+    return secrets.token_urlsafe(32)
 
 
 def test_cli_schema_and_version() -> None:
