@@ -1,4 +1,4 @@
-"""The `crossway` command: serve, validate, schema, version."""
+"""The `crossway` command: serve, validate, schema, version, pins."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from crossway import __version__
+
+if TYPE_CHECKING:
+    from crossway.config import Config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,6 +32,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_validate.add_argument("--config", "-c", required=True, help="config file (YAML)")
     sub.add_parser("schema", help="print the config's JSON Schema")
     sub.add_parser("version", help="print the version")
+    p_pins = sub.add_parser("pins", help="list, approve or forget MCP tool pins (SQLite store)")
+    pins_sub = p_pins.add_subparsers(dest="pins_command", required=True)
+    p_list = pins_sub.add_parser("list", help="every pinned tool with its status")
+    p_list.add_argument("--config", "-c", required=True, help="config file (YAML)")
+    p_list.add_argument("--backend", help="only this MCP backend")
+    for verb, text in (
+        ("approve", "accept the definition the server lists now as the tool's pin"),
+        ("forget", "drop the tool's pin (its next listing is pinned anew)"),
+    ):
+        p_verb = pins_sub.add_parser(verb, help=text)
+        p_verb.add_argument("--config", "-c", required=True, help="config file (YAML)")
+        p_verb.add_argument("backend", help="the MCP backend's name in the config")
+        p_verb.add_argument("server", help="the upstream server's name in that backend")
+        p_verb.add_argument("tool", help="the tool's name at that server (not prefixed)")
+        if verb == "approve":
+            p_verb.add_argument("--sha256", help="approve only if this is still the definition")
     args = parser.parse_args(argv)
 
     if args.command == "version":
@@ -46,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"crossway: {exc}", file=sys.stderr)
         return 2
+    if args.command == "pins":
+        return _pins(args, config)
     if args.command == "validate":
         print(f"{args.config}: ok ({len(config.routes)} routes, {len(config.backends)} backends)")
         return 0
@@ -58,6 +80,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     from crossway.server.serve import serve
 
     serve(args.config, config, args.workers)
+    return 0
+
+
+def _pins(args: argparse.Namespace, config: Config) -> int:
+    """`crossway pins ...` on the SQLite pin files of the config's MCP backends. A running
+    gateway notices an approval the next time the blocked tool is called or listed."""
+    from crossway.config.mcp import McpBackendConfig
+    from crossway.mcp.pin_store import PinFile, PinMismatch, PinNotFound, pin_path
+
+    backends = {
+        name: backend
+        for name, backend in config.backends.items()
+        if isinstance(backend, McpBackendConfig) and backend.pinning.mode != "off"
+    }
+    wanted = args.backend
+    if wanted is not None and wanted not in backends:
+        print(f"crossway: no MCP backend {wanted!r} with tool pinning", file=sys.stderr)
+        return 2
+    if args.pins_command == "list":
+        print(f"{'BACKEND':<16} {'SERVER':<16} {'TOOL':<24} {'STATUS':<8} PINNED       CURRENT")
+        for name, backend in backends.items():
+            if wanted is not None and name != wanted:
+                continue
+            if backend.pinning.store != "sqlite":
+                print(f"crossway: backend {name!r} keeps its pins in memory", file=sys.stderr)
+                continue
+            pins = PinFile(pin_path(backend.pinning), name)
+            for e in pins.entries(backend.pinning):
+                current = (e.current_sha256 or "-")[:12]
+                print(
+                    f"{e.backend:<16} {e.server:<16} {e.tool:<24} {e.status:<8} "
+                    f"{(e.pinned_sha256 or '-')[:12]} {current}"
+                )
+            pins.close()
+        return 0
+    target = backends.get(args.backend)
+    if target is None:
+        print(f"crossway: no MCP backend {args.backend!r} with tool pinning", file=sys.stderr)
+        return 2
+    if target.pinning.store != "sqlite":
+        print(
+            f"crossway: backend {args.backend!r} keeps its pins in memory; use the admin API "
+            "(POST /pins/...) of a single-worker gateway, or set `pinning.store: sqlite`",
+            file=sys.stderr,
+        )
+        return 2
+    pins = PinFile(pin_path(target.pinning), args.backend)
+    try:
+        if args.pins_command == "approve":
+            digest = pins.approve(args.server, args.tool, args.sha256)
+            print(f"approved {args.backend}/{args.server}/{args.tool}: pinned {digest[:12]}")
+        elif pins.forget(args.server, args.tool):
+            print(f"forgot the pin of {args.backend}/{args.server}/{args.tool}")
+        else:
+            raise PinNotFound(f"no pin for tool {args.tool!r} of server {args.server!r}")
+    except (PinNotFound, PinMismatch) as exc:
+        print(f"crossway: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        pins.close()
     return 0
 
 

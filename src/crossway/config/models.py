@@ -54,6 +54,10 @@ class AdminConfig(StrictModel):
     """Address to bind. Keep it on loopback unless it is protected by other means."""
     port: int = Field(default=DEFAULT_ADMIN_PORT, ge=0, le=65535)
     """TCP port to bind."""
+    token: SecretStr | None = None
+    """Bearer token the admin API's changing routes (approving or forgetting MCP tool pins)
+    require. Unset: they are served only while `host` is a loopback address, and not to
+    browsers (requests with an `Origin` header)."""
 
 
 class PathMatch(StrictModel):

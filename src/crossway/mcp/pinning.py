@@ -6,8 +6,11 @@ same name, the tool is blocked (hidden from lists, calls refused) or flagged, pe
 change is logged. Descriptions are also scanned for text that tries to instruct the model
 (prompt injection hidden in tool metadata) and such tools are flagged.
 
-Pins live in memory for lookups; the SQLite store is only read at start and written in a worker
-thread, so nothing here blocks the event loop.
+Pins live in memory for lookups; the SQLite store (`crossway.mcp.pin_store`) is read at start,
+written in a worker thread, and re-read only for a blocked tool (an operator may have approved
+it through the CLI or another process's admin plane), so nothing here blocks the event loop.
+The started `ToolPinning` of each backend is registered for this process's admin plane
+(`live_pinning`).
 """
 
 from __future__ import annotations
@@ -185,6 +188,8 @@ class ToolPinning:
         self._rechecks: dict[tuple[str, str], asyncio.Task[bool]] = {}
         self._refreshed = 0.0
         self._file: PinFile | None = None
+        self._saved: set[tuple[str, str]] = set()
+        """Tools whose pin is known to be in the file (a missing row then means forgotten)."""
         self._lock = asyncio.Lock()
         if self.config.mode != "off" and self.config.store == "sqlite":
             self._file = PinFile(pin_path(self.config), backend)
@@ -221,6 +226,7 @@ class ToolPinning:
         """Load the recorded pins; make this object the one the admin plane reaches."""
         if self._file is not None:
             self._pins = await self._in_file(self._file.load)
+            self._saved = set(self._pins)
         if self.backend:
             _LIVE[self.backend] = (self, asyncio.get_running_loop())
 
@@ -285,11 +291,13 @@ class ToolPinning:
         )
         if self._file is not None:
             await self._in_file(self._file.put, [(key[0], key[1], digest)], True)
+            self._saved.add(key)
 
     async def forget(self, server: str, tool: str) -> bool:
         """Drop a tool's pin: the definition listed next is pinned anew. Whether one existed."""
         key = (server, tool)
         existed = self._pins.pop(key, None) is not None
+        self._saved.discard(key)
         if self._file is not None:
             existed = await self._in_file(self._file.forget, server, tool) or existed
         if existed:
@@ -334,12 +342,16 @@ class ToolPinning:
 
     async def _recheck(self, key: tuple[str, str]) -> bool:
         assert self._file is not None
+        await self.flush()
         found = await self._in_file(self._file.row, *key)
         stored = None if found is None else found[0]
         if stored == self._pins.get(key):
             return False
         if stored is None:
+            if key not in self._saved:
+                return False  # never written (a failed save): not a pin forgotten elsewhere
             self._pins.pop(key, None)
+            self._saved.discard(key)
         else:
             self._pins[key] = stored
         self._blocked.discard(key)
@@ -484,6 +496,7 @@ class ToolPinning:
             except Exception as exc:  # a full disk must not break tool listing
                 log.error("could not save tool pins: %s", exc)
                 continue
+            self._saved.update((s, t) for s, t, _ in rows)
             for key, digest in earlier.items():
                 # Pinned first by another worker or replica sharing the file: adopt its pin;
                 # the next listing of that tool is judged against it.
