@@ -522,7 +522,7 @@ def assert_openai_error(
 def assert_challenge(answer: Answer, *, resource_metadata: str | None = None) -> str:
     """A 401 carries a `WWW-Authenticate: Bearer ...` challenge (RFC 9110 §15.5.2)."""
     challenge = answer.headers.get("www-authenticate", "")
-    assert challenge.startswith("Bearer "), answer
+    assert challenge == "Bearer" or challenge.startswith("Bearer "), answer
     if resource_metadata is not None:
         assert f'resource_metadata="{resource_metadata}"' in challenge, answer
     return challenge
