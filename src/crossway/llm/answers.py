@@ -85,16 +85,16 @@ class ChatPassthrough(Relay):
         self._carry = b""
         self._end = b""  # the last bytes seen, to check the stream ended with [DONE]
         self._tail = None if hide_usage else StreamTail()
-        self._guard = EventSizeGuard(max_event_bytes)  # counts only what is forwarded as is
+        self._guard: EventSizeGuard | None = None  # made at the first chunk not ending an event
         self.usage = None
 
     def feed(self, data: bytes) -> bytes:
         self._end = data[-END_BYTES:] if len(data) >= END_BYTES else (self._end + data)[-END_BYTES:]
         if self._tail is not None:
-            if data.endswith(b"\n\n"):  # the usual chunk ends on an event boundary
+            if not data.endswith(b"\n\n"):  # the usual chunk ends on an event boundary
+                self._guard = _count(self._guard, self._max, data)
+            elif self._guard is not None:
                 self._guard.since = 0
-            else:
-                self._guard.feed(data)
             self._tail.add(data)
             return data
         if self._carry:
@@ -156,10 +156,19 @@ class ChatPassthrough(Relay):
         return _after_partial(self._guard) + openai_stream_error(exc)
 
 
-def _after_partial(guard: EventSizeGuard) -> bytes:
+def _count(guard: EventSizeGuard | None, limit: int, data: bytes) -> EventSizeGuard:
+    """Feed a chunk that does not end an event to the stream's size guard (made on first use:
+    streams whose chunks all end on an event boundary never need one)."""
+    if guard is None:
+        guard = EventSizeGuard(limit)
+    guard.feed(data)
+    return guard
+
+
+def _after_partial(guard: EventSizeGuard | None) -> bytes:
     """A blank line when the client was sent part of an event, so the error event that follows
     is read as an event of its own."""
-    return b"\n\n" if guard.mid_event else b""
+    return b"\n\n" if guard is not None and guard.mid_event else b""
 
 
 class ChatTranslated(Relay):
@@ -278,14 +287,15 @@ class MessagesPassthrough(Relay):
         self._head: list[bytes] = []
         self._head_size = 0
         self._tail: deque[bytes] = deque(maxlen=4)
-        self._guard = EventSizeGuard(max_event_bytes)
+        self._max = max_event_bytes
+        self._guard: EventSizeGuard | None = None
         self.usage = None
 
     def feed(self, data: bytes) -> bytes:
-        if data.endswith(b"\n\n"):  # the usual chunk ends on an event boundary
+        if not data.endswith(b"\n\n"):  # the usual chunk ends on an event boundary
+            self._guard = _count(self._guard, self._max, data)
+        elif self._guard is not None:
             self._guard.since = 0
-        else:
-            self._guard.feed(data)
         if self._head_size < ANTHROPIC_HEAD_BYTES:
             self._head.append(data)
             self._head_size += len(data)
@@ -330,14 +340,15 @@ class ResponsesPassthrough(Relay):
         self._prev = b""
         self._final: list[bytes] | None = None
         self._final_room = max_event_bytes
-        self._guard = EventSizeGuard(max_event_bytes)
+        self._max = max_event_bytes
+        self._guard: EventSizeGuard | None = None
         self.usage = None
 
     def feed(self, data: bytes) -> bytes:
-        if data.endswith(b"\n\n"):  # the usual chunk ends on an event boundary
+        if not data.endswith(b"\n\n"):  # the usual chunk ends on an event boundary
+            self._guard = _count(self._guard, self._max, data)
+        elif self._guard is not None:
             self._guard.since = 0
-        else:
-            self._guard.feed(data)
         if self._final is not None:
             if self._final_room > 0:
                 self._final.append(data)
