@@ -83,6 +83,10 @@ class _ToolItems(list[JsonObject]):
         self.pins = pins
 
 
+class _TooManyPages(Exception):
+    """A tool list longer than `MAX_VERIFY_PAGES`."""
+
+
 @dataclass(slots=True)
 class _ToolVerdicts:
     """Pinning verdicts of the tool definitions one server lists now (by upstream name)."""
@@ -449,12 +453,18 @@ class Federation:
         """Review `server`'s whole tool list; the verdict on `original`. When that is not
         possible (the list fails, is too long, or lacks the tool), `block` mode refuses the
         call and other modes let it through with a warning (None)."""
+        unreachable: BaseException | None = None
         try:
             await self._review_tools(session, server, call.meta)
             problem = f"server {server!r} does not list it"
         except asyncio.CancelledError:
             raise
+        except _TooManyPages as exc:
+            problem = f"server {server!r} {exc}"
+        except UpstreamRpcError as exc:  # the server answered, with an error
+            problem = f"the tool list of server {server!r} failed: {_describe(exc)}"
         except Exception as exc:
+            unreachable = exc
             problem = f"the tool list of server {server!r} failed: {_describe(exc)}"
         verdict = self._verdicts_of(server).get(original)  # pages read before a failure count
         if verdict is not None:
@@ -463,6 +473,10 @@ class Federation:
         pins = self.hooks.pinning
         if isinstance(pins, pinning.ToolPinning) and pins.fail_closed:
             logger.warning("MCP tool call refused: %r could not be verified: %s", name, problem)
+            if unreachable is not None:  # reported like a call to a server that is down
+                raise UpstreamError(
+                    f"MCP server {server!r} is not available: {_describe(unreachable)}"
+                ) from None
             raise Forbidden(
                 f"tool {name!r} could not be verified ({problem}); tool pinning refuses "
                 "calls to tools whose current definition it has not seen",
@@ -486,7 +500,7 @@ class Federation:
             cursor = page.get("nextCursor")
             if cursor is None:
                 return
-        raise UpstreamError(f"it lists more than {MAX_VERIFY_PAGES} pages of tools")
+        raise _TooManyPages(f"it lists more than {MAX_VERIFY_PAGES} pages of tools")
 
     async def _route_uri(
         self, session: Session, params: JsonObject, call: Call, method: str
