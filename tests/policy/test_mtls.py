@@ -354,3 +354,70 @@ backends:
         gw.sighup()
         wait_for(lambda: _served_serial(port, pki) == rotated.serial_number, what="new cert")
         assert "listener TLS files changed" in gw.log()
+
+
+# -- a verified certificate forwarded by a TLS-terminating proxy in front -----------------------
+
+XFCC_POLICY = (
+    "      - {type: mtls, source: header, identity: san, allowed: ['spiffe://corp/agent-a']}\n"
+)
+
+
+def _xfcc(cert_pem: bytes) -> str:
+    from urllib.parse import quote
+
+    return (
+        f'By=spiffe://corp/gw;Hash=abc;Cert="{quote(cert_pem.decode())}";URI=spiffe://corp/agent-a'
+    )
+
+
+def test_xfcc_parsing_takes_the_last_element() -> None:
+    from crossway.policy.mtls import parse_xfcc
+
+    value = 'By=a;URI=spiffe://x/first,By=b;Subject="CN=agent, O=Corp; Inc";URI=spiffe://x/last'
+    fields = parse_xfcc(value)
+    assert fields["uri"] == ["spiffe://x/last"]
+    assert fields["subject"] == ["CN=agent, O=Corp; Inc"]
+    assert parse_xfcc("") == {}
+
+
+async def test_a_forwarded_certificate_counts_only_from_a_trusted_proxy() -> None:
+    port = free_port()
+    trusted = f"listen:\n  port: {port}\n  trusted_proxies: [127.0.0.1/32]\n"
+    header = {"x-forwarded-client-cert": "Hash=abc;URI=spiffe://corp/agent-a"}
+    async with counting_upstream() as up:
+        from tests.policy.counting_upstream import http_route_config
+
+        # From a peer that is not a trusted proxy, the header is a client's claim: ignored.
+        with start_gateway(http_route_config(up.url, XFCC_POLICY)) as gw:
+            status, _, body = await call(gw.url + "/x", headers=header)
+            assert status == 401
+            assert body["error"]["code"] == "client_certificate_required"
+        assert up.count == 0
+        with start_gateway(http_route_config(up.url, XFCC_POLICY, trusted), port=port) as gw:
+            status, _, _ = await call(gw.url + "/x", headers=header)
+            assert status == 200
+            assert up.count == 1
+            assert "x-forwarded-client-cert" not in up.seen[0].headers
+            other = {"x-forwarded-client-cert": "Hash=abc;URI=spiffe://corp/agent-b"}
+            status, _, body = await call(gw.url + "/x", headers=other)
+            assert status == 403
+            assert body["error"]["code"] == "client_certificate_denied"
+            assert up.count == 1
+
+
+async def test_a_forwarded_pem_certificate_is_read(pki: Pki) -> None:
+    policy = MtlsPolicy(MtlsAuthConfig(type="mtls", source="header", identity="subject"))
+    ctx = RequestContext("r", "b", "1", "/")
+    from crossway.server.forwarded import FORWARDED
+
+    ctx.attrs[FORWARDED] = object()
+    scope = {
+        "type": "http",
+        "headers": [(b"x-forwarded-client-cert", _xfcc(pki.client_pem.encode()).encode())],
+    }
+    await policy.on_request(scope, ctx)
+    assert ctx.identity is not None and ctx.identity["method"] == "mtls"
+    expected = x509.load_pem_x509_certificate(pki.client_pem.encode()).subject.rfc4514_string()
+    assert ctx.identity["sub"] == expected
+    assert len(ctx.identity["fingerprint"]) == 64

@@ -263,6 +263,17 @@ class MtlsAuthConfig(StrictModel):
     allowed: list[str] = Field(default_factory=list)
     """Accepted identities, compared with `sub` (empty: any certificate the listener's CA
     verified); another verified certificate gets 403."""
+    source: Literal["tls", "header"] = "tls"
+    """Where the verified certificate comes from: `tls`, this listener's handshake (the ASGI
+    TLS extension); or `header`, a TLS-terminating proxy in front (Envoy, nginx) that verified
+    it and passes it in `header` — believed only from `listen.trusted_proxies`, ignored (and
+    the caller unauthenticated) from anyone else."""
+    header: str = "x-forwarded-client-cert"
+    """With `source: header`: the header the proxy sets."""
+    header_format: Literal["xfcc", "pem"] = "xfcc"
+    """`xfcc`: Envoy's `X-Forwarded-Client-Cert` (`Hash=...;Cert="<url-encoded PEM>";Subject=
+    "...";URI=...;DNS=...`, the last element is the proxy's own verification); `pem`: a
+    URL-encoded PEM certificate (nginx `$ssl_client_escaped_cert`)."""
 
 
 class ExtAuthzConfig(StrictModel):

@@ -11,6 +11,12 @@ certificate: in `strict` mode every request is refused (401), and a warning says
 Use `listen.tls.client_auth: required` to enforce certificates at the handshake; this policy
 identifies callers once the server exposes the extension.
 
+With `source: header` the certificate comes instead from a TLS-terminating proxy in front of
+Crossway that verified it (Envoy's `X-Forwarded-Client-Cert`, or a URL-encoded PEM as nginx's
+`$ssl_client_escaped_cert`). The header is believed only when the TCP peer is one of
+`listen.trusted_proxies`; from any other peer it is ignored, so a client cannot claim a
+certificate by sending the header itself.
+
 Identity: `{"sub", "method": "mtls", "subject", "san", "fingerprint"}` — `sub` is the subject
 DN (RFC 4514) or the first SAN, as configured; `fingerprint` is the leaf's SHA-256 (hex).
 """
@@ -20,14 +26,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from typing import Any, Final
+from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from crossway.config.policy import MtlsAuthConfig
 from crossway.errors import Forbidden, Unauthenticated
-from crossway.policy.authn import AuthnPolicy, set_identity
+from crossway.policy.authn import AuthnPolicy, consume, set_identity
 from crossway.server.context import RequestContext
+from crossway.server.forwarded import FORWARDED
 from crossway.types import Scope
 
 log = logging.getLogger("crossway.policy.mtls")
@@ -48,7 +56,7 @@ class ClientCertificate:
             raise Unauthenticated(
                 "the client certificate cannot be read", code="invalid_client_certificate"
             ) from None
-        self.subject = cert.subject.rfc4514_string()
+        self.subject: str = cert.subject.rfc4514_string()
         self.fingerprint = cert.fingerprint(hashes.SHA256()).hex()
         self.sans: list[str] = []
         try:
@@ -58,6 +66,58 @@ class ClientCertificate:
         for name in names:
             if isinstance(name, (x509.DNSName, x509.UniformResourceIdentifier, x509.RFC822Name)):
                 self.sans.append(name.value)
+
+
+class ForwardedCertificate:
+    """A certificate a trusted proxy describes in Envoy's XFCC format without the PEM."""
+
+    __slots__ = ("fingerprint", "sans", "subject")
+
+    def __init__(self, fields: Mapping[str, list[str]]) -> None:
+        self.subject = (fields.get("subject") or [""])[0]
+        self.fingerprint = (fields.get("hash") or [""])[0]
+        self.sans = [*fields.get("uri", []), *fields.get("dns", [])]
+
+
+def parse_xfcc(value: str) -> dict[str, list[str]]:
+    """The key/value pairs of the last element of an `X-Forwarded-Client-Cert` value (the
+    one the proxy in front of Crossway added), keys lower-cased, quoted values unquoted."""
+    elements = _split(value, ",")
+    fields: dict[str, list[str]] = {}
+    for pair in _split(elements[-1] if elements else "", ";"):
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            continue
+        raw = raw.strip()
+        if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+            raw = raw[1:-1].replace('\\"', '"')
+        fields.setdefault(key.strip().lower(), []).append(raw)
+    return fields
+
+
+def _split(value: str, separator: str) -> list[str]:
+    """Split on `separator` outside double quotes."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
+    escaped = False
+    for char in value:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            current.append(char)
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+            current.append(char)
+        elif char == separator and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [p for p in (part.strip() for part in parts) if p]
 
 
 class MtlsPolicy(AuthnPolicy):
@@ -71,6 +131,9 @@ class MtlsPolicy(AuthnPolicy):
         self.allowed = frozenset(config.allowed)
         self._parsed: dict[str, ClientCertificate] = {}
         self._warned = False
+        self.source = config.source
+        self.header = config.header.lower().encode("latin-1")
+        self.header_format = config.header_format
 
     def missing(self, scope: Scope) -> Unauthenticated:
         return Unauthenticated(
@@ -99,7 +162,46 @@ class MtlsPolicy(AuthnPolicy):
             self._parsed[pem] = parsed
         return parsed
 
+    def _forwarded(
+        self, scope: Scope, ctx: RequestContext
+    ) -> ClientCertificate | ForwardedCertificate | None:
+        value = None
+        for name, raw in scope["headers"]:
+            if name == self.header:
+                value = raw.decode("latin-1")
+                break
+        if value is None:
+            return None
+        # The header is the credential of the proxy in front, never the client's: consumed
+        # either way, believed only when the TCP peer is a trusted proxy.
+        consume(ctx, self.header)
+        if FORWARDED not in ctx.attrs:
+            log.warning(
+                "route %s: ignoring %s from %s, which is not in listen.trusted_proxies",
+                ctx.route,
+                self.header.decode(),
+                ctx.client_ip or "an unknown peer",
+            )
+            return None
+        if self.header_format == "pem":
+            return self._certificate(unquote(value))
+        fields = parse_xfcc(value)
+        cert = fields.get("cert")
+        if cert:
+            return self._certificate(unquote(cert[0]))
+        if not fields.get("subject") and not fields.get("uri") and not fields.get("dns"):
+            raise Unauthenticated(
+                "the forwarded client certificate names no subject",
+                code="invalid_client_certificate",
+            )
+        return ForwardedCertificate(fields)
+
     async def authenticate(self, scope: Scope, ctx: RequestContext) -> bool:
+        if self.source == "header":
+            found = self._forwarded(scope, ctx)
+            if found is None:
+                return False
+            return self._identify(ctx, found)
         tls = self._tls(scope)
         if tls is None:
             return False
@@ -117,7 +219,11 @@ class MtlsPolicy(AuthnPolicy):
             raise Unauthenticated(
                 "the client certificate cannot be read", code="invalid_client_certificate"
             )
-        cert = self._certificate(leaf)
+        return self._identify(ctx, self._certificate(leaf))
+
+    def _identify(
+        self, ctx: RequestContext, cert: ClientCertificate | ForwardedCertificate
+    ) -> bool:
         if self.identity == "san":
             if not cert.sans:
                 raise Unauthenticated(
