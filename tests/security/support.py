@@ -519,6 +519,19 @@ def assert_openai_error(
     return error
 
 
+def assert_anthropic_error(answer: Answer, status: int, error_type: str) -> dict[str, Any]:
+    """The answer is `status` with an Anthropic error body `{"type": "error", "error": {type,
+    message}}` of this `type`."""
+    assert answer.status == status, answer
+    assert answer.headers.get("content-type", "").startswith("application/json"), answer
+    body = answer.json()
+    assert isinstance(body, dict) and body.get("type") == "error", answer
+    error: dict[str, Any] = body["error"]
+    assert error.get("type") == error_type, answer
+    assert isinstance(error.get("message"), str) and error["message"], answer
+    return error
+
+
 def assert_challenge(answer: Answer, *, resource_metadata: str | None = None) -> str:
     """A 401 carries a `WWW-Authenticate: Bearer ...` challenge (RFC 9110 §15.5.2)."""
     challenge = answer.headers.get("www-authenticate", "")

@@ -7,9 +7,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -293,3 +297,40 @@ async def test_forged_session_id_is_not_found(gw: Target, session: str) -> None:
     answer = await send("POST", gw.url + "/mcp", headers=headers, json_body=message)
     assert_rpc_error(answer, 404, request_id=7)
     assert not gw.servers.mcp.saw_marker(marker)
+
+
+# -- a key that is not there ------------------------------------------------------------------
+
+UNSET_CONFIG = """
+routes:
+  - name: api
+    backend: web
+    policies: [{type: api_key, keys: {team-a: '${@VAR@}'}}]
+backends:
+  web: {type: http, url: 'http://127.0.0.1:9'}
+"""
+
+
+@pytest.mark.parametrize("reference", ["${VAR}", "${VAR:-}"], ids=["unset", "empty_default"])
+def test_key_from_an_unset_variable_does_not_switch_auth_off(
+    reference: str, tmp_path: Path
+) -> None:
+    """`keys: {team-a: ${TEAM_A_KEY}}` with the variable unset must not validate, nor serve
+    (it would accept an empty `x-api-key:` as team-a)."""
+    var = "CROSSWAY_SECURITY_TEST_UNSET_KEY"
+    text = UNSET_CONFIG.replace("${@VAR@}", reference.replace("VAR", var))
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    env = {k: v for k, v in os.environ.items() if k != var}
+    result = subprocess.run(
+        [sys.executable, "-m", "crossway", "validate", "--config", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert var in result.stdout + result.stderr or "empty" in result.stdout + result.stderr
+    with pytest.raises(RuntimeError, match="exited"):
+        with start_gateway(text, env={}):
+            pass

@@ -20,6 +20,7 @@ from tests.security.support import (
     Answer,
     Servers,
     alg_none_token,
+    assert_anthropic_error,
     assert_challenge,
     assert_openai_error,
     assert_rpc_error,
@@ -33,6 +34,7 @@ from tests.security.support import (
 )
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+MESSAGES = {**CHAT, "max_tokens": 16}
 
 
 def _jwt_policy(servers: Servers, extra: str = "") -> str:
@@ -181,7 +183,7 @@ FORGED = [
     "garbage",
     "three_dots_garbage",
 ]
-ROUTES = ["llm", "mcp", "http"]
+ROUTES = ["llm", "anthropic", "mcp", "http"]
 
 
 async def _attack(
@@ -197,6 +199,8 @@ async def _attack(
     before = servers.upstream.count()
     if route == "llm":
         answer = await send("POST", gw.url + "/v1/chat/completions", headers=auth, json_body=CHAT)
+    elif route == "anthropic":
+        answer = await send("POST", gw.url + "/v1/messages", headers=auth, json_body=MESSAGES)
     else:
         answer = await send("GET", gw.url + "/api/things", headers=auth)
     return answer, lambda: servers.upstream.count() != before
@@ -206,6 +210,11 @@ def _assert_refused_401(gw: Target, route: str, answer: Answer, code: str) -> No
     if route == "mcp":
         assert_rpc_error(answer, 401, request_id=7)
         challenge = assert_challenge(answer, resource_metadata=gw.metadata_url)
+        if code == "invalid_token":
+            assert 'error="invalid_token"' in challenge, answer
+    elif route == "anthropic":
+        assert_anthropic_error(answer, 401, "authentication_error")
+        challenge = assert_challenge(answer)
         if code == "invalid_token":
             assert 'error="invalid_token"' in challenge, answer
     else:
@@ -263,6 +272,19 @@ async def test_valid_rsa_and_ec_tokens_pass(gw: Target, route: str, kid: str) ->
     assert reached()
     if route == "mcp":
         assert rpc_message(answer)["result"]["content"][0]["text"] == "3"
+        seen = gw.servers.mcp.seen[-1]
+    else:
+        seen = gw.servers.upstream.seen[-1]
+    assert "authorization" not in seen.headers, "the caller's token went upstream"
+
+
+async def test_mcp_challenge_names_the_configured_resource_not_the_host(gw: Target) -> None:
+    """The metadata URL in a 401 comes from the configured resource, never the `Host` header."""
+    for host in ("evil.example", "127.0.0.1:1"):
+        answer, reached = await _attack(gw, "mcp", {"host": host})
+        assert_challenge(answer, resource_metadata=gw.metadata_url)
+        assert host not in answer.headers["www-authenticate"], answer
+        assert not reached()
 
 
 # -- beyond its scope -------------------------------------------------------------------------
