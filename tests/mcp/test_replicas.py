@@ -64,7 +64,7 @@ async def test_a_session_survives_alternating_replicas(
         {"shared": f"{{type: streamable_http, url: {notes_http}}}", "local": notes_stdio("local")},
         "session_key: ${MCP_KEY}",
     )
-    env = {"MCP_KEY": "test-secret-shared-by-replicas"}
+    env = {"MCP_KEY": "test-secret-shared-by-both-replicas-7f3a9c"}
     with start_gateway(config, env=env) as one, start_gateway(config, env=env) as two:
         targets.extend([one.url, two.url])
         async with Client(proxy_url + "/mcp", mode="legacy") as client:

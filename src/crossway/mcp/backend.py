@@ -15,7 +15,9 @@ from crossway.config.mcp import (
     SseServerConfig,
     StdioServerConfig,
     StreamableHttpServerConfig,
+    weak_key_reason,
 )
+from crossway.config.store import MemoryStoreConfig
 from crossway.errors import NotFound
 from crossway.mcp.downstream.http import send_json
 from crossway.mcp.downstream.sse import LegacySseTransport
@@ -23,13 +25,14 @@ from crossway.mcp.downstream.streamable import StreamableHttpTransport
 from crossway.mcp.federation import Federation
 from crossway.mcp.hooks import McpHooks
 from crossway.mcp.sealing import SessionSealer
-from crossway.mcp.store import SessionStore
+from crossway.mcp.store import REVOKED_NAMESPACE, SessionStore
 from crossway.mcp.upstream.base import Upstream
 from crossway.mcp.upstream.http import StreamableHttpUpstream
 from crossway.mcp.upstream.sse import SseUpstream
 from crossway.mcp.upstream.stdio import StdioUpstream
 from crossway.server.backend import Backend
 from crossway.server.context import RequestContext
+from crossway.store.revocations import MemoryRevocations, RevocationStore, build_revocations
 from crossway.types import Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
@@ -74,8 +77,9 @@ class McpBackend(Backend):
         self.upstreams = upstreams
         self.hooks = hooks or McpHooks()
         self.federation = Federation(cfg, upstreams, self.hooks)
-        secret = cfg.session_key.get_secret_value() if cfg.session_key is not None else None
-        self.sessions = SessionStore(self.federation, SessionSealer(secret))
+        self.sessions = SessionStore(
+            self.federation, session_sealer(name, cfg), session_revocations(name, cfg)
+        )
         self.streamable = StreamableHttpTransport(self)
         self.legacy = LegacySseTransport(self)
 
@@ -111,6 +115,38 @@ class McpBackend(Backend):
             await self.legacy.message(scope, receive, send, ctx)
         else:
             await send_json(send, 404, {"error": {"message": f"no MCP endpoint at {path}"}})
+
+
+def session_sealer(name: str, cfg: McpBackendConfig) -> SessionSealer:
+    """The sealer for the configured session keys. A missing or weak key only gets this far on
+    a loopback listener (config validation refuses it elsewhere): a random per-process key
+    replaces it."""
+    keys = cfg.sealing_keys()
+    weak = [path for path, secret in keys if weak_key_reason(secret)] or (
+        [] if keys else ["session_key"]
+    )
+    if weak:
+        logger.warning(
+            "MCP backend %r: %s is missing or weak; the listener is loopback-only, so a random "
+            "per-process key seals session ids instead (sessions do not move between processes "
+            "or survive a restart)",
+            name,
+            ", ".join(weak),
+        )
+        return SessionSealer(None)
+    return SessionSealer([secret for _, secret in keys])
+
+
+_memory_revocations: dict[str, MemoryRevocations] = {}
+"""In-memory revocations by backend name, kept across config reloads (a reload must not bring
+ended sessions back)."""
+
+
+def session_revocations(name: str, cfg: McpBackendConfig) -> RevocationStore:
+    """Where this backend records ended session ids."""
+    if isinstance(cfg.session_store, MemoryStoreConfig):
+        return _memory_revocations.setdefault(name, MemoryRevocations())
+    return build_revocations(cfg.session_store, REVOKED_NAMESPACE)
 
 
 def _hooks_from_config(name: str, cfg: McpBackendConfig) -> McpHooks:

@@ -98,6 +98,11 @@ class Session:
         self.inflight: dict[Any, asyncio.Task[Any]] = {}
         self.client_cancelled: set[Any] = set()
         self.last_used = time.monotonic()
+        """When a request last touched this session here (monotonic; idle expiry)."""
+        self.issued_at = time.time()
+        """When `initialize` made this session (Unix time, sealed into its id)."""
+        self.subject: str | None = None
+        """The caller it was issued to (`crossway.mcp.store.caller_subject`), sealed in too."""
         self.log_level: str | None = None
         self.legacy_sse = False
         self._locks: dict[str, asyncio.Lock] = {}

@@ -22,6 +22,7 @@ from crossway.mcp.downstream.http import header, read_body, send_empty, send_jso
 from crossway.mcp.downstream.streamable import stream_events
 from crossway.mcp.federation import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE, Call
 from crossway.mcp.session import Session
+from crossway.mcp.store import caller_subject
 from crossway.mcp.upstream.base import ClientHello, JsonObject
 from crossway.server.context import RequestContext
 from crossway.types import Receive, Scope, Send
@@ -57,7 +58,7 @@ class LegacySseTransport:
             return
         hello = ClientHello(protocol_version="2024-11-05")
         try:
-            session = await self.backend.sessions.create(hello, connect=False)
+            session = await self.backend.sessions.create(hello, caller_subject(ctx), connect=False)
         except GatewayError as exc:
             await send_json(send, exc.status_code, {"error": exc.message})
             return
@@ -70,7 +71,10 @@ class LegacySseTransport:
         try:
             await stream_events(session, receive, send, None, first)
         finally:
-            await self.backend.sessions.delete(session.id)
+            try:
+                await self.backend.sessions.end(session)
+            except GatewayError:
+                logger.warning("ending a legacy SSE session: its id could not be revoked")
 
     async def message(
         self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext
@@ -80,9 +84,25 @@ class LegacySseTransport:
             return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         session_id = (query.get("sessionId") or query.get("session_id") or [None])[0]
-        session = self.backend.sessions.sessions.get(session_id) if session_id else None
+        try:
+            session = (
+                await self.backend.sessions.get(session_id, caller_subject(ctx), attach=False)
+                if session_id
+                else None
+            )
+        except GatewayError as exc:
+            await send_json(
+                send,
+                exc.status_code,
+                jsonrpc.error_response(None, jsonrpc.INTERNAL_ERROR, exc.message),
+            )
+            return
         if session is None or not session.legacy_sse:
-            await send_json(send, 404, {"error": "unknown session"})
+            await send_json(
+                send,
+                404,
+                jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, "unknown or expired session"),
+            )
             return
         try:
             body = await read_body(receive, self.backend.cfg.max_message_bytes)

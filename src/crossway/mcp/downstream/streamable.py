@@ -35,6 +35,7 @@ from crossway.mcp.downstream.http import (
 )
 from crossway.mcp.federation import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE, MODERN_VERSIONS, Call
 from crossway.mcp.session import Session
+from crossway.mcp.store import caller_subject
 from crossway.mcp.upstream.base import ClientHello, JsonObject
 from crossway.server import lifecycle
 from crossway.server.context import RequestContext
@@ -54,6 +55,8 @@ PROTOCOL_VERSION_META_KEY: Final = "io.modelcontextprotocol/protocolVersion"
 CLIENT_CAPABILITIES_META_KEY: Final = "io.modelcontextprotocol/clientCapabilities"
 CLIENT_INFO_META_KEY: Final = "io.modelcontextprotocol/clientInfo"
 KEEPALIVE_SECONDS: Final = 15.0
+UNKNOWN_SESSION: Final = "unknown or expired session"
+"""The one answer for a session id that does not work, whatever the reason."""
 DISCONNECT_WATCH_AFTER: Final = 0.5
 """Seconds a call runs before Crossway starts watching for its client to disconnect."""
 MODERN_ERROR_STATUS: Final = {
@@ -170,9 +173,9 @@ class StreamableHttpTransport:
         if method == "POST":
             await self._post(scope, receive, send, ctx)
         elif method == "GET":
-            await self._get(scope, receive, send)
+            await self._get(scope, receive, send, ctx)
         elif method == "DELETE":
-            await self._delete(scope, send)
+            await self._delete(scope, send, ctx)
         else:
             await send_empty(send, 405, [(b"allow", b"GET, POST, DELETE")])
 
@@ -209,7 +212,7 @@ class StreamableHttpTransport:
         session_id = header(scope, SESSION_HEADER)
         modern = session_id is None and self._is_modern(scope, message)
         if method == "initialize" and not modern:
-            await self._initialize(send, message)
+            await self._initialize(send, message, ctx)
             return
         if modern:
             await self._modern(scope, send, message, ctx, receive)
@@ -219,11 +222,8 @@ class StreamableHttpTransport:
                 send, 400, request_id, jsonrpc.INVALID_REQUEST, "missing Mcp-Session-Id header"
             )
             return
-        session = self.backend.sessions.get(session_id)
+        session = await self._session(send, session_id, ctx, request_id)
         if session is None:
-            await _error(
-                send, 404, request_id, jsonrpc.INVALID_REQUEST, "unknown or expired session"
-            )
             return
 
         if method is None:
@@ -319,7 +319,21 @@ class StreamableHttpTransport:
         except OSError:
             logger.debug("client went away before the response")
 
-    async def _initialize(self, send: Send, message: JsonObject) -> None:
+    async def _session(
+        self, send: Send, session_id: str, ctx: RequestContext, request_id: Any = None
+    ) -> Session | None:
+        """The caller's live session `session_id`, or None once a 404 (unknown, expired,
+        ended or another caller's: the answer does not say which) or 503 has been sent."""
+        try:
+            session = await self.backend.sessions.get(session_id, caller_subject(ctx))
+        except GatewayError as exc:
+            await _error(send, exc.status_code, request_id, jsonrpc.INTERNAL_ERROR, exc.message)
+            return None
+        if session is None:
+            await _error(send, 404, request_id, jsonrpc.INVALID_REQUEST, UNKNOWN_SESSION)
+        return session
+
+    async def _initialize(self, send: Send, message: JsonObject, ctx: RequestContext) -> None:
         request_id = message.get("id")
         params = message.get("params")
         if request_id is None or not isinstance(params, dict):
@@ -335,7 +349,7 @@ class StreamableHttpTransport:
             client_info=info if isinstance(info, dict) else {"name": "unknown", "version": "0"},
         )
         try:
-            session = await self.backend.sessions.create(hello)
+            session = await self.backend.sessions.create(hello, caller_subject(ctx))
         except GatewayError as exc:
             status = exc.status_code if exc.status_code >= 500 else 400
             error = jsonrpc.error_from_exception(exc)
@@ -544,7 +558,7 @@ class StreamableHttpTransport:
 
     # -- GET / DELETE -------------------------------------------------------------------------
 
-    async def _get(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _get(self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext) -> None:
         session_id = header(scope, SESSION_HEADER)
         accept = header(scope, b"accept") or ""
         if "text/event-stream" not in accept:
@@ -553,20 +567,24 @@ class StreamableHttpTransport:
         if session_id is None:
             await send_empty(send, 405, [(b"allow", b"POST")])
             return
-        session = self.backend.sessions.get(session_id)
+        session = await self._session(send, session_id, ctx)
         if session is None:
-            await _error(send, 404, None, jsonrpc.INVALID_REQUEST, "unknown or expired session")
             return
         last = header(scope, b"last-event-id")
         await stream_events(session, receive, send, last, None)
 
-    async def _delete(self, scope: Scope, send: Send) -> None:
+    async def _delete(self, scope: Scope, send: Send, ctx: RequestContext) -> None:
         session_id = header(scope, SESSION_HEADER)
         if session_id is None:
             await send_empty(send, 400)
             return
-        if not await self.backend.sessions.delete(session_id):
-            await send_empty(send, 404)
+        try:
+            ended = await self.backend.sessions.delete(session_id, caller_subject(ctx))
+        except GatewayError as exc:  # the revocation store is down: ended here, not everywhere
+            await _error(send, exc.status_code, None, jsonrpc.INTERNAL_ERROR, exc.message)
+            return
+        if not ended:
+            await _error(send, 404, None, jsonrpc.INVALID_REQUEST, UNKNOWN_SESSION)
             return
         await send_empty(send, 200)
 
