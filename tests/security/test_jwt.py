@@ -5,8 +5,10 @@ dropped from the JWKS stops working while its successor works."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -113,8 +115,6 @@ def gw(servers: Servers) -> Iterator[Target]:
         mcp=servers.mcp.url,
     )
     with start_gateway(config, port=port) as gateway:
-        import asyncio
-
         valid = {"authorization": "Bearer " + servers.idp.token()}
         session = asyncio.run(mcp_session(gateway.url + "/mcp", valid))
         yield Target(servers, gateway.url, port, session)
@@ -154,8 +154,6 @@ def _forged(servers: Servers) -> dict[str, Callable[[], str]]:
 
 
 def _now() -> int:
-    import time
-
     return int(time.time())
 
 
