@@ -24,16 +24,15 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 
 from crossway.config.base import StrictModel
 from crossway.config.common import UpstreamTls
-from crossway.config.secrets import SecretArgs, SecretEnv, SecretHeaders
-
-from crossway.config.store import MemoryStoreConfig, RevocationStoreConfig
-from crossway.config.policy import PolicyConfig, migrate_mcp_auth
 from crossway.config.mcp_security import (
     McpAuthConfig,
     McpAuthorizationConfig,
     PinningConfig,
     UpstreamCredentialsConfig,
 )
+from crossway.config.policy import PolicyConfig, migrate_mcp_auth
+from crossway.config.secrets import SecretArgs, SecretEnv, SecretHeaders
+from crossway.config.store import MemoryStoreConfig, RevocationStoreConfig
 
 DEFAULT_SEPARATOR: Final = "_"
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0

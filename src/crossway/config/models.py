@@ -7,14 +7,13 @@ from typing import Annotated, Final, Literal
 
 from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 
-from crossway.config.base import StrictModel
+from crossway.config.base import LocatedProblems, StrictModel
 from crossway.config.common import Timeouts, UpstreamTls
-from crossway.config.secrets import MatchHeaders, SecretHeaders
-from crossway.config.tls import ListenTls
 from crossway.config.llm import LlmBackendConfig
 from crossway.config.mcp import McpBackendConfig, session_key_problems
 from crossway.config.policy import ApiKeyAuth, PolicyConfig
-from crossway.config.base import LocatedProblems
+from crossway.config.secrets import MatchHeaders, SecretHeaders
+from crossway.config.tls import ListenTls
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8080
