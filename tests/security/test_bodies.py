@@ -254,7 +254,11 @@ def _framings(body: bytes) -> dict[str, tuple[tuple[bytes, ...], bytes]]:
     }
 
 
-FRAMINGS = list(_framings(b"x"))
+# granian's HTTP/1 parser answers these itself, with an empty 400, before any application code
+# runs (it cannot be rendered in the route's format from the app): they are checked below for
+# the status, the process staying up and nothing reaching the upstream.
+PARSER_REFUSED = ("two_different_lengths", "negative_length", "length_not_a_number")
+FRAMINGS = [f for f in _framings(b"x") if f not in PARSER_REFUSED]
 
 
 @pytest.mark.parametrize("route", ROUTES)
@@ -272,3 +276,20 @@ async def test_malformed_framing_is_400_and_never_forwarded(
     else:
         assert_openai_error(answer, 400, "invalid_request_error")
     assert not _reached(gw, route, marker)()
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("framing", PARSER_REFUSED)
+async def test_framing_the_http_parser_refuses_is_400_and_never_forwarded(
+    gw: Target, route: str, framing: str
+) -> None:
+    marker = _marker()
+    body = _valid_body(route, marker)
+    headers, payload = _framings(body)[framing]
+    answer = await raw(gw.port, _head(gw, route, *headers), payload)
+    assert answer.status == 400, answer
+    assert not _reached(gw, route, marker)()
+    # The gateway is unharmed: a well-formed request right after is served.
+    good = _valid_body(route, _marker())
+    again = await raw(gw.port, _head(gw, route, b"content-length: %d" % len(good)), good)
+    assert again.status < 500, again

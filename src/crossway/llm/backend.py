@@ -33,6 +33,7 @@ from crossway.config.llm import LlmBackendConfig
 from crossway.errors import (
     BadRequest,
     GatewayError,
+    InvalidJSON,
     MethodNotAllowed,
     NotFound,
     UpstreamError,
@@ -184,19 +185,22 @@ class LlmBackend(Backend):
         if method != "POST":
             raise MethodNotAllowed(f"use POST for {path}")
         raw = await read_body(scope, receive, ctx.max_body_bytes or self.max_body_bytes)
-        if path.endswith("/chat/completions"):
-            call = chat_call(raw)
-        elif path.endswith("/messages"):
-            call = messages_call(raw, scope)
-        elif path.endswith("/messages/count_tokens"):
-            await send_token_count(raw, self.router, send)
-            return
-        elif path.endswith("/responses"):
-            call = responses_call(raw)
-        elif path.endswith("/embeddings"):
-            call = embeddings_call(raw)
-        else:
-            raise NotFound(f"unknown LLM endpoint {path}", code="unknown_url")
+        try:
+            if path.endswith("/chat/completions"):
+                call = chat_call(raw)
+            elif path.endswith("/messages"):
+                call = messages_call(raw, scope)
+            elif path.endswith("/messages/count_tokens"):
+                await send_token_count(raw, self.router, send)
+                return
+            elif path.endswith("/responses"):
+                call = responses_call(raw)
+            elif path.endswith("/embeddings"):
+                call = embeddings_call(raw)
+            else:
+                raise NotFound(f"unknown LLM endpoint {path}", code="unknown_url")
+        except UnicodeDecodeError:
+            raise InvalidJSON("request body is not valid UTF-8 JSON") from None
         ctx.attrs["llm.api"] = call.api
         ctx.attrs["llm.model"] = call.model
         ctx.attrs["llm.stream"] = call.stream

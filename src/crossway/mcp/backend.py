@@ -18,7 +18,8 @@ from crossway.config.mcp import (
     weak_key_reason,
 )
 from crossway.config.store import MemoryStoreConfig
-from crossway.errors import NotFound
+from crossway.errors import GatewayError, NotFound
+from crossway.mcp import jsonrpc
 from crossway.mcp.downstream.http import send_json
 from crossway.mcp.downstream.sse import LegacySseTransport
 from crossway.mcp.downstream.streamable import StreamableHttpTransport
@@ -30,7 +31,7 @@ from crossway.mcp.upstream.base import Upstream
 from crossway.mcp.upstream.http import StreamableHttpUpstream
 from crossway.mcp.upstream.sse import SseUpstream
 from crossway.mcp.upstream.stdio import StdioUpstream
-from crossway.server.backend import Backend
+from crossway.server.backend import Backend, ErrorResponse
 from crossway.server.context import RequestContext
 from crossway.store.revocations import MemoryRevocations, RevocationStore, build_revocations
 from crossway.types import Receive, Scope, Send
@@ -100,6 +101,18 @@ class McpBackend(Backend):
             *(up.close() for up in self.upstreams.values()), return_exceptions=True
         )
         await _hook_lifecycle(self.hooks, "close")
+
+    def render_error(self, exc: GatewayError, scope: Scope, ctx: RequestContext) -> ErrorResponse:
+        """A gateway error (a policy's 401/403, a 413...) as a JSON-RPC error response, with
+        the HTTP status and headers (`WWW-Authenticate`) MCP clients act on."""
+        body = jsonrpc.dumps(
+            {"jsonrpc": jsonrpc.JSONRPC, "id": None, "error": jsonrpc.error_from_exception(exc)}
+        )
+        headers = [(b"content-type", b"application/json")]
+        headers.extend(
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()
+        )
+        return exc.status_code, headers, body
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext

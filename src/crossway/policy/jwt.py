@@ -129,6 +129,9 @@ class JwtValidator:
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             log.warning("JWKS fetch from %s failed: %s", self.config.jwks_url, exc)
             return
+        if self._fetched.keys() - keys.keys():
+            # A key was rotated out: tokens it signed must not live on in the cache.
+            self._tokens.clear()
         self._fetched = keys
         self._fetched_at = time.monotonic()
 

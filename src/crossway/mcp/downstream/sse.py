@@ -105,7 +105,7 @@ class LegacySseTransport:
             )
             return
         try:
-            body = await read_body(receive, self.backend.cfg.max_message_bytes)
+            body = await read_body(receive, _limit(self.backend.cfg.max_message_bytes, ctx))
             message = orjson.loads(body)
         except PayloadTooLarge as exc:
             await send_json(
@@ -179,3 +179,9 @@ class LegacySseTransport:
 
 
 __all__ = ["LegacySseTransport", "header"]
+
+
+def _limit(max_message_bytes: int, ctx: RequestContext) -> int:
+    """The body limit: the MCP message cap, lowered by the route's `max_body_bytes`."""
+    route = ctx.max_body_bytes
+    return min(max_message_bytes, route) if route else max_message_bytes

@@ -183,7 +183,7 @@ class StreamableHttpTransport:
 
     async def _post(self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext) -> None:
         try:
-            body = await read_body(receive, self.backend.cfg.max_message_bytes)
+            body = await read_body(receive, _limit(self.backend.cfg.max_message_bytes, ctx))
         except PayloadTooLarge as exc:
             await _error(send, 413, None, jsonrpc.PAYLOAD_TOO_LARGE, exc.message)
             return
@@ -719,3 +719,9 @@ async def _error(send: Send, status: int, request_id: Any, code: int, message: s
 
 
 __all__ = ["BadRequest", "NotFound", "StreamableHttpTransport", "stream_events"]
+
+
+def _limit(max_message_bytes: int, ctx: RequestContext) -> int:
+    """The body limit: the MCP message cap, lowered by the route's `max_body_bytes`."""
+    route = ctx.max_body_bytes
+    return min(max_message_bytes, route) if route else max_message_bytes
