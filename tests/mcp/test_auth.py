@@ -9,16 +9,13 @@ import asyncio
 import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
-import orjson
 import pytest
 from aiohttp import web
 
 from crossway.config.mcp_security import UpstreamCredentialsConfig
 from crossway.errors import Unauthenticated, UpstreamError
 from crossway.mcp.auth import UpstreamCredentials
-
 
 # -- upstream credentials ------------------------------------------------------------------------
 

@@ -7,8 +7,8 @@ from typing import Any, Final, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from crossway.config.base import StrictModel
-from crossway.config.policy import PolicyConfig
 from crossway.config.common import Timeouts, UpstreamTls
+from crossway.config.policy import PolicyConfig
 from crossway.config.secrets import SecretHeaders, SecretUrl
 
 ProviderType = Literal[

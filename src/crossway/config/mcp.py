@@ -349,7 +349,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def session_key_problems(listen_host: str, backends: Mapping[str, object]) -> list[tuple[KeyPath, str]]:
+def session_key_problems(
+    listen_host: str, backends: Mapping[str, object]
+) -> list[tuple[KeyPath, str]]:
     """MCP backends whose session key is missing or weak while the listener is reachable from
     other machines (on loopback Crossway uses a random per-process key instead, and says so)."""
     if is_loopback(listen_host):

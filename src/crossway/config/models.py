@@ -11,7 +11,7 @@ from crossway.config.base import LocatedProblems, StrictModel
 from crossway.config.common import Timeouts, UpstreamTls
 from crossway.config.llm import LlmBackendConfig
 from crossway.config.mcp import McpBackendConfig, session_key_problems
-from crossway.config.policy import ApiKeyAuth, PolicyConfig
+from crossway.config.policy import PolicyConfig
 from crossway.config.secrets import MatchHeaders, SecretHeaders
 from crossway.config.tls import ListenTls
 
