@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
+import aiohttp
 from aiohttp import web
 
 from tests.helpers import free_port, start_gateway
@@ -432,3 +433,32 @@ def test_client_address_rules() -> None:
     assert _client("10.0.0.1", [b"1.2.3.4:5678"], ["10.0.0.0/8"])[0] == "1.2.3.4"
     assert _client("::ffff:10.0.0.1", [b"1.2.3.4"], ["10.0.0.0/8"])[0] == "1.2.3.4"
     assert _client("fd00::1", [b"1.2.3.4"], ["fd00::/8"])[0] == "1.2.3.4"
+
+
+async def test_request_id_reaches_the_llm_upstream(upstream: Upstream) -> None:
+    config = f"""
+routes:
+  - {{name: llm, backend: llm, match: {{path: {{prefix: /v1}}}}}}
+backends:
+  llm:
+    type: llm
+    providers:
+      up: {{type: openai_compatible, base_url: "{upstream.url}/v1"}}
+"""
+    with start_gateway(config) as gw:
+        body = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                gw.url + "/v1/chat/completions",
+                data=body,
+                headers={"content-type": "application/json", "x-request-id": "llm-trace-7"},
+            ) as resp:
+                assert resp.status == 200
+                assert resp.headers["x-request-id"] == "llm-trace-7"
+            async with http.post(
+                gw.url + "/v1/chat/completions",
+                data=body,
+                headers={"content-type": "application/json"},
+            ) as resp:
+                generated = resp.headers["x-request-id"]
+    assert [s.headers["x-request-id"] for s in upstream.seen] == ["llm-trace-7", generated]

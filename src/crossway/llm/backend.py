@@ -201,6 +201,7 @@ class LlmBackend(Backend):
                 raise NotFound(f"unknown LLM endpoint {path}", code="unknown_url")
         except UnicodeDecodeError:
             raise InvalidJSON("request body is not valid UTF-8 JSON") from None
+        call.request_id = ctx.request_id
         ctx.attrs["llm.api"] = call.api
         ctx.attrs["llm.model"] = call.model
         ctx.attrs["llm.stream"] = call.stream
@@ -352,6 +353,8 @@ class LlmBackend(Backend):
         model = resolved.upstream_model(d)
         timeouts = resolved.timeouts(d)
         request, relay = await upstream_request(call, provider, model)
+        if call.request_id:  # the same id as the client's response (unsigned for SigV4)
+            request.headers["x-request-id"] = call.request_id
         health = d.health
         health.in_flight += 1
         handed_over = False

@@ -73,6 +73,7 @@ class LlmCall:
     has_stream_options: bool = False  # the body has a `stream_options` key (any value)
     usage_ready: bool = False  # ... exactly once, and it asks for usage: forward as it is
     headers: dict[str, str] = field(default_factory=dict)  # client headers worth forwarding
+    request_id: str = ""  # the gateway's request id, sent upstream as `x-request-id`
 
     def canonical(self) -> Json:
         """The canonical chat body (decoded from the raw body on first use)."""
