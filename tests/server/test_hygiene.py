@@ -11,8 +11,8 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import pytest
 import aiohttp
+import pytest
 from aiohttp import web
 
 from tests.helpers import free_port, start_gateway
