@@ -38,6 +38,9 @@ class ApiKeyPolicy(AuthnPolicy):
         }
         self._header = config.header.lower().encode("latin-1") if config.header else None
         self._forward = config.forward
+        self.reads_bearer = self._header is None
+        """Whether keys come as `Authorization: Bearer` (a JWT policy then leaves a bearer
+        token that is no JWT to this policy)."""
 
     def missing(self, scope: Scope) -> Unauthenticated:
         return Unauthenticated(
@@ -54,9 +57,8 @@ class ApiKeyPolicy(AuthnPolicy):
             elif name == b"authorization":
                 if value[:7].lower() == b"bearer ":
                     token = value[7:].strip()
-                    if looks_like_jwt(token):
-                        return None  # a JWT policy's credential, not a key
-                    return token, name
+                    if not looks_like_jwt(token):  # a JWT is a JWT policy's credential
+                        return token, name
             elif name == b"x-api-key":
                 return value.strip(), name
         return None
@@ -81,4 +83,22 @@ class ApiKeyPolicy(AuthnPolicy):
         set_identity(ctx, name, self.method)
         if not self._forward:
             consume(ctx, header)
+            if self._header is None:
+                self._consume_copies(scope, ctx, header)
         return True
+
+    def _consume_copies(self, scope: Scope, ctx: RequestContext, used: bytes) -> None:
+        """Consume the other default key header too when it holds a configured key (clients
+        often send the key both ways): a gateway key is never forwarded upstream. Anything
+        else there (the upstream's own token) goes on."""
+        other = b"x-api-key" if used == b"authorization" else b"authorization"
+        for name, value in scope["headers"]:
+            if name != other:
+                continue
+            if other == b"authorization":
+                if value[:7].lower() != b"bearer ":
+                    continue
+                value = value[7:]
+            if hashlib.sha256(value.strip()).digest() in self._digests:
+                consume(ctx, other)
+                return

@@ -6,7 +6,8 @@ as true for `deny` and false for `allow`: fail closed.
 
 A policy whose rules read only `request`, `jwt`, `key` and `identity` decides in the request
 phase; one whose rules read `llm`, `mcp` or `a2a` decides in the parsed phase, once the backend
-has said what is being called. Lists (MCP tools, prompts, resources) are filtered by the same
+has said what is being called (if it also reads `request`, that map is taken in the request
+phase, while the request's scope is at hand). Lists (MCP tools, prompts, resources) are filtered by the same
 rules (`visible`), so a caller never sees what it may not call. A list has no arguments, so
 for rules that read `mcp.arguments` a list asks "could some call be allowed": such an `allow`
 rule that is true or fails counts as allowing, and such a `deny` rule is left to the call.
@@ -23,7 +24,7 @@ import orjson
 from crossway.config.policy import AuthorizationConfig, RolesConfig
 from crossway.errors import Forbidden
 from crossway.policy import cel
-from crossway.policy.base import Policy, Reply
+from crossway.policy.base import Phase, Policy, Reply
 from crossway.server.context import RequestContext
 from crossway.types import Scope
 
@@ -73,12 +74,19 @@ class AuthorizationPolicy(Policy):
         self._reads = tuple(sorted(reads))
         self.reads_request = "request" in reads
         self.reads_arguments = any(r.reads_arguments for r in rules)
-        self.phases = frozenset({"parsed" if reads & cel.PROTOCOL_VARIABLES else "request"})
+        self._decides_in: Phase = "parsed" if reads & cel.PROTOCOL_VARIABLES else "request"
+        phases: set[Phase] = {self._decides_in}
+        if self._decides_in == "parsed" and self.reads_request:
+            phases.add("request")  # the parsed phase has no scope: take `request` while we can
+        self.phases = frozenset(phases)
         self._decisions: dict[bytes, bool] = {}
 
     # -- phases ---------------------------------------------------------------------------------
 
     async def on_request(self, scope: Scope, ctx: RequestContext) -> Reply | None:
+        if self._decides_in == "parsed":
+            request_attributes(scope, ctx)  # kept in ctx.attrs for the parsed phase and lists
+            return None
         self._enforce(ctx, scope)
         return None
 

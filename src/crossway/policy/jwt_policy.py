@@ -20,6 +20,7 @@ import jwt
 
 from crossway.config.policy import JwtConfig, JwtPolicyConfig
 from crossway.errors import Forbidden, Unauthenticated
+from crossway.policy.api_key import looks_like_jwt
 from crossway.policy.authn import AuthnPolicy, consume, set_identity
 from crossway.policy.jwt import JwtValidator, bearer_token
 from crossway.policy.protected_resource import ProtectedResource
@@ -117,6 +118,8 @@ class JwtPolicy(AuthnPolicy):
         token = bearer_token(scope["headers"])
         if token is None:
             return False
+        if not looks_like_jwt(token.encode("latin-1")) and _not_ours(ctx):
+            return False  # an API key (forwarded, or for a later policy), not a JWT
         try:
             claims = await self._validator(token).validate(token)
         except Unauthenticated as exc:
@@ -142,6 +145,16 @@ class JwtPolicy(AuthnPolicy):
         if not self.config.forward:
             consume(ctx, b"authorization")
         return True
+
+
+def _not_ours(ctx: RequestContext) -> bool:
+    """Whether a bearer token that is no JWT belongs to another policy: one already
+    authenticated the caller (an API key it forwards), or an API-key policy of the chain reads
+    `Authorization: Bearer` keys too. Otherwise it is a malformed JWT, refused as one."""
+    if ctx.identity is not None:
+        return True
+    chain = ctx.chain
+    return chain is not None and any(getattr(p, "reads_bearer", False) for p in chain.policies)
 
 
 def _settings(config: JwtPolicyConfig) -> dict[str, Any]:

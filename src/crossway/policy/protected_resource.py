@@ -9,6 +9,7 @@ built from the configured resource URI, never from the client's `Host` header.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -25,8 +26,17 @@ WELL_KNOWN: Final = "/.well-known/oauth-protected-resource"
 METADATA_MAX_AGE: Final = 3600
 
 
+_NOT_QTEXT: Final = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+"""Characters RFC 6750 §3 does not allow in `error_description` (and HTTP headers could not
+carry: a token's `alg` or `kid` quoted in a message is the caller's text)."""
+
+
 def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _description(value: str) -> str:
+    return '"' + _NOT_QTEXT.sub("?", value) + '"'
 
 
 class ProtectedResource:
@@ -70,7 +80,7 @@ class ProtectedResource:
         if error:
             parts.append(f"error={_quote(error)}")
         if description:
-            parts.append(f"error_description={_quote(description)}")
+            parts.append(f"error_description={_description(description)}")
         scopes = self.required_scopes or self.config.scopes_supported
         if scopes:
             parts.append(f"scope={_quote(' '.join(scopes))}")
