@@ -148,11 +148,9 @@ class JwtPolicy(AuthnPolicy):
 
 
 def _not_ours(ctx: RequestContext) -> bool:
-    """Whether a bearer token that is no JWT belongs to another policy: one already
-    authenticated the caller (an API key it forwards), or an API-key policy of the chain reads
-    `Authorization: Bearer` keys too. Otherwise it is a malformed JWT, refused as one."""
-    if ctx.identity is not None:
-        return True
+    """Whether a bearer token that is no JWT is another policy's: an API-key policy of the
+    chain (before or after this one) reads `Authorization: Bearer` keys too. Otherwise it is a
+    malformed JWT, refused as one."""
     chain = ctx.chain
     return chain is not None and any(getattr(p, "reads_bearer", False) for p in chain.policies)
 
