@@ -10,7 +10,7 @@ from crossway.server.paths import encode_path, normalize_path, normalize_scope
 
 @pytest.mark.parametrize(
     "raw",
-    [b"/", b"/v1/chat/completions", b"/a/b/", b"/a/b.c/d.json", b"/a-b_c~d", b"*", b"/a;b=1/c"],
+    [b"/", b"/v1/chat/completions", b"/a/b/", b"/a/b.c/d.json", b"/a-b_c~d", b"*"],
 )
 def test_clean_paths_are_left_alone(raw: bytes) -> None:
     path = raw.decode()
@@ -39,7 +39,7 @@ def test_clean_paths_are_left_alone(raw: bytes) -> None:
         (b"/caf%C3%A9", "/café"),
         ("/café".encode(), "/café"),
         (b"/a%252e%252e", "/a%2e%2e"),  # decoded once: '%25' is a literal '%'
-        (b"/a/b%3Bc", "/a/b;c"),
+        (b"/a/b%40c", "/a/b@c"),
     ],
 )
 def test_normalised(raw: bytes, expected: str) -> None:
@@ -70,6 +70,9 @@ def test_normalised(raw: bytes, expected: str) -> None:
         b"/a/..;/admin",
         b"/a/.;x/b",
         b"/a/%2e%2e;jsessionid=1/b",
+        b"/api;x/things",  # Tomcat/Jetty/Spring read `/api/things`: a guard on /api would miss it
+        b"/api%3bx/things",
+        b"/admin;/users",
     ],
 )
 def test_refused(raw: bytes) -> None:
@@ -89,9 +92,9 @@ def test_normalize_scope_updates_path_and_raw_path() -> None:
     normalize_scope(scope)
     assert scope == {"path": "/a b", "raw_path": b"/a%20b"}
     # Decoded but not changed by normalising: the client's own encoding is forwarded.
-    kept = {"path": "/a;b/%2e", "raw_path": b"/a%3Bb/%252e"}
+    kept = {"path": "/a@b/%2e", "raw_path": b"/a%40b/%252e"}
     normalize_scope(kept)
-    assert kept == {"path": "/a;b/%2e", "raw_path": b"/a%3Bb/%252e"}
+    assert kept == {"path": "/a@b/%2e", "raw_path": b"/a%40b/%252e"}
     # A server that gives no raw path: its path is decoded already and is not decoded again.
     no_raw = {"path": "/a/%2e%2e/b"}
     normalize_scope(no_raw)

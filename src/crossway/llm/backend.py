@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -180,6 +180,8 @@ class LlmBackend(Backend):
                 bool(self.config.models),
                 model_id,
                 self.config.max_response_bytes,
+                _authorizer(ctx),
+                _lister(ctx),
             )
             return
         if method != "POST":
@@ -191,7 +193,7 @@ class LlmBackend(Backend):
             elif path.endswith("/messages"):
                 call = messages_call(raw, scope)
             elif path.endswith("/messages/count_tokens"):
-                await send_token_count(raw, self.router, send)
+                await send_token_count(raw, self.router, send, _authorizer(ctx))
                 return
             elif path.endswith("/responses"):
                 call = responses_call(raw)
@@ -453,6 +455,29 @@ class LlmBackend(Backend):
             (usage.input_tokens, usage.output_tokens, usage.cached_tokens, usage.reasoning_tokens),
             cost,
         )
+
+
+def _authorizer(ctx: RequestContext) -> Callable[[str], Awaitable[None]] | None:
+    """The route's parsed phase for a request about one model without a completion (a model
+    lookup, a token count), or None without parsed-phase policies."""
+    chain = ctx.chain
+    if chain is None or not chain.parsed_policies:
+        return None
+
+    async def authorize(model: str) -> None:
+        ctx.attrs["llm.model"] = model
+        ctx.attrs["llm"] = {"model": model, "stream": False, "api": "models"}
+        await chain.parsed(ctx)
+
+    return authorize
+
+
+def _lister(ctx: RequestContext) -> Callable[[str], bool] | None:
+    """Whether the route's policies show a model in `/v1/models` (None: no filtering)."""
+    chain = ctx.chain
+    if chain is None or not chain.filters:
+        return None
+    return lambda model: chain.visible(ctx, {"llm": {"model": model}})
 
 
 async def _response_phase(ctx: RequestContext) -> None:

@@ -6,6 +6,8 @@ single provider's own list when it is OpenAI-style, else an empty list.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import orjson
 
 from crossway.llm.providers.base import Json, Provider
@@ -29,14 +31,22 @@ async def send_models(
     configured: bool,
     model_id: str | None,
     max_response_bytes: int,
+    authorize: Callable[[str], Awaitable[None]] | None = None,
+    visible: Callable[[str], bool] | None = None,
 ) -> None:
-    """Answer a models request: one model (404 when unknown) or the list."""
+    """Answer a models request: one model (404 when unknown) or the list.
+
+    `authorize(model)` runs the route's policies for one model (raising when the caller may not
+    use it); `visible(model)` filters lists, so a caller sees only the models it may use.
+    """
     if model_id is not None:
         router.resolve(model_id)
+        if authorize is not None:
+            await authorize(model_id)
         await send_response(send, 200, orjson.dumps(model_entry(model_id, backend)))
         return
     if configured:
-        listing = [model_entry(n, backend) for n in router.names()]
+        listing = [model_entry(n, backend) for n in router.names() if visible is None or visible(n)]
         await send_response(send, 200, orjson.dumps({"object": "list", "data": listing}))
         return
     provider = next(iter(providers.values()))
@@ -52,4 +62,23 @@ async def send_models(
     data = await read_answer(resp, timeouts, max_response_bytes)
     if resp.status >= 400:
         raise provider.error(resp.status, resp.headers, data)
+    if visible is not None:
+        data = _filtered(data, visible)
     await send_response(send, 200, data, JSON_HEADERS)
+
+
+def _filtered(data: bytes, visible: Callable[[str], bool]) -> bytes:
+    """An upstream's model list with only the models the caller may use."""
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return orjson.dumps({"object": "list", "data": []})
+    entries = document.get("data") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        return orjson.dumps({"object": "list", "data": []})
+    document["data"] = [
+        e
+        for e in entries
+        if isinstance(e, dict) and isinstance(e.get("id"), str) and visible(e["id"])
+    ]
+    return orjson.dumps(document)

@@ -380,6 +380,11 @@ class Federation:
             return True
         return ctx.chain.visible(ctx, {"mcp": self._attributes(kind, name, None)})
 
+    def visible_resources(self, ctx: RequestContext, uris: list[str]) -> list[str]:
+        """The resource URIs of `uris` this caller may read (for subscriptions)."""
+        call = Call(None, ctx.identity, None, ctx=ctx)
+        return [uri for uri in uris if self._visible(call, "resource", uri)]
+
     async def _authorize_call(
         self, call: Call, kind: Kind, name: str, arguments: dict[str, Any]
     ) -> None:

@@ -11,7 +11,8 @@ Rules (RFC 3986 §5.2.4 `remove_dot_segments`, plus what proxies disagree on):
 - Refused with 400, because servers behind us read them differently: an encoded `/` (`%2F`) or
   `\\` (`%5C`), a raw `\\`, NUL and other control characters, a malformed percent-escape
   (`%zz`), bytes that are not UTF-8 once decoded (including overlong forms such as `%c0%ae`),
-  and dot segments with a `;` parameter (`..;`, read as `..` by Tomcat and others).
+  and `;` path parameters, raw or encoded (`/api;x/things` and `..;` are read as `/api/things`
+  and `..` by Tomcat and others).
 - Percent-escapes are decoded exactly once; the path handed on is re-encoded (`%` itself as
   `%25`), so an upstream's own decoding cannot decode a second time.
 """
@@ -58,6 +59,12 @@ def _decode_and_normalize(raw: bytes) -> tuple[str, str]:
         raise BadRequest("invalid request path: not UTF-8", code="invalid_path") from None
     if _CONTROL.search(path) is not None:
         raise BadRequest("invalid request path: control character", code="invalid_path")
+    if ";" in path:
+        # `/api;x/things` is `/api/things` to Tomcat, Jetty and Spring: a route guard on
+        # `/api` would not see it. Matrix parameters have no use on an agent gateway's APIs.
+        raise BadRequest(
+            "invalid request path: ';' path parameters are not allowed", code="invalid_path"
+        )
     return path, remove_dot_segments(path)
 
 
@@ -108,6 +115,7 @@ def normalize_scope(scope: Scope) -> None:
         and "/." not in path
         and "//" not in path
         and "\\" not in path
+        and ";" not in path
     ):
         return  # the path is the raw path, and already normal
     decoded, normal = _decode_and_normalize(raw)

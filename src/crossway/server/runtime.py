@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import urlsplit
 
 from crossway.config.models import Config, Route
 from crossway.policy import PolicyChain, build_chain
 from crossway.policy.jwt_policy import JwtPolicy
-from crossway.policy.protected_resource import WELL_KNOWN, MetadataBackend
+from crossway.policy.protected_resource import WELL_KNOWN, MetadataBackend, ProtectedResource
 from crossway.server.backend import Backend
 from crossway.server.backends import build_backend
 from crossway.server.routing import CompiledRoute, RouteTable, compile_route
@@ -35,7 +36,8 @@ class Runtime:
         compiled = [
             compile_route(r, backends[r.backend], self.chains.get(r.name)) for r in config.routes
         ]
-        self.routes = RouteTable(metadata_routes(compiled) + compiled)
+        public = build_chain(p for p in config.listen.policies if p.type in ("cors", "ip"))
+        self.routes = RouteTable(metadata_routes(compiled, public) + compiled)
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -65,24 +67,41 @@ def build_chains(config: Config) -> dict[str, PolicyChain | None]:
     return {r.name: build_chain(route_policies(config, r)) for r in config.routes}
 
 
-def metadata_routes(routes: list[CompiledRoute]) -> list[CompiledRoute]:
+def metadata_routes(
+    routes: list[CompiledRoute], chain: PolicyChain | None = None
+) -> list[CompiledRoute]:
     """RFC 9728 metadata routes for every route behind a protected-resource JWT policy: the
-    path-suffixed well-known path, and the bare one when a single resource claims it."""
-    found: dict[str, MetadataBackend] = {}
+    path-suffixed well-known path (matched on the resource's host too when two resources share
+    that path), and the bare one when a single resource is configured. `chain` (the listener's
+    CORS and IP policies) guards them; authentication never does: metadata is public."""
+    resources: dict[str, ProtectedResource] = {}
     for route in routes:
         for policy in route.chain.policies if route.chain is not None else ():
             if isinstance(policy, JwtPolicy) and policy.resource is not None:
-                found.setdefault(policy.resource.metadata_path, MetadataBackend(policy.resource))
-    if len(found) == 1 and WELL_KNOWN not in found:
-        found[WELL_KNOWN] = next(iter(found.values()))
-    return [_exact_route(path, backend) for path, backend in found.items()]
+                resources.setdefault(policy.resource.config.resource, policy.resource)
+    by_path: dict[str, list[ProtectedResource]] = {}
+    for resource in resources.values():
+        by_path.setdefault(resource.metadata_path, []).append(resource)
+    out: list[CompiledRoute] = []
+    for path, claimants in by_path.items():
+        shared = len(claimants) > 1
+        for resource in claimants:
+            host = urlsplit(resource.config.resource).hostname if shared else None
+            out.append(_exact_route(path, MetadataBackend(resource), host, chain))
+    if len(resources) == 1 and WELL_KNOWN not in by_path:
+        only = next(iter(resources.values()))
+        out.append(_exact_route(WELL_KNOWN, MetadataBackend(only), None, chain))
+    return out
 
 
-def _exact_route(path: str, backend: Backend) -> CompiledRoute:
-    route = Route.model_validate(
-        {"name": "_metadata", "backend": "_metadata", "match": {"path": {"exact": path}}}
-    )
-    return compile_route(route, backend, None)
+def _exact_route(
+    path: str, backend: Backend, host: str | None, chain: PolicyChain | None
+) -> CompiledRoute:
+    match: dict[str, object] = {"path": {"exact": path}}
+    if host:
+        match["host"] = host
+    route = Route.model_validate({"name": "_metadata", "backend": "_metadata", "match": match})
+    return compile_route(route, backend, chain)
 
 
 async def build_runtime(config: Config, previous: Runtime | None = None) -> Runtime:

@@ -423,7 +423,7 @@ class StreamableHttpTransport:
             return
         if method == "subscriptions/listen" and receive is not None:
             assert isinstance(params, dict)
-            await self._listen(scope, receive, send, request_id, params, meta)
+            await self._listen(scope, receive, send, request_id, params, meta, ctx)
             return
         if method in REMOVED_IN_MODERN:
             await _error(
@@ -468,6 +468,7 @@ class StreamableHttpTransport:
         request_id: Any,
         params: JsonObject,
         meta: JsonObject,
+        ctx: RequestContext,
     ) -> None:
         """`subscriptions/listen`: the response is a stream of the notifications the client
         opted in to, from every server, each tagged with this request's id; the
@@ -482,6 +483,14 @@ class StreamableHttpTransport:
             await send_empty(send, 406)
             return
         honored = _honored_filter(requested)
+        uris = honored.get("resourceSubscriptions")
+        if uris:
+            # Only resources the caller may read can be subscribed to (the route's policies).
+            visible = self.backend.federation.visible_resources(ctx, uris)
+            if visible:
+                honored["resourceSubscriptions"] = visible
+            else:
+                del honored["resourceSubscriptions"]
         tag = {SUBSCRIPTION_ID_META_KEY: request_id}
         wanted_uris = frozenset(honored.get("resourceSubscriptions", ()))
         queue: asyncio.Queue[JsonObject | None] = asyncio.Queue()
