@@ -8,7 +8,7 @@ from typing import Final
 import orjson
 
 from crossway.errors import GatewayError, UpstreamError
-from crossway.server.backend import ErrorResponse, render_json_error
+from crossway.server.backend import ErrorResponse, error_headers, render_json_error
 
 RESPONSE_TOO_LARGE: Final = "upstream_response_too_large"
 """`code` of the 502 for a non-streamed upstream answer over `max_response_bytes`."""
@@ -50,9 +50,7 @@ def render_anthropic_error(exc: GatewayError) -> ErrorResponse:
     kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     body = orjson.dumps({"type": "error", "error": {"type": kind, "message": exc.message}})
     headers = [(b"content-type", b"application/json")]
-    headers.extend(
-        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()
-    )
+    headers.extend(error_headers(exc))
     return status, headers, body
 
 

@@ -31,7 +31,7 @@ from crossway.mcp.upstream.base import Upstream
 from crossway.mcp.upstream.http import StreamableHttpUpstream
 from crossway.mcp.upstream.sse import SseUpstream
 from crossway.mcp.upstream.stdio import StdioUpstream
-from crossway.server.backend import Backend, ErrorResponse
+from crossway.server.backend import Backend, ErrorResponse, error_headers
 from crossway.server.context import RequestContext
 from crossway.store.revocations import MemoryRevocations, RevocationStore, build_revocations
 from crossway.types import Receive, Scope, Send
@@ -109,9 +109,7 @@ class McpBackend(Backend):
             {"jsonrpc": jsonrpc.JSONRPC, "id": None, "error": jsonrpc.error_from_exception(exc)}
         )
         headers = [(b"content-type", b"application/json")]
-        headers.extend(
-            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()
-        )
+        headers.extend(error_headers(exc))
         return exc.status_code, headers, body
 
     async def __call__(

@@ -17,7 +17,7 @@ from crossway.errors import GatewayError, NotFound
 from crossway.proxy import client
 from crossway.server import lifecycle
 from crossway.server.asgi import ClientDisconnected, client_request_id, send_response
-from crossway.server.backend import render_json_error
+from crossway.server.backend import Backend, ErrorResponse, render_json_error
 from crossway.server.context import RequestContext
 from crossway.server.forwarded import set_client
 from crossway.server.paths import normalize_scope
@@ -109,10 +109,7 @@ class GatewayApp:
             await backend(scope, receive, tracked_send, ctx)
         except GatewayError as exc:
             if not response_started:
-                if backend is not None and ctx is not None:
-                    code, headers, body = backend.render_error(exc, scope, ctx)
-                else:
-                    code, headers, body = render_json_error(exc)
+                code, headers, body = _render(exc, backend, scope, ctx)
                 await _send_safely(tracked_send, code, headers, body)
             else:
                 log.warning("route %s: error after the response started: %s", route_name, exc)
@@ -225,6 +222,19 @@ class GatewayApp:
                 self._retiring.add(task)
                 task.add_done_callback(self._retiring.discard)
             return True
+
+
+def _render(
+    exc: GatewayError, backend: Backend | None, scope: Scope, ctx: RequestContext | None
+) -> ErrorResponse:
+    """The error in the route's format; a renderer that fails falls back to the generic JSON
+    error, so a refusal is always sent."""
+    if backend is not None and ctx is not None:
+        try:
+            return backend.render_error(exc, scope, ctx)
+        except Exception:
+            log.exception("route %s: rendering an error failed", ctx.route)
+    return render_json_error(exc)
 
 
 def _mtime(path: str) -> float | None:

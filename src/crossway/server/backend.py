@@ -57,8 +57,14 @@ def render_json_error(exc: GatewayError) -> ErrorResponse:
             }
         }
     )
-    headers = [(b"content-type", b"application/json")]
-    headers.extend(
-        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()
-    )
+    headers = [(b"content-type", b"application/json"), *error_headers(exc)]
     return exc.status_code, headers, body
+
+
+def error_headers(exc: GatewayError) -> list[tuple[bytes, bytes]]:
+    """An error's extra headers (`WWW-Authenticate`, `Retry-After`...) as raw ASGI headers; a
+    character a header cannot carry becomes `?` (an error must always be sendable)."""
+    return [
+        (k.lower().encode("latin-1", "replace"), v.encode("latin-1", "replace"))
+        for k, v in exc.headers.items()
+    ]
