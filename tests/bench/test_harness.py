@@ -29,7 +29,7 @@ from bench.upstream import find_nginx, start_nginx
 from botocore.eventstream import EventStreamBuffer
 
 from bench import fixtures, profile, report
-from tests.helpers import free_port
+from tests.helpers import free_port, missing_component
 
 TEXT = "".join(fixtures.TOKENS)
 
@@ -234,10 +234,9 @@ async def test_first_byte_probe_reads_chunked_and_sized_answers(fixture_upstream
         assert 0 < summary["ttfb_p50_us"] <= summary["ttft_p50_us"] <= summary["total_p50_us"]
 
 
-@pytest.mark.skipif(
-    find_nginx() is None or shutil.which("taskset") is None, reason="nginx not installed"
-)
 def test_nginx_serves_each_fixture_at_its_path(tmp_path: Path) -> None:
+    if find_nginx() is None or shutil.which("taskset") is None:
+        missing_component("nginx or taskset is not installed (.ci/run installs nginx)")
     files = tmp_path / "files"
     fixtures.write_fixtures(files)
     port = free_port()
