@@ -112,6 +112,14 @@ def _where(doc: _Doc, loc: Loc) -> str:
 
 def _describe(doc: _Doc, loc: Loc, msg: str) -> str:
     missing = doc.missing_env.get(loc)
+    if not missing:
+        # An error about a whole object (a model check): name the unset variables inside it.
+        missing = [
+            name
+            for where, names in doc.missing_env.items()
+            if where[: len(loc)] == loc and len(where) <= len(loc) + 1
+            for name in names
+        ]
     if missing:
         msg += f" ({_unset(missing)})"
     return f"{_where(doc, loc)}: {msg}"
@@ -152,6 +160,8 @@ def _clean_loc(loc: tuple[Any, ...], data: Any) -> Loc:
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             node = node[part]
+        elif isinstance(node, dict) and node.get("type") == part:
+            continue  # the tag of a tagged union (`jwt`, `http`): the user wrote it as `type`
         elif i == len(loc) - 1 and isinstance(part, str | int) and not isinstance(node, list):
             pass  # a missing or unknown key: keep it, it is what the message is about
         else:
