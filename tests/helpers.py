@@ -161,3 +161,38 @@ def missing_component(why: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{why} (CI must install it: see .ci/run)")
     pytest.skip(why)
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[int]:
+    """A real `redis-server` on a free loopback port (no persistence); yields the port."""
+    import shutil
+
+    import redis
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        missing_component("redis-server is not installed (.ci/run installs it with apt-get)")
+        raise AssertionError("unreachable")  # missing_component skips or fails
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=tempfile.mkdtemp(prefix="crossway-redis-"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+
+    def ready() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    try:
+        wait_for(ready, what="redis-server")
+        yield port
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)

@@ -5,16 +5,19 @@ serve` processes, the official `openai` SDK."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 
 import openai
 import pytest
 import redis
 
-from tests.helpers import Gateway, free_port, missing_component, start_gateway, wait_for
+from tests.helpers import (
+    Gateway,
+    free_port,
+    redis_server,
+    start_gateway,
+    wait_for,
+)
 from tests.llm.harness import MockLoop
 from tests.llm.openai_mock import API_KEY, openai_mock
 from tests.mocks.base import MockServer, Reply
@@ -46,31 +49,8 @@ backends:
 
 @pytest.fixture(scope="module")
 def redis_port() -> Iterator[int]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        missing_component("redis-server is not installed (.ci/run installs it with apt-get)")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=tempfile.mkdtemp(prefix="crossway-redis-"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-
-    def ready() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-
-    try:
-        wait_for(ready, what="redis-server")
+    with redis_server() as port:
         yield port
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import asyncio
 import base64
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from crossway.mcp.sealing import HKDF_INFO, NONCE_BYTES, SessionSealer
-from tests.helpers import ROOT, Gateway, free_port, start_gateway, wait_for
+from tests.helpers import ROOT, Gateway, free_port, redis_server, start_gateway, wait_for
 from tests.mcp.conftest import mcp_config, notes_stdio
 
 ACCEPT = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
@@ -224,33 +223,8 @@ async def test_a_legacy_sse_session_is_bound_to_its_caller(http: aiohttp.ClientS
 
 @pytest.fixture(scope="module")
 def redis_port() -> Iterator[int]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed (.ci/run installs it with apt-get)")
-        pytest.skip("redis-server is not installed (.ci/run installs it with apt-get)")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=tempfile.mkdtemp(prefix="crossway-redis-"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-
-    def ready() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-
-    try:
-        wait_for(ready, what="redis-server")
+    with redis_server() as port:
         yield port
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(10)
 
 
 async def test_a_revocation_reaches_another_replica_through_redis(

@@ -169,3 +169,15 @@ async def test_non_bool_result_fails_closed() -> None:
     policy = _policy(allow=["mcp.arguments.flag"])
     assert await _allows(policy, _tool("x", arguments={"flag": True}))
     assert not await _allows(policy, _tool("x", arguments={"flag": "yes"}))
+
+
+def test_every_policy_type_has_a_class() -> None:
+    """The factory's table covers exactly the kinds the config accepts."""
+    import typing
+
+    from crossway.config.policy import PolicyConfig
+    from crossway.policy.base import POLICY_CLASSES
+
+    union = typing.get_args(typing.get_args(PolicyConfig)[0])
+    kinds = {typing.get_args(m.model_fields["type"].annotation)[0] for m in union}
+    assert kinds == set(POLICY_CLASSES)

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import logging
-from typing import Final
+from typing import Annotated, Final
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from crossway.config.base import StrictModel
 
 DEFAULT_CONNECT_TIMEOUT: Final = 5.0
 DEFAULT_FIRST_BYTE_TIMEOUT: Final = 300.0
 DEFAULT_IDLE_TIMEOUT: Final = 300.0
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("url must start with http:// or https://")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+"""A URL that must be `http://` or `https://`."""
 
 
 class Timeouts(StrictModel):

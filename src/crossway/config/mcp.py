@@ -23,7 +23,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 
 from crossway.config.base import StrictModel
-from crossway.config.common import UpstreamTls
+from crossway.config.common import HttpUrl, UpstreamTls
 from crossway.config.mcp_security import (
     McpAuthConfig,
     McpAuthorizationConfig,
@@ -124,7 +124,7 @@ class StdioServerConfig(_ServerBase):
 
 
 class _HttpServerBase(_ServerBase):
-    url: str
+    url: HttpUrl
     """The server's endpoint."""
     headers: SecretHeaders = Field(default_factory=dict)
     """Headers sent on every request, e.g. the upstream's own `Authorization` (the client's
@@ -133,13 +133,6 @@ class _HttpServerBase(_ServerBase):
     """A token Crossway obtains for this server (OAuth client credentials or token exchange)."""
     tls: UpstreamTls | None = None
     """TLS to this server: CA file, client certificate, server name (default: system CAs)."""
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("url must start with http:// or https://")
-        return value
 
 
 class StreamableHttpServerConfig(_HttpServerBase):

@@ -31,7 +31,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from crossway.config.base import StrictModel
-from crossway.config.common import UpstreamTls
+from crossway.config.common import HttpUrl, UpstreamTls
 
 AuthMode = Literal["strict", "optional", "permissive"]
 
@@ -289,7 +289,7 @@ class ExtAuthzConfig(StrictModel):
 
     type: Literal["ext_authz"]
     """Policy kind."""
-    url: str
+    url: HttpUrl
     """The authorization service's endpoint."""
     timeout: float = Field(default=DEFAULT_EXT_AUTHZ_TIMEOUT, gt=0)
     """Seconds to wait for its answer."""
@@ -306,13 +306,6 @@ class ExtAuthzConfig(StrictModel):
     a request, Crossway consumes them, like any credential it checked)."""
     tls: UpstreamTls | None = None
     """TLS to the service (CA file, client certificate, server name; default: system CAs)."""
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("url must start with http:// or https://")
-        return value
 
 
 class RoleGrant(StrictModel):

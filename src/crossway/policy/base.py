@@ -16,9 +16,10 @@ Policies never import a protocol package; a backend only contributes attributes
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from crossway.errors import GatewayError
 from crossway.server.context import RequestContext
@@ -127,43 +128,24 @@ def visible(ctx: RequestContext, attrs: Mapping[str, Mapping[str, Any]]) -> bool
     return chain is None or not chain.filters or chain.visible(ctx, attrs)
 
 
+POLICY_CLASSES: Final = {
+    "api_key": "crossway.policy.api_key:ApiKeyPolicy",
+    "jwt": "crossway.policy.jwt_policy:JwtPolicy",
+    "authorization": "crossway.policy.authorization:AuthorizationPolicy",
+    "basic_auth": "crossway.policy.basic_auth:BasicAuthPolicy",
+    "mtls": "crossway.policy.mtls:MtlsPolicy",
+    "ext_authz": "crossway.policy.ext_authz:ExtAuthzPolicy",
+    "cors": "crossway.policy.cors:CorsPolicy",
+    "ip": "crossway.policy.ip_filter:IpFilterPolicy",
+}
+"""Policy `type` -> the class that implements it (imported when first used)."""
+
+
 def build_policy(config: Any) -> Policy:
-    """Build the runtime policy for one configured policy."""
-    from crossway.config import policy as c
-
-    if isinstance(config, c.ApiKeyAuth):
-        from crossway.policy.api_key import ApiKeyPolicy
-
-        return ApiKeyPolicy(config)
-    if isinstance(config, c.JwtPolicyConfig):
-        from crossway.policy.jwt_policy import JwtPolicy
-
-        return JwtPolicy(config)
-    if isinstance(config, c.AuthorizationConfig):
-        from crossway.policy.authorization import AuthorizationPolicy
-
-        return AuthorizationPolicy(config)
-    if isinstance(config, c.BasicAuthConfig):
-        from crossway.policy.basic_auth import BasicAuthPolicy
-
-        return BasicAuthPolicy(config)
-    if isinstance(config, c.MtlsAuthConfig):
-        from crossway.policy.mtls import MtlsPolicy
-
-        return MtlsPolicy(config)
-    if isinstance(config, c.ExtAuthzConfig):
-        from crossway.policy.ext_authz import ExtAuthzPolicy
-
-        return ExtAuthzPolicy(config)
-    if isinstance(config, c.CorsConfig):
-        from crossway.policy.cors import CorsPolicy
-
-        return CorsPolicy(config)
-    if isinstance(config, c.IpFilterConfig):
-        from crossway.policy.ip_filter import IpFilterPolicy
-
-        return IpFilterPolicy(config)
-    raise ValueError(f"unsupported policy {config!r}")  # pragma: no cover - config validates
+    """Build the runtime policy for one configured policy (its `type` picks the class)."""
+    module, _, name = POLICY_CLASSES[config.type].partition(":")
+    policy: Policy = getattr(importlib.import_module(module), name)(config)
+    return policy
 
 
 def build_chain(configs: Iterable[Any]) -> PolicyChain | None:
