@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from crossway.config.policy import AuthMode
 from crossway.errors import Unauthenticated
@@ -52,7 +52,14 @@ class AuthnPolicy(Policy):
 def consume(ctx: RequestContext, header: bytes) -> None:
     """Mark a request header as Crossway's own: backends never forward it upstream."""
     consumed = ctx.attrs.get(CONSUMED_HEADERS)
-    ctx.attrs[CONSUMED_HEADERS] = (consumed or frozenset()) | {header}
+    if consumed is None:
+        ctx.attrs[CONSUMED_HEADERS] = _ONLY.get(header) or frozenset((header,))
+    elif header not in consumed:
+        ctx.attrs[CONSUMED_HEADERS] = consumed | {header}
+
+
+_ONLY: Final = {h: frozenset((h,)) for h in (b"authorization", b"x-api-key")}
+"""Prebuilt one-header sets (the common case costs no set construction)."""
 
 
 def set_identity(ctx: RequestContext, sub: str, method: str, **extra: object) -> None:

@@ -33,6 +33,7 @@ log = logging.getLogger("crossway.policy.authorization")
 DECISION_CACHE_SIZE: Final = 65536
 """List decisions remembered per (caller, item); cleared when full."""
 _FINGERPRINT: Final = "authz.caller"
+_PROTOCOLS: Final = ("llm", "mcp", "a2a")
 
 
 def role_rules(roles: RolesConfig) -> list[str]:
@@ -94,25 +95,36 @@ class AuthorizationPolicy(Policy):
         self._enforce(ctx, None)
 
     def _enforce(self, ctx: RequestContext, scope: Scope | None) -> None:
-        variables = self._variables(ctx, ctx.attrs, scope)
-        if not self._decide(variables, listing=False):
+        if self.reads_request or self.reads_arguments:
+            allowed = self._decide(self._variables(ctx, ctx.attrs, scope), listing=False)
+        else:
+            allowed = self._remembered(ctx, ctx.attrs, listing=False)
+        if not allowed:
             raise Forbidden(_what(ctx.attrs) + " is not allowed", code="forbidden")
 
     def visible(self, ctx: RequestContext, attrs: Mapping[str, Mapping[str, Any]]) -> bool:
         if self.reads_request:
             return self._decide(self._variables(ctx, attrs, None), listing=True)
-        # Without `request`, the decision depends only on the caller and the item: remember it,
-        # so a tools/list of a thousand tools costs a thousand dict lookups after the first.
+        return self._remembered(ctx, attrs, listing=True)
+
+    def _remembered(self, ctx: RequestContext, attrs: Mapping[str, Any], *, listing: bool) -> bool:
+        """The decision for rules that read neither `request` nor call arguments: it depends
+        only on the caller and the protocol attributes, so it is remembered per (caller,
+        attributes) — a tools/list of a thousand tools, or the thousandth request of a caller
+        for one model, costs a dict lookup."""
         caller = ctx.attrs.get(_FINGERPRINT)
         if caller is None:
             caller = ctx.attrs[_FINGERPRINT] = _fingerprint(ctx)
         try:
-            key = caller + orjson.dumps(attrs, option=orjson.OPT_SORT_KEYS)
+            key = caller + orjson.dumps(
+                [listing, *(attrs.get(name) for name in _PROTOCOLS)],
+                option=orjson.OPT_SORT_KEYS,
+            )
         except TypeError:
-            return self._decide(self._variables(ctx, attrs, None), listing=True)
+            return self._decide(self._variables(ctx, attrs, None), listing=listing)
         decision = self._decisions.get(key)
         if decision is None:
-            decision = self._decide(self._variables(ctx, attrs, None), listing=True)
+            decision = self._decide(self._variables(ctx, attrs, None), listing=listing)
             if len(self._decisions) >= DECISION_CACHE_SIZE:
                 self._decisions.clear()
             self._decisions[key] = decision

@@ -249,10 +249,11 @@ def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
     """The token of an `Authorization: Bearer ...` header in raw ASGI headers, if any."""
     for name, value in headers:
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").strip().partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-            return None
+            value = value.strip()
+            if value[:7].lower() != b"bearer ":
+                return None
+            token = value[7:].strip()
+            return token.decode("latin-1") if token else None
     return None
 
 
