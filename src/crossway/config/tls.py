@@ -21,7 +21,6 @@ from __future__ import annotations
 import ssl
 from typing import Final, Literal
 
-from cryptography import x509
 from pydantic import Field, model_validator
 
 from crossway.config.base import StrictModel
@@ -76,6 +75,8 @@ def check_files(tls: ListenTls) -> None:
             context.load_verify_locations(cafile=tls.client_ca_file)
         except (OSError, ssl.SSLError) as exc:
             raise ValueError(f"cannot load client_ca_file {tls.client_ca_file}: {exc}") from None
+    from cryptography import x509  # only when CRLs are configured (it is a large import)
+
     for path in tls.client_crl_files:
         try:
             with open(path, "rb") as f:

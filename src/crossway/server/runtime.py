@@ -8,7 +8,6 @@ from urllib.parse import urlsplit
 
 from crossway.config.models import Config, Route
 from crossway.policy import PolicyChain, build_chain
-from crossway.policy.jwt_policy import JwtPolicy
 from crossway.policy.protected_resource import WELL_KNOWN, MetadataBackend, ProtectedResource
 from crossway.server.backend import Backend
 from crossway.server.backends import build_backend
@@ -77,8 +76,9 @@ def metadata_routes(
     resources: dict[str, ProtectedResource] = {}
     for route in routes:
         for policy in route.chain.policies if route.chain is not None else ():
-            if isinstance(policy, JwtPolicy) and policy.resource is not None:
-                resources.setdefault(policy.resource.config.resource, policy.resource)
+            resource = getattr(policy, "resource", None)  # a JWT policy's RFC 9728 mode
+            if isinstance(resource, ProtectedResource):
+                resources.setdefault(resource.config.resource, resource)
     by_path: dict[str, list[ProtectedResource]] = {}
     for resource in resources.values():
         by_path.setdefault(resource.metadata_path, []).append(resource)
