@@ -120,9 +120,8 @@ class JwtPolicy(AuthnPolicy):
             return False
         if not looks_like_jwt(token.encode("latin-1")) and _not_ours(ctx):
             return False  # an API key (forwarded, or for a later policy), not a JWT
-        validator = self.validators[0] if len(self.validators) == 1 else self._validator(token)
         try:
-            claims = await validator.validate(token)
+            claims = await self._validator(token).validate(token)
         except Unauthenticated as exc:
             exc.headers = {"www-authenticate": self._challenge("invalid_token", exc.message)}
             raise
