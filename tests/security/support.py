@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import aiohttp
 import jwt
@@ -558,3 +558,24 @@ def assert_rpc_error(
     if code is not None:
         assert error["code"] == code, answer
     return error
+
+
+BACKENDS: Final = """backends:
+  llm:
+    type: llm
+    providers:
+      up: {{type: openai_compatible, base_url: '{upstream}/v1'}}
+    models:
+      - {{name: gpt-4o-mini, targets: [{{provider: up}}]}}
+      - {{name: gpt-4o, targets: [{{provider: up}}]}}
+  tools:
+    type: mcp
+    servers:
+      alpha: {{type: streamable_http, url: '{mcp}'}}
+  web:
+    type: http
+    url: '{upstream}'
+"""
+"""The backends every security module attacks (a `str.format` template: `upstream`, `mcp`):
+an OpenAI-compatible LLM backend, an MCP backend and a plain HTTP backend on the recording
+upstreams."""

@@ -18,6 +18,7 @@ import pytest
 from tests.helpers import free_port, start_gateway
 from tests.security.support import (
     AUDIENCE,
+    BACKENDS,
     ISSUER,
     Answer,
     Servers,
@@ -46,7 +47,8 @@ def _jwt_policy(servers: Servers, extra: str = "") -> str:
     )
 
 
-CONFIG = """
+CONFIG = (
+    """
 routes:
   - name: llm
     match: {{path: {{prefix: /v1}}}}
@@ -69,22 +71,9 @@ routes:
       - {jwt}
       - type: authorization
         allow: ['request.method == "GET" || jwt.role == "admin"']
-backends:
-  llm:
-    type: llm
-    providers:
-      up: {{type: openai_compatible, base_url: '{upstream}/v1'}}
-    models:
-      - {{name: gpt-4o-mini, targets: [{{provider: up}}]}}
-      - {{name: gpt-4o, targets: [{{provider: up}}]}}
-  tools:
-    type: mcp
-    servers:
-      alpha: {{type: streamable_http, url: '{mcp}'}}
-  web:
-    type: http
-    url: '{upstream}'
 """
+    + BACKENDS
+)
 
 
 @dataclass

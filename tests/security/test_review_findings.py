@@ -25,6 +25,7 @@ import pytest
 from tests.helpers import free_port, start_gateway
 from tests.security.support import (
     AUDIENCE,
+    BACKENDS,
     ISSUER,
     Servers,
     assert_challenge,
@@ -38,7 +39,8 @@ from tests.security.support import (
 KEY_A = "sk-team-a-6f1c0e9b2d7a4c58"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
-CONFIG = """
+CONFIG = (
+    """
 listen:
   port: {port}
 routes:
@@ -83,22 +85,9 @@ routes:
         protected_resource:
           resource: 'http://127.0.0.1:{port}/pr'
           authorization_servers: ['{issuer}']
-backends:
-  llm:
-    type: llm
-    providers:
-      up: {{type: openai_compatible, base_url: '{upstream}/v1'}}
-    models:
-      - {{name: gpt-4o-mini, targets: [{{provider: up}}]}}
-      - {{name: gpt-4o, targets: [{{provider: up}}]}}
-  tools:
-    type: mcp
-    servers:
-      alpha: {{type: streamable_http, url: '{mcp}'}}
-  web:
-    type: http
-    url: '{upstream}'
 """
+    + BACKENDS
+)
 
 
 @dataclass

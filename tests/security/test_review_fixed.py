@@ -20,6 +20,7 @@ import pytest
 
 from tests.helpers import free_port, start_gateway
 from tests.security.support import (
+    BACKENDS,
     ISSUER,
     MCP_ACCEPT,
     Servers,
@@ -36,7 +37,8 @@ MODERN_META = {
     "io.modelcontextprotocol/clientCapabilities": {},
 }
 
-CONFIG = """
+CONFIG = (
+    """
 listen:
   port: {port}
 routes:
@@ -79,22 +81,9 @@ routes:
     policies:
       - type: authorization
         deny: ['request.path.startsWith("/admin/")']
-backends:
-  llm:
-    type: llm
-    providers:
-      up: {{type: openai_compatible, base_url: '{upstream}/v1'}}
-    models:
-      - {{name: gpt-4o-mini, targets: [{{provider: up}}]}}
-      - {{name: gpt-4o, targets: [{{provider: up}}]}}
-  tools:
-    type: mcp
-    servers:
-      alpha: {{type: streamable_http, url: '{mcp}'}}
-  web:
-    type: http
-    url: '{upstream}'
 """
+    + BACKENDS
+)
 
 
 @dataclass
