@@ -1,7 +1,8 @@
 """`McpBackend`: the `type: mcp` backend — MCP servers federated behind one endpoint.
 
 Paths (relative to the route): `/mcp` (Streamable HTTP, both protocol eras), `/sse` and
-`/message` (legacy HTTP+SSE). The access-control hooks (`crossway.mcp.hooks`) run first.
+`/message` (legacy HTTP+SSE). Access control is the route's policy chain; tool pinning is a
+hook (`crossway.mcp.hooks`).
 """
 
 from __future__ import annotations
@@ -115,8 +116,6 @@ class McpBackend(Backend):
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext
     ) -> None:
-        if await self.hooks.auth_gate(scope, receive, send, ctx):
-            return
         path = ctx.path
         if path in STREAMABLE_PATHS:
             await self.streamable(scope, receive, send, ctx)
@@ -175,7 +174,7 @@ def _hooks_from_config(name: str, cfg: McpBackendConfig) -> McpHooks:
 
 async def _hook_lifecycle(hooks: McpHooks, method: str) -> None:
     """Start or close the hooks that hold resources (pin store, JWKS client)."""
-    for hook in (hooks.pinning, hooks.auth_gate):
+    for hook in (hooks.pinning,):
         action = getattr(hook, method, None)
         if action is not None:
             await action()
