@@ -177,3 +177,30 @@ async def test_oversized_or_garbage_tokens_are_invalid() -> None:
         with pytest.raises(Unauthenticated) as info:
             await _run(_gate(), _scope("/mcp", headers={"authorization": f"Bearer {token}"}))
         assert 'error="invalid_token"' in info.value.headers["www-authenticate"]
+
+
+def test_a_resource_uri_is_never_taken_from_the_host_header() -> None:
+    """Hole 6: with `resource` unset, the old MCP `auth:` built the resource URI (the audience
+    and the metadata URL) from the client's `Host` header; now it must be configured."""
+    from pydantic import ValidationError
+
+    from crossway.config.mcp import McpBackendConfig
+
+    backend = {
+        "type": "mcp",
+        "servers": {"s": {"type": "streamable_http", "url": "http://127.0.0.1:1/mcp"}},
+        "auth": {"authorization_servers": [AS], "jwt": {"jwks": {"keys": [JWK]}, "issuer": AS}},
+    }
+    with pytest.raises(ValidationError, match=r"auth\.resource is required"):
+        McpBackendConfig.model_validate(backend)
+    backend["auth"]["resource"] = RESOURCE  # type: ignore[index]
+    migrated = McpBackendConfig.model_validate(backend)
+    assert migrated.auth is None and migrated.policies[0].type == "jwt"
+    with pytest.raises(ValidationError, match="protected_resource"):
+        JwtPolicyConfig.model_validate(
+            {
+                "type": "jwt",
+                "jwks": {"keys": [JWK]},
+                "protected_resource": {"authorization_servers": [AS]},
+            }
+        )
