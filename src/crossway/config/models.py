@@ -9,6 +9,7 @@ from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_val
 
 from crossway.config.base import LocatedProblems, StrictModel
 from crossway.config.common import Timeouts, UpstreamTls
+from crossway.config.a2a import A2aBackendConfig
 from crossway.config.llm import LlmBackendConfig
 from crossway.config.mcp import McpBackendConfig, session_key_problems
 from crossway.config.policy import PolicyConfig
@@ -151,7 +152,7 @@ class HttpBackendConfig(StrictModel):
 
 
 BackendConfig = Annotated[
-    HttpBackendConfig | LlmBackendConfig | McpBackendConfig,
+    HttpBackendConfig | LlmBackendConfig | McpBackendConfig | A2aBackendConfig,
     Field(discriminator="type"),
 ]
 

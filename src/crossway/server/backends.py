@@ -20,4 +20,8 @@ def build_backend(name: str, config: BackendConfig, root: Config) -> Backend:
         from crossway.mcp.backend import McpBackend
 
         return McpBackend.from_config(name, config)
+    if config.type == "a2a":
+        from crossway.a2a.backend import A2aBackend
+
+        return A2aBackend.from_config(name, config, root)
     raise ValueError(f"unsupported backend type {config.type!r}")  # pragma: no cover
