@@ -48,6 +48,7 @@ from a2a.types.a2a_pb2 import (
     TaskState,
     TaskStatus,
 )
+from google.protobuf.json_format import MessageToDict
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -82,7 +83,12 @@ def _text(context: RequestContext) -> str:
 
 
 def _metadata(context: RequestContext) -> dict[str, Any]:
-    return dict(context.metadata or {})
+    """The message's metadata, overridden by the request's."""
+    merged: dict[str, Any] = {}
+    if context.message is not None and context.message.HasField("metadata"):
+        merged.update(MessageToDict(context.message.metadata))
+    merged.update(context.metadata or {})
+    return merged
 
 
 async def _open_task(context: RequestContext, queue: EventQueue) -> TaskUpdater:
