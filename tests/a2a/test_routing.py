@@ -282,6 +282,14 @@ def test_a_more_specific_mode_wins_a_tie() -> None:
     assert (decision.agent, decision.reason) == ("loose", "mode")
 
 
+def test_a_more_specific_mode_wins_a_text_tie() -> None:
+    same = [skill("see", "See", "Describes pictures.", [])]
+    alpha = agent("alpha", "Pictures.", same, inputs=["text/plain", "image/*"])
+    bravo = agent("bravo", "Pictures.", same, inputs=["text/plain", "image/png"])
+    decision = CapabilityRouter([alpha, bravo]).pick(image_message("describe the pictures"))
+    assert (decision.agent, decision.reason) == ("bravo", "match")
+
+
 def test_config_order_breaks_a_full_tie() -> None:
     one = agent("one", "Echo.", [skill("a", "A", "Echo.", [])])
     two = agent("two", "Echo.", [skill("b", "B", "Echo.", [])])

@@ -68,6 +68,8 @@ MAX_QUERY_CHARS: Final = 4096
 """Only the start of a long message's text is matched (the decision stays cheap)."""
 MAX_CACHED_MODE_SETS: Final = 1024
 """Distinct (input modes, accepted output modes) combinations remembered per router."""
+MAX_CACHED_STEMS: Final = 65536
+"""Words whose stem is remembered (process-wide)."""
 MAX_AGENTS_IN_ERROR: Final = 20
 """Agents listed by name in a content-type error (the rest are counted)."""
 
@@ -114,9 +116,22 @@ def _stem(word: str) -> str:
     return word
 
 
+_stems: dict[str, str] = {}
+
+
 def tokenize(text: str) -> list[str]:
     """Lower-cased, stemmed word tokens of `text` without stop words."""
-    return [_stem(w) for w in _WORD.findall(text.lower()) if w not in STOP_WORDS]
+    tokens = []
+    for word in _WORD.findall(text.lower()):
+        if word in STOP_WORDS:
+            continue
+        stem = _stems.get(word)
+        if stem is None:
+            if len(_stems) >= MAX_CACHED_STEMS:
+                _stems.clear()
+            stem = _stems[word] = _stem(word)
+        tokens.append(stem)
+    return tokens
 
 
 MediaRange = tuple[str, str]
@@ -223,21 +238,27 @@ class _Bm25:
         for doc in documents:
             for term in doc:
                 frequency[term] = frequency.get(term, 0) + 1
-        self.postings: dict[str, list[tuple[int, float]]] = {}
+        self.count = count
+        self.postings: dict[str, tuple[list[int], list[float]]] = {}
         for index, doc in enumerate(documents):
             norm = BM25_K1 * (1 - BM25_B + BM25_B * (lengths[index] / average if average else 0))
             for term, tf in doc.items():
                 df = frequency[term]
                 idf = math.log(1 + (count - df + 0.5) / (df + 0.5))
                 weight = idf * tf * (BM25_K1 + 1) / (tf + norm)
-                self.postings.setdefault(term, []).append((index, weight))
+                indices, weights = self.postings.setdefault(term, ([], []))
+                indices.append(index)
+                weights.append(weight)
 
-    def scores(self, text: str) -> dict[int, float]:
-        """Document index -> score for the (unique) terms of `text`; unmatched docs absent."""
-        result: dict[int, float] = {}
-        for term in dict.fromkeys(tokenize(text[:MAX_QUERY_CHARS])):
-            for index, weight in self.postings.get(term, ()):
-                result[index] = result.get(index, 0.0) + weight
+    def scores(self, text: str) -> list[float]:
+        """Per document, its score for the (unique) terms of `text` (0.0: no match)."""
+        result = [0.0] * self.count
+        postings = self.postings
+        for term in set(tokenize(text[:MAX_QUERY_CHARS])):
+            found = postings.get(term)
+            if found is not None:
+                for index, weight in zip(*found, strict=True):
+                    result[index] += weight
         return result
 
 
@@ -474,11 +495,11 @@ class CapabilityRouter:
         if not eligible:
             raise self._unsupported(ask, outputs, live, None)
         fitting_agents = {entries[i].agent for i in eligible}
-        scores = self._bm25.scores(ask.text) if ask.text else {}
+        scores = self._bm25.scores(ask.text) if ask.text else None
         best: tuple[int, float, int, int] | None = None
         for i in eligible:
             hits = len(entries[i].tags & ask.tags) if ask.tags else 0
-            score = scores.get(i, 0.0)
+            score = scores[i] if scores is not None else 0.0
             if hits or score > 0:
                 key = (hits, score, fits[i], -i)
                 if best is None or key > best:
@@ -583,7 +604,7 @@ class CapabilityRouter:
             entry = catalog_entry(agent)
             score = 0.0
             if scores is not None:
-                score = max((scores.get(e, 0.0) for e in self._agent_entries[position]), default=0)
+                score = max((scores[e] for e in self._agent_entries[position]), default=0.0)
                 if score <= 0:
                     continue
                 entry["score"] = round(score, 6)
