@@ -463,3 +463,10 @@ def test_router_card_is_a_valid_v1_card() -> None:
     card = router_card(fleet(), "http://127.0.0.1:1/a2a/", "Router", "Routes.")
     parsed = json_format.ParseDict(card, a2a_pb2.AgentCard())
     assert len(parsed.skills) == 4 and parsed.capabilities.streaming
+
+
+def test_the_bench_runs_small() -> None:
+    from bench.a2a_router import measure
+
+    figures = measure(10, 200, 1)
+    assert figures["skills"] >= 30 and figures["p50_ms"] > 0

@@ -427,8 +427,8 @@ class CapabilityRouter:
     def _unsupported(
         self, ask: _Ask, outputs: tuple[str, ...], agents: Sequence[int], skill: str | None
     ) -> A2aError:
-        asked = ", ".join(ask.inputs) or "no parts"
-        wanted = f" producing one of {', '.join(outputs)}" if outputs else ""
+        asked = f"parts of {', '.join(ask.inputs)}" if ask.inputs else "a message without parts"
+        wanted = f" answering in one of {', '.join(outputs)}" if outputs else ""
         listed: list[dict[str, Any]] = []
         lines: list[str] = []
         for position in agents:
