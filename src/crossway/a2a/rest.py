@@ -149,6 +149,8 @@ def _route(version: str, segments: list[str]) -> tuple[dict[str, str], dict[str,
 
 def _route_tail(s: list[str], *, v03: bool) -> tuple[dict[str, str], dict[str, str]] | None:
     n = len(s)
+    if n == 0:
+        return None
     if n == 1:
         if s[0] == "message:send":
             return {"POST": "SendMessage"}, {}
@@ -536,11 +538,15 @@ def _v03_push_request_to_core(task_id: str, body: dict[str, Any]) -> Any:
 def _v03_send_message_body(params: dict[str, Any]) -> dict[str, Any]:
     def convert() -> Any:
         from a2a.compat.v0_3 import a2a_v0_3_pb2, conversions, proto_utils
+        from a2a.compat.v0_3 import types as types_v03
         from a2a.types import a2a_pb2
         from google.protobuf.json_format import MessageToDict, ParseDict
 
         core = ParseDict(params, a2a_pb2.SendMessageRequest(), ignore_unknown_fields=True)
         req = conversions.to_compat_send_message_request(core, request_id=0).params
+        if req.configuration is None:
+            # v1.0 without configuration blocks; a v0.3 protobuf body without `blocking` does not.
+            req.configuration = types_v03.MessageSendConfiguration(blocking=True)
         pb = a2a_v0_3_pb2.SendMessageRequest(
             request=proto_utils.ToProto.message(req.message),
             configuration=proto_utils.ToProto.message_send_configuration(req.configuration),
