@@ -470,3 +470,45 @@ def test_the_bench_runs_small() -> None:
 
     figures = measure(10, 200, 1)
     assert figures["skills"] >= 30 and figures["p50_ms"] > 0
+
+
+def _sample_agents() -> list[Agent]:
+    from crossway.samples.a2a_agents import AGENTS, agent_card, card_json
+
+    agents = []
+    for name in AGENTS:
+        card = card_json(agent_card(name, f"http://127.0.0.1:1/{name}"), "1.0")
+        skills = card["skills"]
+        agents.append(
+            Agent(
+                name=name,
+                base_url=f"http://127.0.0.1:1/{name}",
+                version="1.0",
+                card=card,
+                skills=skills,
+                input_modes=card["defaultInputModes"],
+                output_modes=card["defaultOutputModes"],
+                tags=[t for s in skills for t in s.get("tags", [])],
+            )
+        )
+    return agents
+
+
+@pytest.mark.parametrize(
+    ("text", "media", "expected"),
+    [
+        ("Translate this paragraph into French", None, ("writer", "translate")),
+        ("Give me the gist of this article", None, ("writer", "summarize")),
+        ("What is in this picture?", None, ("vision", "describe-image")),
+        ("translate the text on this sign", "image/jpeg", ("vision", "describe-image")),
+        ("Write a long report and stream it", None, ("streamer", "stream-report")),
+        ("Ask me first, then answer my question", None, ("asker", "clarify")),
+    ],
+)
+def test_the_sample_agents_cards_route(
+    text: str, media: str | None, expected: tuple[str, str]
+) -> None:
+    router = CapabilityRouter(_sample_agents())
+    message = image_message(text, media) if media else text_message(text)
+    decision = router.pick(message)
+    assert (decision.agent, decision.skill) == expected
