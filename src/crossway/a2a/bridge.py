@@ -97,6 +97,18 @@ _MAX_SAFE_INTEGER: Final = 2**53
 _MAX_ERROR_DETAIL: Final = 300
 """Longest validation detail quoted in an error message."""
 
+_REQUIRED_IDS: Final[dict[str, tuple[str, str]]] = {
+    "GetTask": ("id", "id"),
+    "CancelTask": ("id", "id"),
+    "SubscribeToTask": ("id", "id"),
+    "CreateTaskPushNotificationConfig": ("task_id", "taskId"),
+    "GetTaskPushNotificationConfig": ("task_id", "taskId"),
+    "ListTaskPushNotificationConfigs": ("task_id", "taskId"),
+    "DeleteTaskPushNotificationConfig": ("task_id", "taskId"),
+}
+"""The id a canonical request needs before it can be a v0.3 one (v0.3 requires it; proto
+field, JSON name)."""
+
 _STREAM_KEYS: Final = {
     "task": "task",
     "message": "message",
@@ -259,6 +271,13 @@ def _request_10_to_03(method: str, old: str, params: dict[str, Any]) -> dict[str
     proto, to_compat = table[method]
     what = f"{method} params"
     core = _parse(params, proto(), what, INVALID_PARAMS)
+    if method in ("SendMessage", "SendStreamingMessage"):
+        if not core.message.message_id:
+            raise A2aError(INVALID_PARAMS, f"{what}: a message with a messageId is required")
+    else:
+        required = _REQUIRED_IDS.get(method)
+        if required is not None and not getattr(core, required[0]):
+            raise A2aError(INVALID_PARAMS, f"{what}: {required[1]} is required")
     request = _convert(lambda c: to_compat(c, 0), core, what, INVALID_PARAMS)
     return _dump(request.params)
 
