@@ -361,52 +361,47 @@ def node_client(*args: str, timeout: float = 60) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("version", ["1.0", "0.3"])
-@pytest.mark.parametrize("transport", ["JSONRPC", "HTTP+JSON"])
+@pytest.mark.parametrize("transport", BINDINGS)
 def test_js_sdk_client(version: str, transport: str) -> None:
+    """@a2a-js/sdk 1.x (v1.0, with its v0.3 compat layer) talks to a2a-sdk 1.3 agents."""
+    t = ("--transport", transport)
     with run_agent("writer", version) as writer:
-        sent = node_client(
-            "send",
-            writer.card_url,
-            "--text",
-            "Summarize this. It is long.",
-            "--transport",
-            transport,
-        )
-        assert sent["result"]["kind"] == "task", sent
-        assert sent["result"]["status"]["state"] == "completed"
-        assert sent["result"]["artifacts"][0]["parts"][0]["text"] == "Summary: Summarize this"
-        got = node_client(
-            "get", writer.card_url, "--task", sent["result"]["id"], "--transport", transport
-        )
-        assert got["result"]["id"] == sent["result"]["id"]
+        sent = node_client("send", writer.card_url, "--text", "Summarize this. It is long.", *t)
+        task = sent["result"]["task"]
+        assert task["status"]["state"] == "TASK_STATE_COMPLETED", sent
+        assert task["artifacts"][0]["parts"][0]["text"] == "Summary: Summarize this"
+        got = node_client("get", writer.card_url, "--task", task["id"], *t)
+        assert got["result"]["id"] == task["id"]
+        listed = node_client("list", writer.card_url, *t)
+        if version == "1.0":
+            assert [x["id"] for x in listed["result"]["tasks"]] == [task["id"]]
+        else:  # v0.3 has no tasks/list
+            assert "error" in listed
+    expected = (
+        "JSONRPC" if transport == "JSONRPC" else "HTTP+JSON",
+        "1.0" if version == "1.0" else "0.3",
+    )
+    assert {(c.binding, c.version) for c in writer.protocol_calls()} == {expected}
     with run_agent("streamer", version) as streamer:
-        streamed = node_client(
-            "stream",
-            streamer.card_url,
-            "--text",
-            "go",
-            "--metadata",
-            '{"steps": 3, "delay": 0.01}',
-            "--transport",
-            transport,
-        )
-        kinds = [e["kind"] for e in streamed["events"]]
-        assert kinds[0] == "task" and kinds.count("artifact-update") == 3, kinds
-        assert streamed["events"][-1]["status"]["state"] == "completed"
-        canceled = node_client(
-            "cancel",
-            streamer.card_url,
-            "--text",
-            "go",
-            "--metadata",
-            '{"steps": 500, "delay": 0.05}',
-            "--transport",
-            transport,
-        )
-        assert canceled["result"]["status"]["state"] == "canceled"
+        meta = ("--metadata", '{"steps": 3, "delay": 0.01}')
+        streamed = node_client("stream", streamer.card_url, "--text", "go", *meta, *t)
+        kinds = [next(iter(e)) for e in streamed["events"]]
+        assert kinds[0] == "task" and kinds.count("artifactUpdate") == 3, kinds
+        assert streamed["events"][-1]["statusUpdate"]["status"]["state"] == "TASK_STATE_COMPLETED"
+        slow = ("--metadata", '{"steps": 500, "delay": 0.05}')
+        canceled = node_client("cancel", streamer.card_url, *slow, *t)
+        assert canceled["sent"]["task"]["status"]["state"] != "TASK_STATE_COMPLETED"
+        assert canceled["result"]["status"]["state"] == "TASK_STATE_CANCELED"
 
 
-def test_node_client_reports_errors() -> None:
+def test_js_sdk_client_reports_errors() -> None:
     with run_agent("writer") as writer:
         out = node_client("get", writer.card_url, "--task", "no-such-task")
-    assert out["error"]["code"] == -32001 or "not found" in out["error"]["message"].lower()
+        assert out["error"]["name"] == "TaskNotFoundError" and out["error"]["code"] == -32001
+        rest = node_client(
+            "get", writer.card_url, "--task", "no-such-task", "--transport", "HTTP+JSON"
+        )
+        assert rest["error"]["name"] == "TaskNotFoundError" and rest["error"]["statusCode"] == 404
+        headers = node_client("send", writer.card_url, "--header", "Authorization: Bearer t0k")
+        assert headers["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
+    assert writer.protocol_calls()[-1].headers["authorization"] == "Bearer t0k"
