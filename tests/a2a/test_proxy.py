@@ -3,14 +3,18 @@ with the a2a-sdk client (JSON-RPC and REST) and with raw HTTP for the error case
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import socket
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from a2a.client import ClientConfig, ClientFactory
 from a2a.client.client import Client
 from a2a.types.a2a_pb2 import (
@@ -27,15 +31,43 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.constants import TransportProtocol
 
 from tests.a2a.agents import RunningAgent, run_agent
-from tests.helpers import Gateway, free_port, start_gateway
+from tests.helpers import Gateway, free_port, start_gateway, wait_for
 
 API_KEY = "writer-key-0123456789abcdef"
 BINDINGS = [TransportProtocol.JSONRPC, TransportProtocol.HTTP_JSON]
 
 
-def _config(agents: dict[str, RunningAgent], down_port: int, policies: str = "") -> str:
+def _rest_only_card(url: str) -> str:
+    """An inline card for the writer that declares only HTTP+JSON (Crossway calls it over REST)."""
+    card = {
+        "name": "REST writer",
+        "description": "The writer, over REST only.",
+        "version": "1.0.0",
+        "supportedInterfaces": [
+            {"url": url, "protocolBinding": "HTTP+JSON", "protocolVersion": "1.0"}
+        ],
+        "capabilities": {"streaming": True},
+        "defaultInputModes": ["text/plain"],
+        "defaultOutputModes": ["text/plain"],
+        "skills": [],
+    }
+    return json.dumps(card)
+
+
+def _config(
+    agents: dict[str, RunningAgent],
+    down_port: int,
+    policies: str = "",
+    bad: BadAgent | None = None,
+) -> str:
     lines = [f"      {n}: {{url: {a.url}}}" for n, a in agents.items()]
     lines.append(f"      down: {{url: http://127.0.0.1:{down_port}}}")
+    lines.append(f"      rest-writer: {{card: {_rest_only_card(agents['writer'].url)}}}")
+    if bad is not None:
+        for kind in ("garbage", "cut", "hang"):
+            lines.append(
+                f"      {kind}: {{url: {bad.url}/{kind}, timeouts: {{call: 0.5, card: 2}}}}"
+            )
     agent_block = "\n".join(lines)
     return f"""
 routes:
@@ -53,19 +85,114 @@ backends:
 """
 
 
+class BadAgent:
+    """One loopback server playing three broken agents, each under its own path: `garbage`
+    (answers bytes that are not JSON-RPC), `cut` (a stream that stops after one event),
+    `hang` (never answers until the test ends)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.release = threading.Event()
+
+    def card(self, kind: str) -> bytes:
+        return json.dumps(
+            {
+                "name": kind,
+                "description": f"a broken agent ({kind})",
+                "version": "1.0.0",
+                "supportedInterfaces": [
+                    {
+                        "url": f"{self.url}/{kind}",
+                        "protocolBinding": "JSONRPC",
+                        "protocolVersion": "1.0",
+                    }
+                ],
+                "capabilities": {"streaming": True},
+                "defaultInputModes": ["text/plain"],
+                "defaultOutputModes": ["text/plain"],
+                "skills": [],
+            }
+        ).encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        kind, _, _ = scope["path"].lstrip("/").partition("/")
+        more = True
+        while more:
+            message = await receive()
+            more = message.get("more_body", False)
+        if scope["method"] == "GET":
+            await _send(send, 200, "application/json", self.card(kind))
+        elif kind == "garbage":
+            await _send(send, 200, "application/json", b"<html>surprise</html>")
+        elif kind == "cut":
+            event = {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "result": {
+                    "task": {
+                        "id": "cut-task",
+                        "contextId": "cut-ctx",
+                        "status": {"state": "TASK_STATE_WORKING"},
+                    }
+                },
+            }
+            headers = [(b"content-type", b"text/event-stream")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            data = b"data: " + json.dumps(event).encode() + b"\n\n"
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 20)
+            await _send(send, 200, "application/json", b"{}")
+
+
+async def _send(send: Any, status: int, content_type: str, body: bytes) -> None:
+    headers = [(b"content-type", content_type.encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture(scope="module")
+def bad_agent() -> Iterator[BadAgent]:
+    bad = BadAgent()
+    config = uvicorn.Config(bad, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [bad.sock]}, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, what="the broken agent")
+    yield bad
+    bad.release.set()
+    server.should_exit = True
+    thread.join(10)
+    bad.sock.close()
+
+
 @pytest.fixture(scope="module")
 def agents() -> Iterator[dict[str, RunningAgent]]:
     with (
         run_agent("writer", "both") as writer,
         run_agent("vision", "1.0") as vision,
         run_agent("streamer", "1.0") as streamer,
+        run_agent("asker", "1.0") as asker,
+        run_agent("streamer", "0.3") as legacy,
     ):
-        yield {"writer": writer, "vision": vision, "streamer": streamer}
+        yield {
+            "writer": writer,
+            "vision": vision,
+            "streamer": streamer,
+            "asker": asker,
+            "legacy": legacy,
+        }
 
 
 @pytest.fixture(scope="module")
-def gateway(agents: dict[str, RunningAgent]) -> Iterator[Gateway]:
-    with start_gateway(_config(agents, free_port())) as gw:
+def gateway(agents: dict[str, RunningAgent], bad_agent: BadAgent) -> Iterator[Gateway]:
+    with start_gateway(_config(agents, free_port(), bad=bad_agent)) as gw:
         yield gw
 
 
@@ -367,3 +494,83 @@ def test_v03_client_to_v10_agent(gateway: Gateway) -> None:
     result = resp.json()["result"]
     assert result["kind"] == "task", json.dumps(result)
     assert result["status"]["state"] == "completed"
+
+
+async def test_garbage_cut_and_hanging_agents(gateway: Gateway, http: httpx.AsyncClient) -> None:
+    message = {"message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "hi"}]}}
+    resp = await _rpc(http, f"{gateway.url}/a2a/garbage/", "SendMessage", message)
+    assert resp.json()["error"]["code"] == -32006, resp.text
+    resp = await _rpc(http, f"{gateway.url}/a2a/hang/", "SendMessage", message)
+    error = resp.json()["error"]
+    assert error["code"] == -32603 and "in time" in error["message"], error
+    resp = await http.post(
+        f"{gateway.url}/a2a/hang/message:send", json=message, headers={"A2A-Version": "1.0"}
+    )
+    assert resp.status_code == 504
+    # a stream that stops before its task settled ends with an error event
+    body = {"jsonrpc": "2.0", "id": 3, "method": "SendStreamingMessage", "params": message}
+    async with http.stream(
+        "POST", f"{gateway.url}/a2a/cut/", json=body, headers={"A2A-Version": "1.0"}
+    ) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        data = [
+            json.loads(line[5:]) async for line in stream.aiter_lines() if line.startswith("data:")
+        ]
+    assert data[0]["result"]["task"]["id"] == "cut-task"
+    assert data[-1]["error"]["code"] == -32603 and data[-1]["id"] == 3
+
+
+@pytest.mark.parametrize("binding", BINDINGS)
+async def test_rest_only_agent(
+    gateway: Gateway, agents: dict[str, RunningAgent], binding: str
+) -> None:
+    before = len(agents["writer"].calls)
+    async with _client(f"{gateway.url}/a2a/rest-writer", binding) as client:
+        events = await _events(client, _message("Summarize: REST is enough."))
+        task = events[0].task
+        assert task.status.state == TaskState.TASK_STATE_COMPLETED
+        got = await client.get_task(GetTaskRequest(id=task.id))
+        assert got.id == task.id
+    calls = agents["writer"].calls[before:]
+    assert [(c.http_method, c.path) for c in calls] == [
+        ("POST", "/message:send"),
+        ("GET", f"/tasks/{task.id}"),
+    ]
+
+
+async def test_v10_client_to_v03_agent_streams(
+    gateway: Gateway, agents: dict[str, RunningAgent]
+) -> None:
+    async with _client(
+        f"{gateway.url}/a2a/legacy", TransportProtocol.JSONRPC, streaming=True
+    ) as client:
+        message = _message("stream please")
+        message.metadata.update({"steps": 2, "delay": 0.01})
+        events = await _events(client, message)
+        assert len(events) >= 3
+        task_id = (
+            events[0].task.id if events[0].HasField("task") else (events[0].status_update.task_id)
+        )
+        got = await client.get_task(GetTaskRequest(id=task_id))
+        assert got.status.state == TaskState.TASK_STATE_COMPLETED
+    methods = agents["legacy"].rpc_methods()
+    assert "message/stream" in methods and "tasks/get" in methods
+
+
+async def test_context_follow_up_through_the_router(
+    gateway: Gateway, agents: dict[str, RunningAgent]
+) -> None:
+    async with _client(f"{gateway.url}/a2a/asker", TransportProtocol.JSONRPC) as client:
+        first = (await _events(client, _message("What is the answer?")))[0].task
+        assert first.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+    before = len(agents["asker"].protocol_calls())
+    async with _client(f"{gateway.url}/a2a", TransportProtocol.HTTP_JSON) as router:
+        follow = _message("French", context_id=first.context_id, task_id=first.id)
+        done = (await _events(router, follow))[0].task
+        assert done.id == first.id
+        assert done.status.state == TaskState.TASK_STATE_COMPLETED
+    assert len(agents["asker"].protocol_calls()) == before + 1
+
+
+def test_no_tracebacks_in_the_log(gateway: Gateway) -> None:
+    assert "Traceback" not in gateway.log()
