@@ -24,6 +24,8 @@ def quickstart() -> Iterator[str]:
         "CROSSWAY_ADMIN_PORT": str(admin),
         "SAMPLE_LLM_PORT": str(free_port()),
         "SAMPLE_MCP_PORT": str(free_port()),
+        "SAMPLE_A2A_WRITER_PORT": str(free_port()),
+        "SAMPLE_A2A_VISION_PORT": str(free_port()),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "crossway.quickstart"],

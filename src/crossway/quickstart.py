@@ -1,8 +1,10 @@
 """`make run`: start the local sample upstreams, then Crossway with examples/quickstart.yaml.
 
-The sample model server listens on 127.0.0.1:9101 and the sample MCP server on 127.0.0.1:9102
-(override with SAMPLE_LLM_PORT / SAMPLE_MCP_PORT); Crossway on CROSSWAY_PORT (8080) with its
-admin plane on CROSSWAY_ADMIN_PORT (15000). Ctrl-C stops everything.
+The sample model server listens on 127.0.0.1:9101, the sample MCP server on 127.0.0.1:9102 and
+the sample A2A agents `writer` and `vision` on 127.0.0.1:9201 and :9202 (override with
+SAMPLE_LLM_PORT / SAMPLE_MCP_PORT / SAMPLE_A2A_WRITER_PORT / SAMPLE_A2A_VISION_PORT); Crossway on
+CROSSWAY_PORT (8080) with its admin plane on CROSSWAY_ADMIN_PORT (15000). Ctrl-C stops
+everything.
 """
 
 from __future__ import annotations
@@ -34,10 +36,15 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
 def main() -> int:
     llm_port = int(os.environ.get("SAMPLE_LLM_PORT", "9101"))
     mcp_port = int(os.environ.get("SAMPLE_MCP_PORT", "9102"))
+    a2a_ports = {
+        "writer": int(os.environ.get("SAMPLE_A2A_WRITER_PORT", "9201")),
+        "vision": int(os.environ.get("SAMPLE_A2A_VISION_PORT", "9202")),
+    }
     env = {
         **os.environ,
         "SAMPLE_LLM_URL": f"http://127.0.0.1:{llm_port}/v1",
         "SAMPLE_MCP_URL": f"http://127.0.0.1:{mcp_port}/mcp",
+        **{f"A2A_{n.upper()}_URL": f"http://127.0.0.1:{p}" for n, p in a2a_ports.items()},
     }
     config = os.environ.get("CROSSWAY_QUICKSTART_CONFIG", str(CONFIG))
     children: list[subprocess.Popen[bytes]] = []
@@ -52,10 +59,20 @@ def main() -> int:
             stderr=subprocess.DEVNULL,
         )
         children.append(mcp)
+        agents: dict[str, subprocess.Popen[bytes]] = {}
+        for name, port in a2a_ports.items():
+            command = ["-m", "crossway.samples.a2a_agents", "--agent", name, "--port", str(port)]
+            agents[name] = subprocess.Popen([sys.executable, *command])
+            children.append(agents[name])
         _wait_port(llm_port, llm, "sample model server")
         _wait_port(mcp_port, mcp, "sample MCP server")
+        for name, port in a2a_ports.items():
+            _wait_port(port, agents[name], f"sample A2A agent {name}")
+        a2a = ", ".join(f"{n} on :{p}" for n, p in a2a_ports.items())
         print(
-            f"quickstart: sample model on :{llm_port}, sample MCP server on :{mcp_port}", flush=True
+            f"quickstart: sample model on :{llm_port}, sample MCP server on :{mcp_port}, "
+            f"sample A2A agents {a2a}",
+            flush=True,
         )
         gateway = subprocess.Popen(
             [sys.executable, "-m", "crossway", "serve", "--config", config], env=env
