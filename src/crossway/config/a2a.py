@@ -35,6 +35,7 @@ DEFAULT_CARD_TIMEOUT: Final = 5.0
 DEFAULT_CALL_TIMEOUT: Final = 300.0
 DEFAULT_CONNECT_TIMEOUT: Final = 5.0
 DEFAULT_TASK_DB: Final = "a2a-tasks.sqlite3"
+DEFAULT_TASK_TTL_SECONDS: Final = 7 * 24 * 3600.0
 DEFAULT_MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 AGENT_NAME_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 RESERVED_NAMES: Final = frozenset({"agents", "tasks", ".well-known"})
@@ -134,6 +135,9 @@ class A2aBackendConfig(StrictModel):
     )
     """Where task and context ownership (which agent owns which task) and task states are kept:
     `sqlite` (default), `memory`, or `redis` shared by several replicas."""
+    task_ttl_seconds: float = Field(default=DEFAULT_TASK_TTL_SECONDS, gt=0)
+    """How long a task's ownership and states are kept after its last state change (a follow-up
+    for a task forgotten this way gets TaskNotFound)."""
     max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, gt=0)
     """Largest request body or upstream answer accepted."""
     policies: list[PolicyConfig] = Field(default_factory=list)

@@ -20,6 +20,7 @@ from starlette.routing import Route
 from crossway import __version__
 from crossway.config import Config, ConfigError, load_config
 from crossway.config.secrets import redacted_dump
+from crossway.server.admin_a2a import a2a_task_routes
 from crossway.server.admin_pins import pin_routes
 
 
@@ -93,5 +94,6 @@ def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> Starlette:
             Route("/metrics", metrics),
             Route("/config", config),
             *pin_routes(view),
+            *a2a_task_routes(view),
         ]
     )

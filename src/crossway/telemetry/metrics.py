@@ -122,3 +122,29 @@ def observe_llm_attempt(backend: str, deployment: str, result: str) -> None:
     if child is None:
         child = _llm_attempt_children[key] = LLM_ATTEMPTS.labels(backend, deployment, result)
     child.inc()
+
+
+# --- A2A tasks ------------------------------------------------------------------------------
+
+TASK_DURATION_BUCKETS: Final = (
+    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 14400.0, 86400.0,
+)  # fmt: skip
+
+A2A_TASKS = Counter(
+    "crossway_a2a_tasks_total",
+    "A2A task state transitions, by agent and the state entered (submitted, working, ...).",
+    ["agent", "state"],
+)
+A2A_TASK_DURATION = Histogram(
+    "crossway_a2a_task_duration_seconds",
+    "Time from an A2A task's creation to its terminal state, by agent and terminal state.",
+    ["agent", "state"],
+    buckets=TASK_DURATION_BUCKETS,
+)
+
+
+def observe_a2a_task(agent: str, state: str, duration: float | None = None) -> None:
+    """Count a task entering `state`; `duration` (seconds since it was created) when terminal."""
+    A2A_TASKS.labels(agent, state).inc()
+    if duration is not None:
+        A2A_TASK_DURATION.labels(agent, state).observe(max(duration, 0.0))
