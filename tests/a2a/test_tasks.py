@@ -22,12 +22,12 @@ from crossway.config.a2a import A2aBackendConfig, TaskStoreConfig
 from crossway.server.admin_a2a import a2a_task_routes
 from crossway.store.tasks import (
     MemoryTaskStore,
-    RedisTaskStore,
-    SqliteTaskStore,
     TaskStore,
     build_task_store,
     default_task_path,
 )
+from crossway.store.tasks_redis import RedisTaskStore
+from crossway.store.tasks_sqlite import SqliteTaskStore
 from tests.helpers import redis_server
 
 
@@ -542,3 +542,20 @@ async def test_admin_task_routes_need_the_token(tmp_path: Path) -> None:
         assert status == 401
     status, _ = await _get(app, "/a2a/tasks", {"authorization": "Bearer s3cret"})
     assert status == 200
+
+
+async def test_redis_listing_index_forgets_expired_tasks(redis_port: int) -> None:
+    store = RedisTaskStore(f"redis://127.0.0.1:{redis_port}/0", f"test:{next(_counter)}:")
+    try:
+        await store.put_owner("gone", None, "writer", 0.2)
+
+        async def expired() -> bool:
+            return await store.owner("gone") is None
+
+        await _eventually(expired)
+        store._pruned = float("-inf")  # the once-a-minute pass is due
+        await store.put_owner("kept", None, "writer", 60)
+        assert await store._redis.zscore(store._index, "gone") is None
+        assert await store._redis.zscore(store._index, "kept") is not None
+    finally:
+        await store.close()
