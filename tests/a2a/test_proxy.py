@@ -29,7 +29,15 @@ from a2a.types.a2a_pb2 import (
     TaskState,
 )
 from a2a.utils.constants import TransportProtocol
+from pydantic import TypeAdapter
 
+from crossway.a2a import cards
+from crossway.a2a.registry import AgentRegistry
+from crossway.config.a2a import A2aBackendConfig
+from crossway.config.policy import PolicyConfig
+from crossway.policy import build_chain
+from crossway.server.context import RequestContext
+from crossway.server.forwarded import FORWARDED, Forwarded
 from tests.a2a.agents import RunningAgent, run_agent
 from tests.helpers import Gateway, free_port, start_gateway, wait_for
 
@@ -96,6 +104,8 @@ class BadAgent:
         self.port = int(self.sock.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
         self.release = threading.Event()
+        self.flaky_down = False
+        """`flaky`'s card answers 503 while set."""
 
     def card(self, kind: str) -> bytes:
         return json.dumps(
@@ -120,13 +130,18 @@ class BadAgent:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        kind, _, _ = scope["path"].lstrip("/").partition("/")
+        kind, _, rest = scope["path"].lstrip("/").partition("/")
         more = True
         while more:
             message = await receive()
             more = message.get("more_body", False)
         if scope["method"] == "GET":
-            await _send(send, 200, "application/json", self.card(kind))
+            if (kind == "flaky" and self.flaky_down) or (
+                kind == "legacy" and rest != ".well-known/agent.json"
+            ):
+                await _send(send, 503, "text/plain", b"no")
+            else:
+                await _send(send, 200, "application/json", self.card(kind))
         elif kind == "garbage":
             await _send(send, 200, "application/json", b"<html>surprise</html>")
         elif kind == "cut":
@@ -574,3 +589,78 @@ async def test_context_follow_up_through_the_router(
 
 def test_no_tracebacks_in_the_log(gateway: Gateway) -> None:
     assert "Traceback" not in gateway.log()
+
+
+async def _until(predicate: Any, what: str) -> None:
+    """Poll `predicate` with a short backoff (never a fixed sleep)."""
+    delay = 0.01
+    for _ in range(200):
+        if predicate():
+            return
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    raise TimeoutError(what)
+
+
+async def test_registry_marks_agents_down_and_up(bad_agent: BadAgent) -> None:
+    config = A2aBackendConfig.model_validate(
+        {
+            "type": "a2a",
+            "card_refresh_seconds": 0.05,
+            "task_store": {"type": "memory"},
+            "agents": {
+                "flaky": {"url": f"{bad_agent.url}/flaky"},
+                "legacy": {"url": f"{bad_agent.url}/legacy"},
+            },
+        }
+    )
+    bad_agent.flaky_down = True
+    registry = AgentRegistry(config)
+    await registry.start()
+    try:
+        flaky = registry.get("flaky")
+        assert flaky is not None and not flaky.up
+        assert "503" in registry.down_reason["flaky"]
+        legacy = registry.get("legacy")  # found at the legacy agent.json
+        assert legacy is not None and legacy.up
+        assert legacy.interfaces[0].url == f"{bad_agent.url}/legacy"
+        bad_agent.flaky_down = False
+        await _until(lambda: registry.agents["flaky"].up, "flaky up")
+        assert registry.agents["flaky"].card["name"] == "flaky"
+        bad_agent.flaky_down = True
+        await _until(lambda: not registry.agents["flaky"].up, "flaky down")
+    finally:
+        bad_agent.flaky_down = False
+        await registry.close()
+
+
+def test_card_security_for_jwt() -> None:
+    config = TypeAdapter(PolicyConfig).validate_python(
+        {
+            "type": "jwt",
+            "issuer": "https://idp.example",
+            "jwks_url": "https://idp.example/jwks",
+            "required_scopes": ["a2a"],
+            "protected_resource": {
+                "resource": "https://gw.example/a2a",
+                "authorization_servers": ["https://idp.example"],
+            },
+        }
+    )
+    ctx = RequestContext("r", "b", "id", "/", chain=build_chain([config]))
+    schemes, requirements = cards.security_v10(ctx)
+    bearer = schemes["bearer"]["httpAuthSecurityScheme"]
+    assert bearer["bearerFormat"] == "JWT"
+    assert "https://gw.example/.well-known/oauth-protected-resource/a2a" in bearer["description"]
+    assert requirements == [{"schemes": {"bearer": {"list": ["a2a"]}}}]
+    legacy, security = cards.security_v03(ctx)
+    assert legacy["bearer"]["type"] == "http" and security == [{"bearer": ["a2a"]}]
+    assert cards.security_v10(RequestContext("r", "b", "id", "/")) == ({}, [])
+
+
+def test_public_base_believes_forwarded_only_when_trusted() -> None:
+    scope = {"scheme": "http", "headers": [(b"host", b"gw.local:8080")], "server": None}
+    ctx = RequestContext("r", "b", "id", "/")
+    assert cards.public_base(scope, ctx) == "http://gw.local:8080"
+    ctx.attrs[FORWARDED] = Forwarded("1.2.3.4", "https", "agents.example")
+    assert cards.public_base(scope, ctx) == "https://agents.example"

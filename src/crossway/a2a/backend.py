@@ -415,6 +415,8 @@ class A2aBackend(Backend):
             await self._write_stream(receive, send, ctx, events, version, rest=False)
             return
         result = await self._call(scope, ctx, agent, method, cparams, decision)
+        if method == "GetExtendedAgentCard":
+            result = self._rewrite_card(scope, ctx, agent.name, result)
         body = {"jsonrpc": "2.0", "id": rpc_id, "result": self._out(version, method, result)}
         await send_response(send, 200, orjson.dumps(body), headers)
 

@@ -180,18 +180,19 @@ class AgentRegistry:
     async def refresh_one(self, name: str) -> None:
         """Fetch one agent's card; mark it up (new card) or down (the reason kept)."""
         agent_config = self.config.agents[name]
+        first = name not in self._last_fetch
         self._last_fetch[name] = time.monotonic()
         try:
             card = await self._fetch_card(name, agent_config)
             agent = build_agent(name, agent_config, card)
         except CardError as exc:
             old = self.agents.get(name) or _placeholder(name, agent_config)
-            if old.up:
+            if old.up or first:
                 log.warning("A2A agent %s is down: %s", name, exc)
             self._set_down(name, old, str(exc))
             return
-        if not self.agents.get(name, agent).up:
-            log.info("A2A agent %s is up", name)
+        if not first and not self.agents.get(name, agent).up:
+            log.info("A2A agent %s is up again", name)
         self.agents[name] = agent
         self.down_reason.pop(name, None)
 
