@@ -13,7 +13,7 @@ A request is translated to the canonical form (v1.0 JSON-RPC method + v1.0 param
 `crossway.a2a.bridge` or `crossway.a2a.rest`), the route's policy chain runs its parsed phase
 with `ctx.attrs["a2a"] = {"agent", "skill", "method"}`, task follow-ups go to the agent that owns
 the task (`crossway.a2a.tasks`), and the agent is called in its own version and binding
-(`crossway.a2a.upstream`-style code below: JSON-RPC preferred, REST when that is all it has).
+(`crossway.a2a.upstream`: JSON-RPC preferred, REST when that is all it has).
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ import orjson
 from crossway.a2a import cards
 from crossway.a2a import errors as codes
 from crossway.a2a.errors import A2aError
-from crossway.a2a.model import Agent, Decision, Interface, Version
+from crossway.a2a.model import Agent, Decision, Version
 from crossway.a2a.registry import AgentRegistry
-from crossway.config.a2a import A2aAgentConfig, A2aBackendConfig
-from crossway.config.common import Timeouts
+from crossway.a2a.tasks import TaskTracker
+from crossway.a2a.upstream import RPC_ID, SEND_METHODS, TASK_METHODS, AgentCaller
+from crossway.config.a2a import A2aBackendConfig
 from crossway.config.models import Config
 from crossway.errors import (
     BadRequest,
@@ -41,31 +42,24 @@ from crossway.errors import (
     NotFound,
     PayloadTooLarge,
     Unauthenticated,
-    UpstreamError,
-    UpstreamTimeout,
-    UpstreamUnreachable,
 )
 from crossway.policy import parsed, visible
-from crossway.proxy import client
-from crossway.proxy.sse import SSEParser
 from crossway.server.asgi import SSE_HEADERS, read_body, send_response, stream_response
 from crossway.server.backend import Backend, ErrorResponse, error_headers
-from crossway.server.context import CONSUMED_HEADERS, RequestContext
+from crossway.server.context import RequestContext
 from crossway.types import Receive, Scope, Send
 
 log = logging.getLogger("crossway.a2a")
 
-RPC_ID: Final = "gateway.a2a.rpc_id"
-"""`ctx.attrs` key: the JSON-RPC id of the request (errors echo it)."""
 BINDING: Final = "gateway.a2a.binding"
 """`ctx.attrs` key: `REST` when the request came over HTTP+JSON (errors take its shape)."""
 VERSION: Final = "gateway.a2a.version"
 """`ctx.attrs` key: the client's protocol version ("1.0" or "0.3")."""
+DECISION: Final = "gateway.a2a.decision"
+"""`ctx.attrs` key: the router's `Decision` for this request."""
 CARD_PATHS: Final = frozenset({"/.well-known/agent-card.json", "/.well-known/agent.json"})
 ROUTE_HEADER: Final = b"x-crossway-route"
-ROUTE_METADATA: Final = "crossway/route"
 JSON_HEADERS: Final = [(b"content-type", b"application/json")]
-TASK_METHODS: Final = frozenset({"GetTask", "CancelTask", "SubscribeToTask"})
 PUSH_METHODS: Final = frozenset(
     {
         "CreateTaskPushNotificationConfig",
@@ -74,90 +68,9 @@ PUSH_METHODS: Final = frozenset(
         "DeleteTaskPushNotificationConfig",
     }
 )
-SEND_METHODS: Final = frozenset({"SendMessage", "SendStreamingMessage"})
 STREAM_METHODS: Final = frozenset({"SendStreamingMessage", "SubscribeToTask"})
-SETTLED_STATES: Final = frozenset(
-    {
-        "TASK_STATE_COMPLETED",
-        "TASK_STATE_FAILED",
-        "TASK_STATE_CANCELED",
-        "TASK_STATE_REJECTED",
-        "TASK_STATE_INPUT_REQUIRED",
-        "TASK_STATE_AUTH_REQUIRED",
-    }
-)
-"""States after which an agent's stream may end (the task finished or waits for the caller)."""
-INTERFACE_PREFERENCE: Final = (
-    ("JSONRPC", "1.0"),
-    ("JSONRPC", "0.3"),
-    ("HTTP+JSON", "1.0"),
-    ("HTTP+JSON", "0.3"),
-)
-FORWARDED_REQUEST_HEADERS: Final = frozenset({b"a2a-extensions", b"x-a2a-extensions"})
-"""Client headers handed on to the agent (A2A extension negotiation)."""
-
-
-class _MemoryOwners:
-    """Task and context ownership in this process: the stand-in while no task store is
-    configured in `crossway.a2a.tasks` (same three calls)."""
-
-    MAX_ENTRIES: Final = 100_000
-
-    def __init__(self) -> None:
-        self.tasks: dict[str, str] = {}
-        self.contexts: dict[str, str] = {}
-
-    async def owner_of_task(self, task_id: str) -> str | None:
-        return self.tasks.get(task_id)
-
-    async def owner_of_context(self, context_id: str) -> str | None:
-        return self.contexts.get(context_id)
-
-    async def observe(self, agent: str, item: Any) -> None:
-        task_id, context_id = _ids(item)
-        if len(self.tasks) > self.MAX_ENTRIES:
-            self.tasks.clear()
-            self.contexts.clear()
-        if task_id:
-            self.tasks[task_id] = agent
-        if context_id:
-            self.contexts[context_id] = agent
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-
-def _ids(item: Any) -> tuple[str | None, str | None]:
-    """(task id, context id) of a canonical result or stream event."""
-    if not isinstance(item, dict):
-        return None, None
-    for key in ("task", "statusUpdate", "artifactUpdate", "message"):
-        inner = item.get(key)
-        if isinstance(inner, dict):
-            task_id = inner.get("id") if key == "task" else inner.get("taskId")
-            context_id = inner.get("contextId")
-            return (
-                task_id if isinstance(task_id, str) and task_id else None,
-                context_id if isinstance(context_id, str) and context_id else None,
-            )
-    return None, None
-
-
-def _build_tracker(name: str, config: A2aBackendConfig) -> Any:
-    try:
-        from crossway.a2a import tasks
-    except ImportError:
-        return _MemoryOwners()
-    return tasks.TaskTracker.from_config(name, config)
-
-
-async def _maybe(value: Any) -> Any:
-    if hasattr(value, "__await__"):
-        return await value
-    return value
+ROUTER_REST_WORDS: Final = frozenset({"tasks", "v1", "extendedAgentCard", "card"})
+"""First path segments of REST routes on the router (`P/tasks/{id}`, `P/v1/...`)."""
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -209,7 +122,8 @@ class A2aBackend(Backend):
         self.config = config
         self.root = root
         self.registry = AgentRegistry(config)
-        self.tracker = _build_tracker(name, config)
+        self.tracker = TaskTracker.from_config(name, config)
+        self.caller = AgentCaller(config, self.registry, self.tracker)
         self._prefixes: dict[str, str] = {}
         for route in root.routes:
             if route.backend == name:
@@ -223,12 +137,12 @@ class A2aBackend(Backend):
         return cls(name, config, root)
 
     async def start(self) -> None:
-        await _maybe(getattr(self.tracker, "start", lambda: None)())
+        await self.tracker.start()
         await self.registry.start()
 
     async def close(self) -> None:
         await self.registry.close()
-        await _maybe(getattr(self.tracker, "close", lambda: None)())
+        await self.tracker.close()
 
     # -- errors ---------------------------------------------------------------------------
 
@@ -299,7 +213,7 @@ class A2aBackend(Backend):
                 return
             if head in self.config.agents:
                 target, rest_path = head, ("/" + tail if tail else "")
-            elif ":" in head or head in ("tasks", "v1", "extendedAgentCard", "card"):
+            elif ":" in head or head in ROUTER_REST_WORDS:
                 target, rest_path = None, rel
             else:
                 ctx.attrs[BINDING] = "JSONRPC" if method == "POST" and "/" not in rel[1:] else ""
@@ -411,10 +325,10 @@ class A2aBackend(Backend):
         if decision is not None:
             headers.append((ROUTE_HEADER, decision.header().encode()))
         if method in STREAM_METHODS:
-            events = self._stream(scope, ctx, agent, method, cparams, decision)
+            events = self.caller.stream(scope, ctx, agent, method, cparams, decision)
             await self._write_stream(receive, send, ctx, events, version, rest=False)
             return
-        result = await self._call(scope, ctx, agent, method, cparams, decision)
+        result = await self.caller.call(scope, ctx, agent, method, cparams, decision)
         if method == "GetExtendedAgentCard":
             result = self._rewrite_card(scope, ctx, agent.name, result)
         body = {"jsonrpc": "2.0", "id": rpc_id, "result": self._out(version, method, result)}
@@ -446,10 +360,10 @@ class A2aBackend(Backend):
         if decision is not None:
             headers.append((ROUTE_HEADER, decision.header().encode()))
         if method in STREAM_METHODS:
-            events = self._stream(scope, ctx, agent, method, cparams, decision)
+            events = self.caller.stream(scope, ctx, agent, method, cparams, decision)
             await self._write_stream(receive, send, ctx, events, version, rest=True)
             return
-        result = await self._call(scope, ctx, agent, method, cparams, decision)
+        result = await self.caller.call(scope, ctx, agent, method, cparams, decision)
         if method == "GetExtendedAgentCard":
             result = self._rewrite_card(scope, ctx, agent.name, result)
         status, out = rest.rest_result(method, result, version)
@@ -535,7 +449,7 @@ class A2aBackend(Backend):
                 await events.aclose()  # type: ignore[attr-defined]
 
         headers = list(SSE_HEADERS)
-        decision = ctx.attrs.get("gateway.a2a.decision")
+        decision = ctx.attrs.get(DECISION)
         if isinstance(decision, Decision):
             headers.append((ROUTE_HEADER, decision.header().encode()))
         await stream_response(receive, send, 200, headers, chunks())
@@ -594,7 +508,7 @@ class A2aBackend(Backend):
                 )
                 decision = router.pick(message, candidates, accepted_output_modes=accepted)
                 target, skill = decision.agent, decision.skill
-                ctx.attrs["gateway.a2a.decision"] = decision
+                ctx.attrs[DECISION] = decision
                 log.info("a2a route %s: %s", ctx.request_id, decision.header())
             elif target is None and method == "ListTasks":
                 raise A2aError(
@@ -624,7 +538,7 @@ class A2aBackend(Backend):
         elif isinstance(message, dict) and message.get("taskId"):
             task_id = message.get("taskId")
         if task_id is not None:
-            owner = await _maybe(self.tracker.owner_of_task(str(task_id)))
+            owner = await self.tracker.owner_of_task(str(task_id))
             if owner is None or owner not in self.config.agents:
                 raise A2aError(codes.TASK_NOT_FOUND, f"task {task_id} not found")
             return str(owner)
@@ -632,317 +546,10 @@ class A2aBackend(Backend):
         if method == "ListTasks":
             context_id = params.get("contextId")
         if isinstance(context_id, str) and context_id:
-            owner = await _maybe(self.tracker.owner_of_context(context_id))
+            owner = await self.tracker.owner_of_context(context_id)
             if owner is not None and owner in self.config.agents:
                 return str(owner)
         return None
-
-    # -- calling the agent ----------------------------------------------------------------
-
-    def _interface(self, agent: Agent) -> Interface:
-        for binding, version in INTERFACE_PREFERENCE:
-            for iface in agent.interfaces:
-                if iface.binding == binding and iface.version == version:
-                    return iface
-        declared = ", ".join(f"{i.binding} {i.version}" for i in agent.interfaces) or "none"
-        raise A2aError(
-            codes.VERSION_NOT_SUPPORTED,
-            f"agent {agent.name} declares no interface Crossway can call (declared: {declared}; "
-            "Crossway speaks JSON-RPC and HTTP+JSON in A2A 1.0 and 0.3)",
-        )
-
-    def _timeouts(self, agent_config: A2aAgentConfig) -> Timeouts:
-        t = agent_config.timeouts or self.config.timeouts
-        return Timeouts(connect=t.connect, first_byte=t.call, idle=t.call)
-
-    def _headers(
-        self,
-        scope: Scope,
-        ctx: RequestContext,
-        agent_config: A2aAgentConfig,
-        version: str,
-        *,
-        stream: bool,
-    ) -> list[tuple[str, str]]:
-        headers = [
-            ("content-type", "application/json"),
-            ("accept", "text/event-stream" if stream else "application/json"),
-            ("x-request-id", ctx.request_id),
-        ]
-        if version == "1.0":
-            headers.append(("a2a-version", "1.0"))
-        consumed = ctx.attrs.get(CONSUMED_HEADERS) or ()
-        for name, value in scope["headers"]:
-            if name in FORWARDED_REQUEST_HEADERS and name not in consumed:
-                headers.append((name.decode("latin-1"), value.decode("latin-1")))
-            elif name == b"authorization" and agent_config.forward_authorization:
-                headers.append(("authorization", value.decode("latin-1")))
-        own = {k.lower() for k in agent_config.headers}
-        headers = [(k, v) for k, v in headers if k not in own]
-        headers.extend((k, v.get_secret_value()) for k, v in agent_config.headers.items())
-        return headers
-
-    async def _request(
-        self,
-        scope: Scope,
-        ctx: RequestContext,
-        agent: Agent,
-        method: str,
-        params: dict[str, Any],
-        *,
-        stream: bool,
-    ) -> tuple[Interface, Any, Timeouts]:
-        """Send the call to the agent; returns once its response headers arrived."""
-        from crossway.a2a import bridge, rest
-
-        iface = self._interface(agent)
-        agent_config = self.config.agents[agent.name]
-        timeouts = self._timeouts(agent_config)
-        headers = self._headers(scope, ctx, agent_config, iface.version, stream=stream)
-        if iface.binding == "JSONRPC":
-            name, out_params = bridge.request_from_canonical(iface.version, method, params)
-            rpc_id = ctx.attrs.get(RPC_ID, ctx.request_id)
-            body = orjson.dumps(
-                {"jsonrpc": "2.0", "id": rpc_id, "method": name, "params": out_params}
-            )
-            http_method, url = "POST", iface.url
-        else:
-            http_method, path, query, body = rest.rest_request(iface.version, method, params)
-            url = iface.url.rstrip("/") + path + (f"?{query}" if query else "")
-        try:
-            resp = await client.send(http_method, url, headers, body, timeouts, agent_config.tls)
-        except UpstreamTimeout:
-            raise A2aError(
-                codes.INTERNAL_ERROR, f"agent {agent.name} did not answer in time", status=504
-            ) from None
-        except UpstreamUnreachable as exc:
-            self.registry.mark_down(agent.name, exc.message)
-            raise A2aError(
-                codes.INTERNAL_ERROR,
-                f"agent {agent.name} is unreachable: {exc.message}",
-                status=502,
-            ) from None
-        except GatewayError as exc:
-            raise A2aError(
-                codes.INTERNAL_ERROR, f"agent {agent.name} failed: {exc.message}", status=502
-            ) from None
-        return iface, resp, timeouts
-
-    async def _read(self, agent: Agent, resp: Any, timeouts: Timeouts) -> bytes:
-        limit = self.config.max_message_bytes
-        parts: list[bytes] = []
-        size = 0
-        try:
-            async for chunk in client.iter_body(resp, timeouts):
-                size += len(chunk)
-                if size > limit:
-                    raise A2aError(
-                        codes.INVALID_AGENT_RESPONSE,
-                        f"agent {agent.name} answered more than {limit} bytes",
-                    )
-                parts.append(chunk)
-        except UpstreamTimeout:
-            raise A2aError(
-                codes.INTERNAL_ERROR, f"agent {agent.name} stopped answering", status=504
-            ) from None
-        except UpstreamError as exc:
-            raise A2aError(
-                codes.INTERNAL_ERROR, f"agent {agent.name}: {exc.message}", status=502
-            ) from None
-        return b"".join(parts)
-
-    def _rpc_answer(
-        self, agent: Agent, iface: Interface, method: str, status: int, raw: bytes
-    ) -> Any:
-        """The canonical result of a JSON-RPC answer; its error raised as `A2aError`."""
-        from crossway.a2a import bridge
-
-        try:
-            answer = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            answer = None
-        if not isinstance(answer, dict) or ("result" not in answer and "error" not in answer):
-            if status >= 400:
-                raise A2aError(
-                    codes.INTERNAL_ERROR, f"agent {agent.name} answered HTTP {status}", status=502
-                )
-            raise A2aError(
-                codes.INVALID_AGENT_RESPONSE,
-                f"agent {agent.name} answered something that is not a JSON-RPC response",
-            )
-        if "error" in answer:
-            raise _agent_error(agent, answer["error"])
-        try:
-            return bridge.result_to_canonical(iface.version, method, answer["result"])
-        except A2aError:
-            raise
-        except Exception:
-            raise A2aError(
-                codes.INVALID_AGENT_RESPONSE,
-                f"agent {agent.name} answered a result that is not a valid {method} result",
-            ) from None
-
-    async def _call(
-        self,
-        scope: Scope,
-        ctx: RequestContext,
-        agent: Agent,
-        method: str,
-        params: dict[str, Any],
-        decision: Decision | None,
-    ) -> Any:
-        """One non-streamed call: the canonical result (ownership recorded, the route decision
-        in the task's metadata)."""
-        from crossway.a2a import rest
-
-        iface, resp, timeouts = await self._request(scope, ctx, agent, method, params, stream=False)
-        raw = await self._read(agent, resp, timeouts)
-        if iface.binding == "JSONRPC":
-            result = self._rpc_answer(agent, iface, method, resp.status, raw)
-        else:
-            result = rest.rest_response_to_canonical(iface.version, method, resp.status, raw)
-        if method in SEND_METHODS or method in TASK_METHODS:
-            _mark(result, decision)
-            await self._observe(agent.name, result)
-        elif method == "ListTasks" and isinstance(result, dict):
-            for task in result.get("tasks") or []:
-                await self._observe(agent.name, {"task": task})
-        return result
-
-    async def _observe(self, agent: str, item: Any) -> None:
-        try:
-            await _maybe(self.tracker.observe(agent, item))
-        except Exception:  # ownership is best effort; the caller still gets the answer
-            log.exception("a2a: recording task ownership failed")
-
-    async def _stream(
-        self,
-        scope: Scope,
-        ctx: RequestContext,
-        agent: Agent,
-        method: str,
-        params: dict[str, Any],
-        decision: Decision | None,
-    ) -> AsyncIterator[dict[str, Any]]:
-        """The agent's stream as canonical events, one by one; a stream that breaks or ends
-        before its task settled raises `A2aError` (the caller turns it into an error event)."""
-        from crossway.a2a import rest
-
-        iface, resp, timeouts = await self._request(scope, ctx, agent, method, params, stream=True)
-        content_type = resp.headers.get("content-type", "")
-        if not content_type.startswith("text/event-stream"):
-            raw = await self._read(agent, resp, timeouts)
-            if iface.binding == "JSONRPC":
-                result = self._rpc_answer(agent, iface, method, resp.status, raw)
-            else:
-                result = rest.rest_response_to_canonical(iface.version, method, resp.status, raw)
-            _mark(result, decision)
-            await self._observe(agent.name, result)
-            yield result
-            return
-        parser = SSEParser(self.config.max_message_bytes)
-        settled = False
-        try:
-            async for chunk in client.iter_body(resp, timeouts):
-                for name, data in parser.feed(chunk):
-                    event = self._event(agent, iface, name, data)
-                    settled = _settled(event)
-                    _mark(event, decision)
-                    await self._observe(agent.name, event)
-                    yield event
-            for name, data in parser.close():
-                event = self._event(agent, iface, name, data)
-                settled = _settled(event)
-                await self._observe(agent.name, event)
-                yield event
-        except UpstreamTimeout:
-            raise A2aError(
-                codes.INTERNAL_ERROR, f"agent {agent.name}'s stream went silent", status=504
-            ) from None
-        except UpstreamError as exc:
-            raise A2aError(
-                codes.INTERNAL_ERROR,
-                f"agent {agent.name}'s stream broke off: {exc.message}",
-                status=502,
-            ) from None
-        finally:
-            resp.release()
-        if not settled:
-            raise A2aError(
-                codes.INTERNAL_ERROR,
-                f"agent {agent.name}'s stream ended before the task finished",
-                status=502,
-            )
-
-    def _event(self, agent: Agent, iface: Interface, name: bytes, data: bytes) -> dict[str, Any]:
-        from crossway.a2a import bridge, rest
-
-        if iface.binding != "JSONRPC":
-            return rest.rest_event_to_canonical(iface.version, name.decode("latin-1"), data)
-        try:
-            answer = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            answer = None
-        if not isinstance(answer, dict) or ("result" not in answer and "error" not in answer):
-            raise A2aError(
-                codes.INVALID_AGENT_RESPONSE,
-                f"agent {agent.name} streamed an event that is not a JSON-RPC response",
-            )
-        if "error" in answer:
-            raise _agent_error(agent, answer["error"])
-        try:
-            event: dict[str, Any] = bridge.event_to_canonical(iface.version, answer["result"])
-        except A2aError:
-            raise
-        except Exception:
-            raise A2aError(
-                codes.INVALID_AGENT_RESPONSE,
-                f"agent {agent.name} streamed an event that is not a valid A2A event",
-            ) from None
-        return event
-
-
-def _agent_error(agent: Agent, error: Any) -> A2aError:
-    """An agent's JSON-RPC error member as an `A2aError` (passed on with its code)."""
-    if not isinstance(error, dict) or not isinstance(error.get("code"), int):
-        return A2aError(
-            codes.INVALID_AGENT_RESPONSE, f"agent {agent.name} answered a malformed error"
-        )
-    message = error.get("message")
-    return A2aError(
-        error["code"], message if isinstance(message, str) else "error", error.get("data")
-    )
-
-
-def _settled(event: Any) -> bool:
-    """Whether a canonical stream event ends the stream legitimately."""
-    if not isinstance(event, dict):
-        return False
-    if "message" in event:
-        return True
-    inner = event.get("task") or event.get("statusUpdate")
-    if isinstance(inner, dict):
-        status = inner.get("status")
-        if isinstance(status, dict):
-            return status.get("state") in SETTLED_STATES
-    return False
-
-
-def _mark(result: Any, decision: Decision | None) -> None:
-    """Put the router's decision into the task's metadata (`crossway/route`)."""
-    if decision is None or not isinstance(result, dict):
-        return
-    task = result.get("task")
-    if isinstance(task, dict):
-        metadata = task.get("metadata")
-        if not isinstance(metadata, dict):
-            metadata = task["metadata"] = {}
-        metadata[ROUTE_METADATA] = {
-            "agent": decision.agent,
-            "skill": decision.skill,
-            "reason": decision.reason,
-            "score": decision.score,
-        }
 
 
 __all__ = ["A2aBackend", "client_version"]

@@ -1,0 +1,380 @@
+"""`AgentCaller`: calls one A2A agent in its own version and binding, for the backend.
+
+JSON-RPC is preferred (v1.0, then v0.3), HTTP+JSON (REST, `crossway.a2a.rest`) when that is
+all the agent declares. Requests go out through the pooled hot-path client
+(`crossway.proxy.client.send`, per-agent TLS, headers and timeouts); answers are read capped at
+`max_message_bytes`, streams parsed event by event with the shared capped SSE parser and turned
+into canonical (v1.0) results and events. Every failure becomes an `A2aError`: unreachable
+(the agent is marked down) and broken answers -32603 with HTTP 502, timeouts -32603 with 504,
+garbage -32006, and a stream that breaks or ends before its task settled raises at that point
+(the backend sends it as a final error event). Ownership of every task seen is recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import orjson
+
+from crossway.a2a import errors as codes
+from crossway.a2a.errors import A2aError
+from crossway.a2a.model import Agent, Decision, Interface
+from crossway.a2a.registry import AgentRegistry
+from crossway.a2a.tasks import TaskTracker
+from crossway.config.a2a import A2aAgentConfig, A2aBackendConfig
+from crossway.config.common import Timeouts
+from crossway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from crossway.proxy import client
+from crossway.proxy.sse import SSEParser
+from crossway.server.context import CONSUMED_HEADERS, RequestContext
+from crossway.types import Scope
+
+log = logging.getLogger("crossway.a2a")
+
+RPC_ID: Final = "gateway.a2a.rpc_id"
+"""`ctx.attrs` key: the JSON-RPC id of the request (errors echo it; the agent gets it too)."""
+ROUTE_METADATA: Final = "crossway/route"
+"""Task metadata key holding the router's decision."""
+TASK_METHODS: Final = frozenset({"GetTask", "CancelTask", "SubscribeToTask"})
+SEND_METHODS: Final = frozenset({"SendMessage", "SendStreamingMessage"})
+SETTLED_STATES: Final = frozenset(
+    {
+        "TASK_STATE_COMPLETED",
+        "TASK_STATE_FAILED",
+        "TASK_STATE_CANCELED",
+        "TASK_STATE_REJECTED",
+        "TASK_STATE_INPUT_REQUIRED",
+        "TASK_STATE_AUTH_REQUIRED",
+    }
+)
+"""States after which an agent's stream may end (the task finished or waits for the caller)."""
+INTERFACE_PREFERENCE: Final = (
+    ("JSONRPC", "1.0"),
+    ("JSONRPC", "0.3"),
+    ("HTTP+JSON", "1.0"),
+    ("HTTP+JSON", "0.3"),
+)
+"""Which of an agent's interfaces Crossway calls, best first."""
+FORWARDED_REQUEST_HEADERS: Final = frozenset({b"a2a-extensions", b"x-a2a-extensions"})
+"""Client headers handed on to the agent (A2A extension negotiation)."""
+
+
+class AgentCaller:
+    """Calls the agents of one backend."""
+
+    def __init__(
+        self, config: A2aBackendConfig, registry: AgentRegistry, tracker: TaskTracker
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.tracker = tracker
+
+    def interface(self, agent: Agent) -> Interface:
+        for binding, version in INTERFACE_PREFERENCE:
+            for iface in agent.interfaces:
+                if iface.binding == binding and iface.version == version:
+                    return iface
+        declared = ", ".join(f"{i.binding} {i.version}" for i in agent.interfaces) or "none"
+        raise A2aError(
+            codes.VERSION_NOT_SUPPORTED,
+            f"agent {agent.name} declares no interface Crossway can call (declared: {declared}; "
+            "Crossway speaks JSON-RPC and HTTP+JSON in A2A 1.0 and 0.3)",
+        )
+
+    def _timeouts(self, agent_config: A2aAgentConfig) -> Timeouts:
+        t = agent_config.timeouts or self.config.timeouts
+        return Timeouts(connect=t.connect, first_byte=t.call, idle=t.call)
+
+    def _headers(
+        self,
+        scope: Scope,
+        ctx: RequestContext,
+        agent_config: A2aAgentConfig,
+        version: str,
+        *,
+        stream: bool,
+    ) -> list[tuple[str, str]]:
+        headers = [
+            ("content-type", "application/json"),
+            ("accept", "text/event-stream" if stream else "application/json"),
+            ("x-request-id", ctx.request_id),
+        ]
+        if version == "1.0":
+            headers.append(("a2a-version", "1.0"))
+        consumed = ctx.attrs.get(CONSUMED_HEADERS) or ()
+        for name, value in scope["headers"]:
+            if name in FORWARDED_REQUEST_HEADERS and name not in consumed:
+                headers.append((name.decode("latin-1"), value.decode("latin-1")))
+            elif name == b"authorization" and agent_config.forward_authorization:
+                headers.append(("authorization", value.decode("latin-1")))
+        own = {k.lower() for k in agent_config.headers}
+        headers = [(k, v) for k, v in headers if k not in own]
+        headers.extend((k, v.get_secret_value()) for k, v in agent_config.headers.items())
+        return headers
+
+    async def _request(
+        self,
+        scope: Scope,
+        ctx: RequestContext,
+        agent: Agent,
+        method: str,
+        params: dict[str, Any],
+        *,
+        stream: bool,
+    ) -> tuple[Interface, Any, Timeouts]:
+        """Send the call to the agent; returns once its response headers arrived."""
+        from crossway.a2a import bridge, rest
+
+        iface = self.interface(agent)
+        agent_config = self.config.agents[agent.name]
+        timeouts = self._timeouts(agent_config)
+        headers = self._headers(scope, ctx, agent_config, iface.version, stream=stream)
+        if iface.binding == "JSONRPC":
+            name, out_params = bridge.request_from_canonical(iface.version, method, params)
+            rpc_id = ctx.attrs.get(RPC_ID, ctx.request_id)
+            body = orjson.dumps(
+                {"jsonrpc": "2.0", "id": rpc_id, "method": name, "params": out_params}
+            )
+            http_method, url = "POST", iface.url
+        else:
+            http_method, path, query, body = rest.rest_request(iface.version, method, params)
+            url = iface.url.rstrip("/") + path + (f"?{query}" if query else "")
+        try:
+            resp = await client.send(http_method, url, headers, body, timeouts, agent_config.tls)
+        except UpstreamTimeout:
+            raise A2aError(
+                codes.INTERNAL_ERROR, f"agent {agent.name} did not answer in time", status=504
+            ) from None
+        except UpstreamUnreachable as exc:
+            self.registry.mark_down(agent.name, exc.message)
+            raise A2aError(
+                codes.INTERNAL_ERROR,
+                f"agent {agent.name} is unreachable: {exc.message}",
+                status=502,
+            ) from None
+        except GatewayError as exc:
+            raise A2aError(
+                codes.INTERNAL_ERROR, f"agent {agent.name} failed: {exc.message}", status=502
+            ) from None
+        return iface, resp, timeouts
+
+    async def _read(self, agent: Agent, resp: Any, timeouts: Timeouts) -> bytes:
+        limit = self.config.max_message_bytes
+        parts: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in client.iter_body(resp, timeouts):
+                size += len(chunk)
+                if size > limit:
+                    raise A2aError(
+                        codes.INVALID_AGENT_RESPONSE,
+                        f"agent {agent.name} answered more than {limit} bytes",
+                    )
+                parts.append(chunk)
+        except UpstreamTimeout:
+            raise A2aError(
+                codes.INTERNAL_ERROR, f"agent {agent.name} stopped answering", status=504
+            ) from None
+        except UpstreamError as exc:
+            raise A2aError(
+                codes.INTERNAL_ERROR, f"agent {agent.name}: {exc.message}", status=502
+            ) from None
+        return b"".join(parts)
+
+    def _rpc_answer(
+        self, agent: Agent, iface: Interface, method: str, status: int, raw: bytes
+    ) -> Any:
+        """The canonical result of a JSON-RPC answer; its error raised as `A2aError`."""
+        from crossway.a2a import bridge
+
+        try:
+            answer = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            answer = None
+        if not isinstance(answer, dict) or ("result" not in answer and "error" not in answer):
+            if status >= 400:
+                raise A2aError(
+                    codes.INTERNAL_ERROR, f"agent {agent.name} answered HTTP {status}", status=502
+                )
+            raise A2aError(
+                codes.INVALID_AGENT_RESPONSE,
+                f"agent {agent.name} answered something that is not a JSON-RPC response",
+            )
+        if "error" in answer:
+            raise _agent_error(agent, answer["error"])
+        try:
+            return bridge.result_to_canonical(iface.version, method, answer["result"])
+        except A2aError:
+            raise
+        except Exception:
+            raise A2aError(
+                codes.INVALID_AGENT_RESPONSE,
+                f"agent {agent.name} answered a result that is not a valid {method} result",
+            ) from None
+
+    async def call(
+        self,
+        scope: Scope,
+        ctx: RequestContext,
+        agent: Agent,
+        method: str,
+        params: dict[str, Any],
+        decision: Decision | None,
+    ) -> Any:
+        """One non-streamed call: the canonical result (ownership recorded, the route decision
+        in the task's metadata)."""
+        from crossway.a2a import rest
+
+        iface, resp, timeouts = await self._request(scope, ctx, agent, method, params, stream=False)
+        raw = await self._read(agent, resp, timeouts)
+        if iface.binding == "JSONRPC":
+            result = self._rpc_answer(agent, iface, method, resp.status, raw)
+        else:
+            result = rest.rest_response_to_canonical(iface.version, method, resp.status, raw)
+        if method in SEND_METHODS or method in TASK_METHODS:
+            _mark(result, decision)
+            await self._observe(agent.name, result)
+        elif method == "ListTasks" and isinstance(result, dict):
+            for task in result.get("tasks") or []:
+                await self._observe(agent.name, {"task": task})
+        return result
+
+    async def _observe(self, agent: str, item: Any) -> None:
+        try:
+            await self.tracker.observe(agent, item)
+        except Exception:  # ownership is best effort; the caller still gets the answer
+            log.exception("a2a: recording task ownership failed")
+
+    async def stream(
+        self,
+        scope: Scope,
+        ctx: RequestContext,
+        agent: Agent,
+        method: str,
+        params: dict[str, Any],
+        decision: Decision | None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The agent's stream as canonical events, one by one; a stream that breaks or ends
+        before its task settled raises `A2aError` (the caller turns it into an error event)."""
+        from crossway.a2a import rest
+
+        iface, resp, timeouts = await self._request(scope, ctx, agent, method, params, stream=True)
+        content_type = resp.headers.get("content-type", "")
+        if not content_type.startswith("text/event-stream"):
+            raw = await self._read(agent, resp, timeouts)
+            if iface.binding == "JSONRPC":
+                result = self._rpc_answer(agent, iface, method, resp.status, raw)
+            else:
+                result = rest.rest_response_to_canonical(iface.version, method, resp.status, raw)
+            _mark(result, decision)
+            await self._observe(agent.name, result)
+            yield result
+            return
+        parser = SSEParser(self.config.max_message_bytes)
+        settled = False
+        try:
+            async for chunk in client.iter_body(resp, timeouts):
+                for name, data in parser.feed(chunk):
+                    event = self._event(agent, iface, name, data)
+                    settled = _settled(event)
+                    _mark(event, decision)
+                    await self._observe(agent.name, event)
+                    yield event
+            for name, data in parser.close():
+                event = self._event(agent, iface, name, data)
+                settled = _settled(event)
+                await self._observe(agent.name, event)
+                yield event
+        except UpstreamTimeout:
+            raise A2aError(
+                codes.INTERNAL_ERROR, f"agent {agent.name}'s stream went silent", status=504
+            ) from None
+        except UpstreamError as exc:
+            raise A2aError(
+                codes.INTERNAL_ERROR,
+                f"agent {agent.name}'s stream broke off: {exc.message}",
+                status=502,
+            ) from None
+        finally:
+            resp.release()
+        if not settled:
+            raise A2aError(
+                codes.INTERNAL_ERROR,
+                f"agent {agent.name}'s stream ended before the task finished",
+                status=502,
+            )
+
+    def _event(self, agent: Agent, iface: Interface, name: bytes, data: bytes) -> dict[str, Any]:
+        from crossway.a2a import bridge, rest
+
+        if iface.binding != "JSONRPC":
+            return rest.rest_event_to_canonical(iface.version, name.decode("latin-1"), data)
+        try:
+            answer = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            answer = None
+        if not isinstance(answer, dict) or ("result" not in answer and "error" not in answer):
+            raise A2aError(
+                codes.INVALID_AGENT_RESPONSE,
+                f"agent {agent.name} streamed an event that is not a JSON-RPC response",
+            )
+        if "error" in answer:
+            raise _agent_error(agent, answer["error"])
+        try:
+            event: dict[str, Any] = bridge.event_to_canonical(iface.version, answer["result"])
+        except A2aError:
+            raise
+        except Exception:
+            raise A2aError(
+                codes.INVALID_AGENT_RESPONSE,
+                f"agent {agent.name} streamed an event that is not a valid A2A event",
+            ) from None
+        return event
+
+
+def _agent_error(agent: Agent, error: Any) -> A2aError:
+    """An agent's JSON-RPC error member as an `A2aError` (passed on with its code)."""
+    if not isinstance(error, dict) or not isinstance(error.get("code"), int):
+        return A2aError(
+            codes.INVALID_AGENT_RESPONSE, f"agent {agent.name} answered a malformed error"
+        )
+    message = error.get("message")
+    return A2aError(
+        error["code"], message if isinstance(message, str) else "error", error.get("data")
+    )
+
+
+def _settled(event: Any) -> bool:
+    """Whether a canonical stream event ends the stream legitimately."""
+    if not isinstance(event, dict):
+        return False
+    if "message" in event:
+        return True
+    inner = event.get("task") or event.get("statusUpdate")
+    if isinstance(inner, dict):
+        status = inner.get("status")
+        if isinstance(status, dict):
+            return status.get("state") in SETTLED_STATES
+    return False
+
+
+def _mark(result: Any, decision: Decision | None) -> None:
+    """Put the router's decision into the task's metadata (`crossway/route`)."""
+    if decision is None or not isinstance(result, dict):
+        return
+    task = result.get("task")
+    if isinstance(task, dict):
+        metadata = task.get("metadata")
+        if not isinstance(metadata, dict):
+            metadata = task["metadata"] = {}
+        metadata[ROUTE_METADATA] = {
+            "agent": decision.agent,
+            "skill": decision.skill,
+            "reason": decision.reason,
+            "score": decision.score,
+        }
+
+
+__all__ = ["ROUTE_METADATA", "RPC_ID", "AgentCaller"]
