@@ -216,7 +216,9 @@ class A2aBackend(Backend):
             elif ":" in head or head in ROUTER_REST_WORDS:
                 target, rest_path = None, rel
             else:
-                ctx.attrs[BINDING] = "JSONRPC" if method == "POST" and "/" not in rel[1:] else ""
+                ctx.attrs[BINDING] = (
+                    "JSONRPC" if method == "POST" and "/" not in rel[1:] else "REST"
+                )
                 raise A2aError(codes.INVALID_REQUEST, f"no A2A agent {head!r} here", status=404)
         if target is not None and not visible(ctx, {"a2a": {"agent": target}}):
             raise A2aError(codes.INVALID_REQUEST, f"no A2A agent {target!r} here", status=404)
