@@ -31,7 +31,13 @@ from crossway.a2a.errors import A2aError
 from crossway.a2a.model import Agent, Decision, Version
 from crossway.a2a.registry import AgentRegistry
 from crossway.a2a.tasks import TaskTracker
-from crossway.a2a.upstream import RPC_ID, SEND_METHODS, TASK_METHODS, AgentCaller
+from crossway.a2a.upstream import (
+    CLIENT_BINDING,
+    RPC_ID,
+    SEND_METHODS,
+    TASK_METHODS,
+    AgentCaller,
+)
 from crossway.config.a2a import A2aBackendConfig
 from crossway.config.models import Config
 from crossway.errors import (
@@ -51,7 +57,7 @@ from crossway.types import Receive, Scope, Send
 
 log = logging.getLogger("crossway.a2a")
 
-BINDING: Final = "gateway.a2a.binding"
+BINDING: Final = CLIENT_BINDING
 """`ctx.attrs` key: `REST` when the request came over HTTP+JSON (errors take its shape)."""
 VERSION: Final = "gateway.a2a.version"
 """`ctx.attrs` key: the client's protocol version ("1.0" or "0.3")."""
@@ -266,6 +272,8 @@ class A2aBackend(Backend):
                 raise self._down(target)
             url = self._agent_url(base, target)
             card_v10 = agent.card
+            if version is None and not agent.legacy_card:
+                version = "1.0"  # serve what the agent serves: a plain v1.0 card
         card = cards.client_card(card_v10, url, version, ctx, rest=True)
         await send_response(send, 200, orjson.dumps(card), JSON_HEADERS)
 

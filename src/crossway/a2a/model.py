@@ -40,6 +40,10 @@ class Agent:
     """Config tags plus every skill's tags."""
     up: bool = True
     """False while its card cannot be fetched or it fails calls."""
+    legacy_card: bool = False
+    """Its own card carries the v0.3 fields (`url`, `protocolVersion`): a card fetched without
+    `A2A-Version` is then served with them merged in, like the agent's; otherwise as plain v1.0
+    (which the v1.0 card schema requires)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,6 +94,7 @@ def build_agent(
         output_modes=[str(m) for m in card_v10.get("defaultOutputModes") or []],
         tags=tags,
         up=up,
+        legacy_card="url" in card or "protocolVersion" in card,
     )
 
 

@@ -57,6 +57,8 @@ INTERFACE_PREFERENCE: Final = (
     ("HTTP+JSON", "0.3"),
 )
 """Which of an agent's interfaces Crossway calls, best first."""
+CLIENT_BINDING: Final = "gateway.a2a.binding"
+"""`ctx.attrs` key (set by the backend): the binding the client used, `JSONRPC` or `REST`."""
 FORWARDED_REQUEST_HEADERS: Final = frozenset({b"a2a-extensions", b"x-a2a-extensions"})
 """Client headers handed on to the agent (A2A extension negotiation)."""
 
@@ -71,8 +73,16 @@ class AgentCaller:
         self.registry = registry
         self.tracker = tracker
 
-    def interface(self, agent: Agent) -> Interface:
-        for binding, version in INTERFACE_PREFERENCE:
+    def interface(self, agent: Agent, client_binding: str | None = None) -> Interface:
+        """The interface to call: the client's own binding when the agent has it (a REST
+        client's call stays REST, so binding-specific answers such as HTTP statuses are the
+        agent's own), else the first of `INTERFACE_PREFERENCE` the agent declares."""
+        preference: tuple[tuple[str, str], ...] = INTERFACE_PREFERENCE
+        if client_binding is not None:
+            preference = tuple(
+                sorted(INTERFACE_PREFERENCE, key=lambda item: item[0] != client_binding)
+            )
+        for binding, version in preference:
             for iface in agent.interfaces:
                 if iface.binding == binding and iface.version == version:
                     return iface
@@ -127,7 +137,8 @@ class AgentCaller:
         """Send the call to the agent; returns once its response headers arrived."""
         from crossway.a2a import bridge, rest
 
-        iface = self.interface(agent)
+        used = ctx.attrs.get(CLIENT_BINDING)
+        iface = self.interface(agent, "HTTP+JSON" if used == "REST" else used)
         agent_config = self.config.agents[agent.name]
         timeouts = self._timeouts(agent_config)
         headers = self._headers(scope, ctx, agent_config, iface.version, stream=stream)

@@ -1,0 +1,47 @@
+"""Which of an agent's interfaces Crossway calls, and which card form a client gets."""
+
+from __future__ import annotations
+
+from crossway.a2a.model import Agent, Interface
+from crossway.a2a.upstream import AgentCaller
+
+
+def _agent(*interfaces: Interface) -> Agent:
+    return Agent("a", "http://a.test", "1.0", {"name": "a"}, list(interfaces))
+
+
+def test_the_clients_binding_is_kept_when_the_agent_has_it() -> None:
+    rpc = Interface("JSONRPC", "http://a.test/", "1.0")
+    rest = Interface("HTTP+JSON", "http://a.test/rest", "1.0")
+    agent = _agent(rpc, rest)
+    caller = AgentCaller.__new__(AgentCaller)
+    assert caller.interface(agent) == rpc
+    assert caller.interface(agent, "JSONRPC") == rpc
+    # A REST client's call stays REST: binding-specific answers (HTTP statuses) are the agent's.
+    assert caller.interface(agent, "HTTP+JSON") == rest
+    # An agent without the client's binding is called on its best one.
+    assert caller.interface(_agent(rpc), "HTTP+JSON") == rpc
+
+
+def test_the_agents_card_form_is_remembered() -> None:
+    """A card fetched without `A2A-Version` is served like the agent's own: a plain v1.0 card
+    (which the v1.0 card schema requires) stays plain; a card with the v0.3 fields gets them."""
+    from crossway.a2a.registry import build_agent
+    from crossway.config.a2a import A2aAgentConfig
+
+    v10 = {
+        "name": "a",
+        "description": "d",
+        "version": "1",
+        "supportedInterfaces": [
+            {"url": "http://a.test/", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}
+        ],
+        "capabilities": {},
+        "defaultInputModes": ["text/plain"],
+        "defaultOutputModes": ["text/plain"],
+        "skills": [],
+    }
+    config = A2aAgentConfig(url="http://a.test")
+    assert build_agent("a", config, v10, up=True).legacy_card is False
+    both = {**v10, "url": "http://a.test/", "protocolVersion": "0.3.0"}
+    assert build_agent("a", config, both, up=True).legacy_card is True
