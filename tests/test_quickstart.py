@@ -69,3 +69,32 @@ async def test_quickstart_answers_llm_and_mcp(quickstart: str) -> None:
         echo = next(n for n in names if n.endswith("echo"))
         result = await mcp.call_tool(echo, {"text": "through the gateway"})
         assert "through the gateway" in str(result.content[0])
+
+    # A2A: the catalog lists the sample agents, and a message reaches the writer through Crossway.
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(quickstart + "/a2a/agents") as resp:
+            assert resp.status == 200
+            catalog = await resp.json()
+        names = {entry["name"] for entry in catalog.get("agents", catalog)}
+        assert {"writer", "vision"} <= names, catalog
+        message = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "SendMessage",
+            "params": {
+                "message": {
+                    "messageId": "quickstart-1",
+                    "role": "ROLE_USER",
+                    "parts": [{"text": "Summarize this. It is long."}],
+                }
+            },
+        }
+        async with http.post(
+            quickstart + "/a2a/writer/", json=message, headers={"A2A-Version": "1.0"}
+        ) as resp:
+            assert resp.status == 200
+            answer = await resp.json()
+        assert "result" in answer, answer
+        assert answer["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED", answer
