@@ -12,11 +12,17 @@
 //           returnImmediately (e.g. to a slow agent) and cancels the task it got
 // Options: --transport JSONRPC|HTTP+JSON (preferred binding), --header 'Name: value' (repeatable,
 //          sent on every call), --text T (default "hello"), --metadata JSON (request metadata),
-//          --message-metadata JSON, --task ID, --context ID, --return-immediately.
+//          --message-metadata JSON, --task ID, --context ID, --return-immediately,
+//          --legacy-compat on|off (the SDK's v0.3 compat layer; default on),
+//          --card-version V (the A2A-Version header of the card fetch; default 1.0 as the SDK
+//          sends it; 0.3 gets a v0.3 card from a server that serves one per version, so that
+//          the compat layer speaks v0.3).
 //
 // Output (stdout, one JSON object), in the v1.0 JSON form (protobuf JSON mapping):
 //   {"result": ...}                      send: {"task": {...}} or {"message": {...}}; get/cancel: a task
-//   {"events": [StreamResponse, ...]}    stream: {"task"|"message"|"statusUpdate"|"artifactUpdate": ...}
+//   {"events": [StreamResponse, ...], "times": [ms, ...]}
+//                                        stream: {"task"|"message"|"statusUpdate"|"artifactUpdate": ...},
+//                                        each with its arrival time (performance.now())
 //   {"sent": {...}, "result": {...}}     cancel without --task
 //   {"error": {"name", "message", "code", "reason", "statusCode"}}   an A2A / transport error
 //                                        (exit code 0; code: the JSON-RPC code, statusCode: REST's)
@@ -52,6 +58,8 @@ const { values: opts, positionals } = parseArgs({
     task: { type: "string" },
     context: { type: "string" },
     "return-immediately": { type: "boolean", default: false },
+    "legacy-compat": { type: "string", default: "on" },
+    "card-version": { type: "string" },
   },
 });
 const [command, cardUrl] = positionals;
@@ -74,11 +82,16 @@ for (const line of opts.header) {
 }
 const callOptions = Object.keys(headers).length ? { serviceParameters: headers } : undefined;
 
-const compat = { legacyCompat: { enabled: true } };
+if (!["on", "off"].includes(opts["legacy-compat"])) usage("--legacy-compat must be on or off");
+const cardVersion = opts["card-version"];
+const cardFetch = cardVersion === undefined
+  ? undefined
+  : (url, init) => fetch(url, { ...init, headers: { ...init?.headers, "A2A-Version": cardVersion } });
+const compat = { legacyCompat: { enabled: opts["legacy-compat"] === "on" } };
 const factory = new ClientFactory(
   ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
     transports: [new JsonRpcTransportFactory(compat), new RestTransportFactory(compat)],
-    cardResolver: new DefaultAgentCardResolver(compat),
+    cardResolver: new DefaultAgentCardResolver({ ...compat, fetchImpl: cardFetch }),
     ...(opts.transport ? { preferredTransports: [opts.transport] } : {}),
   }),
 );
@@ -136,10 +149,12 @@ async function run() {
       };
     case "stream": {
       const events = [];
+      const times = []; // when each event arrived (ms, monotonic): streamed, not buffered
       for await (const event of client.sendMessageStream(sendRequest(false), callOptions)) {
+        times.push(performance.now());
         events.push(StreamResponse.toJSON(event));
       }
-      return { events };
+      return { events, times };
     }
     case "get":
       if (!opts.task) usage("get needs --task");
