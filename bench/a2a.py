@@ -254,7 +254,11 @@ def start_agent(name: str) -> tuple[ServerProcess, int]:
     agent = start_pinned(
         f"agent-{name}", argv, cpu=LOAD_CPU, env={}, cwd=REPO, log=WORK / f"agent-{name}.log"
     )
-    ready(agent, port, "/", "direct", summary=name == "writer")
+    try:
+        ready(agent, port, "/", "direct", summary=name == "writer")
+    except BaseException:
+        agent.stop()
+        raise
     return agent, port
 
 
@@ -322,7 +326,11 @@ def start_crossway(agents: dict[str, int], task_store: str) -> Live:
         cwd=REPO,
         log=WORK / "crossway.log",
     )
-    ready(server, port, "/a2a/writer/", "crossway")
+    try:
+        ready(server, port, "/a2a/writer/", "crossway")
+    except BaseException:
+        server.stop()
+        raise
     return Live(
         "crossway",
         {
@@ -389,7 +397,11 @@ def start_litellm(agents: dict[str, int]) -> Live:
         cwd=cwd,
         log=WORK / "litellm.log",
     )
-    ready(server, port, "/a2a/writer", "litellm")
+    try:
+        ready(server, port, "/a2a/writer", "litellm")
+    except BaseException:
+        server.stop()
+        raise
     return Live(
         "litellm",
         {
