@@ -1,6 +1,6 @@
 """Issue 8's client x binding x version matrix: the a2a-sdk client (as a v1.0 client, and as a
-v0.3 one through its compat transports) and the @a2a-js/sdk client (`legacyCompat` off, and on
-with a v0.3 card so that its v0.3 transports are used) send, stream, get, list and cancel tasks
+v0.3 one through its compat transports) and the @a2a-js/sdk client (`legacyCompat` off; on, as
+it fetches cards; and on with a v0.3 card so that its v0.3 transports are used) send, stream, get, list and cancel tasks
 through one `crossway serve` in front of a2a-sdk agents speaking v1.0 or only v0.3, on JSON-RPC
 and on HTTP+JSON.
 
@@ -47,7 +47,21 @@ from tests.helpers import ROOT, Gateway, missing_component, start_gateway
 NODE_DIR = ROOT / "tests" / "node"
 NODE_CLIENT = NODE_DIR / "a2a_client.mjs"
 CALL_TIMEOUT = 30.0
-CLIENTS = ["sdk-1.0", "sdk-0.3", "js-1.0", "js-0.3"]
+CLIENTS: dict[str, tuple[str, str]] = {
+    "sdk-1.0": ("sdk", "1.0"),
+    "sdk-0.3": ("sdk", "0.3"),
+    "js-1.0": ("js", "1.0"),
+    "js-compat": ("js", "1.0"),
+    "js-0.3": ("js", "0.3"),
+}
+"""Client -> (library, the version it speaks to Crossway). `js-1.0`: @a2a-js/sdk with
+`legacyCompat` off; `js-compat`: on, as the SDK fetches cards (A2A-Version: 1.0: Crossway's v1.0
+card, whose v1.0 interfaces it prefers); `js-0.3`: on, with the v0.3 card (its v0.3 transports)."""
+JS_MODES: dict[str, list[str]] = {
+    "js-1.0": ["--legacy-compat", "off"],
+    "js-compat": ["--legacy-compat", "on"],
+    "js-0.3": ["--legacy-compat", "on", "--card-version", "0.3"],
+}
 BINDINGS = ["JSONRPC", "HTTP+JSON"]
 AGENT_VERSIONS = ["1.0", "0.3"]
 STREAM_STEPS = 3
@@ -233,20 +247,15 @@ class JsClient:
     """@a2a-js/sdk 1.x through tests/node/a2a_client.mjs: `legacyCompat` off (a v1.0 client),
     or on with the card fetched with `A2A-Version: 0.3`: a v0.3 card, so its v0.3 transports."""
 
-    version: str
+    name: str
+    """A key of JS_MODES."""
     binding: str
     url: str
     node: str
 
-    @property
-    def mode(self) -> list[str]:
-        if self.version == "1.0":
-            return ["--legacy-compat", "off"]
-        return ["--legacy-compat", "on", "--card-version", "0.3"]
-
     async def run(self, command: str, *args: str) -> Json:
         card_url = self.url + "/.well-known/agent-card.json"
-        options = ["--transport", self.binding, *self.mode, *args]
+        options = ["--transport", self.binding, *JS_MODES[self.name], *args]
         proc = await asyncio.create_subprocess_exec(
             *(self.node, str(NODE_CLIENT), command, card_url, *options),
             stdout=asyncio.subprocess.PIPE,
@@ -291,11 +300,11 @@ def cell(request: pytest.FixtureRequest) -> Cell:
 def _client(
     cell: Cell, gateway: Gateway, agent: RunningAgent, request: pytest.FixtureRequest
 ) -> SdkClient | JsClient:
-    lib, version = cell[0].split("-")
+    lib, version = CLIENTS[cell[0]]
     url = f"{gateway.url}/a2a/{agent.name}{agent.version.replace('.', '')}"
     if lib == "sdk":
         return SdkClient(version, cell[1], url)
-    return JsClient(version, cell[1], url, request.getfixturevalue("node"))
+    return JsClient(cell[0], cell[1], url, request.getfixturevalue("node"))
 
 
 def _agent(agents: dict[str, RunningAgent], kind: str, cell: Cell) -> RunningAgent:
@@ -324,7 +333,7 @@ def _text(task: Json) -> str:
 
 def _wire_methods(cell: Cell, agent_path: str, task_id: str, ops: list[str]) -> list[str]:
     """What the a2a-sdk client must have sent for `ops` (send, get, list, cancel)."""
-    client_version, binding = cell[0].split("-")[1], cell[1]
+    client_version, binding = CLIENTS[cell[0]][1], cell[1]
     if binding == "JSONRPC":
         names = (
             {"send": "message/send", "get": "tasks/get", "cancel": "tasks/cancel"}
@@ -350,7 +359,7 @@ def _wire_methods(cell: Cell, agent_path: str, task_id: str, ops: list[str]) -> 
 async def test_send_get_list(
     cell: Cell, gateway: Gateway, agents: dict[str, RunningAgent], request: pytest.FixtureRequest
 ) -> None:
-    client_version, binding, agent_version = cell[0].split("-")[1], cell[1], cell[2]
+    client_version, binding, agent_version = CLIENTS[cell[0]][1], cell[1], cell[2]
     writer = _agent(agents, "writer", cell)
     client = _client(cell, gateway, writer, request)
     with _reaching(writer, binding) as calls:
@@ -370,7 +379,7 @@ async def test_send_get_list(
             ]
     lists = [c for c in calls if c.rpc_method == "ListTasks" or c.path in ("/tasks", "/v1/tasks")]
     assert len(lists) == (client_version == agent_version == "1.0")  # refused ones never reach it
-    lib = cell[0].split("-")[0]
+    lib = CLIENTS[cell[0]][0]
     if client_version == "0.3":
         # Both libraries refuse ListTasks on a v0.3 interface before sending anything (v0.3 has
         # no tasks/list): the client's own, specified limitation.
@@ -449,18 +458,18 @@ async def test_cancel(
 
 
 def test_js_modes_use_their_versions(gateway: Gateway, node: str) -> None:
-    """What picks @a2a-js/sdk's transports: with `legacyCompat` off it speaks v1.0 whatever the
-    card says (Crossway's v1.0 card offers v1.0 and v0.3 interfaces, both its own); with the v0.3
-    card every interface is v0.3, so `legacyCompat` picks its v0.3 transports. (That they did is
-    also seen in test_send_get_list: only the v0.3 transports refuse tasks/list.)"""
-    for version in ("1.0", "0.3"):
-        client = JsClient(version, "JSONRPC", f"{gateway.url}/a2a/writer10", node)
+    """The cards that pick @a2a-js/sdk's transports: the SDK's card fetch (A2A-Version: 1.0)
+    gets Crossway's v1.0 card, offering v1.0 and v0.3 interfaces (both Crossway's own), of which
+    `legacyCompat` prefers v1.0 and which `legacyCompat: off` reads as v1.0 anyway; the v0.3 card
+    offers only v0.3 ones, so `legacyCompat` picks its v0.3 transports. (That they did is also
+    seen in test_send_get_list: only the v0.3 transports refuse tasks/list.)"""
+    for name in JS_MODES:
+        client = JsClient(name, "JSONRPC", f"{gateway.url}/a2a/writer10", node)
         card = asyncio.run(client.run("card"))["result"]
-        offered = {
-            (i["protocolBinding"], i["protocolVersion"][:3]) for i in card["supportedInterfaces"]
-        }
-        assert {i["url"] for i in card["supportedInterfaces"]} == {client.url}
-        if version == "1.0":
+        interfaces = card["supportedInterfaces"]
+        offered = {(i["protocolBinding"], i["protocolVersion"][:3]) for i in interfaces}
+        assert {i["url"] for i in interfaces} == {client.url}
+        if CLIENTS[name][1] == "1.0":
             assert offered == {(b, v) for b in BINDINGS for v in AGENT_VERSIONS}, card
         else:
             assert offered == {(b, "0.3") for b in BINDINGS}, card
