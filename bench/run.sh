@@ -43,7 +43,7 @@ if [ ! -x "$PEERS/litellm/bin/litellm" ]; then
   say "installing litellm[proxy]==$LITELLM_VERSION into $PEERS/litellm"
   rm -f "$PEERS/litellm.unavailable"
   if python3 -m venv "$PEERS/litellm" \
-    && "$PEERS/litellm/bin/pip" install -q "litellm[proxy]==$LITELLM_VERSION" >"$PEERS/litellm-install.log" 2>&1; then
+    && "$PEERS/litellm/bin/pip" install -q "litellm[proxy]==$LITELLM_VERSION" "a2a-sdk==1.3.0" >"$PEERS/litellm-install.log" 2>&1; then
     say "LiteLLM installed"
   else
     reason="pip install 'litellm[proxy]==$LITELLM_VERSION' failed: $(tail -n 1 "$PEERS/litellm-install.log" 2>/dev/null || true)"

@@ -7,9 +7,9 @@ from typing import Annotated, Final, Literal
 
 from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 
+from crossway.config.a2a import A2aBackendConfig
 from crossway.config.base import LocatedProblems, StrictModel
 from crossway.config.common import Timeouts, UpstreamTls
-from crossway.config.a2a import A2aBackendConfig
 from crossway.config.llm import LlmBackendConfig
 from crossway.config.mcp import McpBackendConfig, session_key_problems
 from crossway.config.policy import PolicyConfig
