@@ -1,8 +1,8 @@
 """Issue 8's client x binding x version matrix: the a2a-sdk client (as a v1.0 client, and as a
 v0.3 one through its compat transports) and the @a2a-js/sdk client (`legacyCompat` off; on, as
-it fetches cards; and on with a v0.3 card so that its v0.3 transports are used) send, stream, get, list and cancel tasks
-through one `crossway serve` in front of a2a-sdk agents speaking v1.0 or only v0.3, on JSON-RPC
-and on HTTP+JSON.
+it fetches cards; on with a v0.3 card, so that its v0.3 transports are used) send, stream, get,
+list and cancel tasks through one `crossway serve` in front of a2a-sdk agents speaking v1.0 or
+only v0.3, on JSON-RPC and on HTTP+JSON.
 
 Each library hands back its own (v1.0) types, converted here to v1.0 JSON; the a2a-sdk cases also
 check the wire: v0.3 methods, paths and state spellings (`completed`, REST's
