@@ -664,3 +664,34 @@ def test_public_base_believes_forwarded_only_when_trusted() -> None:
     assert cards.public_base(scope, ctx) == "http://gw.local:8080"
     ctx.attrs[FORWARDED] = Forwarded("1.2.3.4", "https", "agents.example")
     assert cards.public_base(scope, ctx) == "https://agents.example"
+
+
+PUSH_AND_CARD_CALLS = [
+    ("CreateTaskPushNotificationConfig", {"taskId": "t-1", "url": "https://hooks.example/x"}),
+    ("GetTaskPushNotificationConfig", {"taskId": "t-1", "id": "c-1"}),
+    ("ListTaskPushNotificationConfigs", {"taskId": "t-1"}),
+    ("DeleteTaskPushNotificationConfig", {"taskId": "t-1", "id": "c-1"}),
+    ("GetExtendedAgentCard", {}),
+]
+
+
+@pytest.mark.parametrize(("method", "params"), PUSH_AND_CARD_CALLS, ids=lambda v: str(v)[:40])
+async def test_push_config_and_extended_card_answer_as_the_agent_does(
+    gateway: Gateway,
+    agents: dict[str, RunningAgent],
+    http: httpx.AsyncClient,
+    method: str,
+    params: dict[str, Any],
+) -> None:
+    """The push-config methods and GetExtendedAgentCard reach the agent and come back with the
+    agent's own answer (the same error code as calling it directly), never pointing past
+    Crossway."""
+    writer = agents["writer"]
+    direct = (await _rpc(http, writer.url + "/", method, params)).json()
+    through = await _rpc(http, f"{gateway.url}/a2a/writer/", method, params)
+    answer = through.json()
+    if "error" in direct:
+        assert answer["error"]["code"] == direct["error"]["code"], (direct, answer)
+    else:
+        assert "result" in answer, answer
+        assert writer.url not in through.text
