@@ -4,8 +4,12 @@ Every function takes and returns plain JSON values (dicts as decoded from the wi
 value passes through untouched; a v0.3 value goes through a2a-sdk's own compat conversions
 (`a2a.compat.v0_3.conversions`: v0.3 pydantic models <-> v1.0 protobuf messages), imported
 on first use because they are heavy. What the SDK lacks is written here: the method table,
-result shapes, the stream's `final` flag, error data, and a v0.3 card for an agent whose
-card lists only v1.0 interfaces (Crossway bridges, so it can serve one).
+result shapes, the stream's `final` flag and error data.
+
+This module holds the JSON-RPC side: method names, requests, results, stream events and
+errors. Agent cards are converted in `bridge_cards` (`card_to_canonical` and
+`card_from_canonical` are re-exported here); the JSON <-> SDK-model plumbing both share is
+`bridge_codec`.
 
 Bad input never escapes as a traceback: a malformed request is `A2aError(INVALID_PARAMS)`,
 an unknown method `METHOD_NOT_FOUND`, and a malformed result, event or card (which comes
@@ -18,6 +22,16 @@ import json
 from collections.abc import Callable
 from typing import Any, Final
 
+from crossway.a2a.bridge_cards import V03_PROTOCOL_VERSION, card_from_canonical, card_to_canonical
+from crossway.a2a.bridge_codec import (
+    json_object,
+    proto_from_json,
+    proto_to_json,
+    pydantic_from_json,
+    pydantic_to_json,
+    quote_json,
+    run_conversion,
+)
 from crossway.a2a.errors import (
     CONTENT_TYPE_NOT_SUPPORTED,
     EXTENDED_CARD_NOT_CONFIGURED,
@@ -88,14 +102,6 @@ ERROR_REASONS: Final[dict[int, str]] = {
 }
 """The `google.rpc.ErrorInfo.reason` of each code in v1.0 error data (as a2a-sdk names them)."""
 
-V03_PROTOCOL_VERSION: Final = "0.3.0"
-"""The `protocolVersion` of a v0.3 card made from a card without v0.3 interfaces."""
-
-_MAX_SAFE_INTEGER: Final = 2**53
-"""Largest integer a double holds exactly."""
-
-_MAX_ERROR_DETAIL: Final = 300
-"""Longest validation detail quoted in an error message."""
 
 _REQUIRED_IDS: Final[dict[str, tuple[str, str]]] = {
     "GetTask": ("id", "id"),
@@ -127,7 +133,7 @@ def method_version(method: str) -> Version:
         return "1.0"
     if method in V03_METHODS:
         return "0.3"
-    raise A2aError(METHOD_NOT_FOUND, f"unknown A2A method {_quote(method)}")
+    raise A2aError(METHOD_NOT_FOUND, f"unknown A2A method {quote_json(method)}")
 
 
 def version_from_header(value: str | None) -> Version:
@@ -142,7 +148,7 @@ def version_from_header(value: str | None) -> Version:
         return "0.3"
     raise A2aError(
         VERSION_NOT_SUPPORTED,
-        f"A2A version {_quote(value)} is not supported (supported: 1.0, 0.3)",
+        f"A2A version {quote_json(value)} is not supported (supported: 1.0, 0.3)",
         {"supportedVersions": "1.0,0.3"},
     )
 
@@ -153,7 +159,7 @@ def _canonical_method(method: str) -> str:
         return method
     name = V03_METHODS.get(method)
     if name is None:
-        raise A2aError(METHOD_NOT_FOUND, f"unknown A2A method {_quote(method)}")
+        raise A2aError(METHOD_NOT_FOUND, f"unknown A2A method {quote_json(method)}")
     return name
 
 
@@ -170,7 +176,7 @@ def request_to_canonical(version: Version, method: str, params: Any) -> tuple[st
         return method, _params_dict(params)
     name = V03_METHODS.get(method)
     if name is None:
-        raise A2aError(METHOD_NOT_FOUND, f"unknown A2A method {_quote(method)}")
+        raise A2aError(METHOD_NOT_FOUND, f"unknown A2A method {quote_json(method)}")
     return name, _request_03_to_10(method, name, _params_dict(params))
 
 
@@ -179,7 +185,7 @@ def request_from_canonical(
 ) -> tuple[str, dict[str, Any]]:
     """A canonical request as the agent's `version` wants it."""
     if method not in V10_METHODS:
-        raise A2aError(METHOD_NOT_FOUND, f"unknown A2A method {_quote(method)}")
+        raise A2aError(METHOD_NOT_FOUND, f"unknown A2A method {quote_json(method)}")
     params = _params_dict(params)
     if version == "1.0":
         return method, params
@@ -230,13 +236,13 @@ def _request_03_to_10(old: str, method: str, params: dict[str, Any]) -> dict[str
         ),
     }
     model, to_core = wrappers[method]
-    request = _validate(
+    request = pydantic_from_json(
         model,
         {"jsonrpc": "2.0", "id": 0, "method": old, "params": params},
         f"{old} params",
         INVALID_PARAMS,
     )
-    return _to_json(_convert(to_core, request, f"{old} params", INVALID_PARAMS))
+    return proto_to_json(run_conversion(to_core, request, f"{old} params", INVALID_PARAMS))
 
 
 def _request_10_to_03(method: str, old: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -270,7 +276,7 @@ def _request_10_to_03(method: str, old: str, params: dict[str, Any]) -> dict[str
     }
     proto, to_compat = table[method]
     what = f"{method} params"
-    core = _parse(params, proto(), what, INVALID_PARAMS)
+    core = proto_from_json(params, proto(), what, INVALID_PARAMS)
     if method in ("SendMessage", "SendStreamingMessage"):
         if not core.message.message_id:
             raise A2aError(INVALID_PARAMS, f"{what}: a message with a messageId is required")
@@ -278,8 +284,8 @@ def _request_10_to_03(method: str, old: str, params: dict[str, Any]) -> dict[str
         required = _REQUIRED_IDS.get(method)
         if required is not None and not getattr(core, required[0]):
             raise A2aError(INVALID_PARAMS, f"{what}: {required[1]} is required")
-    request = _convert(lambda c: to_compat(c, 0), core, what, INVALID_PARAMS)
-    return _dump(request.params)
+    request = run_conversion(lambda c: to_compat(c, 0), core, what, INVALID_PARAMS)
+    return pydantic_to_json(request.params)
 
 
 # --- results ----------------------------------------------------------------------------
@@ -302,29 +308,35 @@ def result_to_canonical(version: Version, method: str, result: Any) -> Any:
     what = f"{method} result"
     code = INVALID_AGENT_RESPONSE
     if method == "SendMessage":
-        obj = _object(result, what, code)
+        obj = json_object(result, what, code)
         kind = obj.get("kind") or ("task" if "status" in obj else "message")
         if kind == "task":
-            task = _validate(t03.Task, obj, what, code)
-            return {"task": _to_json(_convert(conv.to_core_task, task, what, code))}
+            task = pydantic_from_json(t03.Task, obj, what, code)
+            return {"task": proto_to_json(run_conversion(conv.to_core_task, task, what, code))}
         if kind == "message":
-            msg = _validate(t03.Message, obj, what, code)
-            return {"message": _to_json(_convert(conv.to_core_message, msg, what, code))}
-        raise A2aError(code, f"{what}: unknown kind {_quote(kind)}")
+            msg = pydantic_from_json(t03.Message, obj, what, code)
+            return {"message": proto_to_json(run_conversion(conv.to_core_message, msg, what, code))}
+        raise A2aError(code, f"{what}: unknown kind {quote_json(kind)}")
     if method in ("GetTask", "CancelTask"):
-        task = _validate(t03.Task, _object(result, what, code), what, code)
-        return _to_json(_convert(conv.to_core_task, task, what, code))
+        task = pydantic_from_json(t03.Task, json_object(result, what, code), what, code)
+        return proto_to_json(run_conversion(conv.to_core_task, task, what, code))
     if method in ("CreateTaskPushNotificationConfig", "GetTaskPushNotificationConfig"):
-        config = _validate(t03.TaskPushNotificationConfig, _object(result, what, code), what, code)
-        return _to_json(_convert(conv.to_core_task_push_notification_config, config, what, code))
+        config = pydantic_from_json(
+            t03.TaskPushNotificationConfig, json_object(result, what, code), what, code
+        )
+        return proto_to_json(
+            run_conversion(conv.to_core_task_push_notification_config, config, what, code)
+        )
     if method == "ListTaskPushNotificationConfigs":
         if not isinstance(result, list):
             raise A2aError(code, f"{what} must be a JSON array")
         configs = [
-            _to_json(
-                _convert(
+            proto_to_json(
+                run_conversion(
                     conv.to_core_task_push_notification_config,
-                    _validate(t03.TaskPushNotificationConfig, _object(c, what, code), what, code),
+                    pydantic_from_json(
+                        t03.TaskPushNotificationConfig, json_object(c, what, code), what, code
+                    ),
                     what,
                     code,
                 )
@@ -335,7 +347,7 @@ def result_to_canonical(version: Version, method: str, result: Any) -> Any:
     if method == "DeleteTaskPushNotificationConfig":
         return {}
     if method == "GetExtendedAgentCard":
-        return card_to_canonical(_object(result, what, code))[0]
+        return card_to_canonical(json_object(result, what, code))[0]
     raise A2aError(code, f"{method} has no A2A v0.3 equivalent")
 
 
@@ -356,25 +368,31 @@ def result_from_canonical(version: Version, method: str, result: Any) -> Any:
     what = f"{method} result"
     code = INVALID_AGENT_RESPONSE
     obj = {} if method == "DeleteTaskPushNotificationConfig" and result is None else result
-    obj = _object(obj, what, code)
+    obj = json_object(obj, what, code)
     if method == "SendMessage":
-        response = _parse(obj, pb.SendMessageResponse(), what, code)
+        response = proto_from_json(obj, pb.SendMessageResponse(), what, code)
         which = response.WhichOneof("payload")
         if which == "task":
-            return _dump(_convert(conv.to_compat_task, response.task, what, code))
+            return pydantic_to_json(run_conversion(conv.to_compat_task, response.task, what, code))
         if which == "message":
-            return _dump(_convert(conv.to_compat_message, response.message, what, code))
+            return pydantic_to_json(
+                run_conversion(conv.to_compat_message, response.message, what, code)
+            )
         raise A2aError(code, f"{what} holds neither a task nor a message")
     if method in ("GetTask", "CancelTask"):
-        task = _parse(obj, pb.Task(), what, code)
-        return _dump(_convert(conv.to_compat_task, task, what, code))
+        task = proto_from_json(obj, pb.Task(), what, code)
+        return pydantic_to_json(run_conversion(conv.to_compat_task, task, what, code))
     if method in ("CreateTaskPushNotificationConfig", "GetTaskPushNotificationConfig"):
-        config = _parse(obj, pb.TaskPushNotificationConfig(), what, code)
-        return _dump(_convert(conv.to_compat_task_push_notification_config, config, what, code))
+        config = proto_from_json(obj, pb.TaskPushNotificationConfig(), what, code)
+        return pydantic_to_json(
+            run_conversion(conv.to_compat_task_push_notification_config, config, what, code)
+        )
     if method == "ListTaskPushNotificationConfigs":
-        listed = _parse(obj, pb.ListTaskPushNotificationConfigsResponse(), what, code)
+        listed = proto_from_json(obj, pb.ListTaskPushNotificationConfigsResponse(), what, code)
         return [
-            _dump(_convert(conv.to_compat_task_push_notification_config, c, what, code))
+            pydantic_to_json(
+                run_conversion(conv.to_compat_task_push_notification_config, c, what, code)
+            )
             for c in listed.configs
         ]
     if method == "DeleteTaskPushNotificationConfig":
@@ -392,7 +410,7 @@ def event_to_canonical(version: Version, event: Any) -> dict[str, Any]:
     `StreamResponse` (`{"task"|"message"|"statusUpdate"|"artifactUpdate": {...}}`)."""
     what = "stream event"
     code = INVALID_AGENT_RESPONSE
-    obj = _object(event, what, code)
+    obj = json_object(event, what, code)
     if version == "1.0":
         return obj
     from a2a.compat.v0_3 import conversions as conv
@@ -406,10 +424,10 @@ def event_to_canonical(version: Version, event: Any) -> dict[str, Any]:
         "artifact-update": (t03.TaskArtifactUpdateEvent, conv.to_core_task_artifact_update_event),
     }
     if not isinstance(kind, str) or kind not in readers:
-        raise A2aError(code, f"{what}: unknown kind {_quote(kind)}")
+        raise A2aError(code, f"{what}: unknown kind {quote_json(kind)}")
     model, to_core = readers[kind]
-    value = _validate(model, obj, what, code)
-    return {_STREAM_KEYS[kind]: _to_json(_convert(to_core, value, what, code))}
+    value = pydantic_from_json(model, obj, what, code)
+    return {_STREAM_KEYS[kind]: proto_to_json(run_conversion(to_core, value, what, code))}
 
 
 def event_from_canonical(version: Version, event: Any) -> dict[str, Any]:
@@ -417,18 +435,20 @@ def event_from_canonical(version: Version, event: Any) -> dict[str, Any]:
     v0.3 the object itself with `kind` (status updates with `final`)."""
     what = "stream event"
     code = INVALID_AGENT_RESPONSE
-    obj = _object(event, what, code)
+    obj = json_object(event, what, code)
     if version == "1.0":
         return obj
     from a2a.compat.v0_3 import conversions as conv
     from a2a.types import a2a_pb2 as pb
 
-    response = _parse(obj, pb.StreamResponse(), what, code)
+    response = proto_from_json(obj, pb.StreamResponse(), what, code)
     which = response.WhichOneof("payload")
     if which is None:
         raise A2aError(code, f"{what} holds no task, message or update")
-    converted = _convert(lambda r: conv.to_compat_stream_response(r).result, response, what, code)
-    out = _dump(converted)
+    converted = run_conversion(
+        lambda r: conv.to_compat_stream_response(r).result, response, what, code
+    )
+    out = pydantic_to_json(converted)
     if which == "status_update":
         out["final"] = out.get("status", {}).get("state") in V03_FINAL_STATES
     return out
@@ -488,184 +508,10 @@ def _string_map(data: Any) -> dict[str, str]:
     }
 
 
-# --- agent cards ------------------------------------------------------------------------
-
-
-def card_to_canonical(card: Any) -> tuple[dict[str, Any], Version]:
-    """An agent card as v1.0 JSON, and the version the agent speaks.
-
-    A card with `supportedInterfaces` is v1.0 (its v0.3 compatibility fields, which a2a-sdk
-    adds, are ignored); the version is 1.0 if any interface speaks 1.x, else 0.3. A card
-    with a single `url` (and `protocolVersion` 0.x) is v0.3 and converted.
-    """
-    what = "agent card"
-    code = INVALID_AGENT_RESPONSE
-    obj = _object(card, what, code)
-    from a2a.types import a2a_pb2 as pb
-
-    if "supportedInterfaces" in obj:
-        parsed = _parse(obj, pb.AgentCard(), what, code)
-        if not parsed.supported_interfaces:
-            raise A2aError(code, f"{what} lists no supportedInterfaces")
-        speaks_10 = any(
-            (i.protocol_version or "1.0").split(".")[0] == "1" for i in parsed.supported_interfaces
-        )
-        return _to_json(parsed), "1.0" if speaks_10 else "0.3"
-    if "url" not in obj:
-        raise A2aError(code, f"{what} has neither supportedInterfaces (v1.0) nor url (v0.3)")
-    protocol = obj.get("protocolVersion")
-    if protocol is not None and not (isinstance(protocol, str) and protocol.startswith("0.")):
-        raise A2aError(
-            VERSION_NOT_SUPPORTED,
-            f"{what}: protocolVersion {_quote(protocol)} without supportedInterfaces",
-        )
-    from a2a.compat.v0_3 import conversions as conv
-    from a2a.compat.v0_3 import types as t03
-
-    model = _validate(t03.AgentCard, obj, what, code)
-    return _to_json(_convert(conv.to_core_agent_card, model, what, code)), "0.3"
-
-
-def card_from_canonical(version: Version, card: Any) -> dict[str, Any]:
-    """A v1.0 card as a client speaking `version` reads it.
-
-    For v0.3 the card's 0.3 interfaces become `url`/`additionalInterfaces` (JSON-RPC first);
-    a card without any (a v1.0-only agent) offers all its interfaces as 0.3 ones, since
-    Crossway translates for such clients.
-    """
-    what = "agent card"
-    code = INVALID_AGENT_RESPONSE
-    obj = _object(card, what, code)
-    if version == "1.0":
-        return obj
-    from a2a.compat.v0_3 import conversions as conv
-    from a2a.compat.v0_3.versions import is_legacy_version
-    from a2a.types import a2a_pb2 as pb
-
-    parsed = _parse(obj, pb.AgentCard(), what, code)
-    interfaces = list(parsed.supported_interfaces)
-    if not interfaces:
-        raise A2aError(code, f"{what} lists no supportedInterfaces")
-    legacy = [i for i in interfaces if is_legacy_version(i.protocol_version)]
-    if not legacy:
-        legacy = [
-            pb.AgentInterface(
-                url=i.url,
-                protocol_binding=i.protocol_binding,
-                protocol_version=V03_PROTOCOL_VERSION,
-            )
-            for i in interfaces
-        ]
-    # The primary interface is JSON-RPC where there is one (v0.3's default transport).
-    legacy.sort(key=lambda i: i.protocol_binding != "JSONRPC")
-    del parsed.supported_interfaces[:]
-    parsed.supported_interfaces.extend(legacy)
-    return _dump(_convert(conv.to_compat_agent_card, parsed, what, code))
-
-
-# --- helpers ----------------------------------------------------------------------------
-
-
-def _object(value: Any, what: str, code: int) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise A2aError(code, f"{what} must be a JSON object")
-    return value
-
-
-def _validate(model: Any, data: Any, what: str, code: int) -> Any:
-    """A v0.3 pydantic model from JSON."""
-    from pydantic import ValidationError
-
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()[:3]
-        )
-        raise A2aError(code, f"invalid {what}: {_clip(problems)}") from None
-
-
-def _parse(data: dict[str, Any], message: Any, what: str, code: int) -> Any:
-    """A v1.0 protobuf message from JSON: strictly (so an unknown enum value such as a
-    task state is an error), leniently only when the one problem is an unknown field."""
-    from google.protobuf.json_format import ParseDict, ParseError
-
-    try:
-        return ParseDict(data, message)
-    except ParseError as exc:
-        if "has no field named" not in str(exc):
-            raise A2aError(code, f"invalid {what}: {_clip(str(exc))}") from None
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise A2aError(code, f"invalid {what}: {_clip(str(exc))}") from None
-    message.Clear()
-    try:
-        return ParseDict(data, message, ignore_unknown_fields=True)
-    except (ParseError, TypeError, ValueError, AttributeError) as exc:
-        raise A2aError(code, f"invalid {what}: {_clip(str(exc))}") from None
-
-
-def _convert(function: Callable[[Any], Any], value: Any, what: str, code: int) -> Any:
-    """Runs an a2a-sdk conversion; its failures (bad base64, a timestamp, an empty oneof,
-    a missing required v0.3 field) become `A2aError`."""
-    from google.protobuf.json_format import ParseError
-    from pydantic import ValidationError
-
-    try:
-        return function(value)
-    except A2aError:
-        raise
-    except ValidationError as exc:
-        raise A2aError(code, f"invalid {what}: {_clip(str(exc.errors()[:1]))}") from None
-    except (ParseError, TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise A2aError(code, f"invalid {what}: {_clip(str(exc))}") from None
-    except Exception as exc:  # the SDK raises its own A2AError (e.g. version not supported)
-        raise A2aError(code, f"invalid {what}: {_clip(str(exc) or type(exc).__name__)}") from None
-
-
-def _to_json(message: Any) -> dict[str, Any]:
-    """A v1.0 protobuf message as JSON."""
-    from google.protobuf.json_format import MessageToDict
-
-    out: dict[str, Any] = _integral(MessageToDict(message))
-    return out
-
-
-def _dump(model: Any) -> dict[str, Any]:
-    """A v0.3 pydantic model as JSON (with `kind`, without unset fields)."""
-    out: dict[str, Any] = _integral(model.model_dump(mode="json", by_alias=True, exclude_none=True))
-    return out
-
-
-def _integral(value: Any) -> Any:
-    """`value` with whole floats as ints: a protobuf `Struct` (metadata, data parts,
-    extension params) holds every number as a double, so a client's `{"n": 1}` would
-    otherwise reach the agent as `{"n": 1.0}`."""
-    if isinstance(value, float):
-        return int(value) if value.is_integer() and abs(value) <= _MAX_SAFE_INTEGER else value
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if isinstance(v, dict | list | float):
-                value[k] = _integral(v)
-        return value
-    if isinstance(value, list):
-        for i, v in enumerate(value):
-            if isinstance(v, dict | list | float):
-                value[i] = _integral(v)
-        return value
-    return value
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= _MAX_ERROR_DETAIL else text[:_MAX_ERROR_DETAIL] + "..."
-
-
-def _quote(value: Any) -> str:
-    return _clip(json.dumps(value, default=str))
-
-
 __all__ = [
     "STREAMING_METHODS",
     "V03_METHODS",
+    "V03_PROTOCOL_VERSION",
     "V10_METHODS",
     "card_from_canonical",
     "card_to_canonical",
