@@ -9,7 +9,10 @@ request, `rest_response_to_canonical` and `rest_event_to_canonical` read the ans
 v1.0 routes are the `google.api.http` bindings of a2a.proto (each also under `/{tenant}`);
 `SubscribeToTask` is accepted as GET (the proto) and POST (the spec text and a2a-sdk's client).
 v0.3 routes live under `/v1` and carry the v0.3 *protobuf* JSON (`{"request": Message}`,
-`{"msg": ...}`, `ROLE_USER`), converted with a2a-sdk's compat layer (imported lazily).
+`{"msg": ...}`, `ROLE_USER`), converted in `crossway.a2a.rest_v03` with a2a-sdk's compat
+layer; this module holds the routes of both versions, the v1.0 side, the error shape and the
+SSE framing.
+
 Errors: v1.0 answers a `google.rpc.Status`-like `{"error": {code, status, message, details:
 [ErrorInfo{reason, domain, metadata}]}}`; v0.3 adds the top-level `{"type", "message"}` that
 v0.3 clients read. `path` is relative to the agent's base path and already percent-decoded.
@@ -17,16 +20,14 @@ v0.3 clients read. `path` is relative to the agent's base path and already perce
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 from urllib.parse import parse_qs, quote, urlencode
 
 import orjson
 
 from crossway.a2a import errors as codes
+from crossway.a2a import rest_v03
 from crossway.a2a.errors import A2aError
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 V10: Final = "1.0"
 V03: Final = "0.3"
@@ -216,7 +217,7 @@ def parse_rest(
         obj = _body_object(body, required=method in _BODY_REQUIRED)
     query_params = _query_params(method, query)
     if version == V03:
-        return method, _v03_request_to_canonical(method, path_params, query_params, obj)
+        return method, rest_v03.request_to_canonical(method, path_params, query_params, obj)
     if method in ("SubscribeToTask", "GetExtendedAgentCard"):
         obj = {}  # the body carries nothing for these
     return method, {**obj, **query_params, **path_params}
@@ -271,14 +272,14 @@ def rest_result(method: str, result: Any, version: str = V10) -> tuple[int, byte
     if method == "DeleteTaskPushNotificationConfig":
         return 200, b"{}"
     if version == V03:
-        result = _v03_result_from_canonical(method, result)
+        result = rest_v03.result_from_canonical(method, result)
     return 200, orjson.dumps(result)
 
 
 def rest_event(event: dict[str, Any], version: str = V10) -> bytes:
     """One canonical `StreamResponse` event as an SSE event (`data: <json>`)."""
     if version == V03:
-        event = _v03_event_from_canonical(event)
+        event = rest_v03.event_from_canonical(event)
     return b"data: " + orjson.dumps(event) + b"\n\n"
 
 
@@ -345,7 +346,7 @@ def rest_request(version: str, method: str, params: dict[str, Any]) -> tuple[str
         case "SendMessage" | "SendStreamingMessage":
             verb = "send" if method == "SendMessage" else "stream"
             http, path = "POST", f"/message:{verb}"
-            body = _v03_send_message_body(params) if v03 else params
+            body = rest_v03.send_message_body(params) if v03 else params
         case "GetTask":
             http, path = "GET", f"/tasks/{_seg(_require(params, 'id'))}"
             query = _pick(params, _QUERY_FIELDS["GetTask"])
@@ -362,7 +363,7 @@ def rest_request(version: str, method: str, params: dict[str, Any]) -> tuple[str
         case "CreateTaskPushNotificationConfig":
             task = _require(params, "taskId")
             http, path = "POST", f"/tasks/{_seg(task)}/pushNotificationConfigs"
-            body = _v03_push_config_body(params) if v03 else params
+            body = rest_v03.push_config_body(params) if v03 else params
         case "GetTaskPushNotificationConfig" | "DeleteTaskPushNotificationConfig":
             task, config = _require(params, "taskId"), _require(params, "id")
             http = "GET" if method.startswith("Get") else "DELETE"
@@ -407,7 +408,7 @@ def rest_response_to_canonical(version: str, method: str, status: int, body: byt
         return None
     obj = _agent_json(body)
     if version == V03:
-        return _v03_result_to_canonical(method, obj)
+        return rest_v03.result_to_canonical(method, obj)
     return obj
 
 
@@ -421,7 +422,7 @@ def rest_event_to_canonical(version: str, event: str, data: bytes | str) -> dict
     if "error" in obj:
         raise _error_from_answer(502, raw)
     if version == V03:
-        return _v03_event_to_canonical(obj)
+        return rest_v03.event_to_canonical(obj)
     return obj
 
 
@@ -466,243 +467,6 @@ def _error_from_answer(status: int, body: bytes) -> A2aError:
     if status == 404:
         return A2aError(codes.METHOD_NOT_FOUND, "the agent has no such REST route")
     return A2aError(codes.INTERNAL_ERROR, f"the agent answered HTTP {status}", status=502)
-
-
-# ---------------------------------------------------------------------------------------------
-# v0.3: protobuf JSON of a2a_v0_3.proto <-> canonical, through a2a-sdk's compat layer
-
-
-def _v03_convert(what: str, convert: Callable[[], Any], *, from_agent: bool) -> Any:
-    """Run one conversion; a malformed body becomes INVALID_PARAMS (from a client) or
-    INVALID_AGENT_RESPONSE (from an agent), never a traceback."""
-    try:
-        return convert()
-    except A2aError:
-        raise
-    except Exception as exc:  # protobuf, pydantic and a2a-sdk raise many types
-        if from_agent:
-            raise A2aError(
-                codes.INVALID_AGENT_RESPONSE,
-                f"the agent's v0.3 {what} is invalid: {exc}",
-                status=502,
-            ) from None
-        raise A2aError(codes.INVALID_PARAMS, f"invalid v0.3 {what}: {exc}") from None
-
-
-def _v03_request_to_canonical(
-    method: str, ids: dict[str, str], query: dict[str, Any], body: dict[str, Any]
-) -> dict[str, Any]:
-    if method in ("SendMessage", "SendStreamingMessage"):
-        return dict(
-            _v03_convert("message request", lambda: _v03_send_to_core(body), from_agent=False)
-        )
-    if method == "CreateTaskPushNotificationConfig":
-        return dict(
-            _v03_convert(
-                "push notification config",
-                lambda: _v03_push_request_to_core(ids["taskId"], body),
-                from_agent=False,
-            )
-        )
-    return {**query, **ids}
-
-
-def _v03_send_to_core(body: dict[str, Any]) -> Any:
-    from a2a.compat.v0_3 import a2a_v0_3_pb2, conversions, proto_utils
-    from a2a.compat.v0_3 import types as types_v03
-    from google.protobuf.json_format import MessageToDict, ParseDict
-
-    pb = ParseDict(body, a2a_v0_3_pb2.SendMessageRequest(), ignore_unknown_fields=True)
-    params = proto_utils.FromProto.message_send_params(pb)
-    core = conversions.to_core_send_message_request(
-        types_v03.SendMessageRequest(id=0, params=params)
-    )
-    return MessageToDict(core)
-
-
-def _v03_push_request_to_core(task_id: str, body: dict[str, Any]) -> Any:
-    from a2a.compat.v0_3 import a2a_v0_3_pb2, conversions, proto_utils
-    from a2a.compat.v0_3 import types as types_v03
-    from google.protobuf.json_format import MessageToDict, ParseDict
-
-    pb = ParseDict(
-        body, a2a_v0_3_pb2.CreateTaskPushNotificationConfigRequest(), ignore_unknown_fields=True
-    )
-    push = proto_utils.FromProto.push_notification_config(pb.config.push_notification_config)
-    if not push.id and pb.config_id:
-        push.id = pb.config_id
-    config = types_v03.TaskPushNotificationConfig(task_id=task_id, push_notification_config=push)
-    return MessageToDict(conversions.to_core_task_push_notification_config(config))
-
-
-def _v03_send_message_body(params: dict[str, Any]) -> dict[str, Any]:
-    def convert() -> Any:
-        from a2a.compat.v0_3 import a2a_v0_3_pb2, conversions, proto_utils
-        from a2a.compat.v0_3 import types as types_v03
-        from a2a.types import a2a_pb2
-        from google.protobuf.json_format import MessageToDict, ParseDict
-
-        core = ParseDict(params, a2a_pb2.SendMessageRequest(), ignore_unknown_fields=True)
-        req = conversions.to_compat_send_message_request(core, request_id=0).params
-        if req.configuration is None:
-            # v1.0 without configuration blocks; a v0.3 protobuf body without `blocking` does not.
-            req.configuration = types_v03.MessageSendConfiguration(blocking=True)
-        pb = a2a_v0_3_pb2.SendMessageRequest(
-            request=proto_utils.ToProto.message(req.message),
-            configuration=proto_utils.ToProto.message_send_configuration(req.configuration),
-            metadata=proto_utils.ToProto.metadata(req.metadata),
-        )
-        return MessageToDict(pb)
-
-    return dict(_v03_convert("message request", convert, from_agent=False))
-
-
-def _v03_push_config_body(params: dict[str, Any]) -> dict[str, Any]:
-    def convert() -> Any:
-        from a2a.compat.v0_3 import a2a_v0_3_pb2, conversions, proto_utils
-        from a2a.types import a2a_pb2
-        from google.protobuf.json_format import MessageToDict, ParseDict
-
-        core = ParseDict(params, a2a_pb2.TaskPushNotificationConfig(), ignore_unknown_fields=True)
-        compat = conversions.to_compat_task_push_notification_config(core)
-        pb = a2a_v0_3_pb2.CreateTaskPushNotificationConfigRequest(
-            parent=f"tasks/{core.task_id}",
-            config_id=compat.push_notification_config.id or "",
-            config=proto_utils.ToProto.task_push_notification_config(compat),
-        )
-        return MessageToDict(pb)
-
-    return dict(_v03_convert("push notification config", convert, from_agent=False))
-
-
-def _v03_result_from_canonical(method: str, result: Any) -> Any:
-    def convert() -> Any:
-        from a2a.compat.v0_3 import a2a_v0_3_pb2, conversions, proto_utils
-        from a2a.types import a2a_pb2
-        from google.protobuf.json_format import MessageToDict, ParseDict
-
-        match method:
-            case "SendMessage":
-                core = ParseDict(result, a2a_pb2.SendMessageResponse(), ignore_unknown_fields=True)
-                root = conversions.to_compat_send_message_response(core).root
-                compat = root.result  # type: ignore[union-attr]  # always a success response
-                return MessageToDict(proto_utils.ToProto.task_or_message(compat))
-            case "GetTask" | "CancelTask":
-                task = ParseDict(result, a2a_pb2.Task(), ignore_unknown_fields=True)
-                return MessageToDict(proto_utils.ToProto.task(conversions.to_compat_task(task)))
-            case "CreateTaskPushNotificationConfig" | "GetTaskPushNotificationConfig":
-                cfg = ParseDict(
-                    result, a2a_pb2.TaskPushNotificationConfig(), ignore_unknown_fields=True
-                )
-                compat_cfg = conversions.to_compat_task_push_notification_config(cfg)
-                return MessageToDict(proto_utils.ToProto.task_push_notification_config(compat_cfg))
-            case "ListTaskPushNotificationConfigs":
-                listed = ParseDict(
-                    result,
-                    a2a_pb2.ListTaskPushNotificationConfigsResponse(),
-                    ignore_unknown_fields=True,
-                )
-                configs = [
-                    proto_utils.ToProto.task_push_notification_config(
-                        conversions.to_compat_task_push_notification_config(c)
-                    )
-                    for c in listed.configs
-                ]
-                return MessageToDict(
-                    a2a_v0_3_pb2.ListTaskPushNotificationConfigResponse(configs=configs)
-                )
-            case "GetExtendedAgentCard":
-                card = ParseDict(result, a2a_pb2.AgentCard(), ignore_unknown_fields=True)
-                compat_card = conversions.to_compat_agent_card(card)
-                return compat_card.model_dump(mode="json", by_alias=True, exclude_none=True)
-        return result
-
-    return _v03_convert("result", convert, from_agent=False)
-
-
-def _v03_result_to_canonical(method: str, obj: dict[str, Any]) -> Any:
-    def convert() -> Any:
-        from a2a.compat.v0_3 import a2a_v0_3_pb2, conversions, proto_utils
-        from a2a.compat.v0_3 import types as types_v03
-        from google.protobuf.json_format import MessageToDict, ParseDict
-
-        match method:
-            case "SendMessage":
-                pb = ParseDict(obj, a2a_v0_3_pb2.SendMessageResponse(), ignore_unknown_fields=True)
-                which = pb.WhichOneof("payload")
-                if which == "task":
-                    return {
-                        "task": MessageToDict(
-                            conversions.to_core_task(proto_utils.FromProto.task(pb.task))
-                        )
-                    }
-                if which == "msg":
-                    msg = conversions.to_core_message(proto_utils.FromProto.message(pb.msg))
-                    return {"message": MessageToDict(msg)}
-                raise ValueError("neither task nor msg")
-            case "GetTask" | "CancelTask":
-                task = ParseDict(obj, a2a_v0_3_pb2.Task(), ignore_unknown_fields=True)
-                return MessageToDict(conversions.to_core_task(proto_utils.FromProto.task(task)))
-            case "CreateTaskPushNotificationConfig" | "GetTaskPushNotificationConfig":
-                cfg = ParseDict(
-                    obj, a2a_v0_3_pb2.TaskPushNotificationConfig(), ignore_unknown_fields=True
-                )
-                compat = proto_utils.FromProto.task_push_notification_config(cfg)
-                return MessageToDict(conversions.to_core_task_push_notification_config(compat))
-            case "ListTaskPushNotificationConfigs":
-                listed = ParseDict(
-                    obj,
-                    a2a_v0_3_pb2.ListTaskPushNotificationConfigResponse(),
-                    ignore_unknown_fields=True,
-                )
-                configs = [
-                    MessageToDict(
-                        conversions.to_core_task_push_notification_config(
-                            proto_utils.FromProto.task_push_notification_config(c)
-                        )
-                    )
-                    for c in listed.configs
-                ]
-                return {"configs": configs}
-            case "GetExtendedAgentCard":
-                # a2a-sdk serves the v0.3 card as v0.3 JSON; other servers may send proto JSON.
-                try:
-                    compat_card = types_v03.AgentCard.model_validate(obj)
-                except ValueError:
-                    pb_card = ParseDict(obj, a2a_v0_3_pb2.AgentCard(), ignore_unknown_fields=True)
-                    compat_card = proto_utils.FromProto.agent_card(pb_card)
-                return MessageToDict(conversions.to_core_agent_card(compat_card))
-        return obj
-
-    return _v03_convert("answer", convert, from_agent=True)
-
-
-def _v03_event_from_canonical(event: dict[str, Any]) -> dict[str, Any]:
-    def convert() -> Any:
-        from a2a.compat.v0_3 import conversions, proto_utils
-        from a2a.types import a2a_pb2
-        from google.protobuf.json_format import MessageToDict, ParseDict
-
-        core = ParseDict(event, a2a_pb2.StreamResponse(), ignore_unknown_fields=True)
-        compat = conversions.to_compat_stream_response(core).result
-        return MessageToDict(proto_utils.ToProto.stream_response(compat))
-
-    return dict(_v03_convert("event", convert, from_agent=False))
-
-
-def _v03_event_to_canonical(obj: dict[str, Any]) -> dict[str, Any]:
-    def convert() -> Any:
-        from a2a.compat.v0_3 import a2a_v0_3_pb2, conversions, proto_utils
-        from a2a.compat.v0_3 import types as types_v03
-        from google.protobuf.json_format import MessageToDict, ParseDict
-
-        pb = ParseDict(obj, a2a_v0_3_pb2.StreamResponse(), ignore_unknown_fields=True)
-        compat = types_v03.SendStreamingMessageSuccessResponse(
-            id=0, result=proto_utils.FromProto.stream_response(pb)
-        )
-        return MessageToDict(conversions.to_core_stream_response(compat))
-
-    return dict(_v03_convert("event", convert, from_agent=True))
 
 
 __all__ = [
