@@ -34,6 +34,8 @@ from crossway.a2a.bridge_codec import (
 )
 from crossway.a2a.errors import (
     CONTENT_TYPE_NOT_SUPPORTED,
+    ERROR_DOMAIN,
+    ERROR_INFO_TYPE,
     EXTENDED_CARD_NOT_CONFIGURED,
     EXTENSION_SUPPORT_REQUIRED,
     INTERNAL_ERROR,
@@ -49,7 +51,7 @@ from crossway.a2a.errors import (
     VERSION_NOT_SUPPORTED,
     A2aError,
 )
-from crossway.a2a.model import Version
+from crossway.a2a.model import STREAMING_METHODS, Version
 
 V03_METHODS: Final[dict[str, str]] = {
     "message/send": "SendMessage",
@@ -71,7 +73,6 @@ V10_TO_V03: Final[dict[str, str]] = {v: k for k, v in V03_METHODS.items()}
 V10_METHODS: Final[frozenset[str]] = frozenset([*V03_METHODS.values(), "ListTasks"])
 """Every canonical (v1.0) JSON-RPC method."""
 
-STREAMING_METHODS: Final[frozenset[str]] = frozenset(["SendStreamingMessage", "SubscribeToTask"])
 """Canonical methods answered with an SSE stream of `StreamResponse` events."""
 
 V03_FINAL_STATES: Final[frozenset[str]] = frozenset(
@@ -81,8 +82,6 @@ V03_FINAL_STATES: Final[frozenset[str]] = frozenset(
 ends (a2a-sdk's event consumer stops on these; the SDK's own converter forgets
 input-required)."""
 
-ERROR_INFO_TYPE: Final = "type.googleapis.com/google.rpc.ErrorInfo"
-A2A_ERROR_DOMAIN: Final = "a2a-protocol.org"
 
 ERROR_REASONS: Final[dict[int, str]] = {
     TASK_NOT_FOUND: "TASK_NOT_FOUND",
@@ -476,7 +475,7 @@ def error_for(version: Version, error: A2aError) -> dict[str, Any]:
                 {
                     "@type": ERROR_INFO_TYPE,
                     "reason": reason,
-                    "domain": A2A_ERROR_DOMAIN,
+                    "domain": ERROR_DOMAIN,
                     "metadata": _string_map(data),
                 }
             ]

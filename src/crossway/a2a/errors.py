@@ -20,6 +20,11 @@ EXTENDED_CARD_NOT_CONFIGURED: Final = -32007
 EXTENSION_SUPPORT_REQUIRED: Final = -32008
 VERSION_NOT_SUPPORTED: Final = -32009
 
+ERROR_INFO_TYPE: Final = "type.googleapis.com/google.rpc.ErrorInfo"
+"""The `@type` of the `google.rpc.ErrorInfo` detail v1.0 errors carry."""
+ERROR_DOMAIN: Final = "a2a-protocol.org"
+"""The `domain` of that detail."""
+
 HTTP_STATUS: Final = {
     PARSE_ERROR: 400,
     INVALID_REQUEST: 400,
@@ -52,4 +57,4 @@ class A2aError(Exception):
         itself before reaching an agent: 200, as JSON-RPC wants, unless noted)."""
 
 
-__all__ = ["HTTP_STATUS", "A2aError"]
+__all__ = ["ERROR_DOMAIN", "ERROR_INFO_TYPE", "HTTP_STATUS", "A2aError"]

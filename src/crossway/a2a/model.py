@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 Version = Literal["1.0", "0.3"]
+STREAMING_METHODS: Final = frozenset({"SendStreamingMessage", "SubscribeToTask"})
+"""The canonical methods whose answer is a stream of events."""
 Binding = Literal["JSONRPC", "HTTP+JSON", "GRPC"]
 
 
@@ -63,4 +65,4 @@ class Decision:
         return f"agent={self.agent}{skill};reason={self.reason};score={self.score:.3f}"
 
 
-__all__ = ["Agent", "Binding", "Decision", "Interface", "Version"]
+__all__ = ["STREAMING_METHODS", "Agent", "Binding", "Decision", "Interface", "Version"]

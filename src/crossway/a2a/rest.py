@@ -27,7 +27,8 @@ import orjson
 
 from crossway.a2a import errors as codes
 from crossway.a2a import rest_v03
-from crossway.a2a.errors import A2aError
+from crossway.a2a.errors import ERROR_DOMAIN, ERROR_INFO_TYPE, A2aError
+from crossway.a2a.model import STREAMING_METHODS
 
 V10: Final = "1.0"
 V03: Final = "0.3"
@@ -37,9 +38,6 @@ JSON_MEDIA_TYPE: Final = "application/json"
 """Content type of error bodies and of v0.3 bodies."""
 SSE_MEDIA_TYPE: Final = "text/event-stream"
 V03_PREFIX: Final = "v1"
-ERROR_INFO_TYPE: Final = "type.googleapis.com/google.rpc.ErrorInfo"
-ERROR_DOMAIN: Final = "a2a-protocol.org"
-STREAMING_METHODS: Final = frozenset({"SendStreamingMessage", "SubscribeToTask"})
 
 # code -> (ErrorInfo reason, google.rpc status, a2a-sdk class name read by v0.3 clients)
 _ERRORS: Final[dict[int, tuple[str, str, str]]] = {
