@@ -79,6 +79,16 @@ ROUTER_REST_WORDS: Final = frozenset({"tasks", "v1", "extendedAgentCard", "card"
 """First path segments of REST routes on the router (`P/tasks/{id}`, `P/v1/...`)."""
 
 
+def route_header(decision: Decision) -> bytes:
+    """The `x-crossway-route` value of a decision, safe as an HTTP header and a log line: skill
+    ids come from agent cards, so anything outside printable ASCII is percent-encoded."""
+    text = decision.header()
+    return "".join(
+        c if " " <= c <= "~" and c != "%" else "".join(f"%{b:02X}" for b in c.encode())
+        for c in text
+    ).encode("ascii")
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
@@ -333,7 +343,7 @@ class A2aBackend(Backend):
         agent, decision = await self._resolve(ctx, target, method, cparams)
         headers = [*JSON_HEADERS]
         if decision is not None:
-            headers.append((ROUTE_HEADER, decision.header().encode()))
+            headers.append((ROUTE_HEADER, route_header(decision)))
         if method in STREAM_METHODS:
             events = self.caller.stream(scope, ctx, agent, method, cparams, decision)
             await self._write_stream(receive, send, ctx, events, version, rest=False)
@@ -368,7 +378,7 @@ class A2aBackend(Backend):
         agent, decision = await self._resolve(ctx, target, method, cparams)
         headers = [*JSON_HEADERS]
         if decision is not None:
-            headers.append((ROUTE_HEADER, decision.header().encode()))
+            headers.append((ROUTE_HEADER, route_header(decision)))
         if method in STREAM_METHODS:
             events = self.caller.stream(scope, ctx, agent, method, cparams, decision)
             await self._write_stream(receive, send, ctx, events, version, rest=True)
@@ -461,7 +471,7 @@ class A2aBackend(Backend):
         headers = list(SSE_HEADERS)
         decision = ctx.attrs.get(DECISION)
         if isinstance(decision, Decision):
-            headers.append((ROUTE_HEADER, decision.header().encode()))
+            headers.append((ROUTE_HEADER, route_header(decision)))
         await stream_response(receive, send, 200, headers, chunks())
 
     # -- who serves the call --------------------------------------------------------------
@@ -473,7 +483,7 @@ class A2aBackend(Backend):
         return agent
 
     def _down(self, name: str) -> A2aError:
-        reason = self.registry.down_reason.get(name, "it failed")
+        reason = self.caller.redact(name, self.registry.down_reason.get(name, "it failed"))
         return A2aError(codes.INTERNAL_ERROR, f"agent {name} is unavailable: {reason}", status=502)
 
     def _capability_router(self) -> Any:
@@ -492,6 +502,7 @@ class A2aBackend(Backend):
         """The agent serving this call (the router's pick or the task's owner for router
         calls), after the parsed phase of the route's policies allowed it."""
         decision: Decision | None = None
+        followed: str | None = None
         skill: str | None = None
         message = params.get("message") if method in SEND_METHODS else None
         if isinstance(message, dict):
@@ -503,6 +514,7 @@ class A2aBackend(Backend):
             if not self.config.router.enabled:
                 raise A2aError(codes.INVALID_REQUEST, "the router agent is disabled", status=404)
             target = await self._owner(method, params, message)
+            followed = target
             if target is None and method in SEND_METHODS and isinstance(message, dict):
                 router = self._capability_router()
                 candidates = [
@@ -519,7 +531,7 @@ class A2aBackend(Backend):
                 decision = router.pick(message, candidates, accepted_output_modes=accepted)
                 target, skill = decision.agent, decision.skill
                 ctx.attrs[DECISION] = decision
-                log.info("a2a route %s: %s", ctx.request_id, decision.header())
+                log.info("a2a route %s: %s", ctx.request_id, route_header(decision).decode())
             elif target is None and method == "ListTasks":
                 raise A2aError(
                     codes.UNSUPPORTED_OPERATION,
@@ -531,12 +543,44 @@ class A2aBackend(Backend):
                     codes.EXTENDED_CARD_NOT_CONFIGURED, "the router has no extended card"
                 )
         agent = self._agent(target)  # type: ignore[arg-type]
+        if decision is None and skill is not None:
+            skill = self._own_skill(agent, skill)
         ctx.attrs["a2a"] = {"agent": agent.name, "skill": skill, "method": method}
-        await parsed(ctx)
+        try:
+            await parsed(ctx)
+        except Forbidden:
+            if followed is None or decision is not None:
+                raise
+            # a router follow-up to an agent the caller may not call: say no more than for an
+            # unknown task (never which agent owns it)
+            asked = params.get("id") if method in TASK_METHODS else params.get("taskId")
+            if asked is None and isinstance(message, dict):
+                asked = message.get("taskId") or message.get("contextId")
+            raise A2aError(codes.TASK_NOT_FOUND, f"task {asked} not found") from None
         if not agent.up:
             self.registry.recheck(agent.name)
             raise self._down(agent.name)
         return agent, decision
+
+    def _own_skill(self, agent: Agent, skill: str) -> str:
+        """The agent's own id of a skill a message names explicitly (its id, or the router's
+        `agent/skill` id): what `a2a.skill` policies see. A skill the agent does not have is
+        -32602, so a caller cannot put any name it likes before the policies."""
+        from crossway.a2a import routing
+
+        for item in agent.skills:
+            own = item.get("id")
+            if (
+                isinstance(own, str)
+                and own
+                and skill in (own, routing.routed_skill_id(agent.name, own))
+            ):
+                return own
+        raise A2aError(
+            codes.INVALID_PARAMS,
+            f"agent {agent.name} has no skill {skill!r}",
+            {"skillId": skill},
+        )
 
     async def _owner(self, method: str, params: dict[str, Any], message: Any) -> str | None:
         """The owner of the task (or context) a router call is about; unknown task: -32001."""

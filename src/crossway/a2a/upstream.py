@@ -93,6 +93,22 @@ class AgentCaller:
             "Crossway speaks JSON-RPC and HTTP+JSON in A2A 1.0 and 0.3)",
         )
 
+    def redact(self, name: str, text: str) -> str:
+        """`text` (an error about agent `name`) without the agent's host: clients only ever
+        see Crossway's URLs for an agent (the full reason is in the log)."""
+        hosts = set()
+        agent_config = self.config.agents.get(name)
+        if agent_config is not None and agent_config.url is not None:
+            hosts.add(client.url_host(str(agent_config.url)))
+        agent = self.registry.get(name)
+        if agent is not None:
+            hosts.update(client.url_host(i.url) for i in agent.interfaces)
+        for host in hosts:
+            if host:
+                text = text.replace(f" from {host}", "").replace(f" ({host})", "")
+                text = text.replace(host, "the agent")
+        return text
+
     def _timeouts(self, agent_config: A2aAgentConfig) -> Timeouts:
         t = agent_config.timeouts or self.config.timeouts
         return Timeouts(connect=t.connect, first_byte=t.call, idle=t.call)
@@ -162,12 +178,13 @@ class AgentCaller:
             self.registry.mark_down(agent.name, exc.message)
             raise A2aError(
                 codes.INTERNAL_ERROR,
-                f"agent {agent.name} is unreachable: {exc.message}",
+                f"agent {agent.name} is unreachable: {self.redact(agent.name, exc.message)}",
                 status=502,
             ) from None
         except GatewayError as exc:
+            reason = self.redact(agent.name, exc.message)
             raise A2aError(
-                codes.INTERNAL_ERROR, f"agent {agent.name} failed: {exc.message}", status=502
+                codes.INTERNAL_ERROR, f"agent {agent.name} failed: {reason}", status=502
             ) from None
         return iface, resp, timeouts
 
@@ -189,8 +206,9 @@ class AgentCaller:
                 codes.INTERNAL_ERROR, f"agent {agent.name} stopped answering", status=504
             ) from None
         except UpstreamError as exc:
+            reason = self.redact(agent.name, exc.message)
             raise A2aError(
-                codes.INTERNAL_ERROR, f"agent {agent.name}: {exc.message}", status=502
+                codes.INTERNAL_ERROR, f"agent {agent.name}: {reason}", status=502
             ) from None
         return b"".join(parts)
 
@@ -305,7 +323,7 @@ class AgentCaller:
         except UpstreamError as exc:
             raise A2aError(
                 codes.INTERNAL_ERROR,
-                f"agent {agent.name}'s stream broke off: {exc.message}",
+                f"agent {agent.name}'s stream broke off: {self.redact(agent.name, exc.message)}",
                 status=502,
             ) from None
         finally:
