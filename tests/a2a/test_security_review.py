@@ -220,3 +220,36 @@ async def test_a_hostile_skill_id_cannot_break_the_route_header(
     log = gateway.log()
     assert "Traceback" not in log
     assert "\nset-cookie: pwned=1" not in log
+
+
+async def test_a_callers_tasks_are_its_own(gateway: Gateway, http: httpx.AsyncClient) -> None:
+    """Finding 5 (high): behind Crossway every caller looks like one user to the agent, so
+    another caller allowed the same agent could get, cancel, list and continue someone else's
+    tasks. Now only the caller that created a task (or context) through Crossway reaches it."""
+    url = f"{gateway.url}/a2a/writer/"
+    created = await http.post(
+        url, json=_rpc("SendMessage", _message("mine")), headers=_key(BOSS_KEY)
+    )
+    task = created.json()["result"]["task"]
+    task_id, context_id = task["id"], task["contextId"]
+    # The creator follows up as usual.
+    own = await http.post(url, json=_rpc("GetTask", {"id": task_id}), headers=_key(BOSS_KEY))
+    assert own.json()["result"]["id"] == task_id, own.text
+    # Another caller allowed the writer: the task does not exist for it.
+    for method, params in (
+        ("GetTask", {"id": task_id}),
+        ("CancelTask", {"id": task_id}),
+        ("SubscribeToTask", {"id": task_id}),
+    ):
+        answer = await http.post(url, json=_rpc(method, params), headers=_key(WRITER_KEY))
+        assert answer.json()["error"]["code"] == -32001, (method, answer.text)
+    follow_up = _message("and more", contextId=context_id)
+    answer = await http.post(url, json=_rpc("SendMessage", follow_up), headers=_key(WRITER_KEY))
+    assert answer.json()["error"]["code"] == -32001, answer.text
+    # REST too, and the list never shows it.
+    rest = await http.get(f"{url}tasks/{task_id}", headers=_key(WRITER_KEY))
+    assert rest.status_code == 404, rest.text
+    listed = await http.post(url, json=_rpc("ListTasks", {}), headers=_key(WRITER_KEY))
+    assert task_id not in listed.text, listed.text
+    mine = await http.post(url, json=_rpc("ListTasks", {}), headers=_key(BOSS_KEY))
+    assert task_id in mine.text, mine.text

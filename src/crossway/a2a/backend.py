@@ -28,9 +28,9 @@ import orjson
 from crossway.a2a import cards
 from crossway.a2a import errors as codes
 from crossway.a2a.errors import A2aError
-from crossway.a2a.model import Agent, Decision, Version
+from crossway.a2a.model import STREAMING_METHODS, Agent, Decision, Version
 from crossway.a2a.registry import AgentRegistry
-from crossway.a2a.tasks import TaskTracker
+from crossway.a2a.tasks import TaskTracker, caller_of
 from crossway.a2a.upstream import (
     CLIENT_BINDING,
     RPC_ID,
@@ -74,7 +74,6 @@ PUSH_METHODS: Final = frozenset(
         "DeleteTaskPushNotificationConfig",
     }
 )
-STREAM_METHODS: Final = frozenset({"SendStreamingMessage", "SubscribeToTask"})
 ROUTER_REST_WORDS: Final = frozenset({"tasks", "v1", "extendedAgentCard", "card"})
 """First path segments of REST routes on the router (`P/tasks/{id}`, `P/v1/...`)."""
 
@@ -344,7 +343,7 @@ class A2aBackend(Backend):
         headers = [*JSON_HEADERS]
         if decision is not None:
             headers.append((ROUTE_HEADER, route_header(decision)))
-        if method in STREAM_METHODS:
+        if method in STREAMING_METHODS:
             events = self.caller.stream(scope, ctx, agent, method, cparams, decision)
             await self._write_stream(receive, send, ctx, events, version, rest=False)
             return
@@ -379,7 +378,7 @@ class A2aBackend(Backend):
         headers = [*JSON_HEADERS]
         if decision is not None:
             headers.append((ROUTE_HEADER, route_header(decision)))
-        if method in STREAM_METHODS:
+        if method in STREAMING_METHODS:
             events = self.caller.stream(scope, ctx, agent, method, cparams, decision)
             await self._write_stream(receive, send, ctx, events, version, rest=True)
             return
@@ -557,10 +556,39 @@ class A2aBackend(Backend):
             if asked is None and isinstance(message, dict):
                 asked = message.get("taskId") or message.get("contextId")
             raise A2aError(codes.TASK_NOT_FOUND, f"task {asked} not found") from None
+        await self._check_caller(ctx, method, params, message)
         if not agent.up:
             self.registry.recheck(agent.name)
             raise self._down(agent.name)
         return agent, decision
+
+    async def _check_caller(
+        self, ctx: RequestContext, method: str, params: dict[str, Any], message: Any
+    ) -> None:
+        """A follow-up (get, cancel, subscribe, push config, a message continuing a task or a
+        context) only for the caller that created the task or context through Crossway; for
+        anyone else it is an unknown task (-32001), saying nothing more."""
+        callers = self.tracker.callers
+        if callers is None:
+            return
+        task_id: Any = None
+        context_id: Any = None
+        if method in TASK_METHODS:
+            task_id = params.get("id")
+        elif method in PUSH_METHODS:
+            task_id = params.get("taskId")
+        elif isinstance(message, dict):
+            task_id = message.get("taskId") or None
+            context_id = message.get("contextId") or None
+        if not isinstance(task_id, str):
+            task_id = None
+        if not isinstance(context_id, str):
+            context_id = None
+        if task_id is None and context_id is None:
+            return
+        caller = caller_of(ctx.identity)
+        if not await callers.allows(caller, task_id=task_id, context_id=context_id):
+            raise A2aError(codes.TASK_NOT_FOUND, f"task {task_id or context_id} not found")
 
     def _own_skill(self, agent: Agent, skill: str) -> str:
         """The agent's own id of a skill a message names explicitly (its id, or the router's

@@ -16,12 +16,15 @@ that another agent owns neither takes it over nor records states for it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
+
+import orjson
 
 from crossway.config.a2a import DEFAULT_TASK_TTL_SECONDS, A2aBackendConfig
 from crossway.errors import ServiceUnavailable
@@ -145,15 +148,22 @@ class TaskTracker:
         self._clock = clock
         self._tasks: OrderedDict[str, _Known] = OrderedDict()
         self._contexts: OrderedDict[str, str] = OrderedDict()
+        self.callers: CallerBindings | None = None
+        """Who created each task and context (set by `from_config`)."""
 
     @classmethod
     def from_config(cls, backend: str, config: A2aBackendConfig) -> TaskTracker:
         """The tracker of an A2A backend, over the store its `task_store` names."""
-        return cls(
+        tracker = cls(
             build_task_store(config.task_store, backend),
             backend=backend,
             ttl_seconds=config.task_ttl_seconds,
         )
+        tracker.callers = CallerBindings(
+            build_task_store(config.task_store, backend + CALLERS_SUFFIX),
+            ttl_seconds=config.task_ttl_seconds,
+        )
+        return tracker
 
     async def start(self) -> None:
         """Make this tracker the one this process's admin plane lists tasks from."""
@@ -166,6 +176,8 @@ class TaskTracker:
         if live is not None and live[0] is self:
             del _LIVE[self.backend]
         await self.store.close()
+        if self.callers is not None:
+            await self.callers.store.close()
 
     def _keep(self, cache: OrderedDict[str, Any], key: str, value: Any) -> None:
         cache[key] = value
@@ -265,6 +277,52 @@ class TaskTracker:
     ) -> Records:
         """Tasks, most recently updated first (see `TaskStore.list`)."""
         return await self.store.list(agent=agent, state=state, older_than=older_than, limit=limit)
+
+
+CALLERS_SUFFIX: Final = "~callers"
+"""The store namespace (backend name + this) of the caller bindings."""
+ANONYMOUS: Final = "anonymous"
+
+
+def caller_of(identity: dict[str, Any] | None) -> str:
+    """A fingerprint of the authenticated caller (method, issuer, subject), or `anonymous`."""
+    if not identity:
+        return ANONYMOUS
+    key = orjson.dumps([identity.get("method"), identity.get("iss"), identity.get("sub")])
+    return "caller:" + hashlib.sha256(key).hexdigest()[:32]
+
+
+class CallerBindings:
+    """Which caller created each task and context through Crossway, so that another caller
+    allowed the same agent cannot get, cancel, subscribe to, list or continue it (behind a
+    gateway every caller looks like one user to the agent, so the agent cannot tell them
+    apart). Kept in the task store's own kind, under the backend's name + `~callers`: first
+    writer wins, same TTL as ownership."""
+
+    def __init__(self, store: TaskStore, *, ttl_seconds: float) -> None:
+        self.store = store
+        self.ttl_seconds = ttl_seconds
+
+    async def bind(self, caller: str, obj: Any) -> None:
+        """Record `caller` as the creator of the tasks and contexts `obj` (an answer to its
+        message) names, where nobody has been recorded yet."""
+        for fact in task_facts(obj):
+            if fact.task_id is not None or fact.context_id is not None:
+                await self.store.put_owner(fact.task_id, fact.context_id, caller, self.ttl_seconds)
+
+    async def allows(
+        self, caller: str, *, task_id: str | None = None, context_id: str | None = None
+    ) -> bool:
+        """Whether `caller` may follow up on this task / context: another caller created it
+        through Crossway -> no. One Crossway never saw created (made at the agent directly, or
+        whose record expired) is left to the agent to answer (usually: task not found)."""
+        if task_id is not None:
+            owner = await self.store.owner(task_id)
+            return owner is None or owner == caller
+        if context_id is not None:
+            owner = await self.store.context_owner(context_id)
+            return owner is None or owner == caller  # a new context is the caller's to start
+        return True
 
 
 _LIVE: dict[str, tuple[TaskTracker, asyncio.AbstractEventLoop]] = {}

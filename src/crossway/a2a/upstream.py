@@ -22,7 +22,7 @@ from crossway.a2a import errors as codes
 from crossway.a2a.errors import A2aError
 from crossway.a2a.model import Agent, Decision, Interface
 from crossway.a2a.registry import AgentRegistry
-from crossway.a2a.tasks import TaskTracker
+from crossway.a2a.tasks import TaskTracker, caller_of
 from crossway.config.a2a import A2aAgentConfig, A2aBackendConfig
 from crossway.config.common import Timeouts
 from crossway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
@@ -264,17 +264,43 @@ class AgentCaller:
             result = rest.rest_response_to_canonical(iface.version, method, resp.status, raw)
         if method in SEND_METHODS or method in TASK_METHODS:
             _mark(result, decision)
-            await self._observe(agent.name, result)
+            await self._observe(agent.name, result, ctx if method in SEND_METHODS else None)
         elif method == "ListTasks" and isinstance(result, dict):
             for task in result.get("tasks") or []:
                 await self._observe(agent.name, {"task": task})
+            result = await self._callers_tasks(ctx, result)
         return result
 
-    async def _observe(self, agent: str, item: Any) -> None:
+    async def _observe(self, agent: str, item: Any, ctx: RequestContext | None = None) -> None:
+        """Record what an answer says about tasks; with `ctx` (an answer to the caller's own
+        message), also that this caller created them."""
         try:
             await self.tracker.observe(agent, item)
+            callers = self.tracker.callers
+            if ctx is not None and callers is not None:
+                await callers.bind(caller_of(ctx.identity), item)
         except Exception:  # ownership is best effort; the caller still gets the answer
             log.exception("a2a: recording task ownership failed")
+
+    async def _callers_tasks(self, ctx: RequestContext, result: dict[str, Any]) -> dict[str, Any]:
+        """A `ListTasks` answer without the tasks other callers created through Crossway (the
+        agent sees one user behind Crossway, so it would list everyone's)."""
+        callers = self.tracker.callers
+        tasks = result.get("tasks")
+        if callers is None or not isinstance(tasks, list):
+            return result
+        caller = caller_of(ctx.identity)
+        mine = [
+            task
+            for task in tasks
+            if isinstance(task, dict)
+            and isinstance(task.get("id"), str)
+            and await callers.allows(caller, task_id=task["id"])
+        ]
+        filtered = {**result, "tasks": mine}
+        if "totalSize" in filtered:
+            filtered["totalSize"] = len(mine)
+        return filtered
 
     async def stream(
         self,
@@ -298,7 +324,7 @@ class AgentCaller:
             else:
                 result = rest.rest_response_to_canonical(iface.version, method, resp.status, raw)
             _mark(result, decision)
-            await self._observe(agent.name, result)
+            await self._observe(agent.name, result, ctx if method in SEND_METHODS else None)
             yield result
             return
         parser = SSEParser(self.config.max_message_bytes)
@@ -309,12 +335,12 @@ class AgentCaller:
                     event = self._event(agent, iface, name, data)
                     settled = _settled(event)
                     _mark(event, decision)
-                    await self._observe(agent.name, event)
+                    await self._observe(agent.name, event, ctx if method in SEND_METHODS else None)
                     yield event
             for name, data in parser.close():
                 event = self._event(agent, iface, name, data)
                 settled = _settled(event)
-                await self._observe(agent.name, event)
+                await self._observe(agent.name, event, ctx if method in SEND_METHODS else None)
                 yield event
         except UpstreamTimeout:
             raise A2aError(
