@@ -22,7 +22,7 @@ import orjson
 
 from crossway.a2a.model import Agent, Binding, Interface, Version
 from crossway.config.a2a import A2aAgentConfig, A2aBackendConfig
-from crossway.proxy.outbound import OutboundClient
+from crossway.proxy.outbound import OutboundClient, same_origin
 
 log = logging.getLogger("crossway.a2a")
 
@@ -73,6 +73,13 @@ def build_agent(
             continue
         if url.startswith("/"):
             url = base + url
+        if config.url is not None and not same_origin(url, base):
+            # The agent's `headers:` (its credentials) go with every call: never to a host the
+            # configured `url` did not name, whatever a fetched card says.
+            log.warning(
+                "A2A agent %s: ignoring interface %s on another origin than its url", name, url
+            )
+            continue
         binding_value: Binding = binding  # type: ignore[assignment]
         interfaces.append(Interface(binding_value, url, iface_version))
     if not base and interfaces:
