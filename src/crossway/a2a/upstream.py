@@ -133,7 +133,11 @@ class AgentCaller:
         for name, value in scope["headers"]:
             if name in FORWARDED_REQUEST_HEADERS and name not in consumed:
                 headers.append((name.decode("latin-1"), value.decode("latin-1")))
-            elif name == b"authorization" and agent_config.forward_authorization:
+            elif (
+                name == b"authorization"
+                and agent_config.forward_authorization
+                and name not in consumed  # a credential Crossway's own policy checked stays here
+            ):
                 headers.append(("authorization", value.decode("latin-1")))
         own = {k.lower() for k in agent_config.headers}
         headers = [(k, v) for k, v in headers if k not in own]

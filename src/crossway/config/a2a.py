@@ -66,7 +66,9 @@ class A2aAgentConfig(StrictModel):
     """Headers Crossway sends on every call to this agent (its own credentials). The caller's
     `Authorization` is never forwarded unless `forward_authorization` is set."""
     forward_authorization: bool = False
-    """Pass the caller's `Authorization` header on to this agent."""
+    """Pass the caller's `Authorization` header on to this agent — unless one of Crossway's
+    own policies consumed it (a gateway API key or JWT; set that policy's `forward: true` to
+    pass it on)."""
     tls: UpstreamTls | None = None
     """TLS to this agent (CA file, client certificate, server name)."""
     timeouts: A2aTimeouts | None = None
