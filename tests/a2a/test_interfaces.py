@@ -73,3 +73,46 @@ def test_a_card_cannot_send_the_agents_credentials_elsewhere() -> None:
     config = A2aAgentConfig(url="http://a.test", headers={"Authorization": "Bearer agent-secret"})
     agent = build_agent("a", config, card, up=True)
     assert [i.url for i in agent.interfaces] == ["http://a.test/rpc"]
+
+
+def test_forward_authorization_never_forwards_crossways_own_credential() -> None:
+    """Pentest finding 9: with `forward_authorization`, a gateway API key sent as
+    `Authorization: Bearer` used to go on to the agent."""
+    import httpx
+
+    from tests.a2a.agents import run_agent
+    from tests.helpers import start_gateway
+
+    key = "gateway-key-0123456789abcdef"
+    with run_agent("writer", "1.0") as writer:
+        config = f"""
+routes:
+  - name: a2a
+    match: {{path: {{prefix: /a2a}}}}
+    backend: agents
+    policies:
+      - {{type: api_key, keys: {{team: {key}}}}}
+backends:
+  agents:
+    type: a2a
+    task_store: {{type: memory}}
+    agents:
+      writer: {{url: "{writer.url}", forward_authorization: true}}
+"""
+        with start_gateway(config) as gw:
+            body = {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "SendMessage",
+                "params": {
+                    "message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "hi"}]}
+                },
+            }
+            answer = httpx.post(
+                gw.url + "/a2a/writer/",
+                json=body,
+                headers={"Authorization": f"Bearer {key}", "A2A-Version": "1.0"},
+                timeout=20,
+            )
+            assert "result" in answer.json(), answer.text
+        assert writer.calls and all(key not in str(c.headers) for c in writer.calls)
