@@ -181,3 +181,16 @@ def test_every_policy_type_has_a_class() -> None:
     union = typing.get_args(typing.get_args(PolicyConfig)[0])
     kinds = {typing.get_args(m.model_fields["type"].annotation)[0] for m in union}
     assert kinds == set(POLICY_CLASSES)
+
+
+async def test_a2a_method_and_skill_rules_do_not_hide_the_agent_from_lists() -> None:
+    """Pentest finding 6: a rule on `a2a.method` (or `a2a.skill`) used to hide the agent from
+    the catalog and the router, since a list item has no method; calls still decide."""
+    policy = _policy(allow=['a2a.agent == "writer" && a2a.method == "SendMessage"'])
+    assert policy.visible(_ctx(), {"a2a": {"agent": "writer"}})
+    assert not policy.visible(_ctx(), {"a2a": {"agent": "vision"}})
+    assert await _allows(policy, {"a2a": {"agent": "writer", "method": "SendMessage"}})
+    assert not await _allows(policy, {"a2a": {"agent": "writer", "method": "CancelTask"}})
+    deny = _policy(allow=["true"], deny=['a2a.skill == "translate"'])
+    assert deny.visible(_ctx(), {"a2a": {"agent": "writer"}})
+    assert not await _allows(deny, {"a2a": {"agent": "writer", "skill": "translate"}})

@@ -32,7 +32,8 @@ PROTOCOL_VARIABLES: Final = frozenset({"llm", "mcp", "a2a"})
 _DYN_MAP: Final = cel.Type.Map(cel.Type.STRING, cel.Type.DYN)
 _ENV: Final = cel.NewEnv(variables={name: _DYN_MAP for name in VARIABLES})
 _WORD: Final = re.compile(r"\b(" + "|".join(VARIABLES) + r")\b")
-_READS_ARGUMENTS: Final = re.compile(r"\barguments\b")
+_READS_ARGUMENTS: Final = re.compile(r"\barguments\b|\ba2a\.(?:method|skill)\b")
+"""What only a call has, never a list item: MCP call arguments, the A2A method and skill."""
 EMPTY: Final[Mapping[str, Any]] = {}
 
 
@@ -49,7 +50,9 @@ class Rule:
     reads: frozenset[str]
     """The variables the rule names (`request`, `jwt`, `llm`...)."""
     reads_arguments: bool
-    """Whether it reads call arguments (`mcp.arguments`): lists cannot decide it."""
+    """Whether it reads what only a call has (`mcp.arguments`, `a2a.method`, `a2a.skill`):
+    lists cannot decide it (an allow rule that fails on it keeps the item listed, a deny rule
+    is left to the call)."""
 
 
 @functools.lru_cache(maxsize=4096)
