@@ -116,3 +116,17 @@ backends:
             )
             assert "result" in answer.json(), answer.text
         assert writer.calls and all(key not in str(c.headers) for c in writer.calls)
+
+
+def test_router_route_names_are_reserved() -> None:
+    """An agent named like one of the router's REST routes would shadow it."""
+    import pytest
+    from pydantic import ValidationError
+
+    from crossway.config.a2a import A2aBackendConfig
+
+    for name in ("agents", "tasks", "v1", "card"):
+        with pytest.raises(ValidationError, match="must be 1-63 characters"):
+            A2aBackendConfig.model_validate(
+                {"type": "a2a", "agents": {name: {"url": "http://127.0.0.1:1"}}}
+            )

@@ -38,7 +38,8 @@ DEFAULT_TASK_DB: Final = "a2a-tasks.sqlite3"
 DEFAULT_TASK_TTL_SECONDS: Final = 7 * 24 * 3600.0
 DEFAULT_MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 AGENT_NAME_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-RESERVED_NAMES: Final = frozenset({"agents", "tasks", ".well-known"})
+RESERVED_NAMES: Final = frozenset({"agents", "tasks", ".well-known", "v1", "card"})
+"""Names that are the router's own routes (catalog, REST tasks, the v0.3 REST prefix and card)."""
 
 
 class A2aTimeouts(StrictModel):
