@@ -339,19 +339,11 @@ class A2aBackend(Backend):
         version: Version = "0.3" if "/" in name else (header_version or "1.0")
         ctx.attrs[VERSION] = version
         method, cparams = bridge.request_to_canonical(version, name, params)
-        agent, decision = await self._resolve(ctx, target, method, cparams)
-        headers = [*JSON_HEADERS]
-        if decision is not None:
-            headers.append((ROUTE_HEADER, route_header(decision)))
-        if method in STREAMING_METHODS:
-            events = self.caller.stream(scope, ctx, agent, method, cparams, decision)
-            await self._write_stream(receive, send, ctx, events, version, rest=False)
-            return
-        result = await self.caller.call(scope, ctx, agent, method, cparams, decision)
-        if method == "GetExtendedAgentCard":
-            result = self._rewrite_card(scope, ctx, agent.name, result)
-        body = {"jsonrpc": "2.0", "id": rpc_id, "result": self._out(version, method, result)}
-        await send_response(send, 200, orjson.dumps(body), headers)
+        answered = await self._call(scope, receive, send, ctx, target, method, cparams, rest=False)
+        if answered is not None:
+            result, headers = answered
+            body = {"jsonrpc": "2.0", "id": rpc_id, "result": self._out(version, method, result)}
+            await send_response(send, 200, orjson.dumps(body), headers)
 
     async def _rest(
         self,
@@ -374,19 +366,39 @@ class A2aBackend(Backend):
             body = await read_body(scope, receive, self._limit(ctx))
         query = scope.get("query_string", b"")
         method, cparams = rest.parse_rest(version, http_method, path, query, body)
-        agent, decision = await self._resolve(ctx, target, method, cparams)
+        answered = await self._call(scope, receive, send, ctx, target, method, cparams, rest=True)
+        if answered is not None:
+            result, headers = answered
+            status, out = rest.rest_result(method, result, version)
+            await send_response(send, status, out, headers)
+
+    async def _call(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        ctx: RequestContext,
+        target: str | None,
+        method: str,
+        params: dict[str, Any],
+        *,
+        rest: bool,
+    ) -> tuple[Any, list[tuple[bytes, bytes]]] | None:
+        """One canonical call, whichever binding it came on: resolve the agent (policies,
+        router, ownership) and call it. A stream is written out here (None is returned); a
+        result comes back with the response headers for the binding to render."""
+        agent, decision = await self._resolve(ctx, target, method, params)
         headers = [*JSON_HEADERS]
         if decision is not None:
             headers.append((ROUTE_HEADER, route_header(decision)))
         if method in STREAMING_METHODS:
-            events = self.caller.stream(scope, ctx, agent, method, cparams, decision)
-            await self._write_stream(receive, send, ctx, events, version, rest=True)
-            return
-        result = await self.caller.call(scope, ctx, agent, method, cparams, decision)
+            events = self.caller.stream(scope, ctx, agent, method, params, decision)
+            await self._write_stream(receive, send, ctx, events, _version(ctx), rest=rest)
+            return None
+        result = await self.caller.call(scope, ctx, agent, method, params, decision)
         if method == "GetExtendedAgentCard":
             result = self._rewrite_card(scope, ctx, agent.name, result)
-        status, out = rest.rest_result(method, result, version)
-        await send_response(send, status, out, headers)
+        return result, headers
 
     def _out(self, version: Version, method: str, result: Any) -> Any:
         from crossway.a2a import bridge
