@@ -19,6 +19,7 @@ import pytest
 
 from tests.helpers import start_gateway
 from tests.security.support import (
+    BACKENDS,
     Answer,
     Servers,
     assert_challenge,
@@ -61,22 +62,7 @@ routes:
       - {type: api_key, keys: @KEYS@}
       - type: authorization
         allow: ['request.method == "GET" || identity.sub == "team-b"']
-backends:
-  llm:
-    type: llm
-    providers:
-      up: {type: openai_compatible, base_url: '@UP@/v1'}
-    models:
-      - {name: gpt-4o-mini, targets: [{provider: up}]}
-      - {name: gpt-4o, targets: [{provider: up}]}
-  tools:
-    type: mcp
-    servers:
-      alpha: {type: streamable_http, url: '@MCP@'}
-  web:
-    type: http
-    url: '@UP@'
-"""
+""" + BACKENDS.format(upstream="@UP@", mcp="@MCP@")
 
 
 @dataclass

@@ -15,6 +15,7 @@ import pytest
 
 from tests.helpers import start_gateway
 from tests.security.support import (
+    BACKENDS,
     Answer,
     Servers,
     assert_openai_error,
@@ -44,21 +45,7 @@ routes:
     backend: web
     max_body_bytes: @LIMIT@
     policies: [{type: api_key, keys: {ops: '@KEY@'}}]
-backends:
-  llm:
-    type: llm
-    providers:
-      up: {type: openai_compatible, base_url: '@UP@/v1'}
-    models:
-      - {name: gpt-4o-mini, targets: [{provider: up}]}
-  tools:
-    type: mcp
-    servers:
-      alpha: {type: streamable_http, url: '@MCP@'}
-  web:
-    type: http
-    url: '@UP@'
-"""
+""" + BACKENDS.format(upstream="@UP@", mcp="@MCP@")
 
 PATHS = {"llm": b"/v1/chat/completions", "mcp": b"/mcp", "http": b"/api/things"}
 ROUTES = list(PATHS)

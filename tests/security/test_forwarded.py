@@ -14,6 +14,7 @@ import pytest
 
 from tests.helpers import start_gateway
 from tests.security.support import (
+    BACKENDS,
     Answer,
     Servers,
     assert_openai_error,
@@ -44,21 +45,7 @@ routes:
   - name: open
     match: {path: {prefix: /}}
     backend: web
-backends:
-  llm:
-    type: llm
-    providers:
-      up: {type: openai_compatible, base_url: '@UP@/v1'}
-    models:
-      - {name: gpt-4o-mini, targets: [{provider: up}]}
-  tools:
-    type: mcp
-    servers:
-      alpha: {type: streamable_http, url: '@MCP@'}
-  web:
-    type: http
-    url: '@UP@'
-"""
+""" + BACKENDS.format(upstream="@UP@", mcp="@MCP@")
 
 
 @dataclass

@@ -16,6 +16,7 @@ import pytest
 
 from tests.helpers import start_gateway
 from tests.security.support import (
+    BACKENDS,
     Answer,
     Servers,
     assert_challenge,
@@ -47,21 +48,7 @@ routes:
     policies:
       - type: authorization
         deny: ['request.path.startsWith("/internal")']
-backends:
-  llm:
-    type: llm
-    providers:
-      up: {type: openai_compatible, base_url: '@UP@/v1'}
-    models:
-      - {name: gpt-4o-mini, targets: [{provider: up}]}
-  tools:
-    type: mcp
-    servers:
-      alpha: {type: streamable_http, url: '@MCP@'}
-  web:
-    type: http
-    url: '@UP@'
-"""
+""" + BACKENDS.format(upstream="@UP@", mcp="@MCP@")
 
 
 @dataclass
