@@ -10,6 +10,7 @@
     ├── PayloadTooLarge               413 request_too_large
     ├── UnprocessableEntity           422 invalid_request_error
     ├── RateLimited                   429 rate_limit_error
+    │   └── BudgetExceeded            429 budget_exceeded
     ├── UpstreamError                 502 upstream_error   (the upstream answered with an error)
     │   └── UpstreamUnreachable       502 upstream_unreachable
     ├── UpstreamTimeout               504 upstream_timeout
@@ -101,6 +102,12 @@ class RateLimited(GatewayError):
     type = "rate_limit_error"
 
 
+class BudgetExceeded(RateLimited):
+    """A key's, user's or team's budget for the period is spent (code `budget_exceeded`)."""
+
+    type = "budget_exceeded"
+
+
 class UpstreamError(GatewayError):
     status = 502
     type = "upstream_error"
@@ -122,6 +129,7 @@ class ServiceUnavailable(GatewayError):
 
 __all__ = [
     "BadRequest",
+    "BudgetExceeded",
     "Forbidden",
     "GatewayError",
     "InvalidJSON",

@@ -8,6 +8,7 @@ from typing import Annotated, Final, Literal
 from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 
 from crossway.config.a2a import A2aBackendConfig
+from crossway.config.accounting import AccountingConfig
 from crossway.config.base import LocatedProblems, StrictModel
 from crossway.config.common import Timeouts, UpstreamTls
 from crossway.config.llm import LlmBackendConfig
@@ -168,6 +169,8 @@ class Config(StrictModel):
     """Routes, tried in order; the first that matches takes the request."""
     backends: dict[str, BackendConfig] = Field(default_factory=dict)
     """Backends by name."""
+    accounting: AccountingConfig = Field(default_factory=AccountingConfig)
+    """Virtual keys, spend, budgets and shared rate limits: where they are stored."""
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -180,7 +183,29 @@ class Config(StrictModel):
         weak = session_key_problems(self.listen.host, self.backends)
         if weak:
             raise LocatedProblems(weak)
+        if self.accounting.store.type != "redis":
+            for where, policy in self._all_policies():
+                limits = getattr(policy, "limits", None) if policy.type == "rate_limit" else None
+                for i, limit in enumerate(limits or ()):
+                    if limit.mode == "global":
+                        raise ValueError(
+                            f"{where}.limits[{i}].mode: a global limit is shared through "
+                            "Redis; set `accounting.store: {type: redis, url: ...}` or use "
+                            "mode: local"
+                        )
         return self
+
+    def _all_policies(self) -> list[tuple[str, PolicyConfig]]:
+        """Every configured policy with where it is configured."""
+        out: list[tuple[str, PolicyConfig]] = [
+            (f"listen.policies[{i}]", p) for i, p in enumerate(self.listen.policies)
+        ]
+        for name, backend in self.backends.items():
+            for i, p in enumerate(getattr(backend, "policies", ())):
+                out.append((f"backends.{name}.policies[{i}]", p))
+        for r, route in enumerate(self.routes):
+            out.extend((f"routes[{r}].policies[{i}]", p) for i, p in enumerate(route.policies))
+        return out
 
 
 Loc = tuple[str | int, ...]

@@ -30,6 +30,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from crossway.config.accounting import RateLimitConfig, VirtualKeyConfig
 from crossway.config.base import StrictModel
 from crossway.config.common import HttpUrl, UpstreamTls
 
@@ -487,7 +488,9 @@ PolicyConfig = Annotated[
     | ExtAuthzConfig
     | AuthorizationConfig
     | CorsConfig
-    | IpFilterConfig,
+    | IpFilterConfig
+    | VirtualKeyConfig
+    | RateLimitConfig,
     Field(discriminator="type"),
 ]
 """One configured policy."""

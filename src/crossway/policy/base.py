@@ -27,7 +27,7 @@ from crossway.types import Scope
 
 log = logging.getLogger("crossway.policy")
 
-Phase = Literal["request", "parsed", "response"]
+Phase = Literal["request", "parsed", "response", "finish"]
 Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
 """A response a policy sends itself instead of the backend (a CORS preflight answer)."""
 
@@ -59,6 +59,11 @@ class Policy:
     async def on_response(self, ctx: RequestContext) -> None:
         """Response phase: usage is in `ctx.attrs` (`llm.usage`...)."""
 
+    async def on_finish(self, ctx: RequestContext) -> None:
+        """After the request ended, however it ended (answered, refused, failed, the client
+        gone): settle reservations, record spend. `ctx.attrs["llm.usage"]` is set when usage
+        is known. Must not raise."""
+
     def visible(self, ctx: RequestContext, attrs: Mapping[str, Mapping[str, Any]]) -> bool:
         """Whether an item of a list (a tool, a model) may be shown to this caller;
         `attrs` are protocol attributes as in the parsed phase, without call arguments."""
@@ -68,7 +73,14 @@ class Policy:
 class PolicyChain:
     """The policies of one route, by phase, in config order (listener, backend, route)."""
 
-    __slots__ = ("filters", "parsed_policies", "policies", "request_policies", "response_policies")
+    __slots__ = (
+        "filters",
+        "finish_policies",
+        "parsed_policies",
+        "policies",
+        "request_policies",
+        "response_policies",
+    )
 
     def __init__(self, policies: Sequence[Policy]) -> None:
         self.policies = tuple(policies)
@@ -76,6 +88,7 @@ class PolicyChain:
         self.request_policies = tuple(sorted(requests, key=lambda p: not p.early))  # stable
         self.parsed_policies = tuple(p for p in policies if "parsed" in p.phases)
         self.response_policies = tuple(p for p in policies if "response" in p.phases)
+        self.finish_policies = tuple(p for p in policies if "finish" in p.phases)
         self.filters = tuple(p for p in policies if type(p).visible is not Policy.visible)
 
     async def request(self, scope: Scope, ctx: RequestContext) -> Reply | None:
@@ -98,6 +111,14 @@ class PolicyChain:
                 await policy.on_response(ctx)
             except GatewayError as exc:
                 log.warning("route %s: response-phase policy refused: %s", ctx.route, exc)
+
+    async def finish(self, ctx: RequestContext) -> None:
+        """Run the finish phase (the app calls it once the request ended). Never raises."""
+        for policy in self.finish_policies:
+            try:
+                await policy.on_finish(ctx)
+            except Exception:
+                log.exception("route %s: finish-phase policy failed", ctx.route)
 
     def visible(self, ctx: RequestContext, attrs: Mapping[str, Mapping[str, Any]]) -> bool:
         """Whether every list-filtering policy shows this item to the caller."""
@@ -137,18 +158,27 @@ POLICY_CLASSES: Final = {
     "ext_authz": "crossway.policy.ext_authz:ExtAuthzPolicy",
     "cors": "crossway.policy.cors:CorsPolicy",
     "ip": "crossway.policy.ip_filter:IpFilterPolicy",
+    "virtual_key": "crossway.policy.virtual_key:VirtualKeyPolicy",
+    "rate_limit": "crossway.policy.rate_limit:RateLimitPolicy",
 }
 """Policy `type` -> the class that implements it (imported when first used)."""
 
 
-def build_policy(config: Any) -> Policy:
-    """Build the runtime policy for one configured policy (its `type` picks the class)."""
+def build_policy(config: Any, accounting: Any = None) -> Policy:
+    """Build the runtime policy for one configured policy (its `type` picks the class).
+    Classes with `uses_accounting` also get the root `accounting` config."""
     module, _, name = POLICY_CLASSES[config.type].partition(":")
-    policy: Policy = getattr(importlib.import_module(module), name)(config)
+    cls = getattr(importlib.import_module(module), name)
+    policy: Policy = (
+        cls(config, accounting=accounting)
+        if getattr(cls, "uses_accounting", False)
+        else cls(config)
+    )
     return policy
 
 
-def build_chain(configs: Iterable[Any]) -> PolicyChain | None:
-    """The chain of these policies, or None when there are none (a route pays nothing)."""
-    policies = [build_policy(c) for c in configs]
+def build_chain(configs: Iterable[Any], accounting: Any = None) -> PolicyChain | None:
+    """The chain of these policies, or None when there are none (a route pays nothing).
+    `accounting` is the root config's `accounting` section (stores of keys, spend, limits)."""
+    policies = [build_policy(c, accounting) for c in configs]
     return PolicyChain(policies) if policies else None

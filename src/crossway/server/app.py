@@ -123,6 +123,8 @@ class GatewayApp:
                 )
                 await _send_safely(tracked_send, code, headers, body)
         finally:
+            if ctx is not None and ctx.chain is not None and ctx.chain.finish_policies:
+                await ctx.chain.finish(ctx)
             runtime.exit()
             metrics.observe_request(route_name, status, time.perf_counter() - started)
 

@@ -63,7 +63,9 @@ def route_policies(config: Config, route: Route) -> list[object]:
 
 def build_chains(config: Config) -> dict[str, PolicyChain | None]:
     """One policy chain per route (None for a route without policies)."""
-    return {r.name: build_chain(route_policies(config, r)) for r in config.routes}
+    return {
+        r.name: build_chain(route_policies(config, r), config.accounting) for r in config.routes
+    }
 
 
 def metadata_routes(
