@@ -35,7 +35,8 @@ from crossway.a2a.tasks import STATES, live_tracker, state_name
 from crossway.config import Config
 from crossway.config.a2a import A2aBackendConfig, MemoryTaskStoreConfig, SqliteTaskStoreConfig
 from crossway.errors import BadRequest, GatewayError, NotFound, UnprocessableEntity
-from crossway.server.admin_pins import _check_token, _error, _json
+from crossway.server.admin_auth import _check_token
+from crossway.server.admin_pins import _error, _json
 from crossway.store.tasks import (
     DEFAULT_LIST_LIMIT,
     Records,

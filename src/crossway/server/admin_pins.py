@@ -18,8 +18,6 @@ whose changes the workers notice the next time the blocked tool is called or lis
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 from typing import Any, Final
 
 import orjson
@@ -29,17 +27,10 @@ from starlette.routing import Route
 
 from crossway.config import Config
 from crossway.config.mcp import McpBackendConfig
-from crossway.config.models import AdminConfig
-from crossway.errors import (
-    BadRequest,
-    Forbidden,
-    GatewayError,
-    NotFound,
-    Unauthenticated,
-    UnprocessableEntity,
-)
+from crossway.errors import BadRequest, GatewayError, NotFound, UnprocessableEntity
 from crossway.mcp.pin_store import PinEntry, PinFile, PinMismatch, PinNotFound, pin_path
 from crossway.mcp.pinning import live_pinning
+from crossway.server.admin_auth import _check_change_allowed, _check_token
 from crossway.server.backend import render_json_error
 
 MAX_APPROVE_BODY: Final = 4096
@@ -196,41 +187,6 @@ async def _expected_sha(request: Request) -> str | None:
     if sha is not None and not isinstance(sha, str):
         raise BadRequest("sha256 must be a string", param="sha256")
     return sha
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_token(request: Request, admin: AdminConfig) -> None:
-    assert admin.token is not None
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    expected = admin.token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), expected):
-        raise Unauthenticated(
-            "this admin route needs admin.token as a Bearer token",
-            headers={"www-authenticate": "Bearer"},
-        )
-
-
-def _check_change_allowed(request: Request, admin: AdminConfig) -> None:
-    """Refuse a changing request unless it carries the admin token, or (no token configured)
-    the admin plane is on loopback and the request does not come from a browser."""
-    if admin.token is not None:
-        _check_token(request, admin)
-        return
-    if not _is_loopback(admin.host):
-        raise Forbidden(
-            f"the admin plane listens on {admin.host}, not loopback: set admin.token to "
-            "change tool pins"
-        )
-    if "origin" in request.headers:
-        raise Forbidden("browser requests cannot change tool pins unless admin.token is set")
 
 
 def _json(body: Any) -> Response:

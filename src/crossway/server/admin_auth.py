@@ -1,0 +1,56 @@
+"""Who may use the admin API's sensitive routes (tool pins, virtual keys, budgets, spend).
+
+With `admin.token` set, a route needs it as a Bearer token. Without one, it is served only while
+the admin plane listens on loopback, and never to a browser (a request with an `Origin`
+header): a web page the operator visits cannot reach it through their browser.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+
+from starlette.requests import Request
+
+from crossway.config.models import AdminConfig
+from crossway.errors import Forbidden, Unauthenticated
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_token(request: Request, admin: AdminConfig) -> None:
+    assert admin.token is not None
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    expected = admin.token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), expected):
+        raise Unauthenticated(
+            "this admin route needs admin.token as a Bearer token",
+            headers={"www-authenticate": "Bearer"},
+        )
+
+
+def _check_change_allowed(
+    request: Request, admin: AdminConfig, action: str = "change tool pins"
+) -> None:
+    """Refuse a request unless it carries the admin token, or (no token configured) the admin
+    plane is on loopback and the request does not come from a browser. `action` completes the
+    error messages ("set admin.token to <action>")."""
+    if admin.token is not None:
+        _check_token(request, admin)
+        return
+    if not _is_loopback(admin.host):
+        raise Forbidden(
+            f"the admin plane listens on {admin.host}, not loopback: set admin.token to {action}"
+        )
+    if "origin" in request.headers:
+        raise Forbidden(f"browser requests cannot {action} unless admin.token is set")
+
+
+__all__ = ["_check_change_allowed", "_check_token", "_is_loopback"]
