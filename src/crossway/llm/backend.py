@@ -87,6 +87,8 @@ log = logging.getLogger("crossway.llm")
 
 CONTEXT_LENGTH_EXCEEDED: Final = "context_length_exceeded"
 DEADLINE_EXCEEDED: Final = "deadline_exceeded"
+BYTES_PER_TOKEN: Final = 4
+"""The request-side token estimate token limits reserve: body bytes / 4."""
 
 
 @dataclass(slots=True)
@@ -211,6 +213,8 @@ class LlmBackend(Backend):
         if chain is not None and chain.parsed_policies:
             # The policy chain's parsed phase: the model is known (CEL's `llm`).
             ctx.attrs["llm"] = {"model": call.model, "stream": call.stream, "api": call.api}
+            # What token limits reserve before the call (settled with the real usage after).
+            ctx.attrs["llm.estimate"] = len(raw) // BYTES_PER_TOKEN
             await chain.parsed(ctx)
         await self.serve(call, receive, send, ctx)
 

@@ -7,7 +7,8 @@ not apply to the request):
 - `request`: `method`, `path`, `host`, `scheme`, `headers` (lower-case name -> value),
   `source` (`address`, `port`: the real client address, see `listen.trusted_proxies`);
 - `jwt`: the claims of a verified JWT — only ever a verified JWT;
-- `key`: the API key the caller presented (`name`);
+- `key`: the API key the caller presented (`name`; a virtual key adds `id`, `user`, `team`,
+  `metadata`);
 - `identity`: the authenticated caller, whatever the method: `sub`, `method` (`jwt`,
   `api_key`, `basic`, `mtls`, `ext_authz`) and what that method adds;
 - `llm`: `model`, `stream`, `api`, and in the response phase `provider` and `usage`

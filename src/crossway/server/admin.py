@@ -21,6 +21,7 @@ from crossway import __version__
 from crossway.config import Config, ConfigError, load_config
 from crossway.config.secrets import redacted_dump
 from crossway.server.admin_a2a import a2a_task_routes
+from crossway.server.admin_keys import KeyStores, key_routes
 from crossway.server.admin_pins import pin_routes
 
 
@@ -57,6 +58,26 @@ def workers_ready(registry: CollectorRegistry) -> float:
     return 0.0
 
 
+def store_health(registry: CollectorRegistry) -> dict[str, dict[str, Any]]:
+    """Shared stores by name: whether they work, and (in this process) the last error."""
+    from crossway.policy.ledger import ledgers
+
+    out: dict[str, dict[str, Any]] = {}
+    for family in registry.collect():
+        if family.name == "crossway_store_up":
+            for sample in family.samples:
+                name = sample.labels.get("store", "")
+                ok = sample.value >= 1 and out.get(name, {}).get("ok", True)
+                out[name] = {"ok": ok, "error": None if ok else "failing in a worker"}
+    for ledger in ledgers():
+        health = ledger.health()
+        entry = out.setdefault("accounting", {"ok": True, "error": None})
+        if not health["ok"]:
+            entry.update(ok=False, error=health["error"])
+        entry["queued_spend"] = entry.get("queued_spend", 0) + health["queued_spend"]
+    return out
+
+
 def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> Starlette:
     """The admin Starlette app; metrics from `multiproc_dir` (several workers) or this process."""
 
@@ -71,9 +92,16 @@ def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> Starlette:
         return JSONResponse({"status": "ok", "version": __version__})
 
     async def readyz(request: Request) -> Response:
-        ready = workers_ready(registry())
+        reg = registry()
+        ready = workers_ready(reg)
         status = 200 if ready >= 1 else 503
-        return JSONResponse({"ready": ready >= 1, "workers_ready": int(ready)}, status_code=status)
+        body: dict[str, Any] = {"ready": ready >= 1, "workers_ready": int(ready)}
+        stores = store_health(reg)
+        if stores:
+            # A failing store degrades the gateway but does not stop it: it keeps serving.
+            body["stores"] = stores
+            body["degraded"] = any(not s["ok"] for s in stores.values())
+        return JSONResponse(body, status_code=status)
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry()), media_type=CONTENT_TYPE_LATEST)
@@ -87,7 +115,9 @@ def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> Starlette:
             orjson.dumps(body, option=orjson.OPT_INDENT_2), media_type="application/json"
         )
 
+    key_stores = KeyStores()
     return Starlette(
+        lifespan=key_stores.lifespan,
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
@@ -95,5 +125,6 @@ def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> Starlette:
             Route("/config", config),
             *pin_routes(view),
             *a2a_task_routes(view),
+            *key_routes(view, key_stores),
         ]
     )

@@ -148,3 +148,55 @@ def observe_a2a_task(agent: str, state: str, duration: float | None = None) -> N
     A2A_TASKS.labels(agent, state).inc()
     if duration is not None:
         A2A_TASK_DURATION.labels(agent, state).observe(max(duration, 0.0))
+
+
+SPEND_USD = Counter(
+    "crossway_spend_usd_total",
+    "USD spent on LLM calls, by route, model, team and user (`-` when unknown).",
+    ["route", "model", "team", "user"],
+)
+BUDGET_REFUSALS = Counter(
+    "crossway_budget_refusals_total",
+    "Calls refused because a budget was spent, by whose budget (key, user, team).",
+    ["scope"],
+)
+RATE_LIMITED = Counter(
+    "crossway_rate_limited_total", "Calls refused by a rate limit, by limit name.", ["limit"]
+)
+STORE_UP = Gauge(
+    "crossway_store_up",
+    "1 while a shared store (accounting) answers, 0 while it fails.",
+    ["store"],
+    multiprocess_mode="livemin",
+)
+
+_spend_children: dict[tuple[str, str, str, str], Counter] = {}
+
+
+def observe_spend(
+    route: str | None, model: str | None, team: str | None, user: str | None, cost: float
+) -> None:
+    """Count one call's spend."""
+    key = (route or "-", model or "-", team or "-", user or "-")
+    child = _spend_children.get(key)
+    if child is None:
+        if len(_spend_children) > 10_000:  # a label explosion: fold the rest
+            key = ("-", "-", "-", "-")
+        child = _spend_children[key] = SPEND_USD.labels(*key)
+    if cost:
+        child.inc(cost)
+
+
+def observe_budget_refusal(scope: str) -> None:
+    """Count one call refused for a spent budget."""
+    BUDGET_REFUSALS.labels(scope).inc()
+
+
+def observe_rate_limited(limit: str) -> None:
+    """Count one call refused by a rate limit."""
+    RATE_LIMITED.labels(limit).inc()
+
+
+def set_store_up(store: str, up: bool) -> None:
+    """Whether a shared store works (shown by `/readyz` and as a gauge)."""
+    STORE_UP.labels(store).set(1 if up else 0)
