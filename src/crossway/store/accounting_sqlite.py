@@ -484,7 +484,7 @@ class SqliteAccounting:
         self._closed = True
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._thread, self._file.close)
-        self._thread.shutdown(wait=True)
+        self._thread.shutdown(wait=False)
 
     # -- keys -----------------------------------------------------------------------------------
 
