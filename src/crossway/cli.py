@@ -1,4 +1,4 @@
-"""The `crossway` command: serve, validate, schema, version, pins."""
+"""The `crossway` command: serve, validate, schema, version, pins, keys, teams, users, spend."""
 
 from __future__ import annotations
 
@@ -48,7 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         p_verb.add_argument("tool", help="the tool's name at that server (not prefixed)")
         if verb == "approve":
             p_verb.add_argument("--sha256", help="approve only if this is still the definition")
+    from crossway import keys_cli
+
+    keys_cli.add_parsers(sub)
     args = parser.parse_args(argv)
+    if args.command in keys_cli.KEY_COMMANDS:
+        return keys_cli.run(args)
 
     if args.command == "version":
         print(f"crossway {__version__}")

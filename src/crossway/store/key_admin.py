@@ -258,6 +258,14 @@ def key_changes(
     return out
 
 
+def check_principal(fields: Mapping[str, Any]) -> None:
+    """Check a user's or a team's fields (`PRINCIPAL_FIELDS`) as `set_principal` does."""
+    check_fields(fields, PRINCIPAL_FIELDS)
+    check_limits({f: fields[f] for f in LIMIT_FIELDS if f in fields})
+    if fields.get("metadata") is not None:
+        check_metadata(fields["metadata"])
+
+
 async def create_key(
     store: AccountingStore,
     *,
@@ -422,6 +430,7 @@ __all__ = [
     "check_id",
     "check_limits",
     "check_metadata",
+    "check_principal",
     "create_key",
     "create_key_from",
     "delete_principal",
