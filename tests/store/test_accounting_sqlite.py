@@ -18,13 +18,14 @@ from crossway.store import accounting_sqlite
 from crossway.store.accounting import (
     SCHEMA_VERSION,
     Principal,
+    SchemaTooNew,
     SpendRecord,
     StoreBroken,
     VirtualKey,
     digest,
     new_secret,
 )
-from crossway.store.accounting_sqlite import SchemaTooNew, SqliteAccounting
+from crossway.store.accounting_sqlite import SqliteAccounting
 
 T0 = 1_800_000_000.0
 PERIODS = ("d2027-01-15", "w2027-01-11", "m2027-01", "total")

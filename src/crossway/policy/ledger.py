@@ -34,6 +34,7 @@ from crossway.errors import BudgetExceeded, ServiceUnavailable
 from crossway.store.accounting import (
     AccountingStore,
     Principal,
+    SchemaTooNew,
     SpendRecord,
     StoreBroken,
     VirtualKey,
@@ -109,6 +110,8 @@ class Ledger:
             self._opened = True
             await self.reload()
             metrics.set_store_up("accounting", True)
+        except SchemaTooNew:
+            raise  # written by a newer Crossway: starting would misread it
         except (StoreBroken, OSError) as exc:
             self._failed("open", exc)  # the poller keeps trying; keys answer 503 until then
         loop = asyncio.get_running_loop()

@@ -123,7 +123,7 @@ class VirtualKey:
 
         if self.revoked_at is not None:
             return "revoked"
-        if self.expires_at is not None and (now or time.time()) >= self.expires_at:
+        if self.expires_at is not None and (time.time() if now is None else now) >= self.expires_at:
             return "expired"
         return "active"
 
@@ -229,6 +229,11 @@ def period_end(period: BudgetPeriod, when: float, zone: ZoneInfo) -> float | Non
 
 class StoreBroken(Exception):
     """The store cannot be written or read (a full disk, Redis gone); callers decide."""
+
+
+class SchemaTooNew(StoreBroken):
+    """The store was written by a newer Crossway than this one (its layout is unknown here):
+    refused at start, never worked around."""
 
 
 class AccountingStore(Protocol):

@@ -32,6 +32,7 @@ from crossway.store.accounting import (
     SCHEMA_VERSION,
     Principal,
     PrincipalKind,
+    SchemaTooNew,
     SpendRecord,
     StoreBroken,
     VirtualKey,
@@ -95,10 +96,6 @@ _KEY_COLUMNS: Final = (
     " max_budget, budget_period, rpm, tpm, expires_at, created_at, updated_at, revoked_at"
 )
 _PRINCIPAL_COLUMNS: Final = "kind, id, max_budget, budget_period, rpm, tpm, metadata, updated_at"
-
-
-class SchemaTooNew(StoreBroken):
-    """The file was written by a newer Crossway than this one (its layout is unknown here)."""
 
 
 def _json(value: Any) -> str:
