@@ -316,6 +316,19 @@ async def test_spend_report_groups_filters_and_ranges(store: RedisAccounting) ->
         await store.spend_report(["secret"], None, None, {})
 
 
+async def test_spend_report_ties_are_ordered_by_group(store: RedisAccounting) -> None:
+    await store.record_spend(
+        [spend(1.0, team="b"), spend(1.0, team="a"), spend(1.0, team=None), spend(2.0, team="c")]
+    )
+    rows = await store.spend_report(["team", "team"], None, None, {})
+    assert [(r["team"], r["cost"]) for r in rows] == [
+        ("c", 2.0),
+        (None, 1.0),
+        ("a", 1.0),
+        ("b", 1.0),
+    ]
+
+
 async def test_spend_report_reads_the_log_in_pages(
     store: RedisAccounting, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -423,7 +423,7 @@ class RedisAccounting:
         if unknown:
             raise ValueError(f"cannot group or filter spend by {unknown[0]!r} (use {GROUPS})")
         wanted = [(_GROUP_FIELD[g], v) for g, v in filters.items()]
-        columns = [(g, _GROUP_FIELD[g]) for g in group_by]
+        columns = [(g, _GROUP_FIELD[g]) for g in dict.fromkeys(group_by)]
         rows: dict[tuple[Any, ...], dict[str, Any]] = {}
         async for entry in self._log_entries(start, end):
             if any(entry.get(name) != value for name, value in wanted):
@@ -437,7 +437,13 @@ class RedisAccounting:
             row["input_tokens"] += entry.get("input_tokens", 0)
             row["output_tokens"] += entry.get("output_tokens", 0)
             row["cost"] += entry.get("cost", 0.0)
-        return sorted(rows.values(), key=lambda row: -row["cost"])
+        # As SQLite orders them: cost first, then the groups (missing values first).
+        return [
+            rows[group]
+            for group in sorted(
+                rows, key=lambda g: (-rows[g]["cost"], [(v is not None, v or "") for v in g])
+            )
+        ]
 
     async def _log_entries(
         self, start: float | None, end: float | None
