@@ -28,6 +28,7 @@ from crossway.store import accounting_redis
 from crossway.store.accounting import (
     SCHEMA_VERSION,
     Principal,
+    SchemaTooNew,
     SpendRecord,
     StoreBroken,
     VirtualKey,
@@ -413,10 +414,10 @@ async def test_open_refuses_a_newer_layout(url: str, raw: redis.Redis, prefix: s
     raw.set(prefix + "schema", SCHEMA_VERSION + 1)
     made = RedisAccounting(url, prefix)
     try:
-        with pytest.raises(StoreBroken, match=f"layout version {SCHEMA_VERSION + 1}.*upgrade"):
+        with pytest.raises(SchemaTooNew, match=f"layout version {SCHEMA_VERSION + 1}.*upgrade"):
             await made.open()
         raw.set(prefix + "schema", "not-a-number")
-        with pytest.raises(StoreBroken, match="not a layout version"):
+        with pytest.raises(SchemaTooNew, match="not a layout version"):
             await made.open()
     finally:
         await made.close()

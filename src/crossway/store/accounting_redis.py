@@ -4,6 +4,7 @@ server and prefix (see `crossway.store.accounting` for the contract).
 Layout (every key under `prefix`, default `crossway:`):
 
     schema                  the layout version (`SCHEMA_VERSION`); a newer one is refused at open
+                            (`SchemaTooNew`)
     version                 INCR'd with every key or principal change (replicas poll it)
     vk:{id}                 hash: `digest`, `data` (the key as JSON)
     vkd:{digest}            the id of the key whose secret hashes to `digest`
@@ -48,6 +49,7 @@ from crossway.store.accounting import (
     SCHEMA_VERSION,
     Principal,
     PrincipalKind,
+    SchemaTooNew,
     SpendRecord,
     StoreBroken,
     VirtualKey,
@@ -257,7 +259,8 @@ class RedisAccounting:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Check Redis answers and the layout is one this code knows (writing it if new)."""
+        """Check Redis answers and the layout is one this code knows (writing it if new); an
+        unknown or newer layout raises `SchemaTooNew`."""
         key = self.prefix + "schema"
         with self._guard("open"):
             await self._redis.ping()  # type: ignore[misc]
@@ -266,12 +269,12 @@ class RedisAccounting:
         try:
             found = int(_text(stored or b""))
         except ValueError:
-            raise StoreBroken(
+            raise SchemaTooNew(
                 f"the Redis accounting store at {self._where}: {key!r} holds {stored!r}, "
                 "not a layout version (is another program using this prefix?)"
             ) from None
         if found > SCHEMA_VERSION:
-            raise StoreBroken(
+            raise SchemaTooNew(
                 f"the Redis accounting store at {self._where} has layout version {found} "
                 f"under prefix {self.prefix!r}, newer than this Crossway's ({SCHEMA_VERSION}): "
                 "upgrade Crossway, or use another prefix"
