@@ -236,3 +236,48 @@ def test_streamed_calls_are_debited_and_a_team_budget_stops_the_anthropic_sdk(
     assert spent == 1
     assert "budget_exceeded" in str(info.value)
     assert info.value.response.headers.get("retry-after") is None  # a total budget never resets
+
+
+def test_cli_key_on_the_embedded_store_spends_its_budget(stack: Stack) -> None:
+    """The issue's line: `crossway keys create ... --max-budget 0.001 --models gpt-4o-mini`
+    straight on the store (`--config`), no Redis; the openai SDK can use the key until the
+    budget is spent, then gets `RateLimitError` with `budget_exceeded`."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "crossway",
+            "keys",
+            "create",
+            "--config",
+            str(stack.gateway.config_path),
+            "--name",
+            "budgeted",
+            "--max-budget",
+            "0.001",
+            "--models",
+            "gpt-4o-mini",
+        ],
+        env=stack.gateway.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    secret = out.stdout.strip().splitlines()[-1]
+    assert secret.startswith("sk-cw-")
+    _wait_key(stack, secret)
+    stack.oa.default = Reply(input_tokens=2000, output_tokens=1000)  # $0.0009 per call
+    client = stack.openai(secret)
+    calls = 0
+    with pytest.raises(openai.RateLimitError) as info:
+        for _ in range(5):
+            client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+            calls += 1
+    assert calls == 2
+    assert info.value.code == "budget_exceeded"
+    with pytest.raises(openai.PermissionDeniedError):
+        client.chat.completions.create(model="gpt-4o", messages=HELLO)
