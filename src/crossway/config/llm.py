@@ -237,6 +237,8 @@ class ModelPrice(StrictModel):
     """Prompt tokens read from the provider's cache; empty: the input price."""
     cache_write: float | None = Field(default=None, ge=0)
     """Prompt tokens written to the provider's cache; empty: the input price."""
+    reasoning: float | None = Field(default=None, ge=0)
+    """Hidden reasoning tokens (counted within the output tokens); empty: the output price."""
 
 
 def _plain(value: Any) -> Any:

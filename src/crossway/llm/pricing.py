@@ -28,12 +28,14 @@ _VENDOR_PREFIXES: Final = ("anthropic.", "amazon.", "meta.", "mistral.", "cohere
 
 @dataclass(slots=True, frozen=True)
 class Price:
-    """USD per 1M tokens; cache prices default to the input price when a model has none."""
+    """USD per 1M tokens; cache prices default to the input price when a model has none, the
+    reasoning price to the output price."""
 
     input: float
     output: float
     cached_input: float | None = None
     cache_write: float | None = None
+    reasoning: float | None = None
 
     def cost(self, usage: Usage) -> float:
         """USD for `usage` at this price."""
@@ -46,6 +48,9 @@ class Price:
             + written * (self.cache_write if self.cache_write is not None else self.input)
             + usage.output_tokens * self.output
         )
+        if self.reasoning is not None:  # reasoning tokens are output tokens at their own price
+            reasoning = min(usage.reasoning_tokens, usage.output_tokens)
+            total += reasoning * (self.reasoning - self.output)
         return total / PER_TOKENS
 
 
