@@ -284,7 +284,8 @@ class AccountingStore(Protocol):
     async def record_spend(self, records: Sequence[SpendRecord]) -> int:
         """Write records and add each to the totals of its scopes and periods, atomically; a
         record whose id was written before is skipped. Returns how many were new. Raises
-        `StoreBroken` when nothing could be written (the caller keeps the batch and retries)."""
+        `StoreBroken` when not all of it could be written: the caller keeps the whole batch
+        and writes it again later (the ids make that safe)."""
 
     async def period_spend(self, scopes: Sequence[tuple[str, str]]) -> list[float]:
         """USD spent per `(scope, period_name)`, e.g. `("team:research", "m2026-12")`."""

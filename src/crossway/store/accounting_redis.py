@@ -59,7 +59,7 @@ from crossway.store.revocations import REDIS_TIMEOUT_SECONDS
 DAY: Final = 86400
 SPEND_CHUNK: Final = 500
 """Records written per script call (a big batch is several calls, each atomic)."""
-SPEND_ID_TTL_SECONDS: Final = 30 * DAY
+SPEND_ID_TTL_SECONDS: Final = 2 * DAY  # retries come within minutes; ids cost memory
 """How long a written record's id is remembered: a retry within this time counts nothing twice."""
 SPEND_LOG_RETENTION_SECONDS: Final = 400 * DAY
 """How long spend records stay queryable by `spend_report` (older ones are trimmed on write)."""
