@@ -56,6 +56,8 @@ EVICT_SHARE: Final = 0.1
 """Share of the table dropped (oldest first) when every bucket is in use at the bound."""
 STORE_ERROR_RETRY_AFTER: Final = 1
 """`Retry-After` of the 503 answered when Redis is down and `on_store_error` is `deny`."""
+WARM_TIMEOUT_SECONDS: Final = 2.0
+"""How long start-up waits for Redis before serving with it marked down."""
 RATE_LIMIT_CODE: Final = "rate_limit_exceeded"
 SHOWN_ATTR: Final = "rate_limit.shown"
 """`ctx.attrs` key: the tightest hit of each measure whose headers this response carries."""
@@ -172,40 +174,41 @@ class LocalBuckets:
         """Take from every bucket, or raise `RateLimited` and take from none."""
         now = self.clock()
         buckets = self._buckets
-        levels: list[float] = []
+        planned: list[tuple[tuple[LimitSpec, str], _Bucket | None, float, int]] = []
         refusal: tuple[float, LimitSpec, float] | None = None
-        for spec, value in items:
-            bucket = buckets.get((spec, value))
-            rate = spec.limit / spec.window
+        for key in items:
+            spec = key[0]
+            limit = spec.limit
+            bucket = buckets.get(key)
             if bucket is None:
-                level = float(spec.limit)
+                level = float(limit)
             else:
-                level = min(spec.limit, bucket.level + (now - bucket.stamp) * rate)
-            need = _reservation(spec, tokens)
+                level = bucket.level + (now - bucket.stamp) * limit / spec.window
+                if level > limit:
+                    level = float(limit)
+            need = 1 if spec.measure == "requests" else min(max(tokens, 1), limit)
             if level < need:
-                wait = (need - level) / rate
+                wait = (need - level) * spec.window / limit
                 if refusal is None or wait > refusal[0]:
                     refusal = (wait, spec, level)
-            levels.append(level)
+            planned.append((key, bucket, level, need))
         if refusal is not None:
             wait, spec, level = refusal
-            raise _refused(
-                spec, wait, math.floor(level), (spec.limit - level) * spec.window / spec.limit
-            )
+            reset = (spec.limit - level) * spec.window / spec.limit
+            raise _refused(spec, wait, math.floor(level), reset)
         hits = []
-        for (spec, value), level in zip(items, levels, strict=True):
-            key = (spec, value)
-            need = _reservation(spec, tokens)
-            bucket = buckets.get(key)
+        for key, bucket, level, need in planned:
+            spec = key[0]
+            left = level - need
             if bucket is None:
                 if len(buckets) >= self.max_buckets:
                     self._sweep(now, force=True)
-                bucket = buckets[key] = _Bucket(level, now)
-            left = level - need
-            bucket.level = left
-            bucket.stamp = now
+                buckets[key] = _Bucket(left, now)
+            else:
+                bucket.level = left
+                bucket.stamp = now
             reset = (spec.limit - left) * spec.window / spec.limit
-            hits.append(Hit(spec, value, need, math.floor(left), reset, key))
+            hits.append(Hit(spec, key[1], need, math.floor(left), reset, key))
         if now - self._swept > SWEEP_INTERVAL_SECONDS:
             self._sweep(now)
         return hits
@@ -266,6 +269,11 @@ class Limiter:
         """Redis windows of `global` limits; None: global limits are counted locally."""
         self.on_store_error = on_store_error
         self.timeout = timeout
+
+    async def warm(self) -> None:
+        """Connect to Redis and load the scripts ahead of the first request (if global)."""
+        if self.windows is not None:
+            await self.windows.warm(max(self.timeout, WARM_TIMEOUT_SECONDS))
 
     async def acquire(self, items: Sequence[tuple[LimitSpec, str]], tokens: int = 0) -> list[Hit]:
         """Take 1 request or a `tokens` reservation from every `(spec, counted value)`, or

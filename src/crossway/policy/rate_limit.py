@@ -162,6 +162,10 @@ class RateLimitPolicy(Policy):
         self.has_tokens = any(spec.measure == "tokens" for spec, _ in self.limits)
         self._held = f"{_HELD_PREFIX}{id(self)}"
 
+    async def start(self) -> None:
+        if any(spec.mode == "global" for spec, _ in self.limits):
+            await self.limiter.warm()
+
     async def on_parsed(self, ctx: RequestContext) -> None:
         llm_call = self.has_tokens and _is_llm_call(ctx)
         items: list[tuple[LimitSpec, str]] = []

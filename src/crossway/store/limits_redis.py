@@ -39,6 +39,9 @@ BREAKER_SECONDS: Final = 1.0
 """After a failed call, Redis is not tried again for this long (a dead Redis costs nothing)."""
 SOCKET_TIMEOUT_SECONDS: Final = 5.0
 """Backstop of the client's own socket timeouts (each call is bounded by its caller's)."""
+MAX_CONNECTIONS: Final = 32
+"""Connections per process and server; a burst queues for one (a script takes microseconds)
+instead of opening hundreds at once."""
 MAX_VALUE_CHARS: Final = 128
 """Counted values longer than this are replaced by their SHA-256 in keys (bounded key size)."""
 
@@ -151,12 +154,15 @@ class RedisWindows:
     def _redis(self) -> tuple[Any, Any]:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
-            self._client = aioredis.Redis.from_url(
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self.url,
+                max_connections=MAX_CONNECTIONS,
+                timeout=None,  # a request waits for a connection within its own timeout
                 socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
                 socket_timeout=SOCKET_TIMEOUT_SECONDS,
                 retry=Retry(NoBackoff(), 0),
             )
+            self._client = aioredis.Redis(connection_pool=pool)
             self._loop = loop
             self._take = self._client.register_script(_TAKE)
             self._adjust = self._client.register_script(_ADJUST)
@@ -181,6 +187,29 @@ class RedisWindows:
         `WindowsUnavailable`."""
         await self._call(1, [k for k, _ in items], [d for _, d in items], within)
 
+    async def warm(self, within: float) -> None:
+        """Open a connection and load the scripts (at start-up, so the first burst of requests
+        does not pay for it). Failures only mark the store down."""
+        try:
+            self._redis()
+            assert self._client is not None
+            async with asyncio.timeout(within):
+                await self._client.script_load(_TAKE)
+                await self._client.script_load(_ADJUST)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        self._down_until = time.monotonic() + BREAKER_SECONDS
+        if not self._down:
+            self._down = True
+            log.warning(
+                "rate limits: Redis unreachable (%s); global limits follow on_store_error "
+                "until it answers again (retried every %.0f s)",
+                str(exc) or type(exc).__name__,
+                BREAKER_SECONDS,
+            )
+
     async def _call(self, which: int, keys: list[str], args: list[int], within: float) -> Any:
         now = time.monotonic()
         if now < self._down_until or (self._down and self._probing):
@@ -193,15 +222,7 @@ class RedisWindows:
             async with asyncio.timeout(within):
                 reply = await script(keys=keys, args=args)
         except (RedisError, OSError, TimeoutError) as exc:
-            self._down_until = time.monotonic() + BREAKER_SECONDS
-            if not self._down:
-                self._down = True
-                log.warning(
-                    "rate limits: Redis unreachable (%s); global limits follow on_store_error "
-                    "until it answers again (retried every %.0f s)",
-                    type(exc).__name__ if not str(exc) else exc,
-                    BREAKER_SECONDS,
-                )
+            self._failed(exc)
             raise WindowsUnavailable("the rate-limit store is unreachable") from exc
         finally:
             if probe:
