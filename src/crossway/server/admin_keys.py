@@ -45,6 +45,7 @@ from crossway.errors import (
     BadRequest,
     GatewayError,
     InvalidJSON,
+    MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
@@ -71,6 +72,8 @@ DEFAULT_GROUP_BY: Final = ("key",)
 """What `GET /spend` groups by without `group_by`."""
 SPEND_FILTERS: Final = GROUPS
 """Query parameters of `GET /spend` that keep only matching records."""
+ROUTE_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+"""Methods the routes accept (and answer 405 in JSON for the ones a path does not serve)."""
 ACTION: Final = "manage virtual keys, budgets or spend"
 """Completes the refusal messages: "set admin.token to <ACTION>"."""
 
@@ -143,11 +146,20 @@ def key_routes(view: ConfigSource, stores: KeyStores | None = None) -> list[Rout
     the app's lifespan to close it at shutdown)."""
     holder = stores if stores is not None else KeyStores()
 
-    def route(path: str, handler: Handler, methods: list[str]) -> Route:
+    def route(path: str, handlers: Mapping[str, Handler]) -> Route:
+        allowed = ", ".join(sorted(handlers))
+
         async def endpoint(request: Request) -> Response:
             try:
                 cfg: Config = await asyncio.to_thread(view.current)
                 _check_change_allowed(request, cfg.admin, ACTION)
+                method = "GET" if request.method == "HEAD" else request.method
+                handler = handlers.get(method)
+                if handler is None:
+                    raise MethodNotAllowed(
+                        f"{request.method} is not allowed here (use {allowed})",
+                        headers={"allow": allowed},
+                    )
                 store = await holder.get(cfg.accounting.store)
                 return await handler(request, cfg, store)
             except GatewayError as exc:
@@ -158,24 +170,21 @@ def key_routes(view: ConfigSource, stores: KeyStores | None = None) -> list[Rout
                 log.exception("admin %s %s failed", request.method, request.url.path)
                 return _error(GatewayError("internal error (see the gateway's log)"))
 
-        return Route(path, endpoint, methods=methods)
+        # Every method reaches the endpoint, so a wrong one gets a JSON 405 after the checks.
+        return Route(path, endpoint, methods=list(ROUTE_METHODS))
 
-    return [
-        route("/keys", _create_key, ["POST"]),
-        route("/keys", _list_keys, ["GET"]),
-        route("/keys/{key_id}", _show_key, ["GET"]),
-        route("/keys/{key_id}", _update_key, ["PATCH"]),
-        route("/keys/{key_id}", _revoke_key, ["DELETE"]),
-        route("/keys/{key_id}/rotate", _rotate_key, ["POST"]),
-        route("/keys/{key_id}/revoke", _revoke_key, ["POST"]),
-        *(
-            route(path, handler, [method])
-            for kind, plural in _PRINCIPAL_PATHS
-            for path, method, handler in _principal_table(kind, plural)
-        ),
-        route("/spend", _spend, ["GET"]),
-        route("/budgets/{kind}/{principal_id}", _budget, ["GET"]),
-    ]
+    table: dict[str, dict[str, Handler]] = {
+        "/keys": {"POST": _create_key, "GET": _list_keys},
+        "/keys/{key_id}": {"GET": _show_key, "PATCH": _update_key, "DELETE": _revoke_key},
+        "/keys/{key_id}/rotate": {"POST": _rotate_key},
+        "/keys/{key_id}/revoke": {"POST": _revoke_key},
+        "/spend": {"GET": _spend},
+        "/budgets/{kind}/{principal_id}": {"GET": _budget},
+    }
+    for kind, plural in _PRINCIPAL_PATHS:
+        for path, method, handler in _principal_table(kind, plural):
+            table.setdefault(path, {})[method] = handler
+    return [route(path, handlers) for path, handlers in table.items()]
 
 
 # -- keys ---------------------------------------------------------------------------------------
