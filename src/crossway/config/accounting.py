@@ -156,6 +156,10 @@ class VirtualKeyConfig(StrictModel):
     `permissive`: an invalid key is ignored."""
     record_spend: bool = True
     """Record spend of every LLM call on this route (also of calls without a key)."""
+    on_store_error: StoreErrorMode = "allow"
+    """When Redis cannot be reached for a key's, user's or team's `rpm`/`tpm`: `allow` the
+    request (fail open) or `deny` it with 503 (fail closed). Budgets are checked against the
+    totals last read either way; a budget never read yet fails closed (503)."""
 
 
 class LimitConfig(StrictModel):

@@ -53,9 +53,7 @@ class VirtualKeyPolicy(AuthnPolicy):
         self.config = config
         self.accounting = accounting
         self.ledger: Ledger = ledger_for(accounting)
-        self.limiter: Limiter = limiter_for(
-            accounting, on_store_error="allow" if config.mode == "permissive" else "deny"
-        )
+        self.limiter: Limiter = limiter_for(accounting, on_store_error=config.on_store_error)
         self._mode = "global" if accounting.store.type == "redis" else "local"
 
     async def start(self) -> None:
