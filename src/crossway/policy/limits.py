@@ -38,6 +38,7 @@ from crossway.store.limits_redis import (
     Refused,
     WindowsUnavailable,
 )
+from crossway.telemetry import metrics
 
 if TYPE_CHECKING:
     from crossway.server.context import RequestContext
@@ -111,6 +112,7 @@ def _bounded(value: str) -> str:
 
 
 def _refused(spec: LimitSpec, retry_after: float, remaining: int, reset: float) -> RateLimited:
+    metrics.observe_rate_limited(spec.name)
     wait = max(1, math.ceil(retry_after))
     measure = spec.measure
     return RateLimited(
