@@ -21,7 +21,7 @@ from crossway.policy.limits import Limiter, LocalBuckets
 from crossway.policy.rate_limit import RateLimitPolicy
 from crossway.server.context import RequestContext
 from mcp import Client
-from tests.helpers import Gateway, start_gateway
+from tests.helpers import Gateway, free_port, redis_server, start_gateway
 from tests.llm.harness import MockLoop
 from tests.llm.openai_mock import API_KEY, openai_mock
 from tests.mcp.conftest import notes_stdio
@@ -273,3 +273,63 @@ async def test_an_mcp_tool_call_over_its_limit_gets_a_json_rpc_error() -> None:
             # Other tools, and lists, still work.
             assert not (await client.call_tool("alpha_whoami", {})).is_error
             assert (await client.list_tools()).tools
+
+
+GLOBAL_CONFIG = """
+accounting:
+  store: {{type: redis, url: "redis://127.0.0.1:{redis}/0", prefix: "{prefix}"}}
+routes:
+  - name: chat
+    match: {{path: {{prefix: /v1}}}}
+    backend: llm
+    policies:
+      - type: rate_limit
+        limits: [{{key: model, requests: 5, window: 60, mode: global}}]
+backends:
+  llm:
+    type: llm
+    providers:
+      oa: {{type: openai, base_url: "{oa}/v1", api_key: {key}}}
+    models:
+      - name: gpt-4o
+        targets: [{{provider: oa}}]
+"""
+
+
+def test_a_global_limit_holds_across_two_gateways(llm_gateway: tuple[Gateway, MockServer]) -> None:
+    _, mock = llm_gateway
+    with redis_server() as port:
+        config = GLOBAL_CONFIG.format(redis=port, prefix="g2:", oa=mock.url, key=API_KEY)
+        with start_gateway(config) as one, start_gateway(config) as two:
+            granted = 0
+            for i in range(12):
+                gw = (one, two)[i % 2]
+                client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
+                try:
+                    client.chat.completions.create(model="gpt-4o", messages=HELLO)
+                    granted += 1
+                except openai.RateLimitError as exc:
+                    assert exc.response.headers["x-ratelimit-limit-requests"] == "5"
+            assert granted == 5
+
+
+@pytest.mark.parametrize("mode", ["allow", "deny"])
+def test_redis_down_follows_on_store_error(
+    llm_gateway: tuple[Gateway, MockServer], mode: str
+) -> None:
+    _, mock = llm_gateway
+    config = GLOBAL_CONFIG.format(redis=free_port(), prefix="x:", oa=mock.url, key=API_KEY)
+    config = config.replace(
+        "- type: rate_limit", f"- type: rate_limit\n        on_store_error: {mode}"
+    )
+    with start_gateway(config) as gw:  # starts and serves though Redis is unreachable
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
+        for _ in range(7):  # more than the limit
+            if mode == "allow":
+                assert client.chat.completions.create(model="gpt-4o", messages=HELLO).choices
+            else:
+                with pytest.raises(openai.InternalServerError) as info:
+                    client.chat.completions.create(model="gpt-4o", messages=HELLO)
+                assert info.value.status_code == 503
+                assert "on_store_error: deny" in info.value.message
+        assert gw.log().count("Redis unreachable") == 1
