@@ -398,14 +398,24 @@ def _tighter(hit: Hit, than: Hit) -> bool:
     return mine < theirs or (mine == theirs and hit.reset > than.reset)
 
 
+_HEADER_NAMES: Final = {
+    m: (
+        f"x-ratelimit-limit-{m}".encode(),
+        f"x-ratelimit-remaining-{m}".encode(),
+        f"x-ratelimit-reset-{m}".encode(),
+    )
+    for m in ("requests", "tokens")
+}
+
+
 def _header_lines(hits: Any) -> list[tuple[bytes, bytes]]:
     out: list[tuple[bytes, bytes]] = []
     for hit in hits:
-        measure = hit.spec.measure
+        limit, remaining, reset = _HEADER_NAMES[hit.spec.measure]
         out += (
-            (f"x-ratelimit-limit-{measure}".encode(), str(hit.spec.limit).encode()),
-            (f"x-ratelimit-remaining-{measure}".encode(), str(max(0, hit.remaining)).encode()),
-            (f"x-ratelimit-reset-{measure}".encode(), duration(hit.reset).encode()),
+            (limit, str(hit.spec.limit).encode()),
+            (remaining, str(max(0, hit.remaining)).encode()),
+            (reset, duration(hit.reset).encode()),
         )
     return out
 
