@@ -122,6 +122,7 @@ def start_gateway(
     full_env = {**os.environ, **(env or {})}
     full_env.setdefault("CROSSWAY_PORT", str(port))
     full_env.setdefault("CROSSWAY_ADMIN_PORT", str(admin_port))
+    full_env.setdefault("CROSSWAY_DATA_DIR", str(tmpdir / "data"))  # never the checkout's
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
             [

@@ -56,9 +56,10 @@ class AdminConfig(StrictModel):
     port: int = Field(default=DEFAULT_ADMIN_PORT, ge=0, le=65535)
     """TCP port to bind."""
     token: SecretStr | None = None
-    """Bearer token the admin API's changing routes (approving or forgetting MCP tool pins)
-    require. Unset: they are served only while `host` is a loopback address, and not to
-    browsers (requests with an `Origin` header)."""
+    """Bearer token the admin API's changing routes (approving or forgetting MCP tool pins) and
+    every virtual-key, team, user, spend and budget route (reads too) require. Unset: they are
+    served only while `host` is a loopback address, and not to browsers (requests with an
+    `Origin` header)."""
 
 
 class PathMatch(StrictModel):

@@ -58,6 +58,8 @@ class VirtualKeyPolicy(AuthnPolicy):
 
     async def start(self) -> None:
         await self.ledger.acquire()
+        if self._mode == "global":
+            await self.limiter.warm()  # a cold burst must not meet an unconnected Redis
 
     async def close(self) -> None:
         await self.ledger.release()
@@ -147,11 +149,7 @@ class VirtualKeyPolicy(AuthnPolicy):
         hits = await self.limiter.acquire(items, tokens or 0)
         previous: list[Hit] | None = ctx.attrs.get(_HITS)
         ctx.attrs[_HITS] = hits if previous is None else [*previous, *hits]
-        headers = self.limiter.headers(hits)
-        if headers:
-            if ctx.response_headers is None:
-                ctx.response_headers = []
-            ctx.response_headers.extend(headers)
+        self.limiter.show(ctx, hits)  # with any rate_limit policy's: the tightest of each
 
     def _limits(self, key: VirtualKey, llm: bool) -> Iterable[tuple[LimitSpec, str]]:
         scopes: list[tuple[str, str, BudgetLimits | None]] = [("key", key.id, key.limits)]
