@@ -18,7 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,27 +196,31 @@ def test_kill_after_a_flush_loses_nothing_and_a_restart_counts_nothing_twice(
     node.assert_consistent(len(acked))
 
 
-def test_kill_while_calls_are_answered(node: Node) -> None:
-    node.mock.default = Reply(input_tokens=2000, output_tokens=1000, delay=0.02)
-    node.start()
-    sent: set[str] = set()
-    acked: list[tuple[str, float]] = []
-    stop = threading.Event()
-    lock = threading.Lock()
+@dataclass
+class Load:
+    """Four threads calling the gateway without pause until stopped or it goes away."""
 
-    def worker() -> None:
+    node: Node
+    sent: set[str] = field(default_factory=set)
+    acked: list[tuple[str, float]] = field(default_factory=list)
+    """(request id, monotonic time the 200 arrived)."""
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def worker(self) -> None:
+        assert self.node.gateway is not None
+        url = self.node.gateway.url + "/v1/chat/completions"
         with httpx.Client() as client:
-            while not stop.is_set():
+            while not self.stop.is_set():
                 request_id = uuid.uuid4().hex
-                with lock:
-                    sent.add(request_id)
-                assert node.gateway is not None
+                with self.lock:
+                    self.sent.add(request_id)
                 try:
                     r = client.post(
-                        node.gateway.url + "/v1/chat/completions",
+                        url,
                         json={"model": "gpt-4o-mini", "messages": HELLO},
                         headers={
-                            "authorization": f"Bearer {node.secret}",
+                            "authorization": f"Bearer {self.node.secret}",
                             "x-request-id": request_id,
                         },
                         timeout=10,
@@ -224,29 +228,45 @@ def test_kill_while_calls_are_answered(node: Node) -> None:
                 except httpx.HTTPError:
                     return  # the gateway is gone
                 if r.status_code == 200:
-                    with lock:
-                        acked.append((request_id, time.monotonic()))
+                    with self.lock:
+                        self.acked.append((request_id, time.monotonic()))
+                elif r.status_code != 503:  # 503: a draining gateway refusing new calls
+                    raise AssertionError(f"{r.status_code}: {r.text}")
 
-    def old_enough() -> bool:
-        with lock:
-            return len(acked) >= 40 and time.monotonic() - acked[0][1] > 2 * FLUSH
+    def running_for(self, seconds: float, calls: int) -> bool:
+        with self.lock:
+            return len(self.acked) >= calls and time.monotonic() - self.acked[0][1] > seconds
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        workers = [pool.submit(worker) for _ in range(4)]
-        try:
-            wait_for(old_enough, timeout=15, what="calls for more than a flush interval")
-            killed_at = node.kill()  # calls are in flight right now
-        finally:
-            stop.set()
-        for future in workers:
-            future.result(timeout=15)
+    @contextmanager
+    def running(self) -> Iterator[Load]:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            workers = [pool.submit(self.worker) for _ in range(4)]
+            try:
+                yield self
+            finally:
+                self.stop.set()
+            for future in workers:
+                future.result(timeout=15)
+
+
+def test_kill_while_calls_are_answered(node: Node) -> None:
+    node.mock.default = Reply(input_tokens=2000, output_tokens=1000, delay=0.02)
+    node.start()
+    load = Load(node)
+    with load.running():
+        wait_for(
+            lambda: load.running_for(2 * FLUSH, 40),
+            timeout=15,
+            what="calls for more than a flush interval",
+        )
+        killed_at = node.kill()  # calls are in flight right now
 
     stored = node.stored_ids()
     assert max(stored.values()) == 1, "a record was written twice"
-    unknown = set(stored) - sent
+    unknown = set(stored) - load.sent
     assert not unknown, f"records of calls nobody made: {unknown}"
     deadline = killed_at - FLUSH - WRITE_SLACK
-    due = [request_id for request_id, at in acked if at < deadline]
+    due = [request_id for request_id, at in load.acked if at < deadline]
     lost = [request_id for request_id in due if request_id not in stored]
     assert not lost, f"{len(lost)} of {len(due)} calls acknowledged before the flush lost"
     assert len(due) >= 20
@@ -261,3 +281,21 @@ def test_kill_while_calls_are_answered(node: Node) -> None:
     node.wait_stored(before + 5)
     node.assert_consistent(before + 5)
     assert set(node.stored_ids()) >= set(stored)
+
+
+def test_a_clean_stop_while_calls_are_answered_writes_every_acknowledged_call(
+    node: Node,
+) -> None:
+    """SIGTERM (a deploy) is not a crash: the shutdown flush writes everything, however
+    recent."""
+    node.mock.default = Reply(input_tokens=2000, output_tokens=1000, delay=0.02)
+    gateway = node.start()
+    load = Load(node)
+    with load.running():
+        wait_for(lambda: load.running_for(0, 20), timeout=15, what="calls")
+        assert gateway.stop() == 0
+    stored = node.stored_ids()
+    acked = {request_id for request_id, _ in load.acked}
+    assert not acked - set(stored), f"{len(acked - set(stored))} acknowledged calls lost"
+    assert not set(stored) - load.sent
+    node.assert_consistent(len(stored))
