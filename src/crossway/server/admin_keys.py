@@ -189,11 +189,27 @@ def key_routes(view: ConfigSource, stores: KeyStores | None = None) -> list[Rout
 
 # -- keys ---------------------------------------------------------------------------------------
 
+RELOAD_TIMEOUT_SECONDS: Final = 2.0
+
+
+async def _changed() -> None:
+    """A change takes effect in this process's gateway now, not at its next poll (with one
+    worker the gateway shares the admin plane's process and loop; other processes and replicas
+    notice within `accounting.key_poll_interval`)."""
+    from crossway.policy.ledger import ledgers
+
+    for ledger in ledgers():
+        try:
+            await asyncio.wait_for(ledger.reload(), RELOAD_TIMEOUT_SECONDS)
+        except Exception as exc:  # the poller will retry; the change is stored
+            log.warning("accounting: reloading keys after an admin change failed: %s", exc)
+
 
 async def _create_key(request: Request, cfg: Config, store: AccountingStore) -> Response:
     _query(request, ())
     body = await _body(request)
     secret, key = await key_admin.create_key_from(store, body)
+    await _changed()
     return _json({"key": secret, **key.public()}, status=201)
 
 
@@ -217,18 +233,21 @@ async def _update_key(request: Request, cfg: Config, store: AccountingStore) -> 
     _query(request, ())
     body = await _body(request)
     key = await key_admin.update_key(store, request.path_params["key_id"], **body)
+    await _changed()
     return _json(key.public())
 
 
 async def _rotate_key(request: Request, cfg: Config, store: AccountingStore) -> Response:
     _query(request, ())
     secret, key = await key_admin.rotate_key(store, request.path_params["key_id"])
+    await _changed()
     return _json({"key": secret, **key.public()})
 
 
 async def _revoke_key(request: Request, cfg: Config, store: AccountingStore) -> Response:
     _query(request, ())
     key = await key_admin.revoke_key(store, request.path_params["key_id"])
+    await _changed()
     return _json(key.public())
 
 
@@ -281,6 +300,7 @@ def _principal_table(kind: PrincipalKind, path: str) -> list[tuple[str, str, Han
         body = await _body(request)
         principal_id = request.path_params["principal_id"]
         principal = await key_admin.set_principal(store, kind, principal_id, body)
+        await _changed()
         return _json({**principal.public(), "source": "store"})
 
     async def delete(request: Request, cfg: Config, store: AccountingStore) -> Response:
@@ -295,6 +315,7 @@ def _principal_table(kind: PrincipalKind, path: str) -> list[tuple[str, str, Han
                 code=f"{kind}_not_found",
             )
         await key_admin.delete_principal(store, kind, principal_id)
+        await _changed()
         return _json({"kind": kind, "id": principal_id, "deleted": True})
 
     return [
