@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -317,14 +318,34 @@ def test_a_team_budget_stops_all_three_replicas(cluster: Cluster) -> None:
     assert rows[0]["cost"] == pytest.approx(spent)
 
 
+def _cli(*args: str) -> list[str]:
+    """`crossway keys ...` as an operator runs it; its stdout lines."""
+    done = subprocess.run(
+        [sys.executable, "-m", "crossway", "keys", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
 def test_a_key_revoked_on_one_replica_is_refused_by_the_others_within_a_second(
     cluster: Cluster,
 ) -> None:
-    secret, key_id = cluster.create_key(0, name="revoke-me")
+    admin = cluster.replicas[0].admin_url
+    out = _cli("create", "--admin", admin, "--name", "revoke-me", "--models", "gpt-4o-mini")
+    secret = out[-1]
+    assert secret.startswith("sk-cw-") and secret.strip() == secret, out
+    (key_id,) = [line.split()[-1] for line in out if line.startswith("id:")]
     cluster.wait_key_everywhere(secret)
-    r = httpx.post(cluster.replicas[0].admin_url + f"/keys/{key_id}/revoke", timeout=10)
-    assert r.status_code == 200, r.text
-    assert r.json()["status"] == "revoked"
+    for i in (1, 2):  # used on the other replicas
+        reply = cluster.openai(i, secret).chat.completions.create(
+            model="gpt-4o-mini", messages=HELLO
+        )
+        assert reply.choices[0].message.content
+    _cli("revoke", "--admin", admin, key_id)
     revoked = time.monotonic()
     # The replica that revoked it learns it like the others, from the store's version (its
     # admin API and its request path share only the store), so all three are waited for.
@@ -334,6 +355,8 @@ def test_a_key_revoked_on_one_replica_is_refused_by_the_others_within_a_second(
     assert took < 1.0, f"a replica accepted the revoked key for {took:.2f}s"
     with pytest.raises(openai.AuthenticationError):
         cluster.openai(2, secret).chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    shown = httpx.get(cluster.replicas[1].admin_url + f"/keys/{key_id}", timeout=10).json()
+    assert shown["status"] == "revoked"
 
 
 def test_a_key_rotated_on_one_replica_keeps_working_only_with_its_new_secret(
