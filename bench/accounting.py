@@ -78,6 +78,7 @@ GOALS: Final = {"keys-local": 0.90, "keys-redis": 0.80}
 LITELLM_MASTER_KEY: Final = "sk-bench-master"
 PRISMA_PROBE_TIMEOUT_S: Final = 120.0
 MONITOR_SECONDS: Final = 3.0
+ACCOUNTING_TOP: Final = 25
 READ_COMMANDS: Final = frozenset({"get", "mget", "hget", "hgetall", "zrange", "smembers"})
 """The extra (unmeasured) load during which Redis MONITOR attributes commands."""
 
@@ -529,8 +530,54 @@ def profile_worker(live: Live, seconds: float) -> dict[str, Any]:
         }
     per_cpu = live.result.get("requests_per_cpu_second")
     summary = profile.summarize(out, cpu_us_per_request=1e6 / per_cpu if per_cpu else None)
+    summary["accounting"] = accounting_breakdown(out, 1e6 / per_cpu if per_cpu else None)
     summary["collapsed"] = str(out.relative_to(REPO))
     return summary
+
+
+ACCOUNTING_CODE: Final = (
+    "crossway/policy/virtual_key.py",
+    "crossway/policy/ledger.py",
+    "crossway/policy/limits.py",
+    "crossway/policy/rate_limit.py",
+    "crossway/store/",
+    "redis/",
+    "sqlite3/",
+)
+"""Code whose cost the keys rows add: policies, ledger, limiter, stores, the Redis client."""
+
+
+def accounting_breakdown(collapsed: Path, cpu_us_per_request: float | None) -> list[dict[str, Any]]:
+    """Inclusive share of every function of `ACCOUNTING_CODE`, outermost frames first: the
+    time each part of the accounting takes, as microseconds of the worker's CPU per request."""
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in collapsed.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        seen: set[str] = set()
+        for frame in stack.split(";"):
+            path, func, _ = profile._parse(frame)
+            if not path.startswith(ACCOUNTING_CODE):
+                continue
+            name = f"{path}:{func}"
+            if name not in seen:
+                seen.add(name)
+                inclusive[name] = inclusive.get(name, 0) + count
+    rows = sorted(inclusive.items(), key=lambda item: -item[1])[:ACCOUNTING_TOP]
+    return [
+        {
+            "function": name,
+            "percent": round(100 * n / total, 1),
+            "us_per_request": round(n / total * cpu_us_per_request, 1)
+            if cpu_us_per_request
+            else None,
+        }
+        for name, n in rows
+    ]
 
 
 def run_mode(
@@ -567,11 +614,11 @@ def run_mode(
                         "redis_monitor", monitor_sample(redis, lv, MONITOR_SECONDS)
                     ),
                 )
-            if args.profile and live.name != "plain":
+            if args.profile:
                 guard(
                     live,
                     lambda lv=live: lv.result.__setitem__(
-                        "profile", profile_worker(lv, args.seconds / args.rounds)
+                        "profile", profile_worker(lv, args.profile_seconds)
                     ),
                 )
             guard(live, lambda lv=live: check_once(lv))
@@ -595,9 +642,9 @@ def run_mode(
 
 def one_line(r: dict[str, Any]) -> str:
     if "failed" in r:
-        return "FAILED " + r["failed"].splitlines()[0][:200]
+        return "FAILED " + str(r["failed"]).splitlines()[0][:200]
     if "skipped" in r:
-        return "skipped: " + r["skipped"]
+        return f"skipped: {r['skipped']}"
     c32 = r.get("c32", {})
     out = f"{c32.get('rps', 0):.0f} req/s, {r.get('requests_per_cpu_second', '-')} req/CPU-s"
     if "redis" in r:
@@ -634,6 +681,10 @@ def ratios(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _cpu_us(per_second: float | None) -> str:
+    return "-" if not per_second else f"{1e6 / per_second:.0f}"
+
+
 def _ms(us: float | None) -> str:
     return "-" if us is None else f"{us / 1000:.2f}"
 
@@ -658,17 +709,18 @@ def render(data: dict[str, Any]) -> str:
         " limit per key + spend recorded, SQLite store; `keys-redis` = the same with"
         " `accounting.store: redis` and both limits `mode: global`.",
         "",
-        "| mode | target | req/s (c32) | vs plain | gateway req per CPU-s | vs plain |"
-        " p50 ms (c32) | p99 ms (c32) | p50 ms (c1) | p99 ms (c1) | errors | spend recorded /"
+        "| mode | target | req/s (c32) | vs plain | gateway req per CPU-s | vs plain | CPU us/req |"
+        " gateway CPU % | p50 ms (c32) | p99 ms (c32) | p50 ms (c1) | p99 ms (c1) | errors |"
+        " spend recorded /"
         " answered |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rat = data["ratios"]
     for r in data["runs"]:
         mode, name = r["mode"], r["target"]
         if "c32" not in r:
             why = r.get("failed") or r.get("skipped") or "no figures"
-            lines.append(f"| {mode} | {name} | {why.splitlines()[0][:160]} |" + " |" * 10)
+            lines.append(f"| {mode} | {name} | {why.splitlines()[0][:160]} |" + " |" * 12)
             continue
         c32, c1 = r["c32"], r.get("c1", {})
         ratio = rat.get(mode, {}).get(name, {})
@@ -679,11 +731,19 @@ def render(data: dict[str, Any]) -> str:
         lines.append(
             f"| {mode} | {name} | {c32['rps']:.0f} | {ratio.get('rps', '-')} |"
             f" {r.get('requests_per_cpu_second', '-')} | {ratio.get('requests_per_cpu_second', '-')}"
+            f" | {_cpu_us(r.get('requests_per_cpu_second'))} | {r.get('gateway_cpu_percent', '-')}"
             f" | {_ms(c32['latency_us'].get('p50'))} | {_ms(c32['latency_us'].get('p99'))}"
             f" | {_ms(c1.get('latency_us', {}).get('p50'))} | {_ms(c1.get('latency_us', {}).get('p99'))}"
             f" | {c32['errors'] + c1.get('errors', 0)} | {spent} |"
         )
-    lines += ["", "## Against the goals (throughput at 32 connections over plain)", ""]
+    lines += [
+        "",
+        "`gateway CPU %` below ~95 means the gateway waited for its core (other work on this"
+        " shared machine): requests per CPU-second is then the steadier figure.",
+        "",
+        "## Against the goals (throughput at 32 connections over plain)",
+        "",
+    ]
     for mode, rows in rat.items():
         for name, entry in rows.items():
             if "goal" in entry:
@@ -730,9 +790,25 @@ def render(data: dict[str, Any]) -> str:
         lines += ["", f"{name}: not measured: {reason}"]
     for r in data["runs"]:
         prof = r.get("profile")
-        if prof and "top" in prof:
-            lines += ["", f"## Profile: {r['target']} / {r['mode']}", ""]
-            lines += [f"- {entry}" for entry in prof["top"][:12]]
+        if not prof:
+            continue
+        lines += ["", f"## Profile: {r['target']} / {r['mode']} (py-spy, worker process)", ""]
+        if "error" in prof:
+            lines.append(prof["error"])
+            continue
+        lines.append(
+            f"{prof['samples']} samples at {prof['rate_hz']} Hz; worker CPU"
+            f" {prof['cpu_us_per_request']} us per request (measured without the profiler)."
+            " Inclusive us per request:"
+        )
+        lines.append("")
+        for row in prof.get("accounting", []):
+            lines.append(f"- {row['function']}: {row['us_per_request']} us ({row['percent']}%)")
+        if not prof.get("accounting"):
+            lines.append("- (no accounting code on this row)")
+        lines += ["", "By component (self time):", ""]
+        for row in prof.get("components", [])[:8]:
+            lines.append(f"- {row['function']}: {row['us_per_request']} us ({row['percent']}%)")
     lines.append("")
     return "\n".join(lines)
 
@@ -776,7 +852,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0, help="wrk warm-up per target")
     parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
     parser.add_argument("--only", nargs="*", default=list(TARGETS), choices=TARGETS)
-    parser.add_argument("--profile", action="store_true", help="py-spy the keys rows")
+    parser.add_argument("--profile", action="store_true", help="py-spy every row after its loads")
+    parser.add_argument("--profile-seconds", type=float, default=8.0, help="py-spy time per row")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.rounds = max(1, args.rounds)
