@@ -246,14 +246,16 @@ def test_global_limit_holds_across_the_replicas(cluster: Cluster) -> None:
     assert remaining == list(range(RPM)), remaining
 
 
-def _refused_for_budget(cluster: Cluster, replica: int, secret: str) -> bool:
+def _refused_for_budget(cluster: Cluster, replica: int, secret: str, scope: str = "team") -> bool:
     try:
         cluster.openai(replica, secret).chat.completions.create(model="gpt-4o-mini", messages=HELLO)
     except openai.RateLimitError as exc:
         assert exc.code == "budget_exceeded", exc
-        assert "the team 'research'" in exc.message, exc.message
-        assert "per month; remaining budget $0.000000" in exc.message, exc.message
-        assert int(exc.response.headers["retry-after"]) > 0  # the month ends
+        assert "remaining budget $0.000000" in exc.message, exc.message
+        if scope == "team":
+            assert "the team 'research'" in exc.message, exc.message
+            assert "per month; remaining" in exc.message, exc.message
+            assert int(exc.response.headers["retry-after"]) > 0  # the month ends
         return True
     return False
 
@@ -312,6 +314,45 @@ def test_a_team_budget_stops_all_three_replicas(cluster: Cluster) -> None:
     rows = cluster.store(lambda s: s.spend_report(["team"], None, None, {"team": "research"}))
     assert rows[0]["requests"] == calls
     assert rows[0]["cost"] == pytest.approx(spent)
+
+
+def test_a_key_budget_under_concurrent_load_on_all_replicas(cluster: Cluster) -> None:
+    """Budgets are checked before a call and debited after it, so calls admitted together can
+    overshoot: each replica admits while the spend it knows is below the budget, and `PER_REPLICA`
+    calls in flight at one replica all start at the same known spend. The documented bound:
+    replicas x (budget + PER_REPLICA calls)."""
+    per_replica = 4
+    budget = 0.002
+    cluster.mock.default = Reply(input_tokens=2000, output_tokens=1000, delay=0.05)
+    secret, key_id = cluster.create_key(0, name="concurrent", max_budget=budget)
+    cluster.wait_key_everywhere(secret)
+    clients = [cluster.openai(i, secret) for i in range(3)]
+
+    def call(n: int) -> str:
+        try:
+            clients[n % 3].chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+        except openai.APIStatusError as exc:
+            return str(exc.code)
+        return "ok"
+
+    with ThreadPoolExecutor(max_workers=3 * per_replica) as pool:
+        results = list(pool.map(call, range(48)))
+    admitted = results.count("ok")
+    assert set(results) == {"ok", "budget_exceeded"}, set(results)
+    wait_for(
+        lambda: cluster.key_spend(key_id)[0] == admitted,
+        timeout=FLUSH + 3,
+        what="the key's spend to be written",
+    )
+    spent = cluster.key_spend(key_id)[1]
+    assert spent == pytest.approx(admitted * BIG_COST)
+    assert budget <= spent <= 3 * (budget + per_replica * BIG_COST), (spent, admitted)
+    for i in range(3):
+        wait_for(
+            lambda i=i: _refused_for_budget(cluster, i, secret, "key"),
+            timeout=FLUSH + REFRESH + 3,
+            what=f"replica {i} to refuse the spent key",
+        )
 
 
 def _cli(*args: str) -> list[str]:
