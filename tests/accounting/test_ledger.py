@@ -204,3 +204,19 @@ async def test_readyz_names_the_failing_store(tmp_path: Path) -> None:
         ledger_module._LEDGERS.pop("test-readyz", None)
         metrics.set_store_up("accounting", True)
         await ledger.store.close()
+
+
+def test_period_names_are_cached_per_period_and_roll_over() -> None:
+    from zoneinfo import ZoneInfo
+
+    from crossway.store.accounting import period_name
+
+    ledger = Ledger(config(timezone="Europe/Paris"), SqliteAccounting(Path("/nonexistent")))
+    zone = ZoneInfo("Europe/Paris")
+    start = 1_798_675_200.0  # 2026-12-31T00:00:00Z = 01:00 in Paris
+    for offset in (0, 3600 * 22, 3600 * 22 + 1, 3600 * 23 - 1, 3600 * 23, 3600 * 30, -7200):
+        when = start + offset
+        for period in ("daily", "weekly", "monthly", "total"):
+            assert ledger.period(period, when) == period_name(period, when, zone), (period, when)
+    assert ledger.period("monthly", start + 3600 * 23) == "m2027-01"  # midnight in Paris
+    assert ledger.period("monthly", start + 3600 * 23 - 1) == "m2026-12"

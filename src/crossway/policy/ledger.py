@@ -21,17 +21,19 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 import orjson
 
-from crossway.config.accounting import AccountingConfig, BudgetLimits
+from crossway.config.accounting import AccountingConfig, BudgetLimits, BudgetPeriod
 from crossway.errors import BudgetExceeded, ServiceUnavailable
 from crossway.store.accounting import (
+    PERIODS,
     AccountingStore,
     Principal,
     SchemaTooNew,
@@ -41,7 +43,6 @@ from crossway.store.accounting import (
     open_store,
     period_end,
     period_name,
-    period_names,
 )
 from crossway.telemetry import metrics
 
@@ -82,6 +83,7 @@ class Ledger:
         self._refreshing: set[tuple[str, str]] = set()
         self._queue: collections.deque[SpendRecord] = collections.deque()
         self._alerted: set[tuple[str, str]] = set()
+        self._periods: dict[str, tuple[str, float, float]] = {}
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -180,6 +182,18 @@ class Ledger:
 
     # -- budgets --------------------------------------------------------------------------------
 
+    def period(self, period: BudgetPeriod, when: float) -> str:
+        """The name of the period `when` falls in (computed once per period: formatting a
+        date in a time zone costs microseconds, a lookup does not)."""
+        cached = self._periods.get(period)
+        if cached is not None and cached[1] <= when < cached[2]:
+            return cached[0]
+        name = period_name(period, when, self.zone)
+        end = period_end(period, when, self.zone)
+        start = when if cached is None or cached[0] != name else cached[1]
+        self._periods[period] = (name, start, end if end is not None else math.inf)
+        return name
+
     async def check_budgets(self, budgets: Iterable[Budget]) -> None:
         """Raise `BudgetExceeded` for the first budget already spent in its current period."""
         now = time.time()
@@ -187,7 +201,7 @@ class Ledger:
             limits = budget.limits
             if limits.max_budget is None:
                 continue
-            period = period_name(limits.budget_period, now, self.zone)
+            period = self.period(limits.budget_period, now)
             spent = await self.spent(budget.scope, period)
             if spent >= limits.max_budget:
                 metrics.observe_budget_refusal(budget.scope.partition(":")[0])
@@ -256,7 +270,7 @@ class Ledger:
         """Queue one call's spend; it counts against budgets here at once, in the store at the
         next flush."""
         if not record.periods:
-            record = _with_periods(record, self.zone)
+            record = replace(record, periods=tuple(self.period(p, record.ts) for p in PERIODS))
         self._queue.append(record)
         for scope in record.scopes():
             for period in record.periods:
@@ -308,7 +322,7 @@ class Ledger:
         limits = budget.limits
         if not limits.max_budget:
             return
-        period = period_name(limits.budget_period, when, self.zone)
+        period = self.period(limits.budget_period, when)
         key = (budget.scope, period)
         if key in self._alerted:
             return
@@ -378,12 +392,6 @@ class Ledger:
     def health(self) -> dict[str, Any]:
         """For `/readyz`: whether the store works and how much spend waits to be written."""
         return {"ok": self.error is None, "error": self.error, "queued_spend": len(self._queue)}
-
-
-def _with_periods(record: SpendRecord, zone: ZoneInfo) -> SpendRecord:
-    from dataclasses import replace
-
-    return replace(record, periods=period_names(record.ts, zone))
 
 
 def _exceeded(
