@@ -182,6 +182,10 @@ class Ledger:
 
     # -- budgets --------------------------------------------------------------------------------
 
+    def periods(self, when: float) -> tuple[str, ...]:
+        """The names of the periods of every kind `when` falls in (`SpendRecord.periods`)."""
+        return tuple(self.period(p, when) for p in PERIODS)
+
     def period(self, period: BudgetPeriod, when: float) -> str:
         """The name of the period `when` falls in (computed once per period: formatting a
         date in a time zone costs microseconds, a lookup does not)."""
@@ -270,7 +274,7 @@ class Ledger:
         """Queue one call's spend; it counts against budgets here at once, in the store at the
         next flush."""
         if not record.periods:
-            record = replace(record, periods=tuple(self.period(p, record.ts) for p in PERIODS))
+            record = replace(record, periods=self.periods(record.ts))
         self._queue.append(record)
         for scope in record.scopes():
             for period in record.periods:

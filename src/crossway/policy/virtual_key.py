@@ -177,9 +177,10 @@ class VirtualKeyPolicy(AuthnPolicy):
             return
         key: VirtualKey | None = attrs.get(_KEY)
         identity = ctx.identity or {}
+        now = time.time()
         record = SpendRecord(
             id=os.urandom(12).hex(),
-            ts=time.time(),
+            ts=now,
             cost=float(attrs.get("llm.cost") or 0.0),
             request_id=ctx.request_id,
             trace_id=str(attrs.get("trace_id") or ctx.request_id),
@@ -194,6 +195,7 @@ class VirtualKeyPolicy(AuthnPolicy):
             output_tokens=int(usage.get("output_tokens", 0)),
             cached_tokens=int(usage.get("cached_tokens", 0)),
             reasoning_tokens=int(usage.get("reasoning_tokens", 0)),
+            periods=self.ledger.periods(now),
         )
         self.ledger.record(record, attrs.get(_BUDGETS) or ())
 
