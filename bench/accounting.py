@@ -897,7 +897,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_ready(None, nginx_port, "/healthz", b"", {}, timeout_s=10)
         if "keys-redis" in crossway:
-            redis = start_redis()
+            try:
+                redis = start_redis()
+            except (RuntimeError, OSError) as exc:
+                crossway.remove("keys-redis")
+                data["not_measured"]["keys-redis"] = str(exc)
         for mode in args.modes:
             data["runs"] += run_mode(mode, crossway, nginx_port, redis, args)
     finally:
