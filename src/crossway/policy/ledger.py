@@ -77,6 +77,8 @@ class Ledger:
         self._version: int | None = None
         self.loaded = False
         """Whether keys were read from the store at least once (before: keys get 503)."""
+        self.generation = 0
+        """Bumped whenever keys or principals were reloaded (what callers cache is stale)."""
         self._totals: dict[tuple[str, str], float] = {}
         self._read_at: dict[tuple[str, str], float] = {}
         self._unflushed: dict[tuple[str, str], float] = collections.defaultdict(float)
@@ -163,6 +165,7 @@ class Ledger:
         self._keys = {k.digest: k for k in keys}
         self._principals = {(p.kind, p.id): p for p in principals}
         self._version = version
+        self.generation += 1
         self.loaded = True
 
     async def _poll(self) -> None:

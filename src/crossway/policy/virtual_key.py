@@ -38,6 +38,8 @@ _KEY: Final = "virtual_key.key"
 _HITS: Final = "virtual_key.hits"
 _BUDGETS: Final = "virtual_key.budgets"
 MINUTE: Final = 60.0
+MAX_PLANS: Final = 100_000
+"""Keys whose limits are remembered (then forgotten all at once)."""
 
 
 class VirtualKeyPolicy(AuthnPolicy):
@@ -55,6 +57,8 @@ class VirtualKeyPolicy(AuthnPolicy):
         self.ledger: Ledger = ledger_for(accounting)
         self.limiter: Limiter = limiter_for(accounting, on_store_error=config.on_store_error)
         self._mode = "global" if accounting.store.type == "redis" else "local"
+        self._plans: dict[tuple[str, bool], list[tuple[LimitSpec, str]]] = {}
+        self._generation = -1
 
     async def start(self) -> None:
         await self.ledger.acquire()
@@ -143,13 +147,26 @@ class VirtualKeyPolicy(AuthnPolicy):
         return out
 
     async def _limit(self, ctx: RequestContext, key: VirtualKey, tokens: int | None) -> None:
-        items = list(self._limits(key, tokens is not None))
+        items = self._items(key, tokens is not None)
         if not items:
             return
         hits = await self.limiter.acquire(items, tokens or 0)
         previous: list[Hit] | None = ctx.attrs.get(_HITS)
         ctx.attrs[_HITS] = hits if previous is None else [*previous, *hits]
         self.limiter.show(ctx, hits)  # with any rate_limit policy's: the tightest of each
+
+    def _items(self, key: VirtualKey, llm: bool) -> list[tuple[LimitSpec, str]]:
+        """The limits a key's calls count against, remembered until keys are reloaded."""
+        generation = self.ledger.generation
+        if generation != self._generation:
+            self._plans.clear()
+            self._generation = generation
+        plan = self._plans.get((key.digest, llm))
+        if plan is None:
+            if len(self._plans) > MAX_PLANS:
+                self._plans.clear()
+            plan = self._plans[key.digest, llm] = list(self._limits(key, llm))
+        return plan
 
     def _limits(self, key: VirtualKey, llm: bool) -> Iterable[tuple[LimitSpec, str]]:
         scopes: list[tuple[str, str, BudgetLimits | None]] = [("key", key.id, key.limits)]
