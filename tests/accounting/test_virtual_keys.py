@@ -281,3 +281,24 @@ def test_cli_key_on_the_embedded_store_spends_its_budget(stack: Stack) -> None:
     assert info.value.code == "budget_exceeded"
     with pytest.raises(openai.PermissionDeniedError):
         client.chat.completions.create(model="gpt-4o", messages=HELLO)
+
+
+def test_a_changed_rpm_applies_once_the_key_is_reloaded(stack: Stack) -> None:
+    secret, key = stack.create(rpm=1)
+    _wait_key(stack, secret)
+    client = stack.openai(secret)
+    client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    with pytest.raises(openai.RateLimitError) as info:
+        client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    assert info.value.code == "rate_limit_exceeded"
+    assert int(info.value.response.headers["retry-after"]) >= 1
+    stack.call(lambda store: key_admin.update_key(store, key.id, rpm=1000))
+
+    def admitted() -> bool:
+        try:
+            client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+        except openai.RateLimitError:
+            return False
+        return True
+
+    wait_for(admitted, timeout=5, what="the new rpm to apply")
