@@ -40,6 +40,8 @@ from crossway.store.accounting import (
 
 _T = TypeVar("_T")
 
+_ID_CHUNK: Final = 500
+"""Record ids looked up per query when a batch is written (below SQLite's variable limit)."""
 BUSY_TIMEOUT_MS: Final = 5000
 """How long a write waits for another process's write to end before it fails."""
 
@@ -344,14 +346,27 @@ def _delete_principal(conn: sqlite3.Connection, kind: PrincipalKind, principal_i
 
 
 def _record_spend(conn: sqlite3.Connection, records: Sequence[SpendRecord]) -> int:
-    added: dict[tuple[str, str], float] = {}
-    new = 0
+    # Ids are random: a record already written only comes back in a retried batch. One indexed
+    # lookup per chunk finds those; the rest go in with one `executemany` (SQLite's C loop).
+    ids = [r.id for r in records]
     with _write(conn):
+        seen: set[str] = set()
+        for i in range(0, len(ids), _ID_CHUNK):
+            chunk = ids[i : i + _ID_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            seen.update(
+                row[0] for row in conn.execute(f"SELECT id FROM spend WHERE id IN ({marks})", chunk)
+            )
+        fresh: list[SpendRecord] = []
         for r in records:
-            inserted = conn.execute(
-                "INSERT OR IGNORE INTO spend (id, ts, request_id, trace_id, key_id, user, team,"
-                " model, provider, route, api, input_tokens, output_tokens, cached_tokens,"
-                " reasoning_tokens, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            if r.id not in seen:  # and not twice within this batch either
+                seen.add(r.id)
+                fresh.append(r)
+        conn.executemany(
+            "INSERT INTO spend (id, ts, request_id, trace_id, key_id, user, team,"
+            " model, provider, route, api, input_tokens, output_tokens, cached_tokens,"
+            " reasoning_tokens, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
                 (
                     r.id,
                     r.ts,
@@ -369,11 +384,12 @@ def _record_spend(conn: sqlite3.Connection, records: Sequence[SpendRecord]) -> i
                     r.cached_tokens,
                     r.reasoning_tokens,
                     r.cost,
-                ),
-            ).rowcount
-            if not inserted:
-                continue  # written before (a retried batch): its totals are already counted
-            new += 1
+                )
+                for r in fresh
+            ],
+        )
+        added: dict[tuple[str, str], float] = {}
+        for r in fresh:
             for scope in r.scopes():
                 for period in r.periods:
                     added[scope, period] = added.get((scope, period), 0.0) + r.cost
@@ -382,7 +398,7 @@ def _record_spend(conn: sqlite3.Connection, records: Sequence[SpendRecord]) -> i
             " ON CONFLICT (scope, period) DO UPDATE SET cost = cost + excluded.cost",
             [(scope, period, cost) for (scope, period), cost in added.items()],
         )
-    return new
+    return len(fresh)
 
 
 def _period_spend(conn: sqlite3.Connection, scopes: Sequence[tuple[str, str]]) -> list[float]:
