@@ -57,7 +57,7 @@ class VirtualKeyPolicy(AuthnPolicy):
         self.ledger: Ledger = ledger_for(accounting)
         self.limiter: Limiter = limiter_for(accounting, on_store_error=config.on_store_error)
         self._mode = "global" if accounting.store.type == "redis" else "local"
-        self._plans: dict[tuple[str, bool], list[tuple[LimitSpec, str]]] = {}
+        self._plans: dict[tuple[str, bool], tuple[list[tuple[LimitSpec, str]], list[Budget]]] = {}
         self._generation = -1
 
     async def start(self) -> None:
@@ -129,7 +129,7 @@ class VirtualKeyPolicy(AuthnPolicy):
             )
         if key is None:
             return
-        budgets = self._budgets(key)
+        budgets = self._plan(key, True)[1]
         attrs[_BUDGETS] = budgets
         await self.ledger.check_budgets(budgets)
         await self._limit(ctx, key, tokens=int(attrs.get("llm.estimate") or 0))
@@ -147,7 +147,7 @@ class VirtualKeyPolicy(AuthnPolicy):
         return out
 
     async def _limit(self, ctx: RequestContext, key: VirtualKey, tokens: int | None) -> None:
-        items = self._items(key, tokens is not None)
+        items = self._plan(key, tokens is not None)[0]
         if not items:
             return
         hits = await self.limiter.acquire(items, tokens or 0)
@@ -155,8 +155,9 @@ class VirtualKeyPolicy(AuthnPolicy):
         ctx.attrs[_HITS] = hits if previous is None else [*previous, *hits]
         self.limiter.show(ctx, hits)  # with any rate_limit policy's: the tightest of each
 
-    def _items(self, key: VirtualKey, llm: bool) -> list[tuple[LimitSpec, str]]:
-        """The limits a key's calls count against, remembered until keys are reloaded."""
+    def _plan(self, key: VirtualKey, llm: bool) -> tuple[list[tuple[LimitSpec, str]], list[Budget]]:
+        """The limits and budgets a key's calls count against, remembered until keys are
+        reloaded (`Ledger.generation`)."""
         generation = self.ledger.generation
         if generation != self._generation:
             self._plans.clear()
@@ -165,7 +166,8 @@ class VirtualKeyPolicy(AuthnPolicy):
         if plan is None:
             if len(self._plans) > MAX_PLANS:
                 self._plans.clear()
-            plan = self._plans[key.digest, llm] = list(self._limits(key, llm))
+            plan = (list(self._limits(key, llm)), self._budgets(key))
+            self._plans[key.digest, llm] = plan
         return plan
 
     def _limits(self, key: VirtualKey, llm: bool) -> Iterable[tuple[LimitSpec, str]]:
