@@ -107,17 +107,21 @@ async def test_tokens_reserve_and_settle_in_the_same_window(redis_port: int, pre
             await limiter.acquire([(spec, "t")], tokens=500)
         assert info.value.headers["x-ratelimit-remaining-tokens"] == "400"
         await limiter.settle([hit], {"input_tokens": 70, "output_tokens": 30})
+        await limiter.close()  # settlements are queued: write them now
         assert int(r.get(_key(hit)) or 0) == 100
         (second,) = await limiter.acquire([(spec, "t")], tokens=500)
         await limiter.settle([second], None)  # the call failed: released
+        await limiter.close()
         assert int(r.get(_key(hit)) or 0) == 100
         # Settling never takes a counter below zero...
         await limiter.settle([Hit(spec, "t", 5000, 0, 0.0, _key(hit))], None)
+        await limiter.close()
         assert int(r.get(_key(hit)) or 0) == 0
         # ...and never resurrects an expired window (which would have no TTL).
         (third,) = await limiter.acquire([(spec, "t")], tokens=10)
         r.delete(_key(third))
         await limiter.settle([third], {"input_tokens": 900, "output_tokens": 0})
+        await limiter.close()
         assert not r.exists(_key(third))
     finally:
         assert limiter.windows is not None

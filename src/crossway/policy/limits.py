@@ -10,9 +10,11 @@ the reservation by the real token count once the call ended (or releases it when
   buckets are indistinguishable from new ones, so they are dropped; the table is bounded
   (`DEFAULT_MAX_BUCKETS`) however many values callers invent.
 - `global` limits are window counters in Redis (`crossway.store.limits_redis`), shared by every
-  replica: one Lua script per acquire, nothing added unless every counter has room. When Redis
-  cannot answer within `timeout`, `on_store_error` decides: `allow` skips the global limits
-  (logged once per outage), `deny` answers 503; a breaker then skips Redis for a second.
+  replica: one Lua script per check, nothing added unless every counter has room; concurrent
+  checks of a process share one script call, and token settlements are queued and written in
+  batches off the request path (`Limiter.close` writes what is queued). When Redis cannot
+  answer within `timeout`, `on_store_error` decides: `allow` skips the global limits (logged
+  once per outage), `deny` answers 503; a breaker then skips Redis for a second.
 
 A token reservation is the caller's estimate (prompt + `max_tokens`), at least 1 and at most the
 limit: a request larger than the whole limit still runs when the limit is untouched, and its
@@ -95,6 +97,9 @@ class Hit:
     """Seconds until the limit is whole again (local) or its window ends (global)."""
     key: Any = None
     """Where it was taken: the local bucket's key or the Redis window's key."""
+    ends: float = 0.0
+    """Global hits: when (`time.monotonic`) their Redis window ends, as seen by this process
+    (0: not known)."""
 
 
 class _Bucket:
@@ -324,8 +329,9 @@ class Limiter:
         if isinstance(answer, Refused):
             spec = items[answer.index][0]
             raise _refused(spec, answer.ttl, spec.limit - answer.count, answer.ttl)
+        now = time.monotonic()
         return [
-            Hit(spec, value, amount, spec.limit - count, ttl, key)
+            Hit(spec, value, amount, spec.limit - count, ttl, key, now + ttl)
             for (spec, value), key, amount, count, ttl in zip(
                 items, keys, amounts, answer.counts, answer.ttls, strict=True
             )
@@ -340,7 +346,7 @@ class Limiter:
         `output_tokens`), or release them when `usage` is None (the call failed). Never
         raises."""
         try:
-            remote: list[tuple[str, int]] = []
+            remote: list[tuple[str, int, float, float]] = []
             for hit in hits:
                 if hit.spec.measure != "tokens":
                     continue
@@ -349,15 +355,20 @@ class Limiter:
                 if not delta:
                     continue
                 if hit.spec.mode == "global" and self.windows is not None:
-                    remote.append((hit.key, delta))
+                    remote.append((hit.key, delta, hit.ends, hit.spec.window))
                 else:
                     self.local.adjust(hit, delta)
             if remote and self.windows is not None:
-                await self.windows.adjust(remote, self.timeout)
-        except WindowsUnavailable:
-            log.debug("rate limits: a token settlement was lost (Redis unreachable)")
+                # queued: written with others' within `settle_interval`, off the request path
+                self.windows.settle_later(remote)
         except Exception:
             log.exception("rate limits: settling a reservation failed")
+
+    async def close(self) -> None:
+        """Write the queued corrections of global token reservations now (at shutdown or
+        reload; the limiter keeps working afterwards)."""
+        if self.windows is not None:
+            await self.windows.flush()
 
     def headers(self, hits: Sequence[Hit]) -> list[tuple[bytes, bytes]]:
         """`x-ratelimit-{limit,remaining,reset}-{requests,tokens}` of the tightest hit of each
