@@ -20,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import math
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -86,6 +88,8 @@ class Ledger:
         self._queue: collections.deque[SpendRecord] = collections.deque()
         self._alerted: set[tuple[str, str]] = set()
         self._periods: dict[str, tuple[str, float, float]] = {}
+        self._id_prefix = os.urandom(8).hex() + "-"
+        self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -209,7 +213,9 @@ class Ledger:
             if limits.max_budget is None:
                 continue
             period = self.period(limits.budget_period, now)
-            spent = await self.spent(budget.scope, period)
+            spent = self._cached_spend((budget.scope, period))
+            if spent is None:  # this scope's first read: the only one that waits
+                spent = await self.spent(budget.scope, period)
             if spent >= limits.max_budget:
                 metrics.observe_budget_refusal(budget.scope.partition(":")[0])
                 raise _exceeded(
@@ -219,6 +225,15 @@ class Ledger:
                     period_end(limits.budget_period, now, self.zone),
                     now,
                 )
+
+    def _cached_spend(self, key: tuple[str, str]) -> float | None:
+        """`spent` without awaiting: None when the total was never read."""
+        total = self._totals.get(key)
+        if total is None:
+            return None
+        if time.monotonic() - self._read_at.get(key, 0.0) > self.config.refresh_interval:
+            self._spawn_refresh(key)
+        return total + self._unflushed.get(key, 0.0)
 
     async def spent(self, scope: str, period: str) -> float:
         """USD spent by `scope` in `period`: the store's total as last read plus this process's
@@ -268,6 +283,11 @@ class Ledger:
             self._read_at.clear()
 
     # -- spend ----------------------------------------------------------------------------------
+
+    def record_id(self) -> str:
+        """A new spend record id: this process's random prefix and a counter (unique without
+        a syscall per call; a restart draws a new prefix)."""
+        return f"{self._id_prefix}{next(self._ids):x}"
 
     def accepting(self) -> bool:
         """Whether a new LLM call's spend can still be queued."""

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from crossway.config.accounting import AccountingConfig, BudgetLimits, VirtualKeyConfig
 from crossway.errors import Forbidden, ServiceUnavailable, Unauthenticated
-from crossway.policy.authn import AuthnPolicy, consume, set_identity
+from crossway.policy.authn import AuthnPolicy, consume
 from crossway.policy.ledger import Budget, Ledger, ledger_for
 from crossway.policy.limits import Hit, Limiter, LimitSpec, limiter_for
 from crossway.server.context import RequestContext
@@ -101,11 +100,18 @@ class VirtualKeyPolicy(AuthnPolicy):
             "id": key.id,
             "user": key.user,
             "team": key.team,
-            "metadata": dict(key.metadata),
+            "metadata": key.metadata,  # read-only: policies and CEL never change it
         }
-        set_identity(ctx, key.user or key.id, self.method, user=key.user, team=key.team)
+        if ctx.identity is None:
+            ctx.identity = {
+                "sub": key.user or key.id,
+                "method": "virtual_key",
+                "user": key.user,
+                "team": key.team,
+            }
         consume(ctx, header)
-        _consume_copy(scope, ctx, header, secret)
+        if len(scope["headers"]) > 1:
+            _consume_copy(scope, ctx, header, secret)
         return True
 
     # -- parsed ---------------------------------------------------------------------------------
@@ -198,7 +204,7 @@ class VirtualKeyPolicy(AuthnPolicy):
         identity = ctx.identity or {}
         now = time.time()
         record = SpendRecord(
-            id=os.urandom(12).hex(),
+            id=self.ledger.record_id(),
             ts=now,
             cost=float(attrs.get("llm.cost") or 0.0),
             request_id=ctx.request_id,

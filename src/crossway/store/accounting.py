@@ -151,7 +151,7 @@ class Principal:
         }
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)  # not frozen: built once per LLM call, frozen init costs 2x
 class SpendRecord:
     """What one LLM call cost, and who and what it is counted against."""
 
