@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -134,6 +135,26 @@ return 1
 
 _SCRIPTS: Final = (_TAKE, _ADJUST)
 _SHAS: Final = tuple(hashlib.sha1(s.encode()).hexdigest() for s in _SCRIPTS)
+_TAKE_HEAD: Final = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n" + _SHAS[0].encode() + b"\r\n"
+_LOAD_TAKE: Final = b"*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n$%d\r\n%b\r\n" % (
+    len(_TAKE.encode()),
+    _TAKE.encode(),
+)
+
+
+def _pack_take(keys: list[str], args: list[int]) -> bytes:
+    """`EVALSHA <take> numkeys keys... args...` in RESP, packed here: a fraction of what
+    redis-py's generic packing (encoders, per-argument type checks) costs per call."""
+    out = [_TAKE_HEAD % (3 + len(keys) + len(args))]
+    n = b"%d" % len(keys)
+    out.append(b"$%d\r\n%b\r\n" % (len(n), n))
+    for key in keys:
+        data = key.encode()
+        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    for arg in args:
+        data = b"%d" % arg
+        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(out)
 
 
 class WindowsUnavailable(Exception):
@@ -195,6 +216,7 @@ class RedisWindows:
         self.prefix = prefix
         self.settle_interval = settle_interval
         self._client: aioredis.Redis | None = None
+        self._conn: Any = None  # the checks' connection (see `_send_take`)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._down_until = 0.0
         self._down = False
@@ -235,6 +257,7 @@ class RedisWindows:
                 retry=Retry(NoBackoff(), 0),
             )
             self._client = aioredis.Redis(connection_pool=pool)
+            self._conn = None
             self._loop = loop
             # what belonged to another (ended) loop: its senders and timers are gone
             self._checks = []
@@ -254,9 +277,11 @@ class RedisWindows:
         if len(self._checks) >= MAX_QUEUED_CHECKS:
             raise WindowsUnavailable("too many rate-limit checks wait for the store")
         self._enter()
-        self._redis()
         loop = self._loop
-        assert loop is not None
+        if loop is None or loop is not asyncio.get_running_loop():
+            self._redis()
+            loop = self._loop
+            assert loop is not None
         keys = [item[0] for item in items]
         args: list[int] = []
         for _, amount, limit, window in items:
@@ -299,7 +324,7 @@ class RedisWindows:
                     args += check.args
                 try:
                     async with asyncio.timeout(max(c.within for c in batch)):
-                        replies = await self._script(0, keys, args)
+                        replies = await self._send_take(_pack_take(keys, args))
                 except (RedisError, OSError, TimeoutError) as exc:
                     self._failed(exc)
                     # the breaker is open: what queued meanwhile fails at once too
@@ -412,6 +437,24 @@ class RedisWindows:
 
     # -- the client ---------------------------------------------------------------------------
 
+    async def _send_take(self, command: bytes) -> Any:
+        """One take script call on the checks' own connection (one call at a time, so no pool;
+        no socket timeout of its own: the caller's `asyncio.timeout` bounds it, and an
+        interrupted call disconnects it, to reconnect at the next)."""
+        conn = self._conn
+        if conn is None:
+            pool = self._redis().connection_pool
+            options = dict(pool.connection_kwargs, socket_timeout=None)
+            conn = self._conn = pool.connection_class(**options)
+        await conn.send_packed_command(command, check_health=False)
+        try:
+            return await conn.read_response(timeout=math.inf)
+        except NoScriptError:  # a restarted or flushed Redis: load it and try again
+            await conn.send_packed_command(_LOAD_TAKE, check_health=False)
+            await conn.read_response(timeout=math.inf)
+            await conn.send_packed_command(command, check_health=False)
+            return await conn.read_response(timeout=math.inf)
+
     async def _script(self, which: int, keys: list[str], args: list[int]) -> Any:
         client = self._redis()
         try:
@@ -462,5 +505,8 @@ class RedisWindows:
         for task in list(self._tasks):
             task.cancel()
         client, self._client = self._client, None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.disconnect()
         if client is not None:
             await client.aclose()
