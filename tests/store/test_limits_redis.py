@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 import pytest
@@ -21,6 +21,7 @@ import redis
 
 from crossway.errors import RateLimited, ServiceUnavailable
 from crossway.policy.limits import Hit, Limiter, LimitSpec, LocalBuckets
+from crossway.store import limits_redis
 from crossway.store.limits_redis import RedisWindows
 from tests.helpers import free_port, missing_component, redis_server, wait_for
 
@@ -289,3 +290,161 @@ async def test_settle_with_redis_down_never_raises() -> None:
     await limiter.settle([Hit(spec, "v", 10, 90, 1.0, "d:x")], {"input_tokens": 50})
     await limiter.settle([Hit(spec, "v", 10, 90, 1.0, "d:x")], None)
     await windows.aclose()
+
+
+def _evalsha_calls(r: redis.Redis) -> int:
+    stats = r.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def _until(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    """Wait (yielding to the loop) until `predicate` holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+async def test_concurrent_checks_share_script_calls_and_stay_exact(
+    redis_port: int, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three replicas, each coalescing its concurrent checks into few script calls: the
+    limits are still exact, and a refused check in a batch adds nothing (all or nothing per
+    check, not per batch)."""
+    monkeypatch.setattr(limits_redis, "MAX_BATCH_CHECKS", 16)
+    rpm = LimitSpec("key rpm", "requests", 50, 30.0, mode="global")
+    tpm = LimitSpec("key tpm", "tokens", 1000, 30.0, mode="global")
+    replicas = [Limiter(windows=_windows(redis_port, prefix)) for _ in range(3)]
+    r = redis.Redis(port=redis_port)
+    for limiter in replicas:
+        await limiter.warm()
+    before = _evalsha_calls(r)
+
+    async def one(limiter: Limiter) -> bool:
+        try:
+            await limiter.acquire([(rpm, "k"), (tpm, "k")], tokens=30)
+        except RateLimited:
+            return False
+        return True
+
+    try:
+        results = await asyncio.gather(*(one(replicas[i % 3]) for i in range(300)))
+        calls = _evalsha_calls(r) - before
+        # The token limit runs out first (33 x 30 <= 1000); the request limit counts only the
+        # 33 granted checks, none of the refused ones batched with them.
+        assert sum(results) == 33
+        (rpm_key,) = [k for k in r.keys(prefix + "*") if b"key rpm" in k]
+        (tpm_key,) = [k for k in r.keys(prefix + "*") if b"key tpm" in k]
+        assert int(r.get(rpm_key) or 0) == 33 and int(r.get(tpm_key) or 0) == 990
+        # 300 checks in few calls, and never more than MAX_BATCH_CHECKS per call.
+        assert 300 / 16 <= calls <= 300 / 4
+    finally:
+        for limiter in replicas:
+            assert limiter.windows is not None
+            await limiter.windows.aclose()
+
+
+async def test_a_lone_check_is_sent_at_once(redis_port: int, prefix: str) -> None:
+    """Checks one after another each go alone, at once: nothing waits for a batch to fill."""
+    spec = LimitSpec("lone", "requests", 100, 60.0, mode="global")
+    windows = RedisWindows(f"redis://127.0.0.1:{redis_port}/0", prefix, settle_interval=3600)
+    limiter = Limiter(windows=windows)
+    r = redis.Redis(port=redis_port)
+    try:
+        await limiter.warm()
+        before = _evalsha_calls(r)
+        for expected in range(99, 89, -1):
+            (hit,) = await limiter.acquire([(spec, "v")])
+            assert hit.remaining == expected
+        assert _evalsha_calls(r) - before == 10
+    finally:
+        await windows.aclose()
+
+
+async def test_settlements_are_queued_and_written_in_one_call(
+    redis_port: int, prefix: str
+) -> None:
+    """`settle` never waits for Redis: corrections are summed per window and written together
+    a few ms later, exactly."""
+    tpm = LimitSpec("team tpm", "tokens", 100_000, 60.0, mode="global")
+    other = LimitSpec("user tpm", "tokens", 100_000, 60.0, mode="global")
+    limiter = Limiter(windows=_windows(redis_port, prefix))
+    r = redis.Redis(port=redis_port)
+    try:
+        held = [await limiter.acquire([(tpm, "t"), (other, "u")], tokens=500) for _ in range(100)]
+        tpm_key, other_key = _key(held[0][0]), _key(held[0][1])
+        assert int(r.get(tpm_key) or 0) == 50_000
+        before = _evalsha_calls(r)
+        for hits in held:
+            await limiter.settle(hits, {"input_tokens": 70, "output_tokens": 30})
+        assert _evalsha_calls(r) == before  # nothing sent yet: no round trip per request
+        assert limiter.windows is not None and limiter.windows.pending_settles == 2
+        await _until(lambda: int(r.get(tpm_key) or 0) == 10_000, "the queued corrections")
+        assert int(r.get(other_key) or 0) == 10_000
+        assert _evalsha_calls(r) - before == 1  # both windows, 200 corrections: one call
+        assert 0 < r.pttl(tpm_key) <= 60_000  # the window keeps its expiry
+    finally:
+        assert limiter.windows is not None
+        await limiter.windows.aclose()
+
+
+async def test_a_correction_of_an_ended_window_is_dropped(redis_port: int, prefix: str) -> None:
+    spec = LimitSpec("tpm", "tokens", 1000, 60.0, mode="global")
+    limiter = Limiter(windows=_windows(redis_port, prefix))
+    r = redis.Redis(port=redis_port)
+    try:
+        (hit,) = await limiter.acquire([(spec, "t")], tokens=600)
+        key = _key(hit)
+        # A hit of a window that has ended (the key now holds a later window): not applied.
+        ended = Hit(spec, "t", 600, 400, 0.0, key, time.monotonic() - 1)
+        await limiter.settle([ended], None)
+        await limiter.close()
+        assert int(r.get(key) or 0) == 600
+        # Queued with a hit of the later window: the earlier window's correction is dropped,
+        # the later one's applied.
+        earlier = Hit(spec, "t", 300, 700, 0.0, key, hit.ends - 60)
+        await limiter.settle([earlier], None)
+        await limiter.settle([hit], {"input_tokens": 100})
+        await limiter.settle([earlier], None)
+        await limiter.close()
+        assert int(r.get(key) or 0) == 100
+    finally:
+        assert limiter.windows is not None
+        await limiter.windows.aclose()
+
+
+async def test_settlements_with_redis_down_are_dropped_with_one_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="crossway.policy.limits")
+    spec = LimitSpec("t", "tokens", 100, 60.0, mode="global")
+    windows = _windows(free_port(), "d:")
+    limiter = Limiter(windows=windows, timeout=0.2)
+    ends = time.monotonic() + 60
+    try:
+        for i in range(3):
+            await limiter.settle([Hit(spec, "v", 10, 90, 1.0, f"d:{i}", ends)], None)
+            await limiter.close()  # fails: dropped, and nothing is kept
+            assert windows.pending_settles == 0
+        assert _outage_lines(caplog, "token correction(s) dropped") == 1
+    finally:
+        await windows.aclose()
+
+
+async def test_the_settlement_queue_is_bounded(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="crossway.policy.limits")
+    monkeypatch.setattr(limits_redis, "MAX_PENDING_SETTLES", 10)
+    monkeypatch.setattr(limits_redis, "SETTLE_BATCH", 1000)
+    windows = RedisWindows(f"redis://127.0.0.1:{free_port()}/0", "b:", settle_interval=3600)
+    spec = LimitSpec("t", "tokens", 100, 60.0, mode="global")
+    limiter = Limiter(windows=windows)
+    ends = time.monotonic() + 60
+    try:
+        for i in range(50):
+            await limiter.settle([Hit(spec, "v", 10, 90, 1.0, f"b:{i}", ends)], None)
+        assert windows.pending_settles == 10
+        assert _outage_lines(caplog, "token correction(s) dropped (the queue is full)") == 1
+    finally:
+        await windows.aclose()
