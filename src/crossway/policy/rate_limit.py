@@ -166,6 +166,9 @@ class RateLimitPolicy(Policy):
         if any(spec.mode == "global" for spec, _ in self.limits):
             await self.limiter.warm()
 
+    async def close(self) -> None:
+        await self.limiter.close()  # write queued token settlements (Redis) now
+
     async def on_parsed(self, ctx: RequestContext) -> None:
         llm_call = self.has_tokens and _is_llm_call(ctx)
         items: list[tuple[LimitSpec, str]] = []
