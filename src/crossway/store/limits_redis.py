@@ -371,7 +371,8 @@ class RedisWindows:
             # else: a correction of an earlier, ended window
         if not pending:
             return
-        self._redis()
+        if self._loop is not asyncio.get_running_loop():
+            self._redis()
         if len(pending) >= SETTLE_BATCH:
             self._flush_soon()
         elif self._settle_timer is None and not self._flushing:
