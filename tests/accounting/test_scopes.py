@@ -142,3 +142,22 @@ def test_a2a_agents_outside_the_key_scope(setup: tuple[Gateway, dict[str, str]])
     names = {entry["name"] for entry in catalog.get("agents", catalog)}
     assert names == {"writer"}
     assert _send(gw, "writer", None).status_code == 401
+
+
+def test_a2a_messages_count_against_the_key_rpm(setup: tuple[Gateway, dict[str, str]]) -> None:
+    gw, _ = setup
+    secret = _create(Path(gw.env["CROSSWAY_DATA_DIR"]) / "accounting.sqlite3", rpm=1)
+
+    def loaded() -> bool:
+        return _send(gw, "writer", secret).status_code != 401
+
+    from tests.helpers import wait_for
+
+    wait_for(loaded, timeout=5, what="the new key to be loaded")  # took the one request
+    refused = _send(gw, "writer", secret)
+    body = refused.json()
+    assert refused.status_code == 429, refused.text
+    assert body["jsonrpc"] == "2.0" and body["error"]["code"] == -32029
+    assert "key rpm" in body["error"]["message"]
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"

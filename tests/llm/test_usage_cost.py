@@ -197,8 +197,6 @@ def test_reasoning_tokens_at_their_own_price() -> None:
 
     usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000, reasoning_tokens=400_000)
     assert Price(input=1, output=4).cost(usage) == pytest.approx(5)  # reasoning at output
-    assert Price(input=1, output=4, reasoning=2).cost(usage) == pytest.approx(
-        1 + 0.6 * 4 + 0.4 * 2
-    )
+    assert Price(input=1, output=4, reasoning=2).cost(usage) == pytest.approx(1 + 0.6 * 4 + 0.4 * 2)
     custom = PriceTable({"my-model": Price(input=1, output=4, reasoning=2)})
     assert custom.cost(usage, "my-model") == pytest.approx(4.2)

@@ -47,6 +47,7 @@ from crossway.errors import (
     InvalidJSON,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
     Unauthenticated,
 )
 from crossway.policy import parsed, visible
@@ -124,6 +125,8 @@ def rpc_code(exc: GatewayError) -> int:
         return codes.PARSE_ERROR
     if isinstance(exc, (BadRequest, PayloadTooLarge, Unauthenticated, Forbidden, NotFound)):
         return codes.INVALID_REQUEST
+    if isinstance(exc, RateLimited):
+        return codes.RATE_LIMITED
     return codes.INTERNAL_ERROR
 
 

@@ -19,6 +19,9 @@ INVALID_AGENT_RESPONSE: Final = -32006
 EXTENDED_CARD_NOT_CONFIGURED: Final = -32007
 EXTENSION_SUPPORT_REQUIRED: Final = -32008
 VERSION_NOT_SUPPORTED: Final = -32009
+RATE_LIMITED: Final = -32029
+"""Crossway's own (server-defined range, as on MCP routes): a rate limit or a budget refused
+the call; the HTTP answer is 429 with `Retry-After`."""
 
 ERROR_INFO_TYPE: Final = "type.googleapis.com/google.rpc.ErrorInfo"
 """The `@type` of the `google.rpc.ErrorInfo` detail v1.0 errors carry."""
@@ -40,6 +43,7 @@ HTTP_STATUS: Final = {
     EXTENDED_CARD_NOT_CONFIGURED: 400,
     EXTENSION_SUPPORT_REQUIRED: 400,
     VERSION_NOT_SUPPORTED: 400,
+    RATE_LIMITED: 429,
 }
 """The HTTP status of each error on the HTTP+JSON binding."""
 

@@ -65,6 +65,7 @@ class VirtualKeyPolicy(AuthnPolicy):
             await self.limiter.warm()  # a cold burst must not meet an unconnected Redis
 
     async def close(self) -> None:
+        await self.limiter.close()  # writes queued token settles
         await self.ledger.release()
 
     def missing(self, scope: Scope) -> Unauthenticated:

@@ -126,5 +126,5 @@ def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> Starlette:
             *pin_routes(view),
             *a2a_task_routes(view),
             *key_routes(view, key_stores),
-        ]
+        ],
     )

@@ -206,7 +206,7 @@ def _admin_server(path: str, config: Config, multiproc_dir: str | None) -> Any:
         port=config.admin.port,
         log_level="warning",
         access_log=False,
-        lifespan="on"  # closes the stores the key routes opened,
+        lifespan="on",  # closes the stores the key routes opened,
     )
     server = uvicorn.Server(uv_config)
     server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
