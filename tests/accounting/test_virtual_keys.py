@@ -52,6 +52,8 @@ backends:
         targets: [{{provider: oa}}]
       - name: claude-3-5-haiku-20241022
         targets: [{{provider: ant}}]
+      - name: text-embedding-3-small
+        targets: [{{provider: oa}}]
 """
 
 
@@ -302,3 +304,24 @@ def test_a_changed_rpm_applies_once_the_key_is_reloaded(stack: Stack) -> None:
         return True
 
     wait_for(admitted, timeout=5, what="the new rpm to apply")
+
+
+def test_embeddings_spend_is_recorded(stack: Stack) -> None:
+    stack.oa.default = Reply(input_tokens=500_000)
+    secret, key = stack.create(name="embedder")
+    _wait_key(stack, secret)
+    out = stack.openai(secret).embeddings.create(
+        model="text-embedding-3-small", input=["one", "two"]
+    )
+    assert len(out.data) == 2
+
+    def written() -> list[dict[str, Any]]:
+        return list(
+            stack.call(lambda s: s.spend_report(["key", "model"], None, None, {"key": key.id}))
+        )
+
+    wait_for(lambda: bool(written()), timeout=5, what="the embeddings spend")
+    (row,) = written()
+    assert row["model"] == "text-embedding-3-small"
+    assert row["input_tokens"] == 1_000_000
+    assert row["cost"] == pytest.approx(0.02)  # $0.02 per 1M tokens
