@@ -143,6 +143,8 @@ def test_examples_validate(example: Path) -> None:
 
 def _value_for(name: str) -> str:
     """A plausible value for an environment variable an example needs."""
+    if name == "REDIS_URL":
+        return "redis://127.0.0.1:6379/0"
     if name.endswith("_URL"):
         return f"https://{name.lower().replace('_', '-')}.example.test/{secrets.token_hex(4)}"
     return secrets.token_urlsafe(32)

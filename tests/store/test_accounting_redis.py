@@ -39,6 +39,7 @@ from crossway.store.accounting import (
 )
 from crossway.store.accounting_redis import (
     SPEND_CHUNK,
+    SPEND_ID_TTL_SECONDS,
     SPEND_LOG_RETENTION_SECONDS,
     RedisAccounting,
 )
@@ -283,7 +284,7 @@ async def test_totals_expire_by_period_and_total_never(
     assert 59 * 86400 < ttl[week] <= 60 * 86400
     assert 399 * 86400 < ttl[mon] <= 400 * 86400
     assert ttl[total] == -1
-    assert 29 * 86400 < raw.ttl(f"{prefix}sp:id:{record.id}") <= 30 * 86400
+    assert SPEND_ID_TTL_SECONDS - 60 < raw.ttl(f"{prefix}sp:id:{record.id}") <= SPEND_ID_TTL_SECONDS
 
 
 async def test_spend_report_groups_filters_and_ranges(store: RedisAccounting) -> None:
