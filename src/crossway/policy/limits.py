@@ -422,10 +422,11 @@ _HEADER_NAMES: Final = {
 def _header_lines(hits: Any) -> list[tuple[bytes, bytes]]:
     out: list[tuple[bytes, bytes]] = []
     for hit in hits:
-        limit, remaining, reset = _HEADER_NAMES[hit.spec.measure]
+        spec = hit.spec
+        limit, remaining, reset = _HEADER_NAMES[spec.measure]
         out += (
-            (limit, str(hit.spec.limit).encode()),
-            (remaining, str(max(0, hit.remaining)).encode()),
+            (limit, b"%d" % spec.limit),
+            (remaining, b"%d" % max(0, hit.remaining)),
             (reset, duration(hit.reset).encode()),
         )
     return out

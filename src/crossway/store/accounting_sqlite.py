@@ -16,6 +16,7 @@ than read with the wrong layout.
 from __future__ import annotations
 
 import asyncio
+import operator
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -40,6 +41,11 @@ from crossway.store.accounting import (
 
 _T = TypeVar("_T")
 
+_SPEND_ROW: Final = operator.attrgetter(
+    "id", "ts", "request_id", "trace_id", "key_id", "user", "team", "model", "provider",
+    "route", "api", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "cost",
+)  # fmt: skip
+"""A spend record as the `spend` table's row (in C, not attribute by attribute)."""
 _ID_CHUNK: Final = 500
 """Record ids looked up per query when a batch is written (below SQLite's variable limit)."""
 BUSY_TIMEOUT_MS: Final = 5000
@@ -366,27 +372,7 @@ def _record_spend(conn: sqlite3.Connection, records: Sequence[SpendRecord]) -> i
             "INSERT INTO spend (id, ts, request_id, trace_id, key_id, user, team,"
             " model, provider, route, api, input_tokens, output_tokens, cached_tokens,"
             " reasoning_tokens, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    r.id,
-                    r.ts,
-                    r.request_id,
-                    r.trace_id,
-                    r.key_id,
-                    r.user,
-                    r.team,
-                    r.model,
-                    r.provider,
-                    r.route,
-                    r.api,
-                    r.input_tokens,
-                    r.output_tokens,
-                    r.cached_tokens,
-                    r.reasoning_tokens,
-                    r.cost,
-                )
-                for r in fresh
-            ],
+            map(_SPEND_ROW, fresh),
         )
         added: dict[tuple[str, str], float] = {}
         for r in fresh:
