@@ -15,6 +15,7 @@ from crossway.config.llm import LlmBackendConfig
 from crossway.config.mcp import McpBackendConfig, session_key_problems
 from crossway.config.policy import PolicyConfig
 from crossway.config.secrets import MatchHeaders, SecretHeaders
+from crossway.config.telemetry import TelemetryConfig
 from crossway.config.tls import ListenTls
 
 DEFAULT_HOST: Final = "127.0.0.1"
@@ -172,6 +173,8 @@ class Config(StrictModel):
     """Backends by name."""
     accounting: AccountingConfig = Field(default_factory=AccountingConfig)
     """Virtual keys, spend, budgets and shared rate limits: where they are stored."""
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    """Traces, access logs and the request log store (docs/observability.md)."""
 
     @model_validator(mode="after")
     def _references(self) -> Config:

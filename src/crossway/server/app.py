@@ -64,6 +64,8 @@ class GatewayApp:
             await _send_error(send, GatewayError("gateway is starting", status=503))
             return
         runtime.enter()
+        observers = runtime.observers
+        states = [o.begin(scope) for o in observers] if observers else None
         route_name = "_unmatched"
         status = 500
         response_started = False
@@ -126,7 +128,11 @@ class GatewayApp:
             if ctx is not None and ctx.chain is not None and ctx.chain.finish_policies:
                 await ctx.chain.finish(ctx)
             runtime.exit()
-            metrics.observe_request(route_name, status, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            metrics.observe_request(route_name, status, elapsed)
+            if states is not None:
+                for observer, state in zip(observers, states, strict=True):
+                    observer.end(state, scope, ctx, route_name, status, elapsed)
 
     # -- lifecycle -----------------------------------------------------------------------------
 

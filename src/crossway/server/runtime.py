@@ -12,6 +12,7 @@ from crossway.policy.protected_resource import WELL_KNOWN, MetadataBackend, Prot
 from crossway.server.backend import Backend
 from crossway.server.backends import build_backend
 from crossway.server.routing import CompiledRoute, RouteTable, compile_route
+from crossway.telemetry.observers import RequestObserver, build_observers
 
 log = logging.getLogger("crossway.runtime")
 
@@ -37,6 +38,8 @@ class Runtime:
         ]
         public = build_chain(p for p in config.listen.policies if p.type in ("cors", "ip"))
         self.routes = RouteTable(metadata_routes(compiled, public) + compiled)
+        self.observers: tuple[RequestObserver, ...] = build_observers(config)
+        """Tracing and access logs: see every request begin and end (empty: nothing to do)."""
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -151,6 +154,11 @@ async def retire_runtime(old: Runtime, new: Runtime | None) -> None:
     for chain in old.chains.values():
         if chain is not None:
             await chain.close()
+    for observer in old.observers:
+        try:
+            await observer.close()
+        except Exception:
+            log.exception("error while closing a request observer")
 
 
 async def _close_quietly(backend: Backend) -> None:
