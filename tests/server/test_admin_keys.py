@@ -422,3 +422,18 @@ async def test_without_a_token_browsers_and_non_loopback_are_refused(
         for method, path, body in ROUTES:
             status, answer = await admin.call(method, path, body)
             assert status == 403 and "set admin.token" in answer["error"]["message"], answer
+
+
+async def test_without_a_token_a_rebound_host_name_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: a page at evil.example re-pointed to 127.0.0.1 sends its own name as Host,
+    and a same-origin GET has no Origin header."""
+    async with admin_app(tmp_path, monkeypatch) as admin:
+        for host in ("evil.example", "evil.example:15000", "127.0.0.1.evil.example"):
+            status, answer = await admin.call("GET", "/keys", None, headers={"host": host})
+            assert status == 403, (host, answer)
+            assert "admin.token" in answer["error"]["message"]
+        for host in ("127.0.0.1", "localhost:15000", "[::1]:15000"):
+            status, _ = await admin.call("GET", "/keys", None, headers={"host": host})
+            assert status == 200, host

@@ -25,6 +25,13 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _hostname(host: str) -> str:
+    """The name of a `Host` header (`[::1]:15000` -> `::1`, `127.0.0.1:80` -> `127.0.0.1`)."""
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 def _check_token(request: Request, admin: AdminConfig) -> None:
     assert admin.token is not None
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
@@ -51,6 +58,14 @@ def _check_change_allowed(
         )
     if "origin" in request.headers:
         raise Forbidden(f"browser requests cannot {action} unless admin.token is set")
+    # DNS rebinding: a page whose name now resolves to 127.0.0.1 reaches this listener with its
+    # own name in Host (and a same-origin GET carries no Origin).
+    host = request.headers.get("host", "")  # absent: not a browser (they always send one)
+    if host and not _is_loopback(_hostname(host)):
+        raise Forbidden(
+            f"requests for host {host!r} cannot {action} unless admin.token is set "
+            "(use http://127.0.0.1 or http://localhost)"
+        )
 
 
 __all__ = ["_check_change_allowed", "_check_token", "_is_loopback"]
