@@ -197,6 +197,8 @@ class GatewayApp:
         assert self.config_path is not None
         while True:
             await asyncio.sleep(WATCH_INTERVAL_SECONDS)
+            if self.runtime is not None:  # sampled here: the request path pays nothing for it
+                metrics.REQUESTS_IN_FLIGHT.set(self.runtime.in_flight)
             mtime = _mtime(self.config_path)
             if mtime is not None and mtime != self._mtime:
                 self._mtime = mtime

@@ -37,6 +37,11 @@ WORKERS_READY = Gauge(
     "Workers that have loaded a config and serve.",
     multiprocess_mode="livesum",
 )
+REQUESTS_IN_FLIGHT = Gauge(
+    "crossway_requests_in_flight",
+    "Requests being served, sampled by each worker about once a second (off the request path).",
+    multiprocess_mode="livesum",
+)
 
 _request_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
 _upstream_children: dict[tuple[str, int], Histogram] = {}
