@@ -7,6 +7,9 @@ prometheus-client's multiprocess files.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -22,7 +25,10 @@ from crossway.config import Config, ConfigError, load_config
 from crossway.config.secrets import redacted_dump
 from crossway.server.admin_a2a import a2a_task_routes
 from crossway.server.admin_keys import KeyStores, key_routes
+from crossway.server.admin_openapi import build_document, openapi_route
 from crossway.server.admin_pins import pin_routes
+from crossway.server.admin_probe import UpstreamProbe
+from crossway.server.admin_stats import stats_route
 
 
 class ConfigView:
@@ -81,6 +87,9 @@ def store_health(registry: CollectorRegistry) -> dict[str, dict[str, Any]]:
 def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> Starlette:
     """The admin Starlette app; metrics from `multiproc_dir` (several workers) or this process."""
 
+    started = time.time()
+    probe = UpstreamProbe(view)
+
     def registry() -> CollectorRegistry:
         if multiproc_dir is None:
             return REGISTRY
@@ -92,15 +101,25 @@ def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> Starlette:
         return JSONResponse({"status": "ok", "version": __version__})
 
     async def readyz(request: Request) -> Response:
+        probe.start()  # no-op once running (the lifespan starts it; an app without one here)
         reg = registry()
         ready = workers_ready(reg)
         status = 200 if ready >= 1 else 503
         body: dict[str, Any] = {"ready": ready >= 1, "workers_ready": int(ready)}
+        config: dict[str, Any] = {"loaded": ready >= 1, "path": view.path}
+        if view.error:
+            config["rejected_reload"] = view.error
+        body["config"] = config
+        # Cached probe results: a readiness call never waits on an upstream.
+        backends = probe.report()
+        body["backends"] = backends
+        degraded = any(b["reachable"] is False for b in backends.values())
         stores = store_health(reg)
         if stores:
-            # A failing store degrades the gateway but does not stop it: it keeps serving.
             body["stores"] = stores
-            body["degraded"] = any(not s["ok"] for s in stores.values())
+            degraded = degraded or any(not s["ok"] for s in stores.values())
+        # A failing store or upstream degrades the gateway but does not stop it: it keeps serving.
+        body["degraded"] = degraded
         return JSONResponse(body, status_code=status)
 
     async def metrics(request: Request) -> Response:
@@ -116,15 +135,26 @@ def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> Starlette:
         )
 
     key_stores = KeyStores()
-    return Starlette(
-        lifespan=key_stores.lifespan,
-        routes=[
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route("/metrics", metrics),
-            Route("/config", config),
-            *pin_routes(view),
-            *a2a_task_routes(view),
-            *key_routes(view, key_stores),
-        ],
-    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        probe.start()
+        try:
+            async with key_stores.lifespan(app):
+                yield
+        finally:
+            await probe.aclose()
+
+    workers_mode = "single" if multiproc_dir is None else "multiprocess"
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/config", config, methods=["GET"]),
+        stats_route(registry, started, workers_mode),
+        *pin_routes(view),
+        *a2a_task_routes(view),
+        *key_routes(view, key_stores),
+    ]
+    routes.append(openapi_route(build_document()))
+    return Starlette(lifespan=lifespan, routes=routes)
