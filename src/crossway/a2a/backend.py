@@ -33,6 +33,7 @@ from crossway.a2a.registry import AgentRegistry
 from crossway.a2a.tasks import TaskTracker, caller_of
 from crossway.a2a.upstream import (
     CLIENT_BINDING,
+    HOP_SPAN,
     RPC_ID,
     SEND_METHODS,
     TASK_METHODS,
@@ -54,6 +55,7 @@ from crossway.policy import parsed, visible
 from crossway.server.asgi import SSE_HEADERS, read_body, send_response, stream_response
 from crossway.server.backend import Backend, ErrorResponse, error_headers
 from crossway.server.context import RequestContext
+from crossway.telemetry import tracing
 from crossway.types import Receive, Scope, Send
 
 log = logging.getLogger("crossway.a2a")
@@ -389,8 +391,42 @@ class A2aBackend(Backend):
     ) -> tuple[Any, list[tuple[bytes, bytes]]] | None:
         """One canonical call, whichever binding it came on: resolve the agent (policies,
         router, ownership) and call it. A stream is written out here (None is returned); a
-        result comes back with the response headers for the binding to render."""
+        result comes back with the response headers for the binding to render. While tracing
+        is on, the call is one span (the agent hop) covering the stream to its end."""
+        if not tracing.enabled():
+            return await self._call_agent(scope, receive, send, ctx, target, method, params, rest)
+        with tracing.span(f"a2a {method}") as span:
+            if span is not None:
+                ctx.attrs[HOP_SPAN] = span
+                span.set_attribute("a2a.method", method)
+                span.set_attribute("a2a.binding", "REST" if rest else "JSONRPC")
+            try:
+                return await self._call_agent(
+                    scope, receive, send, ctx, target, method, params, rest
+                )
+            finally:
+                ctx.attrs.pop(HOP_SPAN, None)
+
+    async def _call_agent(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        ctx: RequestContext,
+        target: str | None,
+        method: str,
+        params: dict[str, Any],
+        rest: bool,
+    ) -> tuple[Any, list[tuple[bytes, bytes]]] | None:
         agent, decision = await self._resolve(ctx, target, method, params)
+        span = ctx.attrs.get(HOP_SPAN)
+        if span is not None:
+            span.set_attribute("a2a.agent", agent.name)
+            skill = ctx.attrs["a2a"].get("skill")
+            if skill:
+                span.set_attribute("a2a.skill", skill)
+            if decision is not None:
+                span.set_attribute("a2a.route.reason", decision.reason)
         headers = [*JSON_HEADERS]
         if decision is not None:
             headers.append((ROUTE_HEADER, route_header(decision)))

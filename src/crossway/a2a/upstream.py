@@ -12,7 +12,9 @@ garbage -32006, and a stream that breaks or ends before its task settled raises 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
@@ -22,13 +24,15 @@ from crossway.a2a import errors as codes
 from crossway.a2a.errors import A2aError
 from crossway.a2a.model import Agent, Decision, Interface
 from crossway.a2a.registry import AgentRegistry
-from crossway.a2a.tasks import TaskTracker, caller_of
+from crossway.a2a.tasks import TaskTracker, caller_of, task_facts
 from crossway.config.a2a import A2aAgentConfig, A2aBackendConfig
 from crossway.config.common import Timeouts
 from crossway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from crossway.proxy import client
 from crossway.proxy.sse import SSEParser
 from crossway.server.context import CONSUMED_HEADERS, RequestContext
+from crossway.telemetry import tracing
+from crossway.telemetry.metrics_mcp_a2a import observe_a2a_call
 from crossway.types import Scope
 
 log = logging.getLogger("crossway.a2a")
@@ -61,6 +65,9 @@ CLIENT_BINDING: Final = "gateway.a2a.binding"
 """`ctx.attrs` key (set by the backend): the binding the client used, `JSONRPC` or `REST`."""
 FORWARDED_REQUEST_HEADERS: Final = frozenset({b"a2a-extensions", b"x-a2a-extensions"})
 """Client headers handed on to the agent (A2A extension negotiation)."""
+HOP_SPAN: Final = "gateway.a2a.span"
+"""`ctx.attrs` key (set by the backend while tracing is on): the span of this agent hop, which
+the answers' task id, task state and context id are noted on."""
 
 
 class AgentCaller:
@@ -173,7 +180,14 @@ class AgentCaller:
             http_method, path, query, body = rest.rest_request(iface.version, method, params)
             url = iface.url.rstrip("/") + path + (f"?{query}" if query else "")
         try:
-            resp = await client.send(http_method, url, headers, body, timeouts, agent_config.tls)
+            if tracing.enabled():
+                resp = await self._send_traced(
+                    agent, method, iface, http_method, url, headers, body, timeouts, agent_config
+                )
+            else:
+                resp = await client.send(
+                    http_method, url, headers, body, timeouts, agent_config.tls
+                )
         except UpstreamTimeout:
             raise A2aError(
                 codes.INTERNAL_ERROR, f"agent {agent.name} did not answer in time", status=504
@@ -191,6 +205,35 @@ class AgentCaller:
                 codes.INTERNAL_ERROR, f"agent {agent.name} failed: {reason}", status=502
             ) from None
         return iface, resp, timeouts
+
+    async def _send_traced(
+        self,
+        agent: Agent,
+        method: str,
+        iface: Interface,
+        http_method: str,
+        url: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        timeouts: Timeouts,
+        agent_config: A2aAgentConfig,
+    ) -> Any:
+        """`client.send` inside a CLIENT span (current while the request goes out, so the
+        agent gets its `traceparent`), ended when the response headers arrived."""
+        with tracing.span(f"a2a {method} {agent.name}", kind="client") as span:
+            if span is not None:
+                span.set_attribute("a2a.method", method)
+                span.set_attribute("a2a.agent", agent.name)
+                span.set_attribute("a2a.binding", iface.binding)
+                span.set_attribute("a2a.protocol.version", iface.version)
+                span.set_attribute("http.request.method", http_method)
+                host = client.url_host(url)
+                if host:
+                    span.set_attribute("server.address", host)
+            resp = await client.send(http_method, url, headers, body, timeouts, agent_config.tls)
+            if span is not None:
+                span.set_attribute("http.response.status_code", resp.status)
+            return resp
 
     async def _read(self, agent: Agent, resp: Any, timeouts: Timeouts) -> bytes:
         limit = self.config.max_message_bytes
@@ -258,6 +301,24 @@ class AgentCaller:
     ) -> Any:
         """One non-streamed call: the canonical result (ownership recorded, the route decision
         in the task's metadata)."""
+        started = time.perf_counter()
+        failed = True
+        try:
+            result = await self._call(scope, ctx, agent, method, params, decision)
+            failed = False
+            return result
+        finally:
+            observe_a2a_call(agent.name, method, time.perf_counter() - started, failed)
+
+    async def _call(
+        self,
+        scope: Scope,
+        ctx: RequestContext,
+        agent: Agent,
+        method: str,
+        params: dict[str, Any],
+        decision: Decision | None,
+    ) -> Any:
         from crossway.a2a import rest
 
         iface, resp, timeouts = await self._request(scope, ctx, agent, method, params, stream=False)
@@ -269,6 +330,7 @@ class AgentCaller:
         if method in SEND_METHODS or method in TASK_METHODS:
             _mark(result, decision)
             await self._observe(agent.name, result, ctx if method in SEND_METHODS else None)
+            _note_task(ctx, result)
         elif method == "ListTasks" and isinstance(result, dict):
             for task in result.get("tasks") or []:
                 await self._observe(agent.name, {"task": task})
@@ -317,6 +379,30 @@ class AgentCaller:
     ) -> AsyncIterator[dict[str, Any]]:
         """The agent's stream as canonical events, one by one; a stream that breaks or ends
         before its task settled raises `A2aError` (the caller turns it into an error event)."""
+        started = time.perf_counter()
+        failed = True
+        events = self._stream(scope, ctx, agent, method, params, decision)
+        try:
+            async for event in events:
+                _note_task(ctx, event)
+                yield event
+            failed = False
+        except (GeneratorExit, asyncio.CancelledError):
+            failed = False  # the caller went away: not the agent's failure
+            raise
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+            observe_a2a_call(agent.name, method, time.perf_counter() - started, failed)
+
+    async def _stream(
+        self,
+        scope: Scope,
+        ctx: RequestContext,
+        agent: Agent,
+        method: str,
+        params: dict[str, Any],
+        decision: Decision | None,
+    ) -> AsyncIterator[dict[str, Any]]:
         from crossway.a2a import rest
 
         iface, resp, timeouts = await self._request(scope, ctx, agent, method, params, stream=True)
@@ -391,6 +477,21 @@ class AgentCaller:
                 f"agent {agent.name} streamed an event that is not a valid A2A event",
             ) from None
         return event
+
+
+def _note_task(ctx: RequestContext, result: Any) -> None:
+    """Note the task an answer is about (id, state, context) on this hop's span."""
+    span = ctx.attrs.get(HOP_SPAN)
+    if span is None:
+        return
+    for fact in task_facts(result):
+        if fact.task_id is not None:
+            span.set_attribute("a2a.task.id", fact.task_id)
+        if fact.context_id is not None:
+            span.set_attribute("a2a.context.id", fact.context_id)
+        if fact.state is not None:
+            span.set_attribute("a2a.task.state", fact.state)
+        return
 
 
 def _agent_error(agent: Agent, error: Any) -> A2aError:

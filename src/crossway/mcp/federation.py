@@ -12,6 +12,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -19,7 +20,14 @@ from typing import Any, Final
 import orjson
 
 from crossway.config.mcp import McpBackendConfig
-from crossway.errors import Forbidden, GatewayError, ServiceUnavailable, UpstreamError
+from crossway.errors import (
+    Forbidden,
+    GatewayError,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from crossway.mcp import jsonrpc, pinning
 from crossway.mcp.hooks import Kind, McpHooks, PinVerdict, TrustAllTools, allow_all
 from crossway.mcp.jsonrpc import JsonRpcCodeError
@@ -33,6 +41,8 @@ from crossway.mcp.upstream.base import (
     UpstreamSession,
 )
 from crossway.server.context import RequestContext
+from crossway.telemetry import tracing
+from crossway.telemetry.metrics_mcp_a2a import observe_mcp_call, observe_pinning
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +122,8 @@ class Call:
     ctx: RequestContext | None = None
     """The HTTP request carrying this call: its route's policy chain decides what the caller
     may see (lists) and use (calls)."""
+    span: Any = None
+    """This request's span while tracing is on (the server it goes to is noted on it)."""
 
 
 class Federation:
@@ -185,7 +197,15 @@ class Federation:
             params = {}
         elif not isinstance(params, dict):
             raise JsonRpcCodeError(jsonrpc.INVALID_PARAMS, "params must be an object")
-        return await handler(self, session, params, call)
+        if not tracing.enabled():
+            return await handler(self, session, params, call)
+        target = params.get("name") if method in NAMED_METHODS else params.get("uri")
+        name = f"{method} {target}" if isinstance(target, str) else str(method)
+        with tracing.span(name) as span:
+            if span is not None:
+                call.span = span
+                _request_attributes(span, str(method), target, session, call)
+            return await handler(self, session, params, call)
 
     async def notification(self, session: Session, message: JsonObject) -> None:
         """A notification from the client."""
@@ -217,8 +237,9 @@ class Federation:
         else:
             cursors = {}
             targets = list(self.upstreams)
+        list_one = self._list_one_traced if call.span is not None else self._list_one
         pages = await asyncio.gather(
-            *(self._list_one(session, s, method, cursors.get(s), call.meta) for s in targets),
+            *(list_one(session, s, method, cursors.get(s), call.meta) for s in targets),
             return_exceptions=True,
         )
         items: list[JsonObject] = []
@@ -251,6 +272,22 @@ class Federation:
             result["nextCursor"] = _encode_cursor(next_cursors)
         return result
 
+    async def _list_one_traced(
+        self,
+        session: Session,
+        server: str,
+        method: str,
+        cursor: Any,
+        meta: JsonObject | None = None,
+    ) -> JsonObject | None:
+        """`_list_one` in a span of its own: a fanned-out list has one child span per server
+        (whether its page came from the cache or from the server)."""
+        with tracing.span(f"{method} {server}") as span:
+            if span is not None:
+                span.set_attribute("mcp.method.name", method)
+                span.set_attribute(SERVER_ATTRIBUTE, server)
+            return await self._list_one(session, server, method, cursor, meta)
+
     async def _list_one(
         self,
         session: Session,
@@ -268,8 +305,13 @@ class Federation:
             if cursor is not None:
                 params["cursor"] = cursor
             try:
-                return await upstream.modern_request(
-                    method, params, RequestOptions(timeout=self._timeouts[server].list)
+                return await self._upstream_call(
+                    server,
+                    method,
+                    None,
+                    upstream.modern_request(
+                        method, params, RequestOptions(timeout=self._timeouts[server].list)
+                    ),
                 )
             except UpstreamRpcError as exc:
                 if exc.code == jsonrpc.METHOD_NOT_FOUND:
@@ -289,8 +331,11 @@ class Federation:
         if isinstance(caps, dict) and LISTS[method].capability not in caps:
             return None
         list_params = {"cursor": cursor} if cursor is not None else None
-        page = await up.request(
-            method, list_params, RequestOptions(timeout=self._timeouts[server].list)
+        page = await self._upstream_call(
+            server,
+            method,
+            None,
+            up.request(method, list_params, RequestOptions(timeout=self._timeouts[server].list)),
         )
         if cursor is None:
             if upstream.shared:
@@ -338,6 +383,8 @@ class Federation:
         if spec.kind == "tool":
             verdict = self.hooks.pinning.check(server, item)
             self._verdicts_of(server)[original] = verdict
+            if not isinstance(self.hooks.pinning, TrustAllTools):
+                observe_pinning(server, verdict, "list")
             if verdict == "blocked":
                 return None
         if spec.key == "name":
@@ -450,6 +497,7 @@ class Federation:
         ):
             # Approved or forgotten in the shared pin file (CLI, another worker): review again.
             verdict = await self._verify_tool(session, server, original, call)
+        observe_pinning(server, verdict or "ok", "call")
         return verdict != "blocked"
 
     async def _verify_tool(
@@ -538,21 +586,29 @@ class Federation:
     ) -> JsonObject:
         timeouts = self._timeouts[server]
         channel = call.channel
+        tool = params.get("name") if method == "tools/call" else None
+        if call.span is not None:
+            call.span.set_attribute(SERVER_ATTRIBUTE, server)
         if call.meta is not None and await self.upstreams[server].speaks_modern():
             # Both ends speak 2026-07-28: the request goes on in that era, with the client's
             # envelope, and its result (input-required ones too) comes back as is.
-            return await self.upstreams[server].modern_request(
+            return await self._upstream_call(
+                server,
                 method,
-                {**params, "_meta": call.meta},
-                RequestOptions(
-                    timeout=timeouts.call,
-                    on_notification=(
-                        lambda m: self._related_notification(session, server, m, channel)
-                    )
-                    if channel is not None
-                    else None,
+                tool,
+                self.upstreams[server].modern_request(
+                    method,
+                    {**params, "_meta": call.meta},
+                    RequestOptions(
+                        timeout=timeouts.call,
+                        on_notification=(
+                            lambda m: self._related_notification(session, server, m, channel)
+                        )
+                        if channel is not None
+                        else None,
+                    ),
+                    call.headers,
                 ),
-                call.headers,
             )
         up = session.upstreams.get(server)
         try:
@@ -571,7 +627,53 @@ class Federation:
             else None,
             on_request=(lambda m: session.ask_client(server, m, channel)),
         )
-        return await up.request(method, params, options)
+        return await self._upstream_call(server, method, tool, up.request(method, params, options))
+
+    async def _upstream_call(
+        self, server: str, method: str, tool: Any, request: Awaitable[JsonObject]
+    ) -> JsonObject:
+        """Await one request to `server`, counted and timed (`crossway_mcp_*`), inside a CLIENT
+        span while tracing is on: the span is current while the request is sent, so its trace
+        context goes with it (HTTP headers, stdio `params._meta`)."""
+        tool_name = tool if isinstance(tool, str) else None
+        started = time.perf_counter()
+        error: str | None = None
+        try:
+            if not tracing.enabled():
+                return await request
+            with tracing.span(
+                f"{method} {tool_name}" if tool_name else method, kind="client"
+            ) as span:
+                if span is not None:
+                    span.set_attribute("mcp.method.name", method)
+                    span.set_attribute(SERVER_ATTRIBUTE, server)
+                    if tool_name:
+                        span.set_attribute("gen_ai.tool.name", tool_name)
+                        span.set_attribute("gen_ai.operation.name", "execute_tool")
+                try:
+                    return await request
+                except UpstreamRpcError as exc:
+                    if span is not None:
+                        span.set_attribute("rpc.response.status_code", str(exc.code))
+                        span.set_attribute("error.type", str(exc.code))
+                    raise
+        except UpstreamRpcError:
+            error = "rpc_error"
+            raise
+        except (UpstreamTimeout, TimeoutError):
+            error = "timeout"
+            raise
+        except UpstreamUnreachable:
+            error = "unreachable"
+            raise
+        except asyncio.CancelledError:
+            error = "cancelled"
+            raise
+        except Exception:
+            error = "error"
+            raise
+        finally:
+            observe_mcp_call(server, method, tool_name, time.perf_counter() - started, error)
 
     async def _related_notification(
         self, session: Session, server: str, message: JsonObject, channel: ClientChannel
@@ -803,6 +905,28 @@ _HANDLERS: Final[dict[str, Handler]] = {
     "logging/setLevel": Federation._set_level,
     "server/discover": Federation._discover,
 }
+
+
+NAMED_METHODS: Final = frozenset({"tools/call", "prompts/get"})
+"""Methods whose target is `params.name` (the others that have one name it by `params.uri`)."""
+SERVER_ATTRIBUTE: Final = "crossway.mcp.server"
+"""Span attribute: the configured name of the MCP server a request went to."""
+
+
+def _request_attributes(span: Any, method: str, target: Any, session: Session, call: Call) -> None:
+    """The MCP semantic-convention attributes of one client request's span."""
+    span.set_attribute("mcp.method.name", method)
+    if method == "tools/call" and isinstance(target, str):
+        span.set_attribute("gen_ai.tool.name", target)
+        span.set_attribute("gen_ai.operation.name", "execute_tool")
+    elif method == "prompts/get" and isinstance(target, str):
+        span.set_attribute("gen_ai.prompt.name", target)
+    elif isinstance(target, str):
+        span.set_attribute("mcp.resource.uri", target)
+    if session.id is not None:
+        span.set_attribute("mcp.session.id", session.id)
+    if call.request_id is not None and not isinstance(call.request_id, bool):
+        span.set_attribute("jsonrpc.request.id", str(call.request_id))
 
 
 def _encode_cursor(cursors: dict[str, Any]) -> str:

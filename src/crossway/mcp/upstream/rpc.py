@@ -19,6 +19,7 @@ from typing import Any, Final
 from crossway.errors import UpstreamTimeout, UpstreamUnreachable
 from crossway.mcp import jsonrpc
 from crossway.mcp.upstream.base import JsonObject, RequestOptions, UpstreamRpcError
+from crossway.telemetry import tracing
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class RpcPeer(abc.ABC):
         loop = asyncio.get_running_loop()
         pending = _Pending(loop.create_future(), options)
         message: JsonObject = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if tracing.enabled():
+            params = with_trace_meta(params)
         if params is not None:
             meta = params.get("_meta")
             if isinstance(meta, dict) and "progressToken" in meta:
@@ -204,6 +207,19 @@ class RpcPeer(abc.ABC):
     def reopen(self) -> None:
         """The stream is connected again."""
         self._closed_error = None
+
+
+def with_trace_meta(params: JsonObject | None) -> JsonObject | None:
+    """`params` with the current trace context (`traceparent`, `tracestate`, `baggage`) in its
+    `_meta`, as MCP carries it over stdio; as given when there is none to pass on."""
+    carrier: dict[str, str] = {}
+    tracing.inject(carrier)
+    if not carrier:
+        return params
+    if params is None:
+        return {"_meta": carrier}
+    meta = params.get("_meta")
+    return {**params, "_meta": {**meta, **carrier} if isinstance(meta, dict) else carrier}
 
 
 def initialize_params(
