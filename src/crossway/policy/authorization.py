@@ -26,6 +26,7 @@ from crossway.errors import Forbidden
 from crossway.policy import cel
 from crossway.policy.base import Phase, Policy, Reply
 from crossway.server.context import RequestContext
+from crossway.telemetry.metrics_mcp_a2a import observe_authorization_denial
 from crossway.types import Scope
 
 log = logging.getLogger("crossway.policy.authorization")
@@ -100,6 +101,8 @@ class AuthorizationPolicy(Policy):
         else:
             allowed = self._remembered(ctx, ctx.attrs, listing=False)
         if not allowed:
+            target = next((p for p in _PROTOCOLS if ctx.attrs.get(p)), "request")
+            observe_authorization_denial("authorization", ctx.route, target)
             raise Forbidden(_what(ctx.attrs) + " is not allowed", code="forbidden")
 
     def visible(self, ctx: RequestContext, attrs: Mapping[str, Mapping[str, Any]]) -> bool:
