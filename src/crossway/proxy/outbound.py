@@ -28,6 +28,7 @@ from yarl import URL
 
 from crossway.config.common import UpstreamTls
 from crossway.errors import UpstreamUnreachable
+from crossway.telemetry import tracing
 
 DEFAULT_MAX_REDIRECTS: Final = 5
 DEFAULT_POOL_LIMIT: Final = 100
@@ -53,9 +54,13 @@ _contexts: dict[UpstreamTls, ssl.SSLContext] = {}
 
 
 def outbound_headers(headers: Headers) -> Headers:
-    """The one place Crossway adds its own headers to every outbound request (the trace
-    header goes here). Today it adds none and returns `headers` as given."""
-    return headers
+    """The one place Crossway adds its own headers to every outbound request: with tracing
+    on, the current trace context (`traceparent`, `tracestate`, `baggage`, replacing any the
+    caller forwarded); with tracing off, `headers` as given (one global test)."""
+    if tracing._tracer is None:
+        return headers
+    with_context: Headers = tracing.with_trace_context(headers)
+    return with_context
 
 
 def effective_tls(tls: UpstreamTls | None) -> UpstreamTls | None:
