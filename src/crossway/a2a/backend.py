@@ -56,6 +56,7 @@ from crossway.server.asgi import SSE_HEADERS, read_body, send_response, stream_r
 from crossway.server.backend import Backend, ErrorResponse, error_headers
 from crossway.server.context import RequestContext
 from crossway.telemetry import tracing
+from crossway.telemetry.metrics_mcp_a2a import observe_authorization_denial
 from crossway.types import Receive, Scope, Send
 
 log = logging.getLogger("crossway.a2a")
@@ -241,6 +242,8 @@ class A2aBackend(Backend):
                 )
                 raise A2aError(codes.INVALID_REQUEST, f"no A2A agent {head!r} here", status=404)
         if target is not None and not visible(ctx, {"a2a": {"agent": target}}):
+            # the route's authorization hides this agent from the caller: refused as unknown
+            observe_authorization_denial("authorization", ctx.route, "a2a")
             raise A2aError(codes.INVALID_REQUEST, f"no A2A agent {target!r} here", status=404)
         if rest_path.rstrip("/") in ("", "/"):
             if method == "GET":

@@ -640,7 +640,10 @@ class Federation:
         error: str | None = None
         try:
             if not tracing.enabled():
-                return await request
+                result = await request
+                if tool_name and result.get("isError") is True:
+                    error = "tool_error"
+                return result
             with tracing.span(
                 f"{method} {tool_name}" if tool_name else method, kind="client"
             ) as span:
@@ -651,12 +654,17 @@ class Federation:
                         span.set_attribute("gen_ai.tool.name", tool_name)
                         span.set_attribute("gen_ai.operation.name", "execute_tool")
                 try:
-                    return await request
+                    result = await request
                 except UpstreamRpcError as exc:
                     if span is not None:
                         span.set_attribute("rpc.response.status_code", str(exc.code))
                         span.set_attribute("error.type", str(exc.code))
                     raise
+                if tool_name and result.get("isError") is True:
+                    error = "tool_error"
+                    if span is not None:
+                        span.set_attribute("error.type", "tool_error")
+                return result
         except UpstreamRpcError:
             error = "rpc_error"
             raise

@@ -76,7 +76,8 @@ MCP_CALLS = Counter(
 MCP_ERRORS = Counter(
     "crossway_mcp_errors_total",
     "MCP server requests that failed, by server, method, tool and error (rpc_error: the server "
-    "answered a JSON-RPC error; timeout; unreachable; error: anything else).",
+    "answered a JSON-RPC error; tool_error: a tool result with isError; timeout; unreachable; "
+    "cancelled; error: anything else).",
     ["server", "method", "tool", "error"],
 )
 MCP_DURATION = Histogram(
@@ -148,7 +149,7 @@ def observe_mcp_call(
     server: str, method: str, tool: str | None, seconds: float, error: str | None = None
 ) -> None:
     """Count one request sent to an MCP server, its duration and, with `error` (one of
-    rpc_error, timeout, unreachable, error), its failure."""
+    rpc_error, tool_error, timeout, unreachable, cancelled, error), its failure."""
     key = (server, mcp_method_label(method), tool_label(tool))
     children = _mcp_children.get(key)
     if children is None:
