@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from crossway import __version__
 from crossway.server.admin_stats import quantile
@@ -183,5 +184,16 @@ async def test_stats_and_readiness(sample_openai: str, upstream: tuple[Upstream,
             dead = backends["dead"]["upstreams"]["url"]
             assert dead["reachable"] is False and dead["error"]
             assert ready["degraded"] is True
+
+            # ... and the same as the `crossway_upstream_up` gauge on /metrics.
+            async with session.get(gw.admin_url + "/metrics") as resp:
+                text = await resp.text()
+            up_gauge = {
+                (s.labels["backend"], s.labels["upstream"]): s.value
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+                if s.name == "crossway_upstream_up"
+            }
+            assert up_gauge == {("web", "url"): 1.0, ("llm", "sample"): 1.0, ("dead", "url"): 0.0}
     finally:
         await asyncio.to_thread(manager.__exit__, None, None, None)

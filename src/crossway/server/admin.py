@@ -25,9 +25,10 @@ from crossway.config import Config, ConfigError, load_config
 from crossway.config.secrets import redacted_dump
 from crossway.server.admin_a2a import a2a_task_routes
 from crossway.server.admin_keys import KeyStores, key_routes
+from crossway.server.admin_logs import log_paths, log_routes
 from crossway.server.admin_openapi import build_document, openapi_route
 from crossway.server.admin_pins import pin_routes
-from crossway.server.admin_probe import UpstreamProbe
+from crossway.server.admin_probe import ProbeCollector, UpstreamProbe
 from crossway.server.admin_stats import stats_route
 
 
@@ -89,6 +90,8 @@ def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> Starlette:
 
     started = time.time()
     probe = UpstreamProbe(view)
+    probe_registry = CollectorRegistry(auto_describe=False)
+    probe_registry.register(ProbeCollector(probe))
 
     def registry() -> CollectorRegistry:
         if multiproc_dir is None:
@@ -123,7 +126,8 @@ def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> Starlette:
         return JSONResponse(body, status_code=status)
 
     async def metrics(request: Request) -> Response:
-        return Response(generate_latest(registry()), media_type=CONTENT_TYPE_LATEST)
+        text = generate_latest(registry()) + generate_latest(probe_registry)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     async def config(request: Request) -> Response:
         cfg = view.current()
@@ -155,6 +159,7 @@ def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> Starlette:
         *pin_routes(view),
         *a2a_task_routes(view),
         *key_routes(view, key_stores),
+        *log_routes(view),
     ]
-    routes.append(openapi_route(build_document()))
+    routes.append(openapi_route(build_document(log_paths())))
     return Starlette(lifespan=lifespan, routes=routes)

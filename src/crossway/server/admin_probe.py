@@ -20,9 +20,13 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from crossway.config import Config
 from crossway.config.a2a import A2aBackendConfig
@@ -41,6 +45,9 @@ DEFAULT_PROVIDER_URLS: Final = {
     "anthropic": "https://api.anthropic.com",
 }
 """Where a provider type without `base_url` is called (the others derive theirs per request)."""
+
+UPSTREAM_UP_METRIC: Final = "crossway_upstream_up"
+"""The gauge `/metrics` shows for each probed upstream (1 reachable, 0 not; absent: unknown)."""
 
 ConfigSource = Any
 """Anything with `config`, `path` and `current() -> Config` (the admin plane's `ConfigView`)."""
@@ -223,6 +230,27 @@ class UpstreamProbe:
         return out
 
 
+class ProbeCollector(Collector):
+    """`crossway_upstream_up{backend, upstream}` from the probe's cache (the admin plane adds
+    it to `/metrics`; labels are config names, so they stay bounded)."""
+
+    def __init__(self, probe: UpstreamProbe) -> None:
+        self._probe = probe
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            UPSTREAM_UP_METRIC,
+            "1 while an upstream answered the admin plane's last probe (TCP connect, or its "
+            "stdio command found), 0 while it did not; by backend and upstream name.",
+            labels=["backend", "upstream"],
+        )
+        for backend, entry in self._probe.report().items():
+            for name, upstream in entry["upstreams"].items():
+                if upstream["reachable"] is not None:
+                    family.add_metric([backend, name], 1.0 if upstream["reachable"] else 0.0)
+        yield family
+
+
 def _mtime(path: str | None) -> float | None:
     if path is None:
         return None
@@ -232,4 +260,4 @@ def _mtime(path: str | None) -> float | None:
         return None
 
 
-__all__ = ["UpstreamProbe", "backend_targets", "probe"]
+__all__ = ["UPSTREAM_UP_METRIC", "ProbeCollector", "UpstreamProbe", "backend_targets", "probe"]
