@@ -57,6 +57,7 @@ from crossway.server.backend import Backend, ErrorResponse, error_headers
 from crossway.server.context import RequestContext
 from crossway.telemetry import tracing
 from crossway.telemetry.metrics_mcp_a2a import observe_authorization_denial
+from crossway.telemetry.request_log import note_request, note_response
 from crossway.types import Receive, Scope, Send
 
 log = logging.getLogger("crossway.a2a")
@@ -326,6 +327,7 @@ class A2aBackend(Backend):
 
         ctx.attrs[BINDING] = "JSONRPC"
         raw = await read_body(scope, receive, self._limit(ctx))
+        note_request(raw)  # the request log (telemetry.request_log), when on
         try:
             request = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -351,6 +353,7 @@ class A2aBackend(Backend):
         if answered is not None:
             result, headers = answered
             body = {"jsonrpc": "2.0", "id": rpc_id, "result": self._out(version, method, result)}
+            note_response(body)
             await send_response(send, 200, orjson.dumps(body), headers)
 
     async def _rest(
@@ -372,12 +375,14 @@ class A2aBackend(Backend):
         body = b""
         if http_method in ("POST", "PUT", "PATCH"):
             body = await read_body(scope, receive, self._limit(ctx))
+            note_request(body)
         query = scope.get("query_string", b"")
         method, cparams = rest.parse_rest(version, http_method, path, query, body)
         answered = await self._call(scope, receive, send, ctx, target, method, cparams, rest=True)
         if answered is not None:
             result, headers = answered
             status, out = rest.rest_result(method, result, version)
+            note_response(out)
             await send_response(send, status, out, headers)
 
     async def _call(

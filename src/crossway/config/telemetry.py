@@ -17,7 +17,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from crossway.config.base import StrictModel
-from crossway.config.telemetry_logs import AccessLogConfig, RequestLogConfig
+from crossway.config.telemetry_logs import AccessLogConfig, RedactionConfig, RequestLogConfig
 from crossway.config.telemetry_tracing import TracingConfig
 
 
@@ -30,3 +30,6 @@ class TelemetryConfig(StrictModel):
     """One JSON line per request; unset: no access log."""
     request_log: RequestLogConfig | None = None
     """Stored prompts, completions, tool calls and agent messages (opt-in)."""
+    redaction: RedactionConfig = Field(default_factory=RedactionConfig)
+    """Regex and JSON field-path rules applied, with the built-in ones, to access logs, the
+    request log and captured span contents."""

@@ -81,6 +81,7 @@ from crossway.server.asgi import (
 from crossway.server.backend import Backend, ErrorResponse
 from crossway.server.context import RequestContext
 from crossway.telemetry import metrics
+from crossway.telemetry.request_log import note_request, note_response, tap_stream
 from crossway.types import Receive, Scope, Send
 
 log = logging.getLogger("crossway.llm")
@@ -189,6 +190,7 @@ class LlmBackend(Backend):
         if method != "POST":
             raise MethodNotAllowed(f"use POST for {path}")
         raw = await read_body(scope, receive, ctx.max_body_bytes or self.max_body_bytes)
+        note_request(raw)  # the request log (telemetry.request_log), when on
         try:
             if path.endswith("/chat/completions"):
                 call = chat_call(raw)
@@ -246,10 +248,12 @@ class LlmBackend(Backend):
         if answer.chunks is None:
             self._account(ctx, answer, answer.usage)
             await _response_phase(ctx)
+            note_response(answer.body)
             await send_response(send, 200, answer.body, JSON_HEADERS)
             return
         try:
-            await stream_response(receive, send, 200, list(SSE_HEADERS), self._relay(answer, ctx))
+            relayed = tap_stream(self._relay(answer, ctx))  # kept by the request log, when on
+            await stream_response(receive, send, 200, list(SSE_HEADERS), relayed)
         finally:
             if not answer.relaying:  # the client left before the stream began: release it here
                 await _aclose(answer.chunks)

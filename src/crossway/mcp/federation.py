@@ -43,6 +43,7 @@ from crossway.mcp.upstream.base import (
 from crossway.server.context import RequestContext
 from crossway.telemetry import tracing
 from crossway.telemetry.metrics_mcp_a2a import observe_mcp_call, observe_pinning
+from crossway.telemetry.request_log import current as current_capture
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +198,9 @@ class Federation:
             params = {}
         elif not isinstance(params, dict):
             raise JsonRpcCodeError(jsonrpc.INVALID_PARAMS, "params must be an object")
+        capture = current_capture()
+        if capture is not None:  # access / request log: method, tool, arguments, result
+            handler = capture.wrap_mcp(str(method), handler)
         if not tracing.enabled():
             return await handler(self, session, params, call)
         target = params.get("name") if method in NAMED_METHODS else params.get("uri")
