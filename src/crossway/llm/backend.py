@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from crossway.config.common import Timeouts
 from crossway.config.llm import LlmBackendConfig
@@ -66,6 +66,7 @@ from crossway.llm.routing import (
     is_retryable,
     retry_after,
 )
+from crossway.llm.spans import attempt_span, end_attempt_span, stream_ended
 from crossway.llm.token_count import send_token_count
 from crossway.llm.upstream import answer_body, read_answer, upstream_request
 from crossway.llm.usage import Usage
@@ -80,7 +81,7 @@ from crossway.server.asgi import (
 )
 from crossway.server.backend import Backend, ErrorResponse
 from crossway.server.context import RequestContext
-from crossway.telemetry import metrics
+from crossway.telemetry import metrics, tracing
 from crossway.telemetry.request_log import note_request, note_response, tap_stream
 from crossway.types import Receive, Scope, Send
 
@@ -104,6 +105,8 @@ class Answer:
     relay: answers.Relay | None = None
     first: bytes = b""
     relaying: bool = False  # the client's stream started (it now owns the upstream response)
+    first_at: float = 0.0  # time.perf_counter() when a stream's first chunk arrived
+    span: Any = None  # the attempt's span (tracing on), ended when the stream ends
 
 
 class LlmBackend(Backend):
@@ -258,6 +261,7 @@ class LlmBackend(Backend):
             if not answer.relaying:  # the client left before the stream began: release it here
                 await _aclose(answer.chunks)
                 d.health.in_flight -= 1
+                tracing.end_span(answer.span, "the client left before the stream began")
 
     def _plans(self, call: LlmCall, resolved: Resolved) -> list[list[tuple[Resolved, Deployment]]]:
         """The deployments to try, in order: the model's own that the prompt fits, then (only
@@ -320,9 +324,11 @@ class LlmBackend(Backend):
                 try:
                     if n == 0 and self._first_attempt_uncapped:
                         # The common case costs no timer: the attempt's own timeouts end first.
-                        answer = await self._attempt(call, resolved, deployment)
+                        answer = await self._attempt(call, resolved, deployment, n + 1)
                     else:
-                        answer = await self._attempt_until(deadline, call, resolved, deployment)
+                        answer = await self._attempt_until(
+                            deadline, call, resolved, deployment, n + 1
+                        )
                 except GatewayError as exc:
                     if not is_retryable(exc) or exc.code == DEADLINE_EXCEEDED:
                         metrics.observe_llm_attempt(self.name, deployment.key, "error")
@@ -343,13 +349,13 @@ class LlmBackend(Backend):
         raise last
 
     async def _attempt_until(
-        self, deadline: float, call: LlmCall, resolved: Resolved, d: Deployment
+        self, deadline: float, call: LlmCall, resolved: Resolved, d: Deployment, attempt: int
     ) -> Answer:
         """An attempt cut short at `deadline` (`time.monotonic()`)."""
         when = asyncio.get_running_loop().time() + deadline - time.monotonic()
         try:
             async with asyncio.timeout_at(when):
-                return await self._attempt(call, resolved, d)
+                return await self._attempt(call, resolved, d, attempt)
         except TimeoutError:
             raise UpstreamTimeout(
                 f"no deployment answered within the routing deadline "
@@ -357,8 +363,11 @@ class LlmBackend(Backend):
                 code=DEADLINE_EXCEEDED,
             ) from None
 
-    async def _attempt(self, call: LlmCall, resolved: Resolved, d: Deployment) -> Answer:
-        """One upstream call; returns once the answer (or a stream's first chunk) is in hand."""
+    async def _attempt(
+        self, call: LlmCall, resolved: Resolved, d: Deployment, attempt: int = 1
+    ) -> Answer:
+        """One upstream call; returns once the answer (or a stream's first chunk) is in hand.
+        With tracing on it is a CLIENT span (`crossway.attempt` = `attempt`)."""
         provider = d.provider
         model = resolved.upstream_model(d)
         timeouts = resolved.timeouts(d)
@@ -368,16 +377,32 @@ class LlmBackend(Backend):
         health = d.health
         health.in_flight += 1
         handed_over = False
+        span = None
+        if tracing._tracer is not None:
+            span = attempt_span(call, provider, model, request.url, attempt)
+        outcome: BaseException | None = None
         started = time.perf_counter()
         try:
-            resp = await client.send(
-                request.method,
-                request.url,
-                request.headers,
-                request.body,
-                timeouts,
-                provider.config.tls,
-            )
+            if span is None:
+                resp = await client.send(
+                    request.method,
+                    request.url,
+                    request.headers,
+                    request.body,
+                    timeouts,
+                    provider.config.tls,
+                )
+            else:
+                with tracing.use_span(span):  # the upstream's traceparent names this attempt
+                    resp = await client.send(
+                        request.method,
+                        request.url,
+                        request.headers,
+                        request.body,
+                        timeouts,
+                        provider.config.tls,
+                    )
+                tracing.set_attributes(span, {"http.response.status_code": resp.status})
             latency = time.perf_counter() - started
             metrics.observe_upstream(self.name, resp.status, latency)
             if resp.status >= 400:
@@ -387,6 +412,9 @@ class LlmBackend(Backend):
                 data = await read_answer(resp, timeouts, self.config.max_response_bytes)
                 body, usage = answer_body(call, provider, data)
                 self.router.succeeded(d, latency)
+                if span is not None:
+                    end_attempt_span(span, model, usage, body)
+                    span = None
                 return Answer(d, resolved, body=body, usage=usage)
             chunks = client.iter_body(resp, timeouts)
             assert relay is not None
@@ -402,17 +430,30 @@ class LlmBackend(Backend):
             except BaseException:
                 await _aclose(chunks)
                 raise
+            first_at = time.perf_counter()
+            metrics.observe_time_to_first_token(
+                resolved.route_name, provider.name, first_at - started
+            )
             self.router.succeeded(d, latency)
             handed_over = True
-            return Answer(d, resolved, chunks=chunks, relay=relay, first=first)
-        except GatewayError:
+            return Answer(
+                d, resolved, chunks=chunks, relay=relay, first=first, first_at=first_at, span=span
+            )
+        except GatewayError as exc:
+            outcome = exc
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             # A provider translation choking on an odd answer: that deployment failed.
-            raise UpstreamError(f"could not read the upstream answer: {exc}") from exc
+            outcome = UpstreamError(f"could not read the upstream answer: {exc}")
+            raise outcome from exc
+        except BaseException as exc:  # cancelled: the client left, or the deadline passed
+            outcome = exc
+            raise
         finally:
             if not handed_over:
                 health.in_flight -= 1
+                if span is not None:
+                    tracing.end_span(span, outcome)
 
     async def _relay(self, answer: Answer, ctx: RequestContext) -> AsyncIterator[bytes]:
         """The client's stream: the first chunk, the rest as it arrives, then a clean or an
@@ -421,6 +462,7 @@ class LlmBackend(Backend):
         chunks = answer.chunks
         assert relay is not None and chunks is not None
         answer.relaying = True
+        broke: GatewayError | None = None
         try:
             yield answer.first
             try:
@@ -430,6 +472,7 @@ class LlmBackend(Backend):
                         yield out
                 tail = relay.finish()
             except GatewayError as exc:
+                broke = exc
                 self.router.failed(answer.deployment, exc)
                 log.warning(
                     "llm %s: stream from %s broke: %s (%r)",
@@ -445,6 +488,7 @@ class LlmBackend(Backend):
             await _aclose(chunks)
             answer.deployment.health.in_flight -= 1
             self._account(ctx, answer, relay.usage)
+            stream_ended(answer, relay.usage, broke)
             await _response_phase(ctx)
 
     # -- usage and cost ------------------------------------------------------------------------
@@ -456,12 +500,21 @@ class LlmBackend(Backend):
         cost = self.prices.cost(usage, answer.resolved.upstream_model(d), answer.resolved.name)
         ctx.attrs["llm.usage"] = usage.as_dict()
         ctx.attrs["llm.cost"] = cost
+        tokens = (
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cached_tokens,
+            usage.reasoning_tokens,
+        )
         metrics.observe_llm_usage(
             self.name,
             answer.resolved.route_name,
             d.provider.name,
-            (usage.input_tokens, usage.output_tokens, usage.cached_tokens, usage.reasoning_tokens),
+            tokens,
             cost,
+        )
+        metrics.observe_gen_ai_usage(
+            answer.resolved.route_name, d.provider.name, ctx.key, tokens, cost
         )
 
 

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final, Literal
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from typing import Any, Final, Literal, TypeVar
 
 from crossway.errors import GatewayError
 from crossway.server.context import RequestContext
+from crossway.telemetry import tracing
 from crossway.types import Scope
 
 log = logging.getLogger("crossway.policy")
+_T = TypeVar("_T")
 
 Phase = Literal["request", "parsed", "response", "finish"]
 Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
@@ -93,6 +95,15 @@ class PolicyChain:
 
     async def request(self, scope: Scope, ctx: RequestContext) -> Reply | None:
         """Run the request phase; a `Reply` means: answer with it, skip the backend."""
+        if tracing._tracer is not None:
+            return await self._traced("request", ctx, self._request(scope, ctx))
+        for policy in self.request_policies:
+            reply = await policy.on_request(scope, ctx)
+            if reply is not None:
+                return reply
+        return None
+
+    async def _request(self, scope: Scope, ctx: RequestContext) -> Reply | None:
         for policy in self.request_policies:
             reply = await policy.on_request(scope, ctx)
             if reply is not None:
@@ -101,11 +112,28 @@ class PolicyChain:
 
     async def parsed(self, ctx: RequestContext) -> None:
         """Run the parsed phase (backends call this once they know what is being called)."""
+        if tracing._tracer is not None:
+            await self._traced("parsed", ctx, self._parsed(ctx))
+            return
+        for policy in self.parsed_policies:
+            await policy.on_parsed(ctx)
+
+    async def _parsed(self, ctx: RequestContext) -> None:
         for policy in self.parsed_policies:
             await policy.on_parsed(ctx)
 
     async def response(self, ctx: RequestContext) -> None:
         """Run the response phase. Errors are logged, never raised: the answer is sent."""
+        if tracing._tracer is not None:
+            await self._traced("response", ctx, self._response(ctx))
+            return
+        for policy in self.response_policies:
+            try:
+                await policy.on_response(ctx)
+            except GatewayError as exc:
+                log.warning("route %s: response-phase policy refused: %s", ctx.route, exc)
+
+    async def _response(self, ctx: RequestContext) -> None:
         for policy in self.response_policies:
             try:
                 await policy.on_response(ctx)
@@ -114,11 +142,27 @@ class PolicyChain:
 
     async def finish(self, ctx: RequestContext) -> None:
         """Run the finish phase (the app calls it once the request ended). Never raises."""
+        if tracing._tracer is not None:
+            await self._traced("finish", ctx, self._finish(ctx))
+            return
         for policy in self.finish_policies:
             try:
                 await policy.on_finish(ctx)
             except Exception:
                 log.exception("route %s: finish-phase policy failed", ctx.route)
+
+    async def _finish(self, ctx: RequestContext) -> None:
+        for policy in self.finish_policies:
+            try:
+                await policy.on_finish(ctx)
+            except Exception:
+                log.exception("route %s: finish-phase policy failed", ctx.route)
+
+    async def _traced(self, phase: Phase, ctx: RequestContext, run: Awaitable[_T]) -> _T:
+        """`run` inside a `crossway.policy.{phase}` span (only called while tracing is on);
+        a refusal gives the span an error status naming it."""
+        with tracing.span(f"crossway.policy.{phase}", {"crossway.route": ctx.route}):
+            return await run
 
     def visible(self, ctx: RequestContext, attrs: Mapping[str, Mapping[str, Any]]) -> bool:
         """Whether every list-filtering policy shows this item to the caller."""

@@ -129,6 +129,118 @@ def observe_llm_attempt(backend: str, deployment: str, result: str) -> None:
     child.inc()
 
 
+# --- GenAI client metrics (OpenTelemetry GenAI semantic conventions) -------------------------
+
+TOKEN_BUCKETS: Final = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)  # fmt: skip
+"""The GenAI conventions' advised buckets for `gen_ai.client.token.usage`."""
+TTFT_BUCKETS: Final = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)  # fmt: skip
+TPOT_BUCKETS: Final = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+)  # fmt: skip
+KEY_LABELS_MAX: Final = 1000
+"""Distinct (key name, team) label pairs kept; later ones are counted as `_other`."""
+NO_LABEL: Final = "-"
+OTHER_LABEL: Final = "_other"
+TOKEN_TYPES: Final = ("input", "output", "cached", "reasoning")
+
+GEN_AI_TOKEN_USAGE = Histogram(
+    "gen_ai_client_token_usage",
+    "Tokens per LLM call, by gen_ai_token_type (input, output, cached, reasoning), model route, "
+    "provider, key name and team (`-` without a key).",
+    ["gen_ai_token_type", "model", "provider", "key", "team"],
+    buckets=TOKEN_BUCKETS,
+)
+GEN_AI_COST = Counter(
+    "gen_ai_client_cost",
+    "Estimated LLM spend in USD from the price table, by model route, provider, key name, team.",
+    ["model", "provider", "key", "team"],
+)
+GEN_AI_TTFT = Histogram(
+    "gen_ai_server_time_to_first_token",
+    "Seconds from sending a streamed LLM request to its first chunk, by model route, provider.",
+    ["model", "provider"],
+    buckets=TTFT_BUCKETS,
+)
+GEN_AI_TPOT = Histogram(
+    "gen_ai_server_time_per_output_token",
+    "Seconds per output token after the first of a streamed answer, by model route, provider.",
+    ["model", "provider"],
+    buckets=TPOT_BUCKETS,
+)
+
+_key_labels: dict[tuple[str, str], tuple[str, str]] = {}
+_gen_ai_usage_children: dict[tuple[str, str, str, str], tuple[Histogram, ...]] = {}
+_gen_ai_cost_children: dict[tuple[str, str, str, str], Counter] = {}
+_gen_ai_latency_children: dict[tuple[str, str], tuple[Histogram, Histogram]] = {}
+
+
+def key_labels(key: dict[str, object] | None) -> tuple[str, str]:
+    """The (key name, team) labels of a caller's key (`ctx.key`): `-` without one; past
+    `KEY_LABELS_MAX` distinct pairs, `_other` (a key per user must not explode the series)."""
+    if not key:
+        return (NO_LABEL, NO_LABEL)
+    name = key.get("name")
+    team = key.get("team")
+    pair = (str(name) if name else NO_LABEL, str(team) if team else NO_LABEL)
+    labels = _key_labels.get(pair)
+    if labels is None:
+        if len(_key_labels) >= KEY_LABELS_MAX:
+            return (OTHER_LABEL, OTHER_LABEL)  # not remembered: the table stays bounded
+        labels = _key_labels[pair] = pair
+    return labels
+
+
+def observe_gen_ai_usage(
+    model: str,
+    provider: str,
+    key: dict[str, object] | None,
+    tokens: tuple[int, int, int, int],
+    cost: float | None,
+) -> None:
+    """One LLM call's tokens (input, output, cached, reasoning; cached and reasoning only when
+    there were any) and cost, by model route, provider, key name and team."""
+    key_name, team = key_labels(key)
+    labels = (model, provider, key_name, team)
+    children = _gen_ai_usage_children.get(labels)
+    if children is None:
+        children = tuple(GEN_AI_TOKEN_USAGE.labels(kind, *labels) for kind in TOKEN_TYPES)
+        _gen_ai_usage_children[labels] = children
+    children[0].observe(tokens[0])
+    children[1].observe(tokens[1])
+    if tokens[2]:
+        children[2].observe(tokens[2])
+    if tokens[3]:
+        children[3].observe(tokens[3])
+    if cost:
+        child = _gen_ai_cost_children.get(labels)
+        if child is None:
+            child = _gen_ai_cost_children[labels] = GEN_AI_COST.labels(*labels)
+        child.inc(cost)
+
+
+def _latency_children(model: str, provider: str) -> tuple[Histogram, Histogram]:
+    key = (model, provider)
+    children = _gen_ai_latency_children.get(key)
+    if children is None:
+        children = (GEN_AI_TTFT.labels(model, provider), GEN_AI_TPOT.labels(model, provider))
+        _gen_ai_latency_children[key] = children
+    return children
+
+
+def observe_time_to_first_token(model: str, provider: str, seconds: float) -> None:
+    """A streamed answer's time to its first chunk."""
+    _latency_children(model, provider)[0].observe(seconds)
+
+
+def observe_time_per_output_token(model: str, provider: str, seconds: float) -> None:
+    """A streamed answer's mean time per output token after the first."""
+    _latency_children(model, provider)[1].observe(seconds)
+
+
 # --- A2A tasks ------------------------------------------------------------------------------
 
 TASK_DURATION_BUCKETS: Final = (
