@@ -49,7 +49,7 @@ SECRET_KEYS: Final = frozenset(
 
 SECRET_PATTERNS: Final = (
     r"\bsk-[A-Za-z0-9_\-]{6,}",  # OpenAI / Anthropic / Crossway (sk-cw-...) keys
-    r"(?i:\bbearer)\s+[A-Za-z0-9._~+/=\-]+",
+    r"(?i:\bbearer)\s+[A-Za-z0-9._~+/=\-]{8,}",
     r"(?i:\bbasic)\s+[A-Za-z0-9+/=]{6,}",
     r"\beyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*",  # JWTs
     r"\bAKIA[0-9A-Z]{16}\b",  # AWS access key ids
