@@ -1,125 +1,38 @@
 """MCP and A2A spans exported over OTLP by a real gateway, and the trace context each upstream
-received: an MCP SDK client through Crossway to MCP servers over stdio (`params._meta`) and
+received (the OTLP receiver of `tests.telemetry.otlp_receiver`; MCP over OTLP/HTTP, A2A over
+OTLP/gRPC): an MCP SDK client through Crossway to MCP servers over stdio (`params._meta`) and
 Streamable HTTP (headers), and A2A calls to the sample agents (headers)."""
 
 from __future__ import annotations
 
 import json
 import sys
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 
+from crossway.mcp.upstream.rpc import with_trace_meta
+from crossway.telemetry import tracing
 from mcp import Client
 from tests.a2a.agents import RunningAgent, run_agent
 from tests.helpers import ROOT, free_port, start_gateway
 from tests.mcp.conftest import mcp_config, spawn, stop
+from tests.telemetry.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{CALLER_SPAN}-01"
-SPAN_KIND = {1: "internal", 2: "server", 3: "client"}
-WAIT_SECONDS = 20.0
-
-
-@dataclass
-class ExportedSpan:
-    name: str
-    kind: str
-    trace_id: str
-    span_id: str
-    parent_id: str
-    attributes: dict[str, Any]
-
-
-def _value(any_value: Any) -> Any:
-    field = any_value.WhichOneof("value")
-    return getattr(any_value, field) if field else None
-
-
-class Receiver:
-    """An OTLP/HTTP (protobuf) trace receiver on a free loopback port, in a thread."""
-
-    def __init__(self) -> None:
-        self.spans: list[ExportedSpan] = []
-        self.lock = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(body)
-                receiver.add(request)
-                answer = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = int(self.server.server_address[1])
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def add(self, request: ExportTraceServiceRequest) -> None:
-        with self.lock:
-            for resource_spans in request.resource_spans:
-                for scope_spans in resource_spans.scope_spans:
-                    for span in scope_spans.spans:
-                        self.spans.append(
-                            ExportedSpan(
-                                name=span.name,
-                                kind=SPAN_KIND.get(span.kind, str(span.kind)),
-                                trace_id=span.trace_id.hex(),
-                                span_id=span.span_id.hex(),
-                                parent_id=span.parent_span_id.hex(),
-                                attributes={a.key: _value(a.value) for a in span.attributes},
-                            )
-                        )
-            self.lock.notify_all()
-
-    def wait(self, done: Callable[[list[ExportedSpan]], bool]) -> list[ExportedSpan]:
-        """The spans received once `done(spans)` holds (waits on each export, bounded)."""
-        deadline = time.monotonic() + WAIT_SECONDS
-        with self.lock:
-            while not done(self.spans):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"spans never arrived: {[s.name for s in self.spans]}")
-                self.lock.wait(left)
-            return list(self.spans)
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    made = Receiver()
-    made.thread.start()
-    try:
+def receiver() -> Iterator[OtlpReceiver]:
+    with otlp_receiver() as made:
         yield made
-    finally:
-        made.server.shutdown()
-        made.server.server_close()
 
 
 @pytest.fixture
@@ -134,21 +47,22 @@ def echo_http() -> Iterator[str]:
         stop(proc)
 
 
-def _env(receiver: Receiver) -> dict[str, str]:
+def _env(receiver: OtlpReceiver, protocol: str = "http/protobuf") -> dict[str, str]:
+    endpoint = receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint
     return {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
         "OTEL_BSP_SCHEDULE_DELAY": "50",
     }
 
 
-def _named(spans: list[ExportedSpan], name: str) -> list[ExportedSpan]:
+def _named(spans: list[ReceivedSpan], name: str) -> list[ReceivedSpan]:
     return [s for s in spans if s.name == name]
 
 
 def _one(
-    spans: list[ExportedSpan], name: str, kind: str | None = None, **attributes: Any
-) -> ExportedSpan:
+    spans: list[ReceivedSpan], name: str, kind: str | None = None, **attributes: Any
+) -> ReceivedSpan:
     found = [
         s
         for s in _named(spans, name)
@@ -159,14 +73,14 @@ def _one(
     return found[0]
 
 
-def _parent(spans: list[ExportedSpan], child: ExportedSpan) -> ExportedSpan:
+def _parent(spans: list[ReceivedSpan], child: ReceivedSpan) -> ReceivedSpan:
     by_id = {s.span_id: s for s in spans}
     assert child.parent_id in by_id, (child.name, child.parent_id)
     return by_id[child.parent_id]
 
 
 async def test_mcp_spans_and_the_context_each_server_received(
-    receiver: Receiver, echo_http: str
+    receiver: OtlpReceiver, echo_http: str
 ) -> None:
     echo_stdio = (
         f'{{type: stdio, command: "{sys.executable}", '
@@ -182,9 +96,13 @@ async def test_mcp_spans_and_the_context_each_server_received(
             tools = {t.name for t in (await client.list_tools()).tools}
             assert {"local_trace_context", "web_trace_context"} <= tools
             local = json.loads((await client.call_tool("local_trace_context", {})).content[0].text)  # type: ignore[union-attr]
-            web = json.loads((await client.call_tool("web_trace_context", {})).content[0].text)  # type: ignore[union-attr]
+            # A context the client forwarded in `_meta` is replaced by Crossway's own.
+            stale = {"traceparent": f"00-{'1' * 32}-{'2' * 16}-01"}
+            web = json.loads(
+                (await client.call_tool("web_trace_context", {}, meta=stale)).content[0].text  # type: ignore[arg-type,union-attr]
+            )
 
-        def complete(spans: list[ExportedSpan]) -> bool:
+        def complete(spans: list[ReceivedSpan]) -> bool:
             names = [s.name for s in spans]
             return (
                 "tools/call local_trace_context" in names
@@ -194,7 +112,7 @@ async def test_mcp_spans_and_the_context_each_server_received(
                 and "tools/list web" in names
             )
 
-        spans = receiver.wait(complete)
+        spans = receiver.wait_for(complete)
 
     ours = [s for s in spans if s.trace_id == TRACE_ID]
     # The stdio server got the trace context in params._meta, the HTTP one in its headers;
@@ -202,6 +120,7 @@ async def test_mcp_spans_and_the_context_each_server_received(
     local_parent = local["meta"]["traceparent"].split("-")
     web_parent = web["headers"]["traceparent"].split("-")
     assert local_parent[1] == TRACE_ID and web_parent[1] == TRACE_ID
+    assert web["meta"]["traceparent"] == web["headers"]["traceparent"]
     local_client = _one(ours, "tools/call trace_context", **{"crossway.mcp.server": "local"})
     web_client = _one(ours, "tools/call trace_context", **{"crossway.mcp.server": "web"})
     assert local_parent[2] == local_client.span_id
@@ -275,10 +194,10 @@ def _message(method: str, text: str, skill: str | None = None) -> dict[str, Any]
 
 
 async def test_a2a_hop_spans_and_the_agent_got_the_context(
-    receiver: Receiver, agents: dict[str, RunningAgent]
+    receiver: OtlpReceiver, agents: dict[str, RunningAgent]
 ) -> None:
     headers = {"a2a-version": "1.0", "traceparent": TRACEPARENT}
-    with start_gateway(_a2a_config(agents), env=_env(receiver)) as gw:
+    with start_gateway(_a2a_config(agents), env=_env(receiver, "grpc")) as gw:
         async with aiohttp.ClientSession() as http:
             async with http.post(
                 gw.url + "/a2a/writer",
@@ -297,7 +216,7 @@ async def test_a2a_hop_spans_and_the_agent_got_the_context(
                 streamed = await resp.read()
             assert b"data:" in streamed
 
-        def complete(spans: list[ExportedSpan]) -> bool:
+        def complete(spans: list[ReceivedSpan]) -> bool:
             names = [s.name for s in spans]
             return all(
                 name in names
@@ -309,7 +228,7 @@ async def test_a2a_hop_spans_and_the_agent_got_the_context(
                 )
             )
 
-        spans = receiver.wait(complete)
+        spans = receiver.wait_for(complete)
 
     ours = [s for s in spans if s.trace_id == TRACE_ID]
     hop = _one(ours, "a2a SendMessage")
@@ -335,3 +254,24 @@ async def test_a2a_hop_spans_and_the_agent_got_the_context(
     assert stream_call.parent_id == stream_hop.span_id
     streamed_to = [c for c in agents["streamer"].calls if c.rpc_method == "SendStreamingMessage"]
     assert streamed_to[-1].headers["traceparent"].split("-")[2] == stream_call.span_id
+
+
+def test_tracing_off_adds_nothing_to_upstream_requests() -> None:
+    assert not tracing.enabled()
+    params: dict[str, Any] = {"name": "add", "_meta": {"progressToken": 1}}
+    assert with_trace_meta(params) is params  # no current span: the params as they are
+    with tracing.span("anything") as span:
+        assert span is None
+
+
+async def test_without_tracing_no_trace_context_reaches_the_server() -> None:
+    echo_stdio = (
+        f'{{type: stdio, command: "{sys.executable}", '
+        f'args: ["-m", "tests.telemetry.trace_echo_server", "stdio"], cwd: "{ROOT}"}}'
+    )
+    with start_gateway(mcp_config({"local": echo_stdio})) as gw:
+        http = create_mcp_http_client(headers={"traceparent": TRACEPARENT})
+        client = Client(streamable_http_client(gw.url + "/mcp", http_client=http), mode="legacy")
+        async with client:
+            seen = json.loads((await client.call_tool("local_trace_context", {})).content[0].text)  # type: ignore[union-attr]
+    assert seen["meta"] == {}

@@ -34,8 +34,9 @@ from crossway.mcp.upstream.base import (
     UpstreamSession,
 )
 from crossway.mcp.upstream.remote import RemoteUpstream
-from crossway.mcp.upstream.rpc import initialize_params
+from crossway.mcp.upstream.rpc import initialize_params, with_trace_meta
 from crossway.mcp.upstream.sse_parser import iter_events
+from crossway.telemetry import tracing
 
 logger = logging.getLogger(__name__)
 
@@ -338,6 +339,10 @@ class _HttpSession(UpstreamSession):
     ) -> JsonObject:
         request_id = next(self._ids)
         message: JsonObject = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if tracing.enabled():
+            # In `_meta` too (the headers carry it as well): a server that reads it there
+            # must not see a context the client forwarded instead of Crossway's own.
+            params = with_trace_meta(params)
         if params is not None:
             message["params"] = params
         self.auth_headers = await self.upstream.token_headers()
