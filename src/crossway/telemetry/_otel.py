@@ -239,14 +239,16 @@ def _exporter(config: TracingConfig) -> tuple[SpanExporter, str]:
 
 
 class _LastError(logging.Handler):
-    """Keeps the exporters' last log message (they log every failed batch) instead of
-    letting it reach the gateway's log."""
+    """Keeps the first log message of an export (the exporters log every failed batch and
+    retry) instead of letting them reach the gateway's log."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.last = ""
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self.last:
+            return  # the first message of a failed export says why; the rest are retries
         try:
             self.last = record.getMessage()[:500]
         except Exception:
