@@ -21,7 +21,7 @@ from crossway.telemetry.redaction import Redactor
 from mcp import Client
 from tests.a2a.agents import run_agent
 from tests.conftest import _sample_process
-from tests.helpers import Gateway, start_gateway, wait_for
+from tests.helpers import Gateway, free_port, start_gateway, wait_for
 from tests.mcp.conftest import notes_stdio
 
 KEY = "plain-key-SECRET-0123456789abcdef"
@@ -336,3 +336,52 @@ def test_paths_and_fields_are_redacted_by_the_writer(tmp_path: Path) -> None:
         "path": "/keys/**********",
         "f": "**********",
     }
+
+
+TRACED = """
+telemetry:
+  tracing: {{enabled: true, endpoint: "http://127.0.0.1:{dead}", export_timeout: 0.5}}
+  access_log: {{path: {log}}}
+  request_log: {{enabled: true, flush_interval: 0.02}}
+routes:
+  - name: llm
+    match: {{path: {{prefix: /v1}}}}
+    backend: llm
+backends:
+  llm:
+    type: llm
+    providers:
+      oa: {{type: openai, base_url: "{upstream}", api_key: sk-upstream-0123456789}}
+    models:
+      - name: gpt-4o-mini
+        targets: [{{provider: oa}}]
+"""
+
+
+def test_trace_id_of_the_server_span_in_the_line_and_the_request_log(tmp_path: Path) -> None:
+    """With tracing on (its collector down), a caller's traceparent names the trace: the line
+    and the stored entry carry its id, and `/logs?trace_id=` finds the entry."""
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    log = tmp_path / "access.log"
+    with _sample_process() as upstream:
+        config = TRACED.format(dead=free_port(), log=log, upstream=upstream)
+        with start_gateway(config, env={"CROSSWAY_DATA_DIR": str(tmp_path / "data")}) as gw:
+            client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+            raw = client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "traced"}],
+                extra_headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"},
+            )
+            stack = Stack(gw, log)
+            line = stack.line_for(request_id=raw.headers["x-request-id"])
+            assert line["trace_id"] == trace
+            found: list[Any] = []
+
+            def stored() -> bool:
+                found[:] = httpx.get(gw.admin_url + "/logs", params={"trace_id": trace}).json()[
+                    "logs"
+                ]
+                return bool(found)
+
+            wait_for(stored, timeout=10, what="the traced entry")
+            assert found[0]["request_id"] == raw.headers["x-request-id"]

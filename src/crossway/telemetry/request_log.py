@@ -403,13 +403,6 @@ class RequestLogWriter:
         await asyncio.to_thread(thread.join)
         self._thread = None
 
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Block until every queued entry is written (tests, shutdown)."""
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return not self._queue.unfinished_tasks
-
     def _run(self) -> None:
         from crossway.store.request_log_sqlite import RequestLogFile
 
