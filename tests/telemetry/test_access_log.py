@@ -385,3 +385,23 @@ def test_trace_id_of_the_server_span_in_the_line_and_the_request_log(tmp_path: P
 
             wait_for(stored, timeout=10, what="the traced entry")
             assert found[0]["request_id"] == raw.headers["x-request-id"]
+
+
+def test_two_writers_of_one_file_follow_each_others_rotation(tmp_path: Path) -> None:
+    """Workers are processes with a writer each: one rotating moves the file under the other,
+    which then writes to the new file, counting its size."""
+    path = tmp_path / "access.log"
+    a = LineWriter(str(path), max_bytes=600, backups=3, queue_size=1000, redactor=Redactor())
+    b = LineWriter(str(path), max_bytes=600, backups=3, queue_size=1000, redactor=Redactor())
+    for n in range(40):
+        writer = a if n % 2 else b
+        writer.put(_record(n))
+        assert writer.flush()
+    a.close()
+    b.close()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["access.log", "access.log.1", "access.log.2", "access.log.3"]
+    newest = [orjson.loads(x)["n"] for x in path.read_bytes().splitlines()]
+    assert newest[-2:] == [38, 39]  # both write to the current file
+    for name in names:
+        assert len((tmp_path / name).read_bytes()) <= 600

@@ -186,12 +186,27 @@ class LineWriter:
                 out.write(b"".join(lines))
                 out.flush()
                 return
+            self._reopen_if_moved()
             for line in lines:
                 self._write_file(line)
             assert self._file is not None
             self._file.flush()
         except Exception as exc:
             self._error(f"cannot write to {self.path or 'stdout'}: {exc}")
+
+    def _reopen_if_moved(self) -> None:
+        """Another worker process rotated the file: write to the new one, from its size."""
+        if self._file is None or self.path is None:
+            return
+        try:
+            moved = os.stat(self.path).st_ino != os.fstat(self._file.fileno()).st_ino
+        except FileNotFoundError:
+            moved = True
+        if moved:
+            self._file.close()
+            self._file = None
+        else:
+            self._size = os.fstat(self._file.fileno()).st_size
 
     def _write_file(self, line: bytes) -> None:
         assert self.path is not None
