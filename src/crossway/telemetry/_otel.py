@@ -41,7 +41,7 @@ from crossway.types import Scope
 
 log = logging.getLogger("crossway.telemetry.tracing")
 
-__all__ = ["attach", "detach", "set_span_in_context"]
+__all__ = ["attach", "detach", "get_current_span", "set_span_in_context"]
 
 PROPAGATOR: Final = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
 SERVER: Final = SpanKind.SERVER

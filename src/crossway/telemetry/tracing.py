@@ -89,6 +89,8 @@ _capture_max: int = 0
 _provider: TracerProvider | None = None
 _provider_key: tuple[Any, ...] | None = None
 _verdict: bool | None = None
+_sdk: Any = None
+"""`crossway.telemetry._otel` once tracing was first turned on (the SDK side)."""
 """A force (True) / drop (False) rule's verdict for the server span being started."""
 
 
@@ -121,8 +123,10 @@ def build_observer(config: TracingConfig) -> TracingObserver | None:
         _tracer = None
         _capture = False
         return None
+    global _sdk
     from crossway.telemetry import _otel
 
+    _sdk = _otel
     provider, tracer, old = _provider_for(config)
     _otel.SAMPLER.delegate = _otel.sampler_from(config)
     _tracer = tracer
@@ -279,19 +283,17 @@ class _CurrentSpan:
         self._token: Any = None
 
     def __enter__(self) -> Any:
-        from crossway.telemetry import _otel
 
-        self._token = _otel.attach(_otel.set_span_in_context(self._span))
+        self._token = _sdk.attach(_sdk.set_span_in_context(self._span))
         return self._span
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        from crossway.telemetry import _otel
 
         try:
             if self._end:
                 end_span(self._span, exc)
         finally:
-            _otel.detach(self._token)
+            _sdk.detach(self._token)
 
 
 def span(name: str, attributes: dict[str, Any] | None = None, *, kind: str = "internal") -> Any:
@@ -311,10 +313,12 @@ def start_span(
     tracer = _tracer
     if tracer is None:
         return None
-    from crossway.telemetry import _otel
 
     try:
-        return tracer.start_span(name, kind=_otel.KINDS[kind], attributes=_clean(attributes))
+        parent = _sdk.get_current_span().get_span_context()
+        if parent.is_valid and not parent.trace_flags.sampled:
+            return None  # an unsampled trace: its children are never recorded, make none
+        return tracer.start_span(name, kind=_sdk.KINDS[kind], attributes=_clean(attributes))
     except Exception:
         log.exception("tracing: cannot start span %s", name)
         return None
@@ -340,9 +344,7 @@ def end_span(
             if attributes:
                 span.set_attributes(_clean(attributes) or {})
             if error is not None:
-                from crossway.telemetry import _otel
-
-                span.set_status(_otel.error_status(_describe(error)))
+                span.set_status(_sdk.error_status(_describe(error)))
                 if isinstance(error, BaseException):
                     span.set_attribute("error.type", type(error).__name__)
         span.end()
@@ -386,10 +388,9 @@ def inject(headers: MutableMapping[str, str]) -> None:
     """Add the current trace context (`traceparent`, `tracestate`, `baggage`) to `headers`."""
     if _tracer is None:
         return
-    from crossway.telemetry import _otel
 
     try:
-        _otel.PROPAGATOR.inject(headers)
+        _sdk.PROPAGATOR.inject(headers)
     except Exception:
         log.exception("tracing: cannot inject the trace context")
 
@@ -398,12 +399,12 @@ def extract(carrier: Mapping[str, str]) -> Context | None:
     """The context a carrier (`traceparent`... keys) brings, or None (tracing off)."""
     if _tracer is None:
         return None
-    from crossway.telemetry import _otel
 
     try:
-        return _otel.PROPAGATOR.extract(carrier)
+        context: Context = _sdk.PROPAGATOR.extract(carrier)
     except Exception:
         return None
+    return context
 
 
 def attach(context: Context | None) -> Any:
@@ -418,9 +419,7 @@ def attach(context: Context | None) -> Any:
 def detach(token: Any) -> None:
     """Undo `attach`."""
     if token is not None:
-        from crossway.telemetry import _otel
-
-        _otel.detach(token)
+        _sdk.detach(token)
 
 
 def with_trace_context(headers: Any) -> Any:
@@ -452,9 +451,7 @@ def capture(span: Span | None, event: str, attribute: str, value: Any) -> None:
     if not _capture or span is None or not span.is_recording():
         return
     try:
-        from crossway.telemetry import _otel
-
-        text, truncated = _otel.bounded_text(value, _capture_max)
+        text, truncated = _sdk.bounded_text(value, _capture_max)
         attributes: dict[str, Any] = {attribute: text}
         if truncated:
             attributes["crossway.truncated"] = True
