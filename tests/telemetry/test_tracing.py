@@ -251,3 +251,44 @@ def test_garbage_collector_answer_is_logged_once(
         log = gw.log()
     assert log.count("failed (") == 1, log
     assert "works again" in log
+
+
+def test_capture_content_is_redacted_and_bounded(
+    mocks: tuple[MockServer, MockServer], receiver: OtlpReceiver
+) -> None:
+    telemetry = f"""telemetry:
+  tracing:
+    endpoint: {receiver.http_endpoint}
+    capture_content: true
+    capture_max_bytes: 300
+"""
+    with start_gateway(_config(mocks, telemetry), env=FAST_EXPORT) as gw:
+        client = _client(gw)
+        client.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "my key is sk-verysecret1234567890"}],
+        )
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "long " * 200}]
+        )
+        spans = receiver.wait_for(
+            lambda got: len([s for s in got if s.kind == "client"]) >= 2, what="2 attempts"
+        )
+    attempts = [s for s in spans if s.kind == "client"]
+    events = [dict(s.events) for s in attempts]
+    prompts = [e["gen_ai.content.prompt"]["gen_ai.prompt"] for e in events]
+    assert any("**********" in p for p in prompts)
+    assert not any("sk-verysecret" in p for p in prompts)
+    assert all(len(p.encode()) <= 300 for p in prompts)
+    assert any(e["gen_ai.content.prompt"].get("crossway.truncated") for e in events)
+    assert all("gen_ai.completion" in e["gen_ai.content.completion"] for e in events)
+
+
+def test_no_content_captured_by_default(
+    mocks: tuple[MockServer, MockServer], receiver: OtlpReceiver
+) -> None:
+    telemetry = f"telemetry:\n  tracing:\n    endpoint: {receiver.http_endpoint}\n"
+    with start_gateway(_config(mocks, telemetry), env=FAST_EXPORT) as gw:
+        assert _chat(_client(gw))
+        spans = receiver.wait_for(lambda got: any(s.kind == "client" for s in got))
+    assert all(not s.events for s in spans)
