@@ -50,9 +50,7 @@ def build_observers(config: Config) -> tuple[RequestObserver, ...]:
     if config.telemetry.access_log is not None:
         from crossway.telemetry.access_log import AccessLogObserver
 
-        observers.append(
-            AccessLogObserver(config.telemetry.access_log, config.telemetry.redaction)
-        )
+        observers.append(AccessLogObserver(config.telemetry.access_log, config.telemetry.redaction))
     if config.telemetry.request_log is not None and config.telemetry.request_log.enabled:
         from crossway.telemetry.request_log import RequestLogObserver
 
