@@ -1,7 +1,7 @@
 """The observability bench (issue 10): what tracing, metrics and access logs cost.
 
     .venv/bin/python -m bench.observability [--seconds 12] [--rounds 3] [--modes json stream]
-        [--only off full sampled-1pct] [--protocol http/protobuf|grpc] [--profile]
+        [--only off full sampled-1pct trace-only log-only] [--protocol http/protobuf|grpc] [--profile]
 
 In one run, the same OpenAI Chat request (bench/fixtures.py, about 1 KB; answered by nginx with a
 fixed completion, streamed or not) through:
@@ -12,7 +12,9 @@ fixed completion, streamed or not) through:
   receiver (OTEL_EXPORTER_OTLP_ENDPOINT only), and the access log on, to a file
   (bench/configs/observability-full.yaml);
 - `sampled-1pct`: `full` with OTEL_TRACES_SAMPLER=parentbased_traceidratio and
-  OTEL_TRACES_SAMPLER_ARG=0.01.
+  OTEL_TRACES_SAMPLER_ARG=0.01;
+- `trace-only` and `log-only` (no goal; they tell `full`'s two costs apart): `full`'s tracing
+  without the access log, and the access log without tracing.
 
 The receiver is tests/telemetry/otlp_receiver.py's (OTLP/HTTP protobuf and gRPC on
 `opentelemetry-proto`) in its own process on the load core, counting instead of keeping what it
@@ -83,7 +85,11 @@ OTEL_ENV_PREFIX: Final = "OTEL_"
 
 Mode = Literal["json", "stream"]
 MODES: Final[tuple[Mode, ...]] = ("json", "stream")
-TARGETS: Final = ("off", "full", "sampled-1pct")
+TARGETS: Final = ("off", "full", "sampled-1pct", "trace-only", "log-only")
+"""`trace-only` (tracing as in `full`, no access log) and `log-only` (the access log, no
+tracing) have no goal: they tell the two costs of `full` apart."""
+TRACED: Final = frozenset({"full", "sampled-1pct", "trace-only"})
+LOGGED: Final = frozenset({"full", "sampled-1pct", "log-only"})
 PROTOCOLS: Final = ("http/protobuf", "grpc")
 
 
@@ -266,7 +272,7 @@ def start_crossway(
     live = Live(name, mode)
     live.result = {"target": name, "mode": mode}
     live.port = free_port()
-    config = "off" if name == "off" else "full"
+    config = "full" if name in LOGGED else "off"
     argv = [str(REPO / ".venv" / "bin" / "crossway"), "serve", "--config"]
     argv += [str(CONFIGS / f"observability-{config}.yaml"), "--workers", "1"]
     env = {
@@ -277,11 +283,12 @@ def start_crossway(
         "OPENAI_API_KEY": UPSTREAM_KEY,
     }
     shown = ""
-    if name != "off":
-        assert receiver is not None
-        live.service = f"crossway-bench-{name}-{mode}"
+    if config == "full":
         live.access_log = Path(tempfile.mkdtemp(prefix=f"log-{name}-{mode}-", dir=WORK)) / "a.log"
         env["ACCESS_LOG_PATH"] = str(live.access_log)
+    if name in TRACED:
+        assert receiver is not None
+        live.service = f"crossway-bench-{name}-{mode}"
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint(protocol)
         env["OTEL_EXPORTER_OTLP_PROTOCOL"] = protocol
         env["OTEL_SERVICE_NAME"] = live.service
@@ -289,7 +296,11 @@ def start_crossway(
         if name == "sampled-1pct":
             env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
             env["OTEL_TRACES_SAMPLER_ARG"] = str(SAMPLE_RATIO)
-            shown += f"OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG={SAMPLE_RATIO} "
+            shown += (
+                "OTEL_TRACES_SAMPLER=parentbased_traceidratio "
+                f"OTEL_TRACES_SAMPLER_ARG={SAMPLE_RATIO} "
+            )
+    if config == "full":
         shown += "ACCESS_LOG_PATH=<tmp file> "
     live.command = (
         f"{shown}crossway serve --config bench/configs/observability-{config}.yaml --workers 1"
@@ -447,7 +458,7 @@ def verify(live: Live, receiver: Receiver | None) -> None:
         traces = got.get("traces", 0)
         per_trace = got["spans"] / traces if traces else 0.0
         counted["spans_per_trace"] = round(per_trace, 3)
-        if live.name == "full":
+        if live.name != "sampled-1pct":
             if not live.answered <= traces <= live.answered + slack:
                 problems.append(f"{traces} traces received for {live.answered} answers")
             if per_trace != int(per_trace):
@@ -792,7 +803,8 @@ def render(data: dict[str, Any]) -> str:
         " are always on); `full` = tracing with every trace sampled, exported over OTLP"
         f" ({s['protocol']}) to a local receiver (tests/telemetry/otlp_receiver.py, in its own"
         " process), plus the access log to a file; `sampled-1pct` = the same with"
-        " `OTEL_TRACES_SAMPLER=parentbased_traceidratio`, `OTEL_TRACES_SAMPLER_ARG=0.01`.",
+        " `OTEL_TRACES_SAMPLER=parentbased_traceidratio`, `OTEL_TRACES_SAMPLER_ARG=0.01`;"
+        " `trace-only` / `log-only` (no goal) = `full`'s tracing alone / its access log alone.",
         "",
         "| mode | target | req/s (c32) | vs off | gateway req per CPU-s | vs off | CPU us/req |"
         " gateway CPU % | p50 ms (c32) | p99 ms (c32) | p50 ms (c1) | p99 ms (c1) | errors |"
@@ -925,7 +937,7 @@ def main(argv: list[str] | None = None) -> int:
     receiver: Receiver | None = None
     try:
         wait_ready(None, nginx_port, "/healthz", b"", {}, timeout_s=10)
-        if any(n != "off" for n in args.only):
+        if any(n in TRACED for n in args.only):
             receiver = start_receiver()
         for mode in args.modes:
             data["runs"] += run_mode(mode, list(args.only), nginx_port, receiver, args)
