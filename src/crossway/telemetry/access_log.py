@@ -42,6 +42,11 @@ from crossway.types import Scope
 
 log = logging.getLogger("crossway.access_log")
 
+WRITE_INTERVAL_SECONDS: Final = 0.05
+"""How often the writer thread writes what was queued (a line is on disk within this time)."""
+WAKE_AT_LINES: Final = 512
+"""A queue this long wakes the writer at once."""
+
 FIELD_VARIABLES: Final = (*VARIABLES, "response")
 """What `fields` and `filter` see: the attribute model plus `response` (`status`,
 `duration_ms`)."""
@@ -131,8 +136,11 @@ class LineWriter:
                 )
             return
         self._idle.clear()
-        self._pending.append(record)
-        if not self._wake.is_set():
+        pending = self._pending
+        pending.append(record)
+        # The writer wakes itself every WRITE_INTERVAL_SECONDS; waking it per line would cost a
+        # lock, a notify and a thread switch per request. A long queue wakes it early.
+        if len(pending) >= WAKE_AT_LINES and not self._wake.is_set():
             self._wake.set()
 
     def close(self) -> None:
@@ -143,13 +151,14 @@ class LineWriter:
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Block until the queue is written (tests)."""
+        self._wake.set()
         return self._idle.wait(timeout)
 
     def _run(self) -> None:
         pending = self._pending
         stopping = False
         while not stopping:
-            self._wake.wait()
+            self._wake.wait(WRITE_INTERVAL_SECONDS)
             self._wake.clear()
             lines: list[bytes] = []
             while pending:
