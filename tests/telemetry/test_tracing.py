@@ -292,3 +292,31 @@ def test_no_content_captured_by_default(
         assert _chat(_client(gw))
         spans = receiver.wait_for(lambda got: any(s.kind == "client" for s in got))
     assert all(not s.events for s in spans)
+
+
+def test_unsampled_requests_make_no_spans_and_pass_the_context_on(
+    mocks: tuple[MockServer, MockServer], receiver: OtlpReceiver
+) -> None:
+    """With a ratio and no force/drop rules, an unsampled request skips the SDK: no span is
+    exported, the caller's unsampled `traceparent` reaches the upstream unchanged, a request
+    without one sends a new unsampled context, and a caller's sampled context is still traced."""
+    unsampled = f"00-{'5' * 32}-00f067aa0ba902b7-00"
+    telemetry = f"""telemetry:
+  tracing:
+    endpoint: {receiver.http_endpoint}
+    sample_ratio: 0
+"""
+    with start_gateway(_config(mocks, telemetry), env=FAST_EXPORT) as gw:
+        assert _chat(_client(gw, traceparent=unsampled, tracestate="vendor=1"))
+        assert _chat(_client(gw))
+        assert _chat(_client(gw, traceparent=TRACEPARENT))  # sampled by the caller: traced
+        spans = receiver.wait_for(lambda got: any(s.kind == "server" for s in got))
+        upstream = [r.headers for r in mocks[0].requests]
+    assert upstream[0]["traceparent"] == unsampled
+    assert upstream[0]["tracestate"] == "vendor=1"
+    fresh = upstream[1]["traceparent"].split("-")
+    assert len(fresh) == 4 and fresh[1] not in (TRACE_ID, "0" * 32) and fresh[3] == "00"
+    assert {s.trace_id for s in spans} == {TRACE_ID}
+    assert len([s for s in spans if s.kind == "server"]) == 1
+    sampled_up = upstream[2]["traceparent"].split("-")
+    assert sampled_up[1] == TRACEPARENT.split("-")[1] and int(sampled_up[3], 16) & 1

@@ -126,6 +126,22 @@ def sampler_from(config: TracingConfig) -> Sampler:
     return sampler
 
 
+def root_ratio(sampler: RuleSampler) -> float | None:
+    """The root ratio of a parent-based ratio (or always-on/off) sampler, None for any other:
+    what lets the server span decide sampling without the SDK."""
+    delegate = sampler.delegate
+    if not isinstance(delegate, ParentBased):
+        return None
+    root = getattr(delegate, "_root", None)
+    if isinstance(root, TraceIdRatioBased):
+        return float(root.rate)
+    if root is ALWAYS_ON:
+        return 1.0
+    if root is ALWAYS_OFF:
+        return 0.0
+    return None
+
+
 def compile_rules(sources: Sequence[str]) -> list[cel.Rule]:
     return [cel.compile_rule(source) for source in sources]
 

@@ -54,8 +54,10 @@ collector drops spans, never delays a request, and is logged once (and once when
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
+import random
 import re
 from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Final
@@ -97,6 +99,16 @@ _sdk: Any = None
 def enabled() -> bool:
     """Whether this process traces."""
     return _tracer is not None
+
+
+_SAMPLED: Final = ()
+_UNSAMPLED: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "crossway_unsampled", default=_SAMPLED
+)
+"""The request's sampling when decided without the SDK (the unsampled fast path): the default
+`()` means "ask the SDK" (a sampled or SDK-decided request); `(traceparent, tracestate)`, an
+unsampled request and the context every upstream gets — the caller's, unchanged, or a new one
+with the sampled flag off. An unsampled request makes no span objects at all."""
 
 
 # --- the observer -----------------------------------------------------------------------------
@@ -164,6 +176,9 @@ class TracingObserver:
         self._force = tuple(_otel.compile_rules(config.force))
         self._drop = tuple(_otel.compile_rules(config.drop))
         self._rules_failed = False
+        self._ratio = None if self._force or self._drop else _otel.root_ratio(_otel.SAMPLER)
+        """The parent-based root ratio when this observer may decide sampling itself (no
+        force/drop rules): unsampled requests then skip the SDK entirely."""
 
     def begin(self, scope: Scope) -> Any:
         global _verdict
@@ -175,6 +190,13 @@ class TracingObserver:
                     if carrier is None:
                         carrier = {}
                     carrier.setdefault(name.decode(), value.decode("latin-1"))
+            ratio = self._ratio
+            if ratio is not None and ratio < 1.0:
+                fast = _unsampled(carrier, ratio)
+                if fast is not None:
+                    return (None, _UNSAMPLED.set(fast))
+                if carrier is None or "traceparent" not in carrier:
+                    _verdict = True  # this root was drawn sampled: the SDK must not draw again
             parent = otel.PROPAGATOR.extract(carrier) if carrier else None
             if self._force or self._drop:
                 _verdict = self._decide(scope)
@@ -222,6 +244,9 @@ class TracingObserver:
         if state is None:
             return
         span, token = state
+        if span is None:  # an unsampled request: nothing was made, nothing to end
+            _UNSAMPLED.reset(token)
+            return
         try:
             if span.is_recording():
                 span.update_name(f"{scope['method']} {route}")
@@ -254,6 +279,35 @@ class TracingObserver:
 
 
 DEFAULT_FLUSH_MILLIS: Final = 5000
+
+
+def _unsampled(carrier: Mapping[str, str] | None, ratio: float) -> tuple[str, ...] | None:
+    """The unsampled fast path's decision for a new request: `(traceparent, tracestate)` to
+    pass on (the caller's unsampled context, or a new unsampled one), or None (sampled, or a
+    context this cannot read: the SDK decides). Mirrors the parent-based ratio sampler: a
+    caller's valid `traceparent` decides by its sampled flag; a new trace is drawn at `ratio`."""
+    traceparent = carrier.get("traceparent") if carrier else None
+    if traceparent is None:
+        if random.random() < ratio:
+            return None
+        # A new, unsampled context: upstreams that sample by their parent stay unsampled too.
+        new = f"00-{random.getrandbits(128):032x}-{random.getrandbits(64) or 1:016x}-00"
+        return (new, "")
+    value = traceparent.strip().lower()
+    parts = value.split("-")
+    found = _TRACEPARENT.match(value)
+    if (
+        found is None
+        or found.group(1) == _ZERO_TRACE
+        or parts[0] == "ff"
+        or parts[2] == "0" * 16
+        or (parts[0] == "00" and len(parts) != 4)
+    ):
+        return None  # not a context to continue: the SDK starts a new trace (and draws it)
+    if int(parts[3][:2], 16) & 1:
+        return None  # the caller sampled it: the SDK records it
+    assert carrier is not None
+    return (value, carrier.get("tracestate", ""))
 
 
 # --- child spans --------------------------------------------------------------------------------
@@ -311,7 +365,7 @@ def start_span(
 ) -> Span | None:
     """A child of the current span, not made current (None when tracing is off)."""
     tracer = _tracer
-    if tracer is None:
+    if tracer is None or _UNSAMPLED.get() is not _SAMPLED:
         return None
 
     try:
@@ -360,7 +414,7 @@ def set_attributes(span: Span | None, attributes: Mapping[str, Any]) -> None:
 
 def current_span() -> Span | None:
     """The current recording span, or None."""
-    if _tracer is None:
+    if _tracer is None or _UNSAMPLED.get() is not _SAMPLED:
         return None
     from opentelemetry import trace
 
@@ -387,6 +441,13 @@ def _describe(error: BaseException | str) -> str:
 def inject(headers: MutableMapping[str, str]) -> None:
     """Add the current trace context (`traceparent`, `tracestate`, `baggage`) to `headers`."""
     if _tracer is None:
+        return
+    unsampled = _UNSAMPLED.get()
+    if unsampled is not _SAMPLED:
+        if unsampled:  # the caller's unsampled context goes on unchanged
+            headers["traceparent"] = unsampled[0]
+            if unsampled[1]:
+                headers["tracestate"] = unsampled[1]
         return
 
     try:
