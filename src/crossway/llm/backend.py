@@ -378,7 +378,7 @@ class LlmBackend(Backend):
         health.in_flight += 1
         handed_over = False
         span = None
-        if tracing._tracer is not None:
+        if tracing._tracer is not None and tracing.recording():
             span = attempt_span(call, provider, model, request.url, attempt)
         outcome: BaseException | None = None
         started = time.perf_counter()

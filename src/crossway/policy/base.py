@@ -95,7 +95,7 @@ class PolicyChain:
 
     async def request(self, scope: Scope, ctx: RequestContext) -> Reply | None:
         """Run the request phase; a `Reply` means: answer with it, skip the backend."""
-        if tracing._tracer is not None:
+        if tracing._tracer is not None and tracing.recording():
             return await self._traced("request", ctx, self._request(scope, ctx))
         for policy in self.request_policies:
             reply = await policy.on_request(scope, ctx)
@@ -112,7 +112,7 @@ class PolicyChain:
 
     async def parsed(self, ctx: RequestContext) -> None:
         """Run the parsed phase (backends call this once they know what is being called)."""
-        if tracing._tracer is not None:
+        if tracing._tracer is not None and tracing.recording():
             await self._traced("parsed", ctx, self._parsed(ctx))
             return
         for policy in self.parsed_policies:
@@ -124,7 +124,7 @@ class PolicyChain:
 
     async def response(self, ctx: RequestContext) -> None:
         """Run the response phase. Errors are logged, never raised: the answer is sent."""
-        if tracing._tracer is not None:
+        if tracing._tracer is not None and tracing.recording():
             await self._traced("response", ctx, self._response(ctx))
             return
         for policy in self.response_policies:
@@ -142,7 +142,7 @@ class PolicyChain:
 
     async def finish(self, ctx: RequestContext) -> None:
         """Run the finish phase (the app calls it once the request ended). Never raises."""
-        if tracing._tracer is not None:
+        if tracing._tracer is not None and tracing.recording():
             await self._traced("finish", ctx, self._finish(ctx))
             return
         for policy in self.finish_policies:

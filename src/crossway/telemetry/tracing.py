@@ -101,6 +101,12 @@ def enabled() -> bool:
     return _tracer is not None
 
 
+def recording() -> bool:
+    """Whether spans made now would be recorded: tracing is on and the current request was
+    not decided unsampled (a gate before building a span's attributes)."""
+    return _tracer is not None and _UNSAMPLED.get() is _SAMPLED
+
+
 _SAMPLED: Final = ()
 _UNSAMPLED: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
     "crossway_unsampled", default=_SAMPLED
@@ -553,6 +559,7 @@ __all__ = [
     "end_span",
     "extract",
     "inject",
+    "recording",
     "set_attributes",
     "span",
     "start_span",
