@@ -93,6 +93,7 @@ def test_failing_deployment_is_ejected_for_the_cooldown(stack: LlmStack) -> None
     # Two failures eject cd-a (cooldown.failures: 2); later requests skip it.
     assert len(stack.oa.requests) == 2
     assert len(stack.ob.requests) == 4
+    assert 'crossway_llm_cooldowns_total{deployment="oa/cd-a"} 1.0' in stack.metrics()
 
 
 def test_reset_before_the_first_byte_of_a_stream_fails_over(stack: LlmStack) -> None:

@@ -28,6 +28,7 @@ from crossway.errors import GatewayError, NotFound, UpstreamError, UpstreamTimeo
 from crossway.llm.errors import RESPONSE_TOO_LARGE
 from crossway.llm.providers.base import Provider
 from crossway.proxy.sse import EVENT_TOO_LARGE
+from crossway.telemetry import metrics
 
 if TYPE_CHECKING:
     from crossway.llm.shared_cooldown import SharedCooldown
@@ -225,6 +226,7 @@ class ModelRouter:
             seconds = cooldown.seconds
         if seconds:
             health.cooldown_until = max(health.cooldown_until, time.monotonic() + seconds)
+            metrics.observe_llm_cooldown(deployment.key)
             if self.shared is not None:
                 self.shared.ejected(deployment.provider.name, deployment.model, seconds)
 

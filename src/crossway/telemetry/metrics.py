@@ -317,3 +317,16 @@ def observe_rate_limited(limit: str) -> None:
 def set_store_up(store: str, up: bool) -> None:
     """Whether a shared store works (shown by `/readyz` and as a gauge)."""
     STORE_UP.labels(store).set(1 if up else 0)
+
+
+LLM_COOLDOWNS = Counter(
+    "crossway_llm_cooldowns_total",
+    "LLM deployments ejected into cooldown (failing or rate limited), by deployment "
+    "(provider/upstream model).",
+    ["deployment"],
+)
+
+
+def observe_llm_cooldown(deployment: str) -> None:
+    """Count one deployment entering (or extending) its cooldown."""
+    LLM_COOLDOWNS.labels(deployment).inc()
