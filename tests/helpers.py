@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -164,36 +165,111 @@ def missing_component(why: str) -> None:
     pytest.skip(why)
 
 
+class RedisServer:
+    """A real `redis-server` on one free loopback port that a test can stop, kill, pause and start
+    again on that same port.
+
+    Without `persistent` it keeps nothing (a restart comes back empty); with it, an append-only
+    file fsync'ed on every write in the server's own directory, so a kill loses nothing written
+    and a restart comes back with its data. `args` are passed on (`"--requirepass", "..."`). A
+    missing binary is `missing_component` (a skip, or a failure in CI). Used as a context
+    manager it is started on entry and stopped on exit."""
+
+    def __init__(self, *args: str, persistent: bool = False) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            missing_component("redis-server is not installed (.ci/run installs it with apt-get)")
+            raise AssertionError("unreachable")  # missing_component skips or fails
+        self.binary = binary
+        self.port = free_port()
+        self.args = list(args)
+        self.persistent = persistent
+        self.dir = tempfile.mkdtemp(prefix="crossway-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        """Start the server and wait until it answers (a password prompt counts as an answer)."""
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        persistence = ("yes", "--appendfsync", "always") if self.persistent else ("no",)
+        self.proc = subprocess.Popen(
+            [
+                *(self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir),
+                *("--save", "", "--appendonly", *persistence, *self.args),
+            ],
+            cwd=self.dir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(
+            port=self.port,
+            socket_timeout=1,
+            socket_connect_timeout=1,
+            retry=Retry(NoBackoff(), 0),  # wait_for polls; the client must not back off too
+        )
+
+        def ready() -> bool:
+            assert self.running, "redis-server exited"
+            try:
+                return bool(client.ping())
+            except redis.AuthenticationError:
+                return True  # up, and wants a password
+            except redis.RedisError:
+                return False  # not listening yet, or still loading its append-only file
+
+        try:
+            wait_for(ready, what="redis-server")
+        except BaseException:
+            self.kill()  # never leave a half-started server behind
+            raise
+        finally:
+            client.close()
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send `sig` (SIGSTOP / SIGCONT: a hung Redis and its recovery)."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+
+    def stop(self) -> None:
+        """SIGTERM (after a SIGCONT, in case it is paused) and wait for the exit."""
+        if self.running:
+            assert self.proc is not None
+            self.signal(signal.SIGCONT)
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def kill(self) -> None:
+        """SIGKILL (a crash: no shutdown of its own) and wait for the exit."""
+        if self.running:
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def restart(self) -> None:
+        """Stop, then start again on the same port."""
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
 @contextlib.contextmanager
 def redis_server() -> Iterator[int]:
     """A real `redis-server` on a free loopback port (no persistence); yields the port."""
-    import shutil
-
-    import redis
-
-    binary = shutil.which("redis-server")
-    if binary is None:
-        missing_component("redis-server is not installed (.ci/run installs it with apt-get)")
-        raise AssertionError("unreachable")  # missing_component skips or fails
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=tempfile.mkdtemp(prefix="crossway-redis-"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-
-    def ready() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-
-    try:
-        wait_for(ready, what="redis-server")
-        yield port
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(10)
+    with RedisServer() as server:
+        yield server.port

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -35,7 +33,7 @@ import pytest
 
 from crossway.store.accounting import period_name
 from crossway.store.accounting_redis import RedisAccounting
-from tests.helpers import ROOT, Gateway, free_port, missing_component, start_gateway, wait_for
+from tests.helpers import ROOT, Gateway, RedisServer, start_gateway, wait_for
 from tests.llm.harness import MockLoop
 from tests.llm.openai_mock import API_KEY, openai_mock
 from tests.mocks.base import MockServer, Reply
@@ -57,59 +55,9 @@ HELLO: Any = [{"role": "user", "content": "hello"}]
 PREFIX = "crossway:"
 
 
-class RedisProcess:
-    """A real redis-server on a fixed loopback port that can be killed and started again with
-    its data (append-only file, fsync on every write: a kill loses nothing written)."""
-
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            missing_component("redis-server is not installed (.ci/run installs it with apt-get)")
-            raise AssertionError("unreachable")
-        self.binary = binary
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="crossway-redis-")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        import redis
-
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir),
-                *("--save", "", "--appendonly", "yes", "--appendfsync", "always"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port)
-
-        def ready() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, "redis-server exited"
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        try:
-            wait_for(ready, timeout=10, what="redis-server")
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
 @dataclass
 class Cluster:
-    redis: RedisProcess
+    redis: RedisServer
     mock: MockServer
     replicas: list[Gateway]
     clients: list[openai.OpenAI] = field(default_factory=list)
@@ -170,7 +118,8 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    redis_process = RedisProcess()
+    # Killed and started again mid-run with its data (an fsync'ed append-only file).
+    redis_process = RedisServer(persistent=True)
     redis_process.start()
     mocks = MockLoop()
     mock = mocks.start(openai_mock())
@@ -201,7 +150,7 @@ def _reset(cluster: Cluster) -> None:
     cluster.mock.replies.clear()
     cluster.mock.requests.clear()
     cluster.mock.default = Reply()
-    if cluster.redis.proc is None or cluster.redis.proc.poll() is not None:
+    if not cluster.redis.running:
         cluster.redis.start()  # a test that stopped it failed before starting it again
 
 

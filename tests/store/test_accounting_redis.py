@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import shutil
 import signal
-import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -20,8 +16,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from crossway.config.accounting import BudgetLimits
 from crossway.store import accounting_redis
@@ -43,7 +37,7 @@ from crossway.store.accounting_redis import (
     SPEND_LOG_RETENTION_SECONDS,
     RedisAccounting,
 )
-from tests.helpers import free_port, missing_component, redis_server, wait_for
+from tests.helpers import RedisServer, redis_server
 
 UTC = ZoneInfo("UTC")
 FAIL_FAST = 3.0
@@ -428,68 +422,11 @@ async def test_open_refuses_a_newer_layout(url: str, raw: redis.Redis, prefix: s
 # -- Redis going away -------------------------------------------------------------------------
 
 
-class OwnRedis:
-    """A `redis-server` this test can stop, pause and restart on the same port."""
-
-    def __init__(self, *args: str) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            missing_component("redis-server is not installed (.ci/run installs it with apt-get)")
-            raise AssertionError("unreachable")
-        self.binary = binary
-        self.port = free_port()
-        self.args = list(args)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                *(self.binary, "--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no", *self.args),
-            ],
-            cwd=tempfile.mkdtemp(prefix="crossway-redis-"),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(
-            port=self.port,
-            socket_timeout=1,
-            socket_connect_timeout=1,
-            retry=Retry(NoBackoff(), 0),  # wait_for polls; the client must not back off too
-        )
-
-        def ready() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.AuthenticationError:
-                return True  # up, and wants a password
-            except redis.ConnectionError:
-                return False
-
-        try:
-            wait_for(ready, what="redis-server")
-        finally:
-            client.close()
-
-    def signal(self, sig: signal.Signals) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, sig)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.signal(signal.SIGCONT)
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
 @pytest.fixture
-def own_redis() -> Iterator[OwnRedis]:
-    server = OwnRedis()
-    server.start()
-    try:
+def own_redis() -> Iterator[RedisServer]:
+    """A `redis-server` this test can stop, pause and restart on the same port."""
+    with RedisServer() as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def fails_fast(call: Any) -> StoreBroken:
@@ -501,7 +438,7 @@ async def fails_fast(call: Any) -> StoreBroken:
 
 
 async def test_a_stopped_redis_fails_fast_and_a_restarted_one_just_works(
-    own_redis: OwnRedis,
+    own_redis: RedisServer,
 ) -> None:
     made = RedisAccounting(f"redis://127.0.0.1:{own_redis.port}/0", "crossway:")
     await made.open()
@@ -527,13 +464,12 @@ async def test_a_stopped_redis_fails_fast_and_a_restarted_one_just_works(
         await made.close()
 
 
-async def test_a_restart_between_calls_costs_no_failed_call(own_redis: OwnRedis) -> None:
+async def test_a_restart_between_calls_costs_no_failed_call(own_redis: RedisServer) -> None:
     made = RedisAccounting(f"redis://127.0.0.1:{own_redis.port}/0", "crossway:")
     await made.open()
     try:
         assert await made.version() == 0
-        own_redis.stop()
-        own_redis.start()
+        own_redis.restart()
         # The pooled connection is dead; the store reconnects once, silently.
         assert await made.version() == 0
         assert await made.record_spend([spend(1.0)]) == 1
@@ -542,7 +478,7 @@ async def test_a_restart_between_calls_costs_no_failed_call(own_redis: OwnRedis)
 
 
 async def test_a_hung_redis_fails_within_the_timeout_and_a_retry_counts_once(
-    own_redis: OwnRedis,
+    own_redis: RedisServer,
 ) -> None:
     made = RedisAccounting(f"redis://127.0.0.1:{own_redis.port}/0", "crossway:")
     await made.open()
@@ -560,7 +496,7 @@ async def test_a_hung_redis_fails_within_the_timeout_and_a_retry_counts_once(
 
 
 async def test_errors_never_show_the_password() -> None:
-    server = OwnRedis("--requirepass", "the-right-one")
+    server = RedisServer("--requirepass", "the-right-one")
     server.start()
     made = RedisAccounting(f"redis://:hunter2secret@127.0.0.1:{server.port}/0", "crossway:")
     try:

@@ -9,12 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 
 import pytest
 import redis
@@ -23,7 +20,7 @@ from crossway.errors import RateLimited, ServiceUnavailable
 from crossway.policy.limits import Hit, Limiter, LimitSpec, LocalBuckets
 from crossway.store import limits_redis
 from crossway.store.limits_redis import RedisWindows
-from tests.helpers import free_port, missing_component, redis_server, wait_for
+from tests.helpers import RedisServer, free_port, redis_server
 
 
 @pytest.fixture(scope="module")
@@ -153,52 +150,22 @@ async def test_all_or_nothing_across_local_and_global(redis_port: int, prefix: s
         await limiter.windows.aclose()
 
 
-@contextmanager
-def killable_redis(port: int) -> Iterator[subprocess.Popen[bytes]]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        missing_component("redis-server is not installed (.ci/run installs it with apt-get)")
-        raise AssertionError("unreachable")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=tempfile.mkdtemp(prefix="crossway-redis-"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-
-    def ready() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-
-    try:
-        wait_for(ready, what="redis-server")
-        yield proc
-    finally:
-        client.close()
-        proc.kill()
-        proc.wait()
-
-
 def _outage_lines(caplog: pytest.LogCaptureFixture, text: str) -> int:
     return sum(text in r.getMessage() for r in caplog.records)
 
 
 async def test_redis_killed_allow_and_deny(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="crossway.policy.limits")
-    port = free_port()
+    server = RedisServer()
     spec = LimitSpec("key rpm", "requests", 2, 60.0, mode="global")
     local = LimitSpec("ip rpm", "requests", 100, 60.0)
-    windows = _windows(port, "k:")
+    windows = _windows(server.port, "k:")
     allow = Limiter(windows=windows, on_store_error="allow", timeout=0.5)
     deny = Limiter(local=allow.local, windows=windows, on_store_error="deny", timeout=0.5)
     try:
-        with killable_redis(port) as proc:
+        with server:
             assert len(await allow.acquire([(spec, "k"), (local, "ip")])) == 2
-            proc.kill()
-            proc.wait()
+            server.kill()
             started = time.monotonic()
             hits = await allow.acquire([(spec, "k"), (local, "ip")])
             assert time.monotonic() - started < 0.5
@@ -217,7 +184,7 @@ async def test_redis_killed_allow_and_deny(caplog: pytest.LogCaptureFixture) -> 
             windows._down_until = 0.0  # the breaker's second is over: one probe, failing
             await allow.acquire([(spec, "k")])
             assert _outage_lines(caplog, "Redis unreachable") == 1
-        with killable_redis(port):
+            server.start()  # same port, no persistence
             windows._down_until = 0.0
             # Redis is back (empty): enforced again, and said once.
             await allow.acquire([(spec, "k")])
