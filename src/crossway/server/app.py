@@ -65,7 +65,7 @@ class GatewayApp:
             return
         runtime.enter()
         observers = runtime.observers
-        states = [o.begin(scope) for o in observers] if observers else None
+        states: list[Any] | None = None
         route_name = "_unmatched"
         status = 500
         response_started = False
@@ -87,6 +87,8 @@ class GatewayApp:
             await send(message)
 
         try:
+            if observers:
+                states = [o.begin(scope) for o in observers]
             normalize_scope(scope)  # one normal, decoded path for routing and backends alike
             found = runtime.routes.match(scope)
             if found is None:
@@ -125,14 +127,16 @@ class GatewayApp:
                 )
                 await _send_safely(tracked_send, code, headers, body)
         finally:
-            if ctx is not None and ctx.chain is not None and ctx.chain.finish_policies:
-                await ctx.chain.finish(ctx)
-            runtime.exit()
-            elapsed = time.perf_counter() - started
-            metrics.observe_request(route_name, status, elapsed)
-            if states is not None:
-                for observer, state in zip(observers, states, strict=True):
-                    observer.end(state, scope, ctx, route_name, status, elapsed)
+            try:
+                if ctx is not None and ctx.chain is not None and ctx.chain.finish_policies:
+                    await ctx.chain.finish(ctx)  # settle reservations, record spend
+            finally:  # even when the task is cancelled during the finish phase
+                runtime.exit()
+                elapsed = time.perf_counter() - started
+                metrics.observe_request(route_name, status, elapsed)
+                if states is not None:
+                    for observer, state in zip(observers, states, strict=True):
+                        observer.end(state, scope, ctx, route_name, status, elapsed)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
