@@ -175,8 +175,8 @@ class SpendRecord:
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     periods: tuple[str, ...] = ()
-    """The period names this record adds to (`period_names(ts, tz)`), computed by the writer
-    in the configured time zone."""
+    """The period names this record adds to (`period_names(ts, tz)`; the ledger's cached
+    `Ledger.periods`), in the configured time zone."""
 
     def scopes(self) -> list[str]:
         """The budget scopes it is counted against: `key:ID`, `user:ID`, `team:ID`."""
