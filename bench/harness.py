@@ -1,11 +1,14 @@
-"""`make bench`: direct vs reference proxy vs Crossway vs LiteLLM, and the translation paths, in one run.
+"""`make bench`: direct vs the reference proxies vs Crossway vs LiteLLM, and translation, in one run.
 
     .venv/bin/python -m bench.harness [--seconds 10] [--quick] [--profile] [--only NAME ...]
 
-nginx and wrk run on the load core, each proxy on the proxy core with one worker. For every
-target and mode (non-streaming `json`, streaming `stream`) the run measures requests/s and
-latency at 32 connections, latency at 1 connection, time to first streamed byte and token
-(streaming), and idle and peak RSS; it writes bench/results/YYYY-MM-DD-HHMM.md and .json.
+The references are the thinnest passthroughs on Crossway's own stack: granian + aiohttp
+(`reference`) and granian + pyreqwest (`reference-reqwest`), so the ceiling moves with the
+client Crossway uses. nginx and wrk run on the load core, each proxy on the proxy core with one
+worker. For every target and mode (non-streaming `json`, streaming `stream`) the run measures
+requests/s and requests per CPU-second of the proxy at 32 connections, latency at 32 and at 1
+connection, time to first streamed byte and token (streaming), and idle and peak RSS; it writes
+bench/results/YYYY-MM-DD-HHMM.md and .json.
 """
 
 from __future__ import annotations
@@ -347,6 +350,7 @@ def machine_facts(ctx: Context) -> dict[str, Any]:
         "python": platform.python_version(),
         "granian": pkg("granian"),
         "aiohttp": pkg("aiohttp"),
+        "pyreqwest": pkg("pyreqwest"),
         "uvloop": pkg("uvloop"),
         "crossway": pkg("crossway"),
         "crossway_commit": _version(["git", "-C", str(ctx.repo), "log", "-1", "--format=%h %s"]),

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make bench`: direct vs reference proxy vs Crossway vs LiteLLM (and the translation paths), in one run.
+# `make bench`: direct vs the reference proxies (granian + aiohttp, granian + pyreqwest) vs Crossway vs
+# LiteLLM (and the translation paths), in one run.
 # Installs what it needs (nginx and wrk from Debian, LiteLLM into bench/.peers/litellm, py-spy when
 # profiling), then runs bench/harness.py, which writes bench/results/YYYY-MM-DD-HHMM.{md,json}.
 #

@@ -1,4 +1,5 @@
-"""What the benchmark measures: direct, the reference proxy, Crossway, LiteLLM, and the translation paths.
+"""What the benchmark measures: direct, the reference proxies (aiohttp and pyreqwest), Crossway,
+LiteLLM, and the translation paths.
 
 Each target knows how to start itself for one mode (`json` or `stream`), pinned to the proxy
 core with one worker, with its upstream pointed at the nginx path that answers that mode.
@@ -93,12 +94,15 @@ def _stream_prefix(mode: Mode) -> str:
 # --- reference proxy -------------------------------------------------------------------------
 
 
-def _launch_reference(ctx: Context, mode: Mode, port: int) -> ServerProcess:
+def reference_argv(
+    ctx: Context, port: int, app: str, *, interface: str = "asgi", extra: tuple[str, ...] = ()
+) -> list[str]:
+    """granian serving one reference app the way `make bench` does: uvloop, HTTP/1, one worker."""
     granian = ctx.repo / ".venv" / "bin" / "granian"
-    argv = [
+    return [
         str(granian),
         "--interface",
-        "asgi",
+        interface,
         "--loop",
         "uvloop",
         "--http",
@@ -112,17 +116,24 @@ def _launch_reference(ctx: Context, mode: Mode, port: int) -> ServerProcess:
         str(port),
         "--log-level",
         "warning",
-        "bench.reference_proxy:app",
+        *extra,
+        app,
     ]
-    env = {"REFERENCE_UPSTREAM": ctx.upstream + _stream_prefix(mode)}
-    return start_pinned(
-        "reference",
-        argv,
-        cpu=ctx.proxy_cpu,
-        env=env,
-        cwd=ctx.repo,
-        log=ctx.logs / f"reference-{mode}.log",
-    )
+
+
+def _launch_reference_app(name: str, app: str) -> Launch:
+    def launch(ctx: Context, mode: Mode, port: int) -> ServerProcess:
+        env = {"REFERENCE_UPSTREAM": ctx.upstream + _stream_prefix(mode)}
+        return start_pinned(
+            name,
+            reference_argv(ctx, port, app),
+            cpu=ctx.proxy_cpu,
+            env=env,
+            cwd=ctx.repo,
+            log=ctx.logs / f"{name}-{mode}.log",
+        )
+
+    return launch
 
 
 # --- Crossway --------------------------------------------------------------------------------
@@ -307,7 +318,14 @@ def all_targets() -> list[Target]:
             "reference",
             "proxy",
             "bench/reference_proxy.py: raw ASGI on granian + aiohttp",
-            launch=_launch_reference,
+            launch=_launch_reference_app("reference", "bench.reference_proxy:app"),
+            profile=True,
+        ),
+        Target(
+            "reference-reqwest",
+            "proxy",
+            "bench/reference_proxy_reqwest.py: the same raw ASGI app on granian + pyreqwest",
+            launch=_launch_reference_app("reference-reqwest", "bench.reference_proxy_reqwest:app"),
             profile=True,
         ),
         Target(
