@@ -57,7 +57,7 @@ async def send_models(
     timeouts = provider.config.timeouts
     request = await provider.chat_request({}, "", False)
     resp = await client.send(
-        "GET", url_of("/models"), request.headers, b"", timeouts, provider.config.tls
+        "GET", url_of("/models"), request.headers, b"", timeouts, provider.config.tls, stream=False
     )
     data = await read_answer(resp, timeouts, max_response_bytes)
     if resp.status >= 400:

@@ -13,8 +13,6 @@ with `read_answer`, which stops at the backend's `max_response_bytes`.
 
 from __future__ import annotations
 
-import aiohttp
-
 from crossway.config.common import Timeouts
 from crossway.errors import BadRequest, GatewayError
 from crossway.llm import answers
@@ -37,31 +35,18 @@ from crossway.llm.usage import Usage, usage_from_body
 from crossway.proxy import client
 
 
-async def read_answer(resp: aiohttp.ClientResponse, timeouts: Timeouts, limit: int) -> bytes:
+async def read_answer(resp: client.UpstreamResponse, timeouts: Timeouts, limit: int) -> bytes:
     """A whole non-streamed upstream body, at most `limit` bytes: a larger one (by its
     Content-Length, or counted as it arrives) raises `ResponseTooLarge` and closes the
-    connection, never holding more than `limit` bytes."""
+    connection, never holding more than `limit` + 1 bytes."""
     length = resp.content_length
-    if length is not None:
-        if length > limit:
-            resp.close()
-            raise ResponseTooLarge(limit)
-        return await client.read_body(resp, timeouts)  # the parser reads no more than that
-    parts: list[bytes] = []
-    size = 0
-    chunks = client.iter_body(resp, timeouts)
-    try:
-        async for chunk in chunks:
-            size += len(chunk)
-            if size > limit:
-                resp.close()
-                raise ResponseTooLarge(limit)
-            parts.append(chunk)
-    finally:
-        aclose = getattr(chunks, "aclose", None)  # an async generator: release the response
-        if aclose is not None:
-            await aclose()
-    return b"".join(parts)
+    if length is not None and length > limit:
+        await client.discard(resp)
+        raise ResponseTooLarge(limit)
+    data = await client.read_body(resp, timeouts, limit)
+    if len(data) > limit:
+        raise ResponseTooLarge(limit)
+    return data
 
 
 async def upstream_request(

@@ -1,31 +1,117 @@
 """The pooled upstream HTTP client shared by every backend in a worker (the hot path).
 
-One `aiohttp.ClientSession` per worker process keeps keep-alive connections to every upstream,
-and one more per distinct upstream TLS setting (`tls:` of a backend or provider), all made by
-`crossway.proxy.outbound.create_session` (no cookie jar; redirects are never followed here).
-Timeouts are per request (connect / first byte / idle between body chunks), so backends with
-different limits share the pool. Every failure is mapped into the gateway error tree here.
+Two engines sit behind one interface (`send`, `read_body`, `iter_body`, `discard`):
+
+- **reqwest** (the default): one `pyreqwest` client (Rust: reqwest and hyper on a Tokio
+  thread) per distinct (TLS setting, connect timeout, read timeout), each with its own pooled
+  keep-alive connections. Connecting, writing the request, parsing the response and reading
+  body chunks happen outside the interpreter; Python sees the status, the headers and whole
+  chunks.
+- **aiohttp**: one `aiohttp.ClientSession` per worker and one more per distinct TLS setting,
+  made by `crossway.proxy.outbound.create_session`. An upstream whose TLS setting needs
+  something the reqwest engine lacks (`server_name`: another SNI / verified name than the URL's
+  host) uses it, and `CROSSWAY_UPSTREAM_CLIENT=aiohttp` makes it the engine of every upstream.
+
+Both follow the outbound rules of `crossway.proxy.outbound`: no cookie store, redirects are
+answers (never followed), no automatic decompression (bytes are relayed as sent), TLS per
+upstream. Timeouts are per request (connect / first byte / idle between body chunks), so
+backends with different limits share a pool per setting. Every failure is mapped into the
+gateway error tree here, with the same messages for both engines.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import ssl
-from collections.abc import AsyncIterator, Mapping
-from typing import Final
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from datetime import timedelta
+from typing import Any, Final, Protocol
 
 import aiohttp
 from yarl import URL
 
+from crossway import __version__
 from crossway.config.common import Timeouts, UpstreamTls
 from crossway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from crossway.proxy.outbound import create_session, effective_tls, outbound_headers
+
+try:  # the Rust engine; without its wheel (an unusual platform) every upstream uses aiohttp
+    from pyreqwest import exceptions as rq_errors
+    from pyreqwest.client import ClientBuilder
+    from pyreqwest.request import StreamRequest
+    from pyreqwest.response import Response as RqResponse
+except ImportError:  # pragma: no cover - pyreqwest ships wheels for the platforms we run on
+    ClientBuilder = None  # type: ignore[assignment,misc]
+
+log = logging.getLogger("crossway.proxy")
 
 DEFAULT_POOL_LIMIT: Final = 1024
 DEFAULT_POOL_LIMIT_PER_HOST: Final = 512
 DEFAULT_KEEPALIVE_SECONDS: Final = 60.0
 URL_CACHE_SIZE: Final = 4096
+CLOSE_GRACE_SECONDS: Final = 0.05
+ENGINE_ENV: Final = "CROSSWAY_UPSTREAM_CLIENT"
+"""Environment variable choosing the upstream client engine: `reqwest` (default) or `aiohttp`."""
+ENGINES: Final = ("reqwest", "aiohttp")
+USER_AGENT: Final = f"crossway/{__version__}"
+"""Sent only when the request has no `User-Agent` of its own (reqwest always sends one)."""
 _SKIP_AUTO_HEADERS: Final = ("User-Agent", "Accept-Encoding", "Content-Type")
+
+
+class UpstreamResponse(Protocol):
+    """What `send` returns, whichever engine made it: the status and headers are in; the body
+    is read with `read_body` / `iter_body`, or dropped with `discard`."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Case-insensitive; `.get(name)` gives the first value."""
+
+    @property
+    def raw_headers(self) -> Iterable[tuple[bytes, bytes]]:
+        """Every header line, in order, repeated names included."""
+
+    @property
+    def content_length(self) -> int | None: ...
+
+    def release(self) -> None:
+        """Give the connection back (or close it if the body was not read to its end)."""
+
+    def close(self) -> None:
+        """Close the connection without reading the rest of the body."""
+
+
+# -- engine choice -----------------------------------------------------------------------------
+
+
+def _engine_from_env() -> str:
+    value = os.environ.get(ENGINE_ENV, "").strip().lower() or "reqwest"
+    if value not in ENGINES:
+        log.warning("%s=%r is not one of %s: using reqwest", ENGINE_ENV, value, ENGINES)
+        value = "reqwest"
+    if value == "reqwest" and ClientBuilder is None:  # pragma: no cover
+        log.warning("pyreqwest is not installed: upstream requests use aiohttp")
+        value = "aiohttp"
+    return value
+
+
+ENGINE: str = _engine_from_env()
+"""The default engine of this process (see `ENGINE_ENV`)."""
+
+
+def engine_for(tls: UpstreamTls | None) -> str:
+    """The engine an upstream with TLS setting `tls` uses: reqwest unless the process says
+    aiohttp, or `tls` needs what only aiohttp does (a `server_name` override)."""
+    if ENGINE == "aiohttp" or (tls is not None and tls.server_name is not None):
+        return "aiohttp"
+    return "reqwest"
+
+
+# -- aiohttp engine ----------------------------------------------------------------------------
 
 _session: aiohttp.ClientSession | None = None
 _tls_sessions: dict[UpstreamTls, aiohttp.ClientSession] = {}
@@ -44,8 +130,8 @@ def _new_session(tls: UpstreamTls | None) -> aiohttp.ClientSession:
 
 
 def get_session(tls: UpstreamTls | None = None) -> aiohttp.ClientSession:
-    """The worker's shared session for `tls` (None: the default one), created on first use
-    inside the running loop; one per distinct TLS setting."""
+    """The worker's shared aiohttp session for `tls` (None: the default one), created on first
+    use inside the running loop; one per distinct TLS setting."""
     global _session
     if tls is not None:
         tls = effective_tls(tls)
@@ -57,17 +143,6 @@ def get_session(tls: UpstreamTls | None = None) -> aiohttp.ClientSession:
     if session is None or session.closed:
         session = _tls_sessions[tls] = _new_session(tls)
     return session
-
-
-async def close_session() -> None:
-    """Close the shared sessions (at worker shutdown)."""
-    global _session
-    sessions = [_session, *_tls_sessions.values()]
-    _session = None
-    _tls_sessions.clear()
-    for session in sessions:
-        if session is not None and not session.closed:
-            await session.close()
 
 
 _timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
@@ -96,19 +171,14 @@ def _url(url: str) -> URL:
     return parsed
 
 
-async def send(
+async def _send_aiohttp(
     method: str,
     url: str,
     headers: Mapping[str, str] | list[tuple[str, str]],
     body: bytes,
     timeouts: Timeouts,
-    tls: UpstreamTls | None = None,
+    tls: UpstreamTls | None,
 ) -> aiohttp.ClientResponse:
-    """Send a request and return once the response headers arrived (redirects are answers,
-    never followed). `tls` is the upstream's TLS setting (None: system CAs, no client cert).
-
-    The caller must release the response (`read_body`/`iter_body` do, or `resp.release()`).
-    """
     session = get_session(tls)
     request = session.request(
         method,
@@ -143,8 +213,274 @@ async def send(
         ) from exc
 
 
-async def read_body(resp: aiohttp.ClientResponse, timeouts: Timeouts) -> bytes:
-    """Read a whole (non-streamed) response body."""
+# -- reqwest engine ----------------------------------------------------------------------------
+
+_clients: dict[tuple[UpstreamTls | None, float, float], Any] = {}
+_pending_exits: set[asyncio.Task[None]] = set()
+
+
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise UpstreamUnreachable(f"upstream TLS: cannot load {what} {path}: {exc}") from None
+
+
+def _new_client(tls: UpstreamTls | None, connect: float, read: float) -> Any:
+    builder = (
+        ClientBuilder()
+        .follow_redirects(False)
+        .default_cookie_store(False)
+        .referer(False)
+        .gzip(False)
+        .brotli(False)
+        .zstd(False)
+        .deflate(False)
+        .user_agent(USER_AGENT)
+        .http1_lower_case_headers()
+        .connect_timeout(timedelta(seconds=connect))
+        .read_timeout(timedelta(seconds=read))
+        .pool_idle_timeout(timedelta(seconds=DEFAULT_KEEPALIVE_SECONDS))
+        .pool_max_idle_per_host(DEFAULT_POOL_LIMIT_PER_HOST)
+        .max_connections(DEFAULT_POOL_LIMIT)
+    )
+    if tls is not None:
+        if tls.ca_file is not None:
+            pem = _read_file(tls.ca_file, "ca_file")
+            try:
+                builder = builder.add_root_certificate_pem(pem)
+            except (ValueError, rq_errors.PyreqwestError) as exc:
+                raise UpstreamUnreachable(
+                    f"upstream TLS: cannot load ca_file {tls.ca_file}: {exc}"
+                ) from None
+        if tls.cert_file is not None:
+            identity = _read_file(tls.cert_file, "cert_file/key_file")
+            if tls.key_file is not None:
+                identity += b"\n" + _read_file(tls.key_file, "cert_file/key_file")
+            try:
+                builder = builder.identity_pem(identity)
+            except (ValueError, rq_errors.PyreqwestError) as exc:
+                raise UpstreamUnreachable(
+                    f"upstream TLS: cannot load cert_file/key_file {tls.cert_file}: {exc}"
+                ) from None
+        if tls.insecure_skip_verify:
+            builder = builder.danger_accept_invalid_certs(True)
+    try:
+        return builder.build()
+    except (ValueError, rq_errors.PyreqwestError) as exc:
+        raise UpstreamUnreachable(f"upstream TLS setting cannot be used: {exc}") from None
+
+
+def get_client(tls: UpstreamTls | None, timeouts: Timeouts) -> Any:
+    """The worker's reqwest client for `tls` and the connect / read timeouts of `timeouts`
+    (the read timer is the larger of first-byte and idle; the smaller gets an asyncio timer),
+    made on first use. The TLS files are read then."""
+    tls = effective_tls(tls)
+    key = (tls, timeouts.connect, max(timeouts.first_byte, timeouts.idle))
+    found = _clients.get(key)
+    if found is None:
+        found = _clients[key] = _new_client(tls, key[1], key[2])
+    return found
+
+
+class ReqwestResponse:
+    """A reqwest response behind the `UpstreamResponse` interface."""
+
+    __slots__ = ("_raw", "_request", "_response", "content_length", "headers", "status")
+
+    def __init__(self, request: StreamRequest, response: RqResponse) -> None:
+        self._request: StreamRequest | None = request
+        self._response = response
+        self._raw: list[tuple[bytes, bytes]] | None = None
+        self.status: int = response.status
+        self.headers: Mapping[str, str] = response.headers
+        length = response.headers.get("content-length")
+        self.content_length: int | None = int(length) if length and length.isdigit() else None
+
+    @property
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        raw = self._raw
+        if raw is None:
+            raw = self._raw = [
+                (k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()
+            ]
+        return raw
+
+    async def aclose(self) -> None:
+        """Release the response: a body read to its end gives the connection back to the
+        pool, an unfinished one closes it."""
+        request = self._request
+        if request is not None:
+            self._request = None
+            await request.__aexit__(None, None, None)
+
+    def release(self) -> None:
+        request = self._request
+        if request is not None:
+            self._request = None
+            task = asyncio.ensure_future(request.__aexit__(None, None, None))
+            _pending_exits.add(task)
+            task.add_done_callback(_pending_exits.discard)
+
+    close = release
+
+
+def _causes(exc: Any) -> list[str]:
+    details = getattr(exc, "details", None) or {}
+    return [c.get("message", "") for c in details.get("causes") or [] if isinstance(c, dict)]
+
+
+def _connect_failure(url: str, exc: Any) -> GatewayError:
+    causes = _causes(exc)
+    text = " ".join(causes).lower()
+    host = url_host(url)
+    if "certificate" in text or "unknownissuer" in text:
+        reason = next((c for c in causes if "certificate" in c.lower()), "verify failed")
+        return UpstreamUnreachable(
+            f"upstream TLS certificate not trusted ({host}): certificate verify failed: {reason}"
+        )
+    if "tls" in text or "handshake" in text or "alert" in text or "corrupt message" in text:
+        return UpstreamUnreachable(f"upstream TLS handshake failed ({host})")
+    if "tcp connect error" in text or "dns error" in text or "(os error" in text:
+        return UpstreamUnreachable(f"upstream unreachable ({host}): {_os_reason(causes)}")
+    return UpstreamUnreachable(f"upstream connection failed ({host}): connection error")
+
+
+def _os_reason(causes: list[str]) -> str:
+    """The last cause, the OS's own words (`Connection refused`), without its error number."""
+    last = causes[-1] if causes else "cannot connect"
+    return last.split(" (os error", 1)[0] or "cannot connect"
+
+
+async def _send_reqwest(
+    method: str,
+    url: str,
+    headers: Mapping[str, str] | list[tuple[str, str]],
+    body: bytes,
+    timeouts: Timeouts,
+    tls: UpstreamTls | None,
+    stream: bool,
+) -> ReqwestResponse:
+    builder = get_client(tls, timeouts).request(method, url).headers(outbound_headers(headers))
+    if body:
+        builder = builder.body_bytes(body)
+    if stream:  # else the first 64 KiB of the body are read before the call returns
+        builder = builder.streamed_read_buffer_limit(0)
+    try:
+        request = builder.build_streamed()
+        if timeouts.first_byte < timeouts.idle:
+            async with asyncio.timeout(timeouts.connect + timeouts.first_byte):
+                response = await request.__aenter__()
+        else:
+            response = await request.__aenter__()
+    except rq_errors.ConnectTimeoutError as exc:
+        if any("(Connect)" in c for c in _causes(exc)):
+            raise UpstreamTimeout(f"upstream connect timed out ({url_host(url)})") from exc
+        raise UpstreamTimeout(f"upstream did not answer in time ({url_host(url)})") from exc
+    except (TimeoutError, rq_errors.RequestTimeoutError) as exc:
+        raise UpstreamTimeout(f"upstream did not answer in time ({url_host(url)})") from exc
+    except rq_errors.ConnectError as exc:
+        raise _connect_failure(url, exc) from exc
+    except rq_errors.BuilderError as exc:
+        raise UpstreamUnreachable(
+            f"upstream request cannot be sent ({url_host(url)}): {exc.message}"
+        ) from exc
+    except rq_errors.PyreqwestError as exc:
+        raise UpstreamUnreachable(
+            f"upstream connection failed ({url_host(url)}): {_rq_reason(exc)}"
+        ) from exc
+    return ReqwestResponse(request, response)
+
+
+def _rq_reason(exc: Any) -> str:
+    text = " ".join(_causes(exc)).lower()
+    if "connection closed" in text or "incomplete message" in text or "closed before" in text:
+        return "the upstream closed the connection"
+    if "reset" in text or "broken pipe" in text:
+        return "connection reset"
+    if "body" in text:
+        return "the response body was cut short"
+    return "connection error"
+
+
+async def _reqwest_chunks(resp: ReqwestResponse, timeouts: Timeouts) -> AsyncIterator[bytes]:
+    reader = resp._response.body_reader
+    timer = timeouts.idle < timeouts.first_byte  # else reqwest's read timer is the idle limit
+    try:
+        while True:
+            try:
+                if timer:
+                    async with asyncio.timeout(timeouts.idle):
+                        chunk = await reader.read_chunk()
+                else:
+                    chunk = await reader.read_chunk()
+            except (TimeoutError, rq_errors.RequestTimeoutError) as exc:
+                raise UpstreamTimeout("upstream stream went idle") from exc
+            except rq_errors.PyreqwestError as exc:
+                raise UpstreamError(
+                    f"upstream stream ended unexpectedly ({_rq_reason(exc)})"
+                ) from exc
+            if chunk is None:
+                return
+            yield chunk.to_bytes()
+    finally:
+        await resp.aclose()
+
+
+async def _reqwest_read(resp: ReqwestResponse, timeouts: Timeouts, limit: int | None) -> bytes:
+    reader = resp._response.body_reader
+    try:
+        if timeouts.idle < timeouts.first_byte:
+            async with asyncio.timeout(timeouts.idle):
+                data = await (reader.bytes() if limit is None else reader.read(limit + 1))
+        else:
+            data = await (reader.bytes() if limit is None else reader.read(limit + 1))
+    except (TimeoutError, rq_errors.RequestTimeoutError) as exc:
+        raise UpstreamTimeout("upstream stopped sending the response body") from exc
+    except rq_errors.PyreqwestError as exc:
+        raise UpstreamError(
+            f"upstream connection closed before the answer was complete ({_rq_reason(exc)})"
+        ) from exc
+    finally:
+        await resp.aclose()
+    return b"" if data is None else data.to_bytes()
+
+
+# -- the interface -----------------------------------------------------------------------------
+
+
+async def send(
+    method: str,
+    url: str,
+    headers: Mapping[str, str] | list[tuple[str, str]],
+    body: bytes,
+    timeouts: Timeouts,
+    tls: UpstreamTls | None = None,
+    *,
+    stream: bool = True,
+) -> UpstreamResponse:
+    """Send a request and return once the response headers arrived (redirects are answers,
+    never followed). `tls` is the upstream's TLS setting (None: system CAs, no client cert).
+    `stream=False` says the body will be read whole: the reqwest engine then reads up to
+    64 KiB of it before returning, in the same trip; with `stream=True` (the default) every
+    chunk reaches the caller as soon as it arrives.
+
+    The caller must release the response (`read_body`/`iter_body`/`discard` do).
+    """
+    if engine_for(tls) == "reqwest":
+        return await _send_reqwest(method, url, headers, body, timeouts, tls, stream)
+    return await _send_aiohttp(method, url, headers, body, timeouts, tls)
+
+
+async def read_body(resp: UpstreamResponse, timeouts: Timeouts, limit: int | None = None) -> bytes:
+    """Read a whole (non-streamed) response body and release the response. With `limit`, at
+    most `limit + 1` bytes are read (the caller tells a too-large body by its length)."""
+    if isinstance(resp, ReqwestResponse):
+        return await _reqwest_read(resp, timeouts, limit)
+    assert isinstance(resp, aiohttp.ClientResponse)
+    if limit is not None and (resp.content_length is None or resp.content_length > limit):
+        return await _aiohttp_read_capped(resp, timeouts, limit)
     try:
         if timeouts.idle < timeouts.first_byte:
             async with asyncio.timeout(timeouts.idle):
@@ -160,9 +496,47 @@ async def read_body(resp: aiohttp.ClientResponse, timeouts: Timeouts) -> bytes:
         resp.release()
 
 
-async def iter_body(resp: aiohttp.ClientResponse, timeouts: Timeouts) -> AsyncIterator[bytes]:
-    """Yield body chunks as they arrive; an idle gap longer than `timeouts.idle` ends with
-    `UpstreamTimeout`, a broken connection with `UpstreamError`."""
+async def _aiohttp_read_capped(
+    resp: aiohttp.ClientResponse, timeouts: Timeouts, limit: int
+) -> bytes:
+    """An unsized body read chunk by chunk, stopping (and closing the connection) once it
+    passed `limit` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    chunks = _aiohttp_chunks(resp, timeouts)
+    try:
+        async for chunk in chunks:
+            size += len(chunk)
+            parts.append(chunk)
+            if size > limit:
+                resp.close()
+                break
+    finally:
+        await chunks.aclose()
+    return b"".join(parts)
+
+
+def iter_body(resp: UpstreamResponse, timeouts: Timeouts) -> AsyncIterator[bytes]:
+    """Body chunks as they arrive; an idle gap longer than `timeouts.idle` ends with
+    `UpstreamTimeout`, a broken connection with `UpstreamError`. Releases the response when
+    it ends or is closed (`aclose`)."""
+    if isinstance(resp, ReqwestResponse):
+        return _reqwest_chunks(resp, timeouts)
+    assert isinstance(resp, aiohttp.ClientResponse)
+    return _aiohttp_chunks(resp, timeouts)
+
+
+async def discard(resp: UpstreamResponse) -> None:
+    """Close the response's connection without reading the rest of its body."""
+    if isinstance(resp, ReqwestResponse):
+        await resp.aclose()
+    else:
+        resp.close()
+
+
+async def _aiohttp_chunks(
+    resp: aiohttp.ClientResponse, timeouts: Timeouts
+) -> AsyncGenerator[bytes, None]:
     content = resp.content
     timer = timeouts.idle < timeouts.first_byte  # else aiohttp's read timer is the idle limit
     try:
@@ -182,6 +556,27 @@ async def iter_body(resp: aiohttp.ClientResponse, timeouts: Timeouts) -> AsyncIt
             yield chunk
     finally:
         resp.release()
+
+
+async def close_session() -> None:
+    """Close every pooled client and session (at worker shutdown)."""
+    global _session
+    sessions = [_session, *_tls_sessions.values()]
+    _session = None
+    _tls_sessions.clear()
+    clients = list(_clients.values())
+    _clients.clear()
+    if _pending_exits:
+        await asyncio.gather(*_pending_exits, return_exceptions=True)
+    for rq in clients:
+        await rq.close()
+    if clients:
+        # The Tokio thread drops the closed pools' connections shortly after; let it finish
+        # while the interpreter is still up (a drop during interpreter shutdown aborts it).
+        await asyncio.sleep(CLOSE_GRACE_SECONDS)
+    for session in sessions:
+        if session is not None and not session.closed:
+            await session.close()
 
 
 def _cert_reason(exc: aiohttp.ClientConnectorCertificateError) -> str:
@@ -211,8 +606,14 @@ def url_host(url: str) -> str:
 
 
 __all__ = [
+    "ENGINE",
+    "ENGINE_ENV",
     "GatewayError",
+    "UpstreamResponse",
     "close_session",
+    "discard",
+    "engine_for",
+    "get_client",
     "get_session",
     "iter_body",
     "read_body",
