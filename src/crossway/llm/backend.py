@@ -391,6 +391,7 @@ class LlmBackend(Backend):
                     request.body,
                     timeouts,
                     provider.config.tls,
+                    stream=call.stream,
                 )
             else:
                 with tracing.use_span(span):  # the upstream's traceparent names this attempt
@@ -401,6 +402,7 @@ class LlmBackend(Backend):
                         request.body,
                         timeouts,
                         provider.config.tls,
+                        stream=call.stream,
                     )
                 tracing.set_attributes(span, {"http.response.status_code": resp.status})
             latency = time.perf_counter() - started
