@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
 import sys
@@ -58,3 +59,11 @@ def sample_openai_module() -> Iterator[str]:
     """Like `sample_openai_process`, shared by a test module."""
     with _sample_process() as url:
         yield url
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Close the upstream client's pools a test left open while the interpreter is still up:
+    the reqwest engine's Tokio thread must not drop connections during interpreter shutdown."""
+    from crossway.proxy import client
+
+    asyncio.run(client.close_clients())

@@ -564,19 +564,26 @@ async def close_session() -> None:
     sessions = [_session, *_tls_sessions.values()]
     _session = None
     _tls_sessions.clear()
+    await close_clients()
+    for session in sessions:
+        if session is not None and not session.closed:
+            await session.close()
+
+
+async def close_clients() -> None:
+    """Close the reqwest engine's clients (their pools go with them)."""
     clients = list(_clients.values())
     _clients.clear()
-    if _pending_exits:
-        await asyncio.gather(*_pending_exits, return_exceptions=True)
+    loop = asyncio.get_running_loop()
+    pending = [t for t in _pending_exits if not t.done() and t.get_loop() is loop]
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
     for rq in clients:
         await rq.close()
     if clients:
         # The Tokio thread drops the closed pools' connections shortly after; let it finish
         # while the interpreter is still up (a drop during interpreter shutdown aborts it).
         await asyncio.sleep(CLOSE_GRACE_SECONDS)
-    for session in sessions:
-        if session is not None and not session.closed:
-            await session.close()
 
 
 def _cert_reason(exc: aiohttp.ClientConnectorCertificateError) -> str:
@@ -610,6 +617,7 @@ __all__ = [
     "ENGINE_ENV",
     "GatewayError",
     "UpstreamResponse",
+    "close_clients",
     "close_session",
     "discard",
     "engine_for",
