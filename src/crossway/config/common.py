@@ -40,7 +40,7 @@ class UpstreamTls(StrictModel):
     provider or MCP server). Unset: the system's CA certificates, no client certificate."""
 
     ca_file: str | None = None
-    """PEM file of the CA certificate(s) trusted for this upstream, instead of the system's."""
+    """PEM file of the CA certificate(s) trusted for this upstream, besides the system's."""
     cert_file: str | None = None
     """PEM client certificate (chain) presented to the upstream (mutual TLS)."""
     key_file: str | None = None
