@@ -3,8 +3,8 @@
 The signature is computed here, in a few string joins and one HMAC per request, rather than
 through botocore's `SigV4Auth` (whose `AWSRequest`, `HTTPHeaders` and canonicalisation cost
 about 50 µs a request): what repeats is cached -- the derived signing key per secret, day,
-region and service; the canonical path, query and host per URL; the `x-amz-date` string per
-second. The canonical form follows botocore's rules exactly (tests compare the two signers'
+region and service; the canonical request but for its date and payload hash, per URL, headers
+and session token; the `x-amz-date` string per second. The canonical form follows botocore's rules exactly (tests compare the two signers'
 output for the same request and time): header names lowercased, botocore's unsigned header
 list left out, values trimmed with inner runs of spaces collapsed, the path normalized and
 percent-encoded once more (`safe='/~'`), the payload's SHA-256 signed.
@@ -19,7 +19,7 @@ import asyncio
 import hashlib
 import hmac
 import time
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from urllib.parse import quote, urlsplit
 
 from botocore.auth import SIGNED_HEADERS_BLACKLIST
@@ -28,7 +28,9 @@ from botocore.utils import normalize_url_path
 
 ALGORITHM: Final = "AWS4-HMAC-SHA256"
 MAX_CACHED_KEYS: Final = 64
+"""Derived signing keys kept (one per secret, day, region and service)."""
 MAX_CACHED_URLS: Final = 256
+"""Entries kept in each per-URL cache (a cache that fills up starts again empty)."""
 
 _UNSIGNED: Final = frozenset(SIGNED_HEADERS_BLACKLIST)
 
@@ -76,6 +78,45 @@ def amz_date(now: float | None = None) -> str:
     return str(_stamp[1])
 
 
+class _Template(NamedTuple):
+    """What the signature of one (URL, headers, token) repeats on every request."""
+
+    headers: dict[str, str]  # host, the caller's headers lowercased, the session token
+    head: str  # the canonical request up to the `x-amz-date` line
+    tail: str  # from the line after it to the signed header names' line
+    signed_names: str
+
+
+_templates: dict[tuple[str, tuple[tuple[str, str], ...], str | None], _Template] = {}
+
+
+def _template(url: str, headers: dict[str, str], token: str | None) -> _Template:
+    cache_key = (url, tuple(headers.items()), token)
+    template = _templates.get(cache_key)
+    if template is None:
+        host, path, query = _parts_of(url)
+        base = {"host": host}
+        for name, value in headers.items():
+            base[name.lower()] = value
+        base.pop("x-amz-date", None)
+        if token:
+            base["x-amz-security-token"] = token
+        names = sorted({*base, "x-amz-date"} - _UNSIGNED)
+        lines = [f"{n}:{' '.join(base[n].split())}\n" if n != "x-amz-date" else "" for n in names]
+        at = names.index("x-amz-date")
+        signed_names = ";".join(names)
+        template = _Template(
+            base,
+            f"POST\n{path}\n{query}\n" + "".join(lines[:at]),
+            "".join(lines[at + 1 :]) + f"\n{signed_names}\n",
+            signed_names,
+        )
+        if len(_templates) >= MAX_CACHED_URLS:
+            _templates.clear()
+        _templates[cache_key] = template
+    return template
+
+
 def sign_headers(
     credentials: Any,
     region: str,
@@ -88,30 +129,21 @@ def sign_headers(
 ) -> dict[str, str]:
     """`headers` plus `host`, `x-amz-date`, `authorization` (and the session token) for a POST
     of `body` to `url`, signed with `credentials` (`access_key`, `secret_key`, `token`)."""
-    host, path, query = _parts_of(url)
+    template = _template(url, headers, credentials.token)
     stamp = amz_date(now)
-    signed = {"host": host}
-    for name, value in headers.items():
-        signed[name.lower()] = value
-    signed["x-amz-date"] = stamp
-    token = credentials.token
-    if token:
-        signed["x-amz-security-token"] = token
-    names = sorted(name for name in signed if name not in _UNSIGNED)
-    canonical_headers = "".join(f"{n}:{' '.join(signed[n].split())}\n" for n in names)
-    signed_names = ";".join(names)
-    payload_hash = hashlib.sha256(body).hexdigest()
-    canonical = f"POST\n{path}\n{query}\n{canonical_headers}\n{signed_names}\n{payload_hash}"
+    canonical = (
+        f"{template.head}x-amz-date:{stamp}\n{template.tail}{hashlib.sha256(body).hexdigest()}"
+    )
     date = stamp[:8]
     scope = f"{date}/{region}/{service}/aws4_request"
-    to_sign = (
-        f"{ALGORITHM}\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-    )
+    to_sign = f"{ALGORITHM}\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
     key = signing_key(credentials.secret_key, date, region, service)
     signature = hmac.digest(key, to_sign.encode(), "sha256").hex()
+    signed = dict(template.headers)
+    signed["x-amz-date"] = stamp
     signed["authorization"] = (
         f"{ALGORITHM} Credential={credentials.access_key}/{scope}, "
-        f"SignedHeaders={signed_names}, Signature={signature}"
+        f"SignedHeaders={template.signed_names}, Signature={signature}"
     )
     return signed
 
