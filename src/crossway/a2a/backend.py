@@ -52,7 +52,13 @@ from crossway.errors import (
     Unauthenticated,
 )
 from crossway.policy import parsed, visible
-from crossway.server.asgi import SSE_HEADERS, read_body, send_response, stream_response
+from crossway.server.asgi import (
+    SSE_HEADERS,
+    header_text,
+    read_body,
+    send_response,
+    stream_response,
+)
 from crossway.server.backend import Backend, ErrorResponse, error_headers
 from crossway.server.context import RequestContext
 from crossway.telemetry import tracing
@@ -93,13 +99,6 @@ def route_header(decision: Decision) -> bytes:
     ).encode("ascii")
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")  # type: ignore[no-any-return]
-    return None
-
-
 def _version(ctx: RequestContext) -> Version:
     """The client's version recorded for this request (1.0 until known)."""
     return "0.3" if ctx.attrs.get(VERSION) == "0.3" else "1.0"
@@ -108,7 +107,7 @@ def _version(ctx: RequestContext) -> Version:
 def client_version(scope: Scope) -> Version | None:
     """The `A2A-Version` header as "1.0" / "0.3", None when absent or empty (which means
     0.3 unless the method name says otherwise); a version nobody speaks raises -32009."""
-    raw = _header(scope, b"a2a-version")
+    raw = header_text(scope, b"a2a-version")
     if raw is None or not raw.strip():
         return None
     text = raw.strip()

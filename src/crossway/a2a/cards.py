@@ -20,6 +20,7 @@ import copy
 import sys
 from typing import Any, Final
 
+from crossway.server.asgi import header_text
 from crossway.server.context import RequestContext
 from crossway.server.forwarded import FORWARDED, Forwarded
 from crossway.types import Scope
@@ -34,11 +35,7 @@ DROPPED_KEYS: Final = ("signatures",)
 def public_base(scope: Scope, ctx: RequestContext) -> str:
     """`scheme://host` the client used to reach Crossway."""
     scheme = str(scope.get("scheme") or "http")
-    host = ""
-    for name, value in scope["headers"]:
-        if name == b"host":
-            host = value.decode("latin-1")
-            break
+    host = header_text(scope, b"host")
     if not host:
         server = scope.get("server")
         if server:

@@ -141,11 +141,18 @@ def client_request_id(scope: Scope) -> str | None:
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
-    """First value of a request header (`name` lower-case)."""
+    """First value of a request header (`name` lower-case): the one lookup of an ASGI scope's
+    headers for every protocol (`header_text` for the value as text)."""
     for key, value in scope["headers"]:
         if key == name:
             return value  # type: ignore[no-any-return]
     return None
+
+
+def header_text(scope: Scope, name: bytes) -> str | None:
+    """`header` decoded as latin-1 (what HTTP header bytes map to one-to-one)."""
+    value = header(scope, name)
+    return None if value is None else bytes(value).decode("latin-1")
 
 
 async def send_response(

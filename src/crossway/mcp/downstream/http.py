@@ -1,4 +1,5 @@
-"""Raw-ASGI helpers shared by the downstream transports."""
+"""Raw-ASGI helpers shared by the downstream transports (the request body and headers are
+read with `crossway.server.asgi.read_body` and `header_text`, like every protocol's)."""
 
 from __future__ import annotations
 
@@ -6,42 +7,14 @@ from typing import Any, Final
 
 import orjson
 
-from crossway.errors import PayloadTooLarge
-from crossway.types import Receive, Scope, Send
+from crossway.server.asgi import JSON_HEADERS
+from crossway.types import Send
 
-JSON_HEADERS: Final = [(b"content-type", b"application/json")]
 SSE_HEADERS: Final = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache, no-transform"),
     (b"x-accel-buffering", b"no"),
 ]
-
-
-def header(scope: Scope, name: bytes) -> str | None:
-    """One request header (lower-case name), decoded as latin-1."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
-async def read_body(receive: Receive, limit: int) -> bytes:
-    """The whole request body; `PayloadTooLarge` past `limit` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"message larger than {limit} bytes")
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 async def send_json(

@@ -18,12 +18,13 @@ import orjson
 
 from crossway.errors import GatewayError, PayloadTooLarge
 from crossway.mcp import jsonrpc
-from crossway.mcp.downstream.http import header, read_body, send_empty, send_json, sse_event
+from crossway.mcp.downstream.http import send_empty, send_json, sse_event
 from crossway.mcp.downstream.streamable import stream_events
 from crossway.mcp.federation import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE, Call
 from crossway.mcp.session import Session
 from crossway.mcp.store import caller_subject
 from crossway.mcp.upstream.base import ClientHello, JsonObject
+from crossway.server.asgi import read_body
 from crossway.server.context import RequestContext
 from crossway.types import Receive, Scope, Send
 
@@ -105,7 +106,7 @@ class LegacySseTransport:
             )
             return
         try:
-            body = await read_body(receive, _limit(self.backend.cfg.max_message_bytes, ctx))
+            body = await read_body(scope, receive, _limit(self.backend.cfg.max_message_bytes, ctx))
             message = orjson.loads(body)
         except PayloadTooLarge as exc:
             await send_json(
@@ -178,7 +179,7 @@ class LegacySseTransport:
             task.cancel()
 
 
-__all__ = ["LegacySseTransport", "header"]
+__all__ = ["LegacySseTransport"]
 
 
 def _limit(max_message_bytes: int, ctx: RequestContext) -> int:

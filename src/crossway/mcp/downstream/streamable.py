@@ -25,19 +25,14 @@ import orjson
 
 from crossway.errors import BadRequest, GatewayError, NotFound, PayloadTooLarge
 from crossway.mcp import jsonrpc
-from crossway.mcp.downstream.http import (
-    SSE_HEADERS,
-    header,
-    read_body,
-    send_empty,
-    send_json,
-    sse_event,
-)
+from crossway.mcp.downstream.http import SSE_HEADERS, send_empty, send_json, sse_event
 from crossway.mcp.federation import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE, MODERN_VERSIONS, Call
 from crossway.mcp.session import Session
 from crossway.mcp.store import caller_subject
 from crossway.mcp.upstream.base import ClientHello, JsonObject
 from crossway.server import lifecycle
+from crossway.server.asgi import header_text as header
+from crossway.server.asgi import read_body
 from crossway.server.context import RequestContext
 from crossway.types import Receive, Scope, Send
 
@@ -183,7 +178,7 @@ class StreamableHttpTransport:
 
     async def _post(self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext) -> None:
         try:
-            body = await read_body(receive, _limit(self.backend.cfg.max_message_bytes, ctx))
+            body = await read_body(scope, receive, _limit(self.backend.cfg.max_message_bytes, ctx))
         except PayloadTooLarge as exc:
             await _error(send, 413, None, jsonrpc.PAYLOAD_TOO_LARGE, exc.message)
             return

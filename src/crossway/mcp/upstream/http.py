@@ -35,7 +35,7 @@ from crossway.mcp.upstream.base import (
 )
 from crossway.mcp.upstream.remote import RemoteUpstream
 from crossway.mcp.upstream.rpc import initialize_params, with_trace_meta
-from crossway.mcp.upstream.sse_parser import iter_events
+from crossway.proxy.sse import iter_events
 from crossway.telemetry import tracing
 
 logger = logging.getLogger(__name__)

@@ -31,8 +31,8 @@ from crossway.mcp.upstream.base import (
 )
 from crossway.mcp.upstream.remote import RemoteUpstream
 from crossway.mcp.upstream.rpc import RpcPeer, initialize_params
-from crossway.mcp.upstream.sse_parser import iter_events
 from crossway.proxy.outbound import same_origin
+from crossway.proxy.sse import iter_events
 
 logger = logging.getLogger(__name__)
 
