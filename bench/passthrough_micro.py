@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Final
 
+from bench import fixtures
 from crossway.config import load_config
 from crossway.proxy import client
 from crossway.server.app import GatewayApp
@@ -28,27 +29,12 @@ from crossway.server.runtime import build_runtime
 
 REPO: Final = Path(__file__).resolve().parent.parent
 CONFIG: Final = REPO / "examples" / "openai.yaml"
-REQUEST: Final = (
-    b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"' + b"x" * 900 + b'"}]}'
-)
-STREAM_REQUEST: Final = REQUEST[:-1] + b',"stream":true}'
-ANSWER: Final = (
-    b'{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini",'
-    b'"choices":[{"index":0,"message":{"role":"assistant","content":"'
-    + b"y"
-    * 700
-    + b'"},"finish_reason":"stop"}],'
-    b'"usage":{"prompt_tokens":230,"completion_tokens":180,"total_tokens":410}}'
-)
-EVENTS: Final = [
-    b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":'
-    b'{"content":"' + b"y" * 60 + b'"}}],"usage":null}\n\n'
-    for _ in range(8)
-] + [
-    b'data: {"id":"c","object":"chat.completion.chunk","choices":[],'
-    b'"usage":{"prompt_tokens":230,"completion_tokens":180,"total_tokens":410}}\n\n'
-    b"data: [DONE]\n\n"
-]
+REQUEST: Final = fixtures.request_body(stream=False)
+STREAM_REQUEST: Final = fixtures.request_body(stream=True)
+ANSWER: Final = fixtures.openai_completion()
+STREAM: Final = fixtures.openai_stream()
+EVENTS: Final = [STREAM]
+"""The stream as nginx serves the benchmark's fixture file: one read holds all of it."""
 
 
 class FakeHeaders(dict[str, str]):
@@ -76,7 +62,7 @@ async def fake_send(
     method: str, url: str, headers: Any, body: bytes, *args: Any, **kwargs: Any
 ) -> FakeResponse:
     stream = b'"stream":true' in body
-    return FakeResponse(b"".join(EVENTS) if stream else ANSWER, stream)
+    return FakeResponse(STREAM if stream else ANSWER, stream)
 
 
 async def fake_read_body(resp: FakeResponse, *args: Any, **kwargs: Any) -> bytes:

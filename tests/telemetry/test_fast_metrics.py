@@ -53,7 +53,10 @@ MULTIPROCESS = textwrap.dedent(
     from crossway.telemetry import metrics
 
     metrics.observe_request("r", 200, 0.003)
+    for i in range(2000):  # the mmap file grows (is mapped again) under bound values
+        metrics.observe_llm_attempt("b", f"p/model-{i}", "ok")
     metrics.observe_llm_usage("b", "m", "p", (10, 5, 0, 2), 0.25)
+    metrics.observe_llm_attempt("b", "p/model-0", "ok")
     pid = os.fork()
     if pid == 0:  # a forked worker writes its own file, not its parent's
         metrics.observe_request("r", 200, 0.003)
@@ -99,3 +102,7 @@ def test_multiprocess_files_hold_the_fast_writes(tmp_path: Path) -> None:
         in lines
     )
     assert {"parent requests 1.0", "child requests 1.0"} <= lines
+    assert (
+        "crossway_llm_upstream_attempts_total [('backend', 'b'), ('deployment', 'p/model-0'), "
+        "('result', 'ok')] 2.0" in lines
+    )
