@@ -91,6 +91,8 @@ CONTEXT_LENGTH_EXCEEDED: Final = "context_length_exceeded"
 DEADLINE_EXCEEDED: Final = "deadline_exceeded"
 BYTES_PER_TOKEN: Final = 4
 """The request-side token estimate token limits reserve: body bytes / 4."""
+STATIC_PLANS_MAX: Final = 1024
+"""Model names whose fixed plan a backend keeps (wildcards could name any number)."""
 
 
 @dataclass(slots=True)
@@ -123,6 +125,9 @@ class LlmBackend(Backend):
             for pname, pcfg in config.providers.items()
         }
         self.router = ModelRouter(config, self.providers)
+        # Plans that never change (one deployment, no context windows or fallbacks), by the
+        # client's model name: such a request resolves and ranks nothing.
+        self._static_plans: dict[str, tuple[Resolved, list[list[tuple[Resolved, Deployment]]]]] = {}
         # Whether the deadline outlasts any single attempt: then first attempts need no timer.
         self._first_attempt_uncapped = config.routing.deadline >= max(
             _bound(t)
@@ -229,12 +234,20 @@ class LlmBackend(Backend):
         if call.api == EMBEDDINGS:
             plans = [embeddings_plan(call, self.router)]
         else:
-            resolved = self.router.resolve(call.model)
+            cached = self._static_plans.get(call.model)
+            resolved = self.router.resolve(call.model) if cached is None else cached[0]
             route = resolved.route
             if route is not None and route.enriches:
                 enrich(call.canonical(), route)
                 call.modified = True
-            plans = self._plans(call, resolved)
+            if cached is not None:
+                plans = cached[1]
+            else:
+                plans = self._plans(call, resolved)  # (the prompt is measured once enriched)
+                if _is_static(resolved):
+                    if len(self._static_plans) >= STATIC_PLANS_MAX:
+                        self._static_plans.clear()
+                    self._static_plans[call.model] = (resolved, plans)
         for i, plan in enumerate(plans):
             try:
                 answer = await self._attempt_all(call, plan, receive, ctx)
@@ -554,6 +567,17 @@ async def _response_phase(ctx: RequestContext) -> None:
             "usage": ctx.attrs.get("llm.usage") or {},
         }
         await chain.response(ctx)
+
+
+def _is_static(resolved: Resolved) -> bool:
+    """Whether every request for this model gets the same plan: one deployment, no context
+    window to check the prompt against, no context fallbacks (`_plans`)."""
+    route = resolved.route
+    return (
+        len(resolved.deployments) == 1
+        and not resolved.deployments[0].context_window
+        and (route is None or not route.context_fallbacks)
+    )
 
 
 def _bound(t: Timeouts) -> float:
