@@ -172,18 +172,44 @@ def _after_partial(guard: EventSizeGuard | None) -> bytes:
 
 
 class ChatTranslated(Relay):
-    """Another provider, OpenAI-style client: canonical chunks become `data:` events."""
+    """Another provider, OpenAI-style client: canonical chunks become `data:` events.
+
+    Text deltas the translator hands over as plain strings (`StreamTranslator.feed_lazy`) are
+    written into a template: the bytes orjson gives for such a chunk, split around the text."""
+
+    __slots__ = ("_finished", "_hide", "_model", "_prefix", "_prefix_id", "_translator", "usage")
 
     def __init__(self, translator: StreamTranslator, model: str, hide_usage: bool) -> None:
         self._translator = translator
         self._model = model
         self._hide = hide_usage
         self._finished = False
+        self._prefix = b""
+        self._prefix_id = ""  # the stream id `_prefix` was made for (Anthropic sets it late)
         self.usage = None
 
-    def _encode(self, chunks: list[Json]) -> bytes:
+    def _text_prefix(self) -> bytes:
+        factory = self._translator.chunks
+        assert factory is not None  # a translator returns strings only with a ChunkFactory
+        if factory.id != self._prefix_id or not self._prefix:
+            chunk = factory.delta({"content": ""})
+            chunk["model"] = self._model
+            encoded = data_event(chunk)
+            at = encoded.index(_EMPTY_CONTENT) + len(_EMPTY_CONTENT) - 3  # at the ""
+            if encoded[at + 2 :] != _TEXT_SUFFIX:
+                raise AssertionError("unexpected chunk encoding")  # ChunkFactory changed shape
+            self._prefix, self._prefix_id = encoded[:at], factory.id
+        return self._prefix
+
+    def _encode(self, chunks: list[Json | str]) -> bytes:
         out = []
+        prefix = b""
         for chunk in chunks:
+            if type(chunk) is str:
+                prefix = prefix or self._text_prefix()
+                out.append(prefix + orjson.dumps(chunk) + _TEXT_SUFFIX)
+                continue
+            assert isinstance(chunk, dict)
             for choice in chunk.get("choices") or ():
                 if choice.get("finish_reason"):
                     self._finished = True
@@ -196,16 +222,21 @@ class ChatTranslated(Relay):
         return b"".join(out)
 
     def feed(self, data: bytes) -> bytes:
-        return self._encode(self._translator.feed(data))
+        return self._encode(self._translator.feed_lazy(data))
 
     def finish(self) -> bytes:
-        out = self._encode(self._translator.close())
+        out = self._encode(self._translator.close())  # type: ignore[arg-type]
         if not self._finished:
             raise UpstreamError("the upstream stream ended before it was complete")
         return out + DONE
 
     def error(self, exc: GatewayError) -> bytes:
         return openai_stream_error(exc)
+
+
+_EMPTY_CONTENT: Final = b'"delta":{"content":""}'
+_TEXT_SUFFIX: Final = b'},"finish_reason":null,"logprobs":null}]}\n\n'
+"""What follows a text delta's JSON string in the event `ChunkFactory.delta` gives."""
 
 
 # --- canonical chunks -> another API's events ----------------------------------------------

@@ -365,40 +365,63 @@ class AnthropicStreamTranslator(StreamTranslator):
 
     def __init__(self, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._sse = SSEParser(max_event_bytes)
-        self._chunks = ChunkFactory(new_id("chatcmpl-"), model)
+        self.chunks = self._chunks = ChunkFactory(new_id("chatcmpl-"), model)
         self._tool_index: dict[int, int] = {}  # content block index -> tool call index
         self._json_blocks: set[int] = set()  # blocks of the forced JSON tool: their input is text
         self._usage: Json = {}
         self._finished = False
         self._stopped = False
 
-    @unexpected_shape("stream event")
     def feed(self, data: bytes) -> list[Json]:
-        out: list[Json] = []
+        delta = self._chunks.delta
+        return [
+            delta({"content": item}) if type(item) is str else item  # type: ignore[misc]
+            for item in self.feed_lazy(data)
+        ]
+
+    @unexpected_shape("stream event")
+    def feed_lazy(self, data: bytes) -> list[Json | str]:
+        out: list[Json | str] = []
         for name, payload in self._sse.feed(data):
-            self._event(name, payload, out)
+            if name == b"content_block_delta":  # the bulk of a stream: text
+                event = loads_object(payload, "stream event")
+                delta = event.get("delta")
+                if (
+                    type(delta) is dict
+                    and delta.get("type") == "text_delta"
+                    and type(delta.get("text")) is str
+                    and event.get("type") == "content_block_delta"
+                ):
+                    out.append(delta["text"])
+                    continue
+                self._decoded(name, event, out)
+            else:
+                self._event(name, payload, out)
         return out
 
     @unexpected_shape("stream event")
     def close(self) -> list[Json]:
-        out: list[Json] = []
+        out: list[Json | str] = []
         for name, payload in self._sse.close():
             self._event(name, payload, out)
         if not self._stopped:
             raise UpstreamError("the upstream stream ended before message_stop")
-        return out
+        delta = self._chunks.delta
+        return [delta({"content": i}) if type(i) is str else i for i in out]  # type: ignore[misc]
 
-    def _event(self, name: bytes, payload: bytes, out: list[Json]) -> None:
-        if name == b"ping":
-            return
-        event = loads_object(payload, "stream event")
+    def _event(self, name: bytes, payload: bytes, out: list[Json | str]) -> None:
+        if name != b"ping":
+            self._decoded(name, loads_object(payload, "stream event"), out)
+
+    def _decoded(self, name: bytes, event: Json, out: list[Json | str]) -> None:
         kind = event.get("type") or name.decode("utf-8", "replace")
         chunks = self._chunks
         if kind == "content_block_delta":
             delta = event.get("delta") or {}
             dkind = delta.get("type")
             if dkind == "text_delta":
-                out.append(chunks.delta({"content": delta.get("text", "")}))
+                text = delta.get("text", "")
+                out.append(text if type(text) is str else chunks.delta({"content": text}))
             elif dkind == "input_json_delta":
                 fragment = delta.get("partial_json", "")
                 if fragment and event.get("index", 0) in self._json_blocks:

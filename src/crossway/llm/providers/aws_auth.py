@@ -4,9 +4,9 @@ The signature is computed here, in a few string joins and one HMAC per request, 
 through botocore's `SigV4Auth` (whose `AWSRequest`, `HTTPHeaders` and canonicalisation cost
 about 50 µs a request): what repeats is cached -- the derived signing key per secret, day,
 region and service; the canonical request but for its date and payload hash, per URL, headers
-and session token; the `x-amz-date` string per second. The canonical form follows botocore's rules exactly (tests compare the two signers'
-output for the same request and time): header names lowercased, botocore's unsigned header
-list left out, values trimmed with inner runs of spaces collapsed, the path normalized and
+and session token; the `x-amz-date` string per second. The canonical form follows botocore's
+rules exactly (tests compare the two signers' output for the same request and time): header
+names lowercased, botocore's unsigned header list left out, values trimmed with inner runs of spaces collapsed, the path normalized and
 percent-encoded once more (`safe='/~'`), the payload's SHA-256 signed.
 
 Credentials come from the config or botocore's own chain (environment, shared files,

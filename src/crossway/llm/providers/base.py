@@ -10,12 +10,15 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
 from crossway.config.llm import DEFAULT_MAX_EVENT_BYTES, ProviderConfig
 from crossway.errors import BadRequest, GatewayError
+
+if TYPE_CHECKING:
+    from crossway.llm.providers.common import ChunkFactory
 
 Json = dict[str, Any]
 
@@ -40,8 +43,18 @@ class StreamTranslator(abc.ABC):
     `stream_options.include_usage`. A provider error inside the stream raises `GatewayError`.
     """
 
+    #: the stream's id, creation time and model, when its chunks come from a `ChunkFactory`
+    #: (then `feed_lazy` may return text deltas as plain strings)
+    chunks: ChunkFactory | None = None
+
     @abc.abstractmethod
     def feed(self, data: bytes) -> list[Json]: ...
+
+    def feed_lazy(self, data: bytes) -> list[Json | str]:
+        """`feed`, except that a chunk whose delta is only `{"content": text}` may be returned as
+        `text` itself (made with `chunks`, with no finish reason): a relay that encodes chunks
+        can write those from a template instead of building and serializing the dict."""
+        return list(self.feed(data))
 
     def close(self) -> list[Json]:
         return []

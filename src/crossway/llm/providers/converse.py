@@ -395,28 +395,40 @@ class BedrockStreamTranslator(StreamTranslator):
 
     def __init__(self, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._decoder = EventStreamDecoder(max_event_bytes)
-        self._chunks = ChunkFactory(new_id("chatcmpl-"), model)
+        self.chunks = self._chunks = ChunkFactory(new_id("chatcmpl-"), model)
         self._tool_index: dict[int, int] = {}
         self._json_blocks: set[int] = set()
         self._stopped = False
 
-    @unexpected_shape("stream event")
     def feed(self, data: bytes) -> list[Json]:
-        out: list[Json] = []
-        for message in self._decoder.feed(data):
-            kind = message.message_type
+        delta = self._chunks.delta
+        return [
+            delta({"content": item}) if type(item) is str else item  # type: ignore[misc]
+            for item in self.feed_lazy(data)
+        ]
+
+    @unexpected_shape("stream event")
+    def feed_lazy(self, data: bytes) -> list[Json | str]:
+        out: list[Json | str] = []
+        for (headers, kind, event_type), payload in self._decoder.feed_raw(data):
             if kind == "event":
-                self._event(message.event_type, loads_object(message.payload, "stream event"), out)
+                event = loads_object(payload, "stream event")
+                if event_type == "contentBlockDelta":  # the bulk of a stream: text
+                    delta = event.get("delta")
+                    if type(delta) is dict and type(delta.get("text")) is str:
+                        out.append(delta["text"])
+                        continue
+                self._event(event_type, event, out)
             elif kind == "exception":
                 text = ""
                 try:
-                    text = str(orjson.loads(message.payload).get("message", ""))
+                    text = str(orjson.loads(payload).get("message", ""))
                 except (orjson.JSONDecodeError, AttributeError):
-                    text = body_excerpt(message.payload)
-                raise exception_error(message.event_type, f"{message.event_type}: {text}")
+                    text = body_excerpt(payload)
+                raise exception_error(event_type, f"{event_type}: {text}")
             else:
-                code = str(message.headers.get(":error-code", "InternalServerException"))
-                raise exception_error(code, str(message.headers.get(":error-message", code)))
+                code = str(headers.get(":error-code", "InternalServerException"))
+                raise exception_error(code, str(headers.get(":error-message", code)))
         return out
 
     def close(self) -> list[Json]:
@@ -424,7 +436,7 @@ class BedrockStreamTranslator(StreamTranslator):
             raise UpstreamError("the upstream stream ended before messageStop")
         return []
 
-    def _event(self, kind: str, event: Json, out: list[Json]) -> None:
+    def _event(self, kind: str, event: Json, out: list[Json | str]) -> None:
         chunks = self._chunks
         if kind == "contentBlockDelta":
             delta = event.get("delta") or {}

@@ -48,22 +48,35 @@ class EventMessage:
     def __init__(self, headers: Headers, payload: bytes) -> None:
         self.headers = headers
         self.payload = payload
-        #: `event`, `exception` or `error`
-        self.message_type = str(headers.get(":message-type", "event"))
-        #: the event's name (`contentBlockDelta`...) or the exception's (`throttlingException`...)
-        self.event_type = str(headers.get(":event-type") or headers.get(":exception-type") or "")
+        self.message_type, self.event_type = _kinds(headers)
+
+
+def _kinds(headers: Headers) -> tuple[str, str]:
+    """`:message-type` (`event`, `exception` or `error`) and the event's name
+    (`contentBlockDelta`...) or the exception's (`throttlingException`...)."""
+    return (
+        str(headers.get(":message-type", "event")),
+        str(headers.get(":event-type") or headers.get(":exception-type") or ""),
+    )
 
 
 MAX_CACHED_HEADERS: Final = 256
-# A stream repeats a handful of header blocks (one per event type): decode each once.
-_header_cache: dict[bytes, tuple[Headers, str, str]] = {}
+"""Distinct header blocks whose decoding is kept (a stream repeats one per event type)."""
+
+Known = tuple[Headers, str, str]
+"""A message's headers, message type and event type (see `EventMessage`)."""
+
+_header_cache: dict[bytes, Known] = {}
 
 
 class EventStreamDecoder:
-    """Splits a byte stream into `EventMessage`s, checking both CRCs of every message.
+    """Splits a byte stream into messages, checking both CRCs of every message.
 
-    A message whose prelude announces more than `max_message_bytes` raises `EventTooLarge`
-    before any of it is buffered (a corrupt or hostile stream)."""
+    `feed` gives `EventMessage`s; `feed_raw`, on the hot path, `((headers, message type,
+    event type), payload)` pairs whose first part is shared by every message with the same
+    header bytes (do not change it). A message whose prelude announces more than
+    `max_message_bytes` raises `EventTooLarge` before any of it is buffered (a corrupt or
+    hostile stream)."""
 
     __slots__ = ("_max", "_pending")
 
@@ -72,13 +85,20 @@ class EventStreamDecoder:
         self._max = max_message_bytes
 
     def feed(self, data: bytes) -> list[EventMessage]:
+        return [EventMessage(headers, payload) for (headers, _, _), payload in self.feed_raw(data)]
+
+    def feed_raw(self, data: bytes) -> list[tuple[Known, bytes]]:
         buffer = self._pending + data if self._pending else data
-        out: list[EventMessage] = []
+        out: list[tuple[Known, bytes]] = []
+        append = out.append
         start = 0
         size = len(buffer)
         crc32 = zlib.crc32
+        unpack_prelude = _PRELUDE.unpack_from
+        unpack_u32 = _U32.unpack_from
+        cached = _header_cache.get
         while size - start >= PRELUDE_BYTES:
-            total, headers_len, prelude_crc = _PRELUDE.unpack_from(buffer, start)
+            total, headers_len, prelude_crc = unpack_prelude(buffer, start)
             if crc32(buffer[start : start + 8]) != prelude_crc:
                 raise EventStreamError("corrupt event stream from upstream (prelude CRC mismatch)")
             if total > self._max:
@@ -90,28 +110,18 @@ class EventStreamDecoder:
             end = start + total
             if end > size:
                 break
-            (message_crc,) = _U32.unpack_from(buffer, end - 4)
-            if crc32(buffer[start : end - 4]) != message_crc:
+            if crc32(buffer[start : end - 4]) != unpack_u32(buffer, end - 4)[0]:
                 raise EventStreamError("corrupt event stream from upstream (message CRC mismatch)")
             body = start + PRELUDE_BYTES + headers_len
             raw_headers = buffer[start + PRELUDE_BYTES : body]
-            known = _header_cache.get(raw_headers)
+            known = cached(raw_headers)
             if known is None:
-                message = EventMessage(
-                    _decode_headers(raw_headers, 0, headers_len), buffer[body : end - 4]
-                )
+                headers = _decode_headers(raw_headers, 0, headers_len)
+                known = (headers, *_kinds(headers))
                 if len(_header_cache) >= MAX_CACHED_HEADERS:
                     _header_cache.clear()
-                _header_cache[raw_headers] = (
-                    message.headers,
-                    message.message_type,
-                    message.event_type,
-                )
-            else:
-                message = EventMessage.__new__(EventMessage)
-                message.headers, message.message_type, message.event_type = known
-                message.payload = buffer[body : end - 4]
-            out.append(message)
+                _header_cache[raw_headers] = known
+            append((known, buffer[body : end - 4]))
             start = end
         self._pending = buffer[start:] if start < size else b""
         return out
