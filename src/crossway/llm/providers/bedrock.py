@@ -42,6 +42,8 @@ from crossway.llm.providers.converse import (
 
 SERVICE: Final = "bedrock"
 EVENTSTREAM_TYPE: Final = "application/vnd.amazon.eventstream"
+MAX_CACHED_URLS: Final = 256
+"""Request URLs kept per provider (one per model and action; a full cache starts again)."""
 
 
 # --- provider ---------------------------------------------------------------------------------
@@ -66,6 +68,7 @@ class BedrockProvider(Provider):
         self._extra_headers = {k.lower(): v.get_secret_value() for k, v in config.headers.items()}
         self._resolved = False
         self._lock = asyncio.Lock()
+        self._urls: dict[tuple[str, str], str] = {}  # (model, action) -> URL
 
     @property
     def base_url(self) -> str:
@@ -113,8 +116,13 @@ class BedrockProvider(Provider):
         await self._resolve()
         if self.region is None:
             raise UpstreamError(f"provider {self.name}: no AWS region (set region or AWS_REGION)")
-        # ':' stays literal: it is what HTTP clients put on the wire, and what AWS signs.
-        url = f"{self.base_url}/model/{quote(model, safe=':')}/{action}"
+        url = self._urls.get((model, action))
+        if url is None:
+            # ':' stays literal: it is what HTTP clients put on the wire, and what AWS signs.
+            url = f"{self.base_url}/model/{quote(model, safe=':')}/{action}"
+            if len(self._urls) >= MAX_CACHED_URLS:
+                self._urls.clear()
+            self._urls[(model, action)] = url
         headers = {"content-type": "application/json", **self._extra_headers, "accept": accept}
         if self.api_key:
             headers["authorization"] = f"Bearer {self.api_key}"
