@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from crossway.config.common import Timeouts, UpstreamTls
-from crossway.errors import UpstreamTimeout
+from crossway.errors import UpstreamError, UpstreamTimeout
 from crossway.proxy import client
 from tests.helpers import ROOT
 
@@ -204,3 +204,21 @@ async def test_one_client_per_setting() -> None:
     assert client.get_client(None, Timeouts(connect=2, first_byte=5, idle=5)) is a
     assert client.get_client(None, Timeouts(connect=3)) is not a
     await client.close_session()
+
+
+async def test_a_header_that_is_not_text_is_a_clear_upstream_error() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Name: caf\xe9\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        resp = await client.send("GET", f"http://127.0.0.1:{port}/", {}, b"", T)
+        with pytest.raises(UpstreamError, match="not valid text"):
+            list(resp.raw_headers)
+    finally:
+        server.close()
+        await client.close_session()

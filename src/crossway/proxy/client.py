@@ -302,9 +302,15 @@ class ReqwestResponse:
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
         raw = self._raw
         if raw is None:
-            raw = self._raw = [
-                (k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()
-            ]
+            try:
+                raw = self._raw = [
+                    (k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()
+                ]
+            except (ValueError, UnicodeEncodeError) as exc:  # not text: reqwest cannot say
+                self.release()
+                raise UpstreamError(
+                    "upstream answered with a header that is not valid text"
+                ) from exc
         return raw
 
     async def aclose(self) -> None:
@@ -390,7 +396,11 @@ async def _send_reqwest(
         raise UpstreamUnreachable(
             f"upstream connection failed ({url_host(url)}): {_rq_reason(exc)}"
         ) from exc
-    return ReqwestResponse(request, response)
+    try:
+        return ReqwestResponse(request, response)
+    except ValueError as exc:  # a Content-Length that is not text
+        await request.__aexit__(None, None, None)
+        raise UpstreamError("upstream answered with a header that is not valid text") from exc
 
 
 def _rq_reason(exc: Any) -> str:
