@@ -12,7 +12,6 @@ rounds), JSON and SSE.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import os
 import pstats
@@ -20,6 +19,8 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Final
+
+import uvloop
 
 from bench import fixtures
 from crossway.config import load_config
@@ -155,7 +156,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", choices=("json", "sse"))
     args = parser.parse_args()
-    results = asyncio.run(run(args.requests, args.rounds, args.profile))
+    results = uvloop.run(run(args.requests, args.rounds, args.profile))  # as granian's loop
     for name, us in results.items():
         print(f"{name}: {us:.1f} us/request (CPU, best of {args.rounds})")
 

@@ -8,7 +8,6 @@ passed-through OpenAI stream's tail for its usage chunk without parsing the whol
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
@@ -21,9 +20,9 @@ TAIL_BYTES: Final = 8192
 """Bytes of a passed-through stream kept to find its usage chunk at the end."""
 
 
-@dataclass(slots=True, frozen=True)
-class Usage:
-    """Tokens one request consumed.
+class Usage(msgspec.Struct, frozen=True):
+    """Tokens one request consumed (a frozen msgspec Struct: built in ~0.15 µs, where a frozen
+    dataclass takes ~1.2 µs, once or twice per request).
 
     Attributes:
         input_tokens: prompt tokens in total, cached ones included.
