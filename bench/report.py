@@ -279,7 +279,12 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 _verdict(added, GOAL_ADDED_TTFT_MS, at_least=False),
             )
         )
-    return rows
+    return _tidy(rows)
+
+
+def _tidy(rows: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str]]:
+    """A goal that was not measured carries no noise note."""
+    return [(g, t, m, "not measured" if v.startswith("not measured") else v) for g, t, m, v in rows]
 
 
 def _profile_table(title: str, rows: list[dict[str, Any]], limit: int) -> list[str]:

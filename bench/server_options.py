@@ -473,6 +473,11 @@ def ratios(runs: list[dict[str, Any]]) -> None:
         run["vs"] = base["row"]
 
 
+def _wrk_s(seconds: float) -> int:
+    """The whole seconds wrk runs for (bench/load.py rounds, at least 1)."""
+    return max(1, round(seconds))
+
+
 def _n(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
@@ -489,9 +494,9 @@ def render(data: dict[str, Any]) -> str:
         f"- Method: one granian worker per row pinned to core {PROXY_CPU}; nginx, wrk and the burst "
         f"client on core {LOAD_CPU}; {fixtures.REQUEST_BODY_SIZE} B request. Per study and mode the rows run "
         f"side by side and are loaded in turns: {s['warmup']:g} s warm-up each, then {s['rounds']} "
-        f"rounds (order reversed every other round) of {s['seconds'] / s['rounds']:g} s at 32 "
+        f"rounds (order reversed every other round) of {_wrk_s(s['seconds'] / s['rounds'])} s at 32 "
         f"connections ({BACKLOG_CONNECTIONS} in the backlog study) and "
-        f"{s['seconds_one'] / s['rounds']:g} s at 1 connection. "
+        f"{_wrk_s(s['seconds_one'] / s['rounds'])} s at 1 connection. "
         "**req per CPU-s** (requests over the proxy tree's own CPU time) is the figure compared; "
         "vs base is that figure over the base row's of the same proxy (req/s ratio in brackets).",
         f"- Load average at start {data['load_average_start']}, at end {data['load_average_end']}; "
@@ -697,7 +702,8 @@ def check_rows(args: argparse.Namespace) -> int:
 
 def _line(run: dict[str, Any]) -> str:
     if "skipped" in run or "failed" in run:
-        return f"{run['row']}: " + (run.get("skipped") or run["failed"]).splitlines()[0]
+        why: str = run.get("skipped") or run["failed"]
+        return f"{run['row']}: " + why.splitlines()[0]
     return (
         f"{run['row']}: {run['load']['rps']:,.0f} req/s, "
         f"{run['requests_per_cpu_second']:,.0f} req per CPU-s, "
