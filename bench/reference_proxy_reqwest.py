@@ -8,6 +8,8 @@ the ceiling Crossway is measured against moves with the stack Crossway itself ru
         granian --interface asgi --loop uvloop --workers 1 bench.reference_proxy_reqwest:app
 
 A request for `/v1/chat/completions` goes to `$REFERENCE_UPSTREAM/v1/chat/completions`.
+With `REFERENCE_ONE_BODY=1` (bench/server_options.py's interface study only) a sized answer
+goes out as one body message (`more_body` false) instead of chunk messages and an empty last one.
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ def build_client() -> Client:
 class ReqwestReferenceProxy:
     """Forward every HTTP request to `upstream` and stream the answer back chunk by chunk."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, *, one_body: bool = False) -> None:
         self.upstream = upstream.rstrip("/")
+        self.one_body = one_body
         self.client: Client | None = None
 
     def _client(self) -> Client:
@@ -102,6 +105,10 @@ class ReqwestReferenceProxy:
                     }
                 )
                 reader = upstream.body_reader
+                if self.one_body and upstream.headers.get("content-length") is not None:
+                    data = (await reader.bytes()).to_bytes()
+                    await send({"type": "http.response.body", "body": data, "more_body": False})
+                    return
                 while (chunk := await reader.read_chunk()) is not None:
                     await send(
                         {"type": "http.response.body", "body": chunk.to_bytes(), "more_body": True}
@@ -129,4 +136,7 @@ class ReqwestReferenceProxy:
                 return
 
 
-app = ReqwestReferenceProxy(os.environ.get("REFERENCE_UPSTREAM", "http://127.0.0.1:8081"))
+app = ReqwestReferenceProxy(
+    os.environ.get("REFERENCE_UPSTREAM", "http://127.0.0.1:8081"),
+    one_body=os.environ.get("REFERENCE_ONE_BODY") == "1",
+)

@@ -12,7 +12,8 @@ and wrk on the load core. The figure compared is requests per CPU-second of the 
 tree at 32 connections (beside req/s and p50 at 1 connection); every row is given as a ratio to
 its study's base row for the same proxy.
 
-- interface: ASGI vs RSGI, with each upstream client (RSGI answers a sized body in one call).
+- interface: ASGI vs RSGI, with each upstream client (RSGI answers a sized body in one call;
+  one ASGI row sends a sized body as one message, to tell the message count from the interface).
 - loop: uvloop (what `crossway serve` runs) vs asyncio vs rloop (installed on demand into
   bench/.peers/rloop, never into .venv: granian's `--loop auto` would pick it up there).
 - http1: `--http1-pipeline-flush`, a small `--http1-buffer-size`, `--no-http1-keep-alive`,
@@ -117,6 +118,12 @@ def study_rows(study: str) -> list[Variant]:
                 "rsgi + aiohttp", "reference", RSGI, "rsgi", env=(("REFERENCE_CLIENT", "aiohttp"),)
             ),
             Variant("asgi + pyreqwest", "reference-reqwest", REQWEST, base=True),
+            Variant(
+                "asgi + pyreqwest, sized answer as one body message",
+                "reference-reqwest",
+                REQWEST,
+                env=(("REFERENCE_ONE_BODY", "1"),),
+            ),
             Variant(
                 "rsgi + pyreqwest",
                 "reference-reqwest",

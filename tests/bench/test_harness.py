@@ -222,6 +222,45 @@ async def test_reference_proxy_forwards_request_and_streams_answer(
     assert (b"content-type", b"text/event-stream") in {(k.lower(), v) for k, v in start["headers"]}
 
 
+async def _drive_one_body(proxy: ReqwestReferenceProxy, body: bytes) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+    }
+    try:
+        await proxy(scope, receive, send)
+    finally:
+        await _close(proxy)
+    return sent
+
+
+async def test_reqwest_reference_sends_a_sized_answer_as_one_message(
+    fixture_upstream: Upstream,
+) -> None:
+    """REFERENCE_ONE_BODY=1: start + one body message for a sized answer; streams still stream."""
+    body = fixtures.request_body(stream=False)
+    for base, messages in ((fixture_upstream.base, 2), (fixture_upstream.base + "/stream", None)):
+        sent = await _drive_one_body(ReqwestReferenceProxy(base, one_body=True), body)
+        assert sent[0]["status"] == 200 and not sent[-1].get("more_body")
+        if messages is not None:
+            assert len(sent) == messages
+            assert orjson.loads(sent[1]["body"])["choices"][0]["message"]["content"] == TEXT
+        else:
+            assert len(sent) > 2
+            assert b"".join(m.get("body", b"") for m in sent[1:]) == fixtures.openai_stream()
+
+
 @pytest.mark.parametrize("proxy_class", REFERENCES)
 async def test_reference_proxy_answers_502_when_upstream_is_down(
     proxy_class: type[ReferenceProxy | ReqwestReferenceProxy],
