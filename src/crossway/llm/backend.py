@@ -75,6 +75,7 @@ from crossway.server.asgi import (
     JSON_HEADERS,
     SSE_HEADERS,
     ClientDisconnected,
+    LastChunk,
     read_body,
     send_response,
     stream_response,
@@ -497,8 +498,8 @@ class LlmBackend(Backend):
                     exc.__cause__,
                 )
                 tail = relay.error(exc)
-            if tail:
-                yield tail
+            if tail:  # the closing events (translated streams): sent with the end of the response
+                yield LastChunk(tail)
         finally:
             await _aclose(chunks)
             answer.deployment.health.in_flight -= 1

@@ -172,6 +172,13 @@ async def send_response(
     await send({"type": "http.response.body", "body": body})
 
 
+class LastChunk(bytes):
+    """A stream's last bytes, known to be last when yielded: `stream_response` sends them with
+    the end of the response (`more_body: False`), one ASGI message instead of two."""
+
+    __slots__ = ()
+
+
 async def stream_response(
     receive: Receive,
     send: Send,
@@ -185,7 +192,8 @@ async def stream_response(
     `WATCHER_GRACE_SECONDS` gets one watcher task that waits for `http.disconnect` and, when the
     client leaves, cancels the pump, which closes the upstream response and so cancels the upstream
     request even while the upstream is silent. (No task at all for short streams: streaming is a
-    hot path too.)
+    hot path too.) A `LastChunk` ends the response with its bytes; the source may not yield
+    after it.
     """
     await send({"type": "http.response.start", "status": status, "headers": headers})
     task = asyncio.current_task()
@@ -211,10 +219,21 @@ async def stream_response(
     # next `send`. Streams that go on (LLM token streams) get it after a short grace period.
     loop = asyncio.get_running_loop()
     timer = loop.call_later(WATCHER_GRACE_SECONDS, start_watcher)
+    closed = False
     try:
         async for chunk in chunks:
+            if closed:
+                raise RuntimeError("a stream yielded a chunk after its LastChunk")
+            if type(chunk) is LastChunk:
+                # One message for the last bytes and the end of the response. The source may
+                # still settle (usage, policies) before it stops: the client leaving now must
+                # not cancel that.
+                state["done"] = closed = True
+                await send({"type": "http.response.body", "body": bytes(chunk)})
+                continue
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+        if not closed:
+            await send({"type": "http.response.body", "body": b""})
     except asyncio.CancelledError:
         if state["left"]:
             task.uncancel()
