@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from types import ModuleType
@@ -27,9 +28,11 @@ MAX_EVENT_BYTES: Final = 4 * 1024 * 1024
 def _load(path: str | None, default: str) -> ModuleType:
     if path is None:
         return importlib.import_module(default)
-    spec = importlib.util.spec_from_file_location("sse_under_test", path)
+    name = f"sse_under_test_{len(sys.modules)}"
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 

@@ -56,35 +56,35 @@ class ClientDisconnected(Exception):
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """Read the whole request body, refusing more than `limit` bytes with 413.
+    """Read the whole request body, refusing more than `limit` bytes with 413: the one body
+    reader of every protocol (each renders the refusal in its own format).
 
     Framing the gateway cannot read one unambiguous way is the client's error (400), never a
     500, and no byte of such a body is handed on: a transfer coding other than `chunked`,
     `Transfer-Encoding` together with `Content-Length`, an unparsable `Content-Length`, a body
-    that ends early (the server reports a malformed chunked body as a disconnect), or any error
-    from `receive()` while reading.
+    that ends early (a client that leaves mid-body, or a malformed chunked body, which the
+    server reports as a disconnect), or any error from `receive()` while reading. Every
+    refusal carries `Connection: close`: the rest of the body is never read, so the connection
+    cannot carry another request (a client reusing it would see it drop).
     """
     length: bytes | None = None
     chunked = False
     for name, value in scope["headers"]:
         if name == b"content-length":
             if length is not None and value != length:
-                raise BadRequest("conflicting content-length headers", code="invalid_framing")
+                raise _bad_framing("conflicting content-length headers")
             length = value
         elif name == b"transfer-encoding":
             if value.strip().lower() != b"chunked":
-                raise BadRequest(
-                    "unsupported transfer-encoding (only chunked is accepted)",
-                    code="invalid_framing",
-                )
+                raise _bad_framing("unsupported transfer-encoding (only chunked is accepted)")
             chunked = True
     if length is not None:
         if chunked:
-            raise BadRequest("both transfer-encoding and content-length", code="invalid_framing")
+            raise _bad_framing("both transfer-encoding and content-length")
         if not length.isdigit():
-            raise BadRequest("invalid content-length header", code="invalid_framing")
+            raise _bad_framing("invalid content-length header")
         if int(length) > limit:
-            raise PayloadTooLarge(f"request body larger than {limit} bytes")
+            raise _too_large(limit)
     try:  # the first message inline: one coroutine less on the hot path
         message = await receive()
     except Exception as exc:
@@ -94,7 +94,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
         if len(body) > limit:
-            raise PayloadTooLarge(f"request body larger than {limit} bytes")
+            raise _too_large(limit)
         return body
     parts = [body]
     size = len(body)
@@ -103,7 +103,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"request body larger than {limit} bytes")
+            raise _too_large(limit)
         parts.append(chunk)
     return b"".join(parts)
 
@@ -119,14 +119,22 @@ async def _receive_body(receive: Receive) -> Message:
     return message
 
 
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"request body larger than {limit} bytes", headers={"connection": "close"}
+    )
+
+
+def _bad_framing(message: str) -> BadRequest:
+    return BadRequest(message, code="invalid_framing", headers={"connection": "close"})
+
+
 def _unreadable() -> BadRequest:
-    return BadRequest("the request body could not be read", code="invalid_framing")
+    return _bad_framing("the request body could not be read")
 
 
 def _cut_short() -> BadRequest:
-    return BadRequest(
-        "the request body ended before it was complete or was malformed", code="invalid_framing"
-    )
+    return _bad_framing("the request body ended before it was complete or was malformed")
 
 
 def client_request_id(scope: Scope) -> str | None:

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from crossway.errors import GatewayError, PayloadTooLarge
+from crossway.errors import GatewayError
 from crossway.mcp import jsonrpc
 from crossway.mcp.downstream.http import send_empty, send_json, sse_event
 from crossway.mcp.downstream.streamable import stream_events
@@ -105,14 +105,10 @@ class LegacySseTransport:
                 jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, "unknown or expired session"),
             )
             return
+        # A refused body (413, 400) is rendered by the backend's `render_error`, as JSON-RPC.
+        body = await read_body(scope, receive, _limit(self.backend.cfg.max_message_bytes, ctx))
         try:
-            body = await read_body(scope, receive, _limit(self.backend.cfg.max_message_bytes, ctx))
             message = orjson.loads(body)
-        except PayloadTooLarge as exc:
-            await send_json(
-                send, 413, jsonrpc.error_response(None, jsonrpc.PAYLOAD_TOO_LARGE, exc.message)
-            )
-            return
         except orjson.JSONDecodeError:
             await send_json(
                 send, 400, jsonrpc.error_response(None, jsonrpc.PARSE_ERROR, "parse error")

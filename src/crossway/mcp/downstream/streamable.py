@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from crossway.errors import BadRequest, GatewayError, NotFound, PayloadTooLarge
+from crossway.errors import BadRequest, GatewayError, NotFound
 from crossway.mcp import jsonrpc
 from crossway.mcp.downstream.http import SSE_HEADERS, send_empty, send_json, sse_event
 from crossway.mcp.federation import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE, MODERN_VERSIONS, Call
@@ -177,11 +177,8 @@ class StreamableHttpTransport:
     # -- POST ---------------------------------------------------------------------------------
 
     async def _post(self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext) -> None:
-        try:
-            body = await read_body(scope, receive, _limit(self.backend.cfg.max_message_bytes, ctx))
-        except PayloadTooLarge as exc:
-            await _error(send, 413, None, jsonrpc.PAYLOAD_TOO_LARGE, exc.message)
-            return
+        # A refused body (413, 400) is rendered by the backend's `render_error`, as JSON-RPC.
+        body = await read_body(scope, receive, _limit(self.backend.cfg.max_message_bytes, ctx))
         try:
             message = orjson.loads(body)
         except orjson.JSONDecodeError:
