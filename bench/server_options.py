@@ -36,6 +36,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -296,7 +297,10 @@ def start_row(variant: Variant, mode: Mode, body: Path, upstream: str) -> Row:
     row.server = start_pinned(
         slug, argv, cpu=PROXY_CPU, env=env, cwd=REPO, log=WORK / "logs" / f"{slug}-{mode}.log"
     )
-    row.result["command"] = " ".join(a.replace(str(REPO) + "/", "") for a in argv)
+    shown = [f"{k}={v}" for k, v in variant.env]
+    if variant.loop == "rloop":
+        shown.append("PYTHONPATH=bench/.peers/rloop")
+    row.result["command"] = " ".join([*shown, *(a.replace(str(REPO) + "/", "") for a in argv)])
     try:
         answer = wait_ready(
             row.server,
@@ -558,7 +562,13 @@ def render(data: dict[str, Any]) -> str:
     lines += [
         "Commands (each under `taskset -c <proxy core>`):",
         "",
-        *sorted({f"- {r['row']}: `{r['command']}`" for r in data["runs"] if r.get("command")}),
+        *sorted(
+            {
+                f"- {r['row']}: `{re.sub(r'--port [0-9]+', '--port <port>', r['command'])}`"
+                for r in data["runs"]
+                if r.get("command")
+            }
+        ),
         "",
     ]
     return "\n".join(lines) + "\n"
