@@ -87,3 +87,16 @@ def test_new_day_new_key_and_empty_body(frozen_botocore: None) -> None:
     # The same second signed again (cached date string and key) gives the same signature.
     again = aws_auth.sign_headers(credentials, "eu-west-1", "bedrock", url, headers, b"", now=0)
     assert again == first
+
+
+def test_cached_hmac_states_give_hmac_sha256() -> None:
+    import hashlib
+    import hmac
+
+    for secret in ("s", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "x" * 100):
+        key = aws_auth.signing_key(secret, "20261202", "us-east-1", "bedrock")
+        pads = aws_auth._signer(secret, "20261202", "us-east-1", "bedrock")
+        for message in (b"", b"AWS4-HMAC-SHA256\n20261202T030405Z", b"m" * 1000):
+            expected = hmac.new(key, message, hashlib.sha256).hexdigest()
+            assert aws_auth._hmac_hex(pads, message) == expected
+            assert aws_auth._hmac_hex(pads, message) == expected  # the cached states are intact

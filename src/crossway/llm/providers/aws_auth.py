@@ -34,24 +34,44 @@ MAX_CACHED_URLS: Final = 256
 
 _UNSIGNED: Final = frozenset(SIGNED_HEADERS_BLACKLIST)
 
-_signing_keys: dict[tuple[str, str, str, str], bytes] = {}
+_IPAD: Final = bytes(x ^ 0x36 for x in range(256))
+_OPAD: Final = bytes(x ^ 0x5C for x in range(256))
+_SHA256_BLOCK: Final = 64
+
+_signers: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 # url -> (host, canonical path, canonical query)
 _url_parts: dict[str, tuple[str, str, str]] = {}
 _stamp: list[Any] = [-1, ""]  # the last second signed and its `x-amz-date`
 
 
 def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
-    """The derived SigV4 key for one day, region and service (cached)."""
-    cache_key = (secret_key, date, region, service)
-    key = _signing_keys.get(cache_key)
-    if key is None:
-        key = f"AWS4{secret_key}".encode()
-        for part in (date, region, service, "aws4_request"):
-            key = hmac.digest(key, part.encode(), "sha256")
-        if len(_signing_keys) >= MAX_CACHED_KEYS:
-            _signing_keys.clear()
-        _signing_keys[cache_key] = key
+    """The derived SigV4 key for one day, region and service."""
+    key = f"AWS4{secret_key}".encode()
+    for part in (date, region, service, "aws4_request"):
+        key = hmac.digest(key, part.encode(), "sha256")
     return key
+
+
+def _signer(secret_key: str, date: str, region: str, service: str) -> tuple[Any, Any]:
+    """HMAC-SHA256 with the derived key, as its two SHA-256 states after the padded key
+    (cached): copying them costs half of `hmac.digest`, which looks the digest up by name."""
+    cache_key = (secret_key, date, region, service)
+    pads = _signers.get(cache_key)
+    if pads is None:
+        block = signing_key(secret_key, date, region, service).ljust(_SHA256_BLOCK, b"\0")
+        pads = (hashlib.sha256(block.translate(_IPAD)), hashlib.sha256(block.translate(_OPAD)))
+        if len(_signers) >= MAX_CACHED_KEYS:
+            _signers.clear()
+        _signers[cache_key] = pads
+    return pads
+
+
+def _hmac_hex(pads: tuple[Any, Any], message: bytes) -> str:
+    inner = pads[0].copy()
+    inner.update(message)
+    outer = pads[1].copy()
+    outer.update(inner.digest())
+    return str(outer.hexdigest())
 
 
 def _parts_of(url: str) -> tuple[str, str, str]:
@@ -137,8 +157,8 @@ def sign_headers(
     date = stamp[:8]
     scope = f"{date}/{region}/{service}/aws4_request"
     to_sign = f"{ALGORITHM}\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-    key = signing_key(credentials.secret_key, date, region, service)
-    signature = hmac.digest(key, to_sign.encode(), "sha256").hex()
+    signer = _signer(credentials.secret_key, date, region, service)
+    signature = _hmac_hex(signer, to_sign.encode())
     signed = dict(template.headers)
     signed["x-amz-date"] = stamp
     signed["authorization"] = (
