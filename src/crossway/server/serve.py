@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import resource
 import shutil
 import signal
 import tempfile
@@ -18,6 +20,23 @@ log = logging.getLogger("crossway")
 
 SHUTDOWN_GRACE_SECONDS: Final = 5.0
 """After the drain time, how long shutdown may still take before the process exits anyway."""
+LISTEN_BACKLOG: Final = 2048
+MIN_CONNECTIONS_PER_WORKER: Final = 2048
+
+
+def connections_per_worker() -> int:
+    """How many connections one worker serves at once (granian's `backpressure`): the open-file
+    limit, raised to its hard limit first, since every connection holds a descriptor.
+
+    granian's default, the backlog over the workers (2048), let 2048 idle streams (SSE, MCP
+    GET) stop a worker from answering anyone else; connections past the limit wait unserved.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return max(MIN_CONNECTIONS_PER_WORKER, soft)
 
 
 def serve(config_path: str, config: Config, workers: int) -> None:
@@ -76,7 +95,8 @@ def serve(config_path: str, config: Config, workers: int) -> None:
         log_access=False,
         respawn_failed_workers=True,
         workers_kill_timeout=int(config.listen.drain_seconds) + 5,
-        backlog=2048,
+        backlog=LISTEN_BACKLOG,
+        backpressure=connections_per_worker(),
         **tls_options(tls),
     )
     log.info(
@@ -117,7 +137,8 @@ def _serve_single(path: str, config: Config) -> None:
             port=config.listen.port,
             interface=Interfaces.ASGI,
             log_access=False,
-            backlog=2048,
+            backlog=LISTEN_BACKLOG,
+            backpressure=connections_per_worker(),
             **tls_options(config.listen.tls),
         )
         loop = asyncio.get_running_loop()
