@@ -129,7 +129,7 @@ class PacedUpstream:
                 elif method == b"POST" and path.endswith(b"/chat/completions"):
                     if _wants_stream(body):
                         await self.stream(reader, writer)
-                        if self.chunks <= 0:
+                        if self.chunks <= 0 or close:
                             return  # a stream without end only stops when its client leaves
                         continue
                     writer.write(self.completion)

@@ -373,8 +373,8 @@ def worker_mb(server: ServerProcess) -> float:
     return round(rss_kb(server.worker_pid()) / 1024, 1)
 
 
-async def settled_mb(server: ServerProcess, settle_s: float = SETTLE_S) -> float:
-    await asyncio.sleep(settle_s)
+async def settled_mb(server: ServerProcess) -> float:
+    await asyncio.sleep(SETTLE_S)
     return worker_mb(server)
 
 
