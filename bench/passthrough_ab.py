@@ -4,8 +4,8 @@ git ref, in interleaved rounds (requests per CPU-second of the gateway, p50 at o
     flock bench/.work/bench.lock .venv/bin/python -m bench.passthrough_ab --ref REF FILE ... \\
         [--seconds 4] [--rounds 3] [--modes json stream]
 
-`A` is `src/` copied from the working tree with FILE ... (paths under src/) taken from REF (put
-first on PYTHONPATH); `B` is the working tree. Both run examples/openai.yaml with one worker on the
+`A` is `src/` copied from the working tree with FILE ... (paths under src/) taken from REF and
+`--overlay DIR`'s files on top (put first on PYTHONPATH); `B` is the working tree. Both run examples/openai.yaml with one worker on the
 proxy core, nginx and wrk on the load core (bench/gateway_rows.py).
 """
 
@@ -27,8 +27,9 @@ WORK: Final = REPO / "bench" / ".work" / "passthrough_ab"
 CONFIG: Final = "../../examples/openai"
 
 
-def tree_with(ref: str, files: list[str]) -> Path:
-    """The working tree's src/ with `files` as of `ref`."""
+def tree_with(ref: str, files: list[str], overlay: Path | None = None) -> Path:
+    """The working tree's src/ with `files` as of `ref`, then `overlay`'s files on top (a
+    directory laid out like src/)."""
     target = WORK / "a-src"
     if target.exists():
         shutil.rmtree(target)
@@ -39,13 +40,16 @@ def tree_with(ref: str, files: list[str]) -> Path:
             ["git", "show", f"{ref}:{name}"], cwd=REPO, capture_output=True, check=True
         ).stdout
         (target / rel).write_bytes(shown)
+    if overlay is not None:
+        shutil.copytree(overlay, target, dirs_exist_ok=True)
     return target
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ref", required=True)
-    parser.add_argument("files", nargs="+")
+    parser.add_argument("--ref", default="HEAD")
+    parser.add_argument("files", nargs="*")
+    parser.add_argument("--overlay", type=Path, help="files laid out like src/, put over A")
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--seconds-one", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3)
@@ -53,9 +57,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    src_a = tree_with(args.ref, args.files)
+    src_a = tree_with(args.ref, args.files, args.overlay)
     nginx, nginx_port = rows.start_upstream(WORK)
-    report: dict[str, Any] = {"ref": args.ref, "files": args.files, "load_start": load_average()}
+    report: dict[str, Any] = {
+        "ref": args.ref,
+        "files": args.files,
+        "overlay": str(args.overlay),
+        "load_start": load_average(),
+    }
     try:
         for mode in args.modes:
             body = rows.request_file(WORK, mode)
