@@ -2,6 +2,13 @@
 `tools/list` over 20 upstreams x 50 tools, and memory per held-open session.
 
     .venv/bin/python -m bench.mcp.bench [--seconds 10] [--only crossway direct ...] [--skip-list]
+        [--ref GIT_REF] [--profile]
+
+`--ref` adds the target `crossway@REF`: Crossway as of that commit (its `src/` exported with
+`git archive` under bench/.work/, put first on PYTHONPATH), measured in the same interleaved
+rounds as the working tree's, for before/after figures from one run. `--profile` samples each
+Crossway target with py-spy (bench/.peers/tools) for one extra window per session count, after
+the measured rounds, and adds the top entries to the report.
 
 Every proxy runs pinned to core 0 (`taskset -c 0`, one worker); the upstream and this load
 generator share core 1. Writes bench/results/mcp-YYYY-MM-DD-HHMM.{json,md}.
@@ -35,6 +42,7 @@ from bench.mcp import load
 REPO: Final = Path(__file__).resolve().parents[2]
 PEERS: Final = REPO / "bench" / ".peers"
 RESULTS: Final = REPO / "bench" / "results"
+WORK: Final = REPO / "bench" / ".work"
 PROXY_CPU: Final = "0"
 LOAD_CPU: Final = 1
 CALL: Final = {"name": "echo", "arguments": {"text": "hello"}}
@@ -140,15 +148,46 @@ def crossway_config(servers: str, extra: str = "") -> str:
     ) + textwrap.indent(servers, " " * 6)
 
 
-def start_crossway(config: str) -> tuple[Proc, str]:
+def export_ref(ref: str) -> Path:
+    """`src/` of Crossway at git `ref`, exported once under bench/.work/ (not a worktree: the
+    checkout's own git state is left alone). `dir:PATH` names a copied `src/` directory
+    instead (a snapshot of uncommitted work, so later edits do not change what is measured)."""
+    if ref.startswith("dir:"):
+        return Path(ref[4:]).resolve()
+    sha = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{ref}^{{commit}}"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    root = WORK / f"ref-{sha[:12]}"
+    if not (root / "src" / "crossway").is_dir():
+        root.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", sha, "src"], cwd=REPO, check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+    return root / "src"
+
+
+def _ref_label(ref: str) -> str:
+    """How a `--ref` is named in the report: the git ref, or a snapshot's directory name."""
+    return Path(ref[4:]).name if ref.startswith("dir:") else ref
+
+
+def start_crossway(config: str, src: Path | None = None) -> tuple[Proc, str]:
     port, admin = free_port(), free_port()
     path = Path(tempfile.mkstemp(prefix="mcp-bench-", suffix=".yaml")[1])
     path.write_text(config.replace("{port}", str(port)).replace("{admin}", str(admin)))
+    env = {"CROSSWAY_LOG_LEVEL": "warning"}
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
     proc = start(
         "crossway",
         [sys.executable, "-m", "crossway", "serve", "--config", str(path), "--workers", "1"],
         PROXY_CPU,
-        env={"CROSSWAY_LOG_LEVEL": "warning"},
+        env=env,
     )
     ready(proc, port)
     wait_until(lambda: _status(f"http://127.0.0.1:{admin}/readyz") == 200, "crossway readiness")
@@ -242,6 +281,57 @@ def measure_calls(
         out[str(sessions)] = result.summary()
         print(f"    {sessions:>2} sessions: {out[str(sessions)]}", flush=True)
     return out
+
+
+def profile_calls(
+    pid: int,
+    url: str,
+    seconds: float,
+    headers: dict[str, str] | None,
+    call: dict[str, Any],
+) -> dict[str, Any]:
+    """py-spy samples of the proxy worker under `tools/call` load, per session count; shares
+    turned into microseconds per call with the CPU time measured in the same window."""
+    from bench import profile
+
+    binary = profile.pyspy_binary(REPO)
+    if binary is None:
+        return {"error": "py-spy is not installed (BENCH_PROFILE=1 bash bench/run.sh)"}
+    worker = _worker_pid(pid)
+    out: dict[str, Any] = {}
+    for sessions in (1, 16):
+        raw = Path(tempfile.mkstemp(prefix="mcp-bench-pyspy-", suffix=".txt")[1])
+        recorder = profile.start_record(binary, worker, int(seconds), raw, cpu=LOAD_CPU)
+        result = asyncio.run(
+            load.run(
+                url,
+                sessions=sessions,
+                seconds=seconds,
+                warmup=0.5,
+                params=call,
+                headers=headers,
+                cpu=lambda: cpu_seconds(pid),
+            )
+        )
+        _, err = recorder.communicate(timeout=seconds + 30)
+        summary = result.summary()
+        if not raw.exists() or raw.stat().st_size == 0:
+            out[str(sessions)] = {"error": err.decode(errors="replace")[-300:]}
+            continue
+        out[str(sessions)] = profile.summarize(
+            raw, cpu_us_per_request=summary["proxy_cpu_us_per_call"], top=12
+        )
+        raw.unlink(missing_ok=True)
+    return out
+
+
+def _worker_pid(pid: int) -> int:
+    """The serving process under `pid` (granian runs its worker as a child), else `pid`."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return pid
+    return int(children[-1]) if children else pid
 
 
 def median_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -419,6 +509,37 @@ def render_markdown(data: dict[str, Any]) -> str:
             lines.append(
                 f"| {label} | {row['sessions']} | {row['rss_before_mb']} | {row['rss_after_mb']} | {row['kb_per_session']} |"
             )
+    for target, per_sessions in data.get("profiles", {}).items():
+        for sessions, prof in per_sessions.items():
+            lines += ["", f"## py-spy: {target}, {sessions} sessions"]
+            if "error" in prof:
+                lines.append(f"failed: {prof['error']}")
+                continue
+            lines += [
+                f"{prof['samples']} samples at {prof['rate_hz']} Hz; proxy CPU"
+                f" {prof['cpu_us_per_request']} us per call.",
+                "",
+                "| component (leaf) | % | us/call |",
+                "|---|---|---|",
+                *[
+                    f"| {r['function']} | {r['percent']} | {r['us_per_request']} |"
+                    for r in prof["components"][:8]
+                ],
+                "",
+                "| self (leaf function) | % | us/call |",
+                "|---|---|---|",
+                *[
+                    f"| {r['function']} | {r['percent']} | {r['us_per_request']} |"
+                    for r in prof["self"][:12]
+                ],
+                "",
+                "| Crossway, inclusive | % | us/call |",
+                "|---|---|---|",
+                *[
+                    f"| {r['function']} | {r['percent']} | {r['us_per_request']} |"
+                    for r in prof["crossway_inclusive"][:12]
+                ],
+            ]
     if data.get("notes"):
         lines += ["", "## Notes", *[f"- {n}" for n in data["notes"]]]
     return "\n".join(lines) + "\n"
@@ -431,6 +552,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-list", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument(
+        "--ref",
+        action="append",
+        default=[],
+        help="also measure Crossway as of this git ref, or a copied src/ as dir:PATH (repeatable)",
+    )
+    parser.add_argument("--profile", action="store_true", help="py-spy the Crossway targets")
     args = parser.parse_args()
     if shutil.which("taskset") is None:
         sys.exit("taskset is required (util-linux)")
@@ -454,6 +582,8 @@ def main() -> None:
     ready(upstream, upstream_port)
     upstream_url = f"http://127.0.0.1:{upstream_port}/mcp"
     wanted = args.only or ["direct", "crossway", "fastmcp", "contextforge"]
+    refs = {f"crossway@{_ref_label(ref)}": ref for ref in args.ref}
+    wanted = [*wanted, *refs]
     try:
         # Start every target first, then measure them round-robin, so slow drifts in the
         # machine's load hit all of them alike; each figure is the median over the rounds.
@@ -462,11 +592,13 @@ def main() -> None:
             try:
                 if target == "direct":
                     running[target] = (None, upstream_url, None, CALL)
-                elif target == "crossway":
+                elif target == "crossway" or target.startswith("crossway@"):
+                    src = export_ref(refs[target]) if target in refs else None
                     proc, url = start_crossway(
                         crossway_config(
                             f"up: {{type: streamable_http, url: {upstream_url}, prefix: false}}\n"
-                        )
+                        ),
+                        src,
                     )
                     running[target] = (proc, url, None, CALL)
                 elif target == "fastmcp":
@@ -495,6 +627,13 @@ def main() -> None:
                     except Exception as exc:
                         print(f"    {target} failed: {exc}", flush=True)
                         data["notes"].append(f"{target}, round {number + 1}: {str(exc)[:300]}")
+            if args.profile:
+                for target, (proc, url, headers, call) in running.items():
+                    if proc is not None and target.startswith("crossway"):
+                        print(f"[mcp-bench] py-spy: {target}", flush=True)
+                        data.setdefault("profiles", {})[target] = profile_calls(
+                            proc.process.pid, url, args.seconds, headers, call
+                        )
         finally:
             for proc, *_ in running.values():
                 if proc is not None:
