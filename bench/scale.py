@@ -512,7 +512,34 @@ async def llm_streams_async(
     return out
 
 
-def measure_llm(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+POOL_PATCH: Final = """\
+import os, sys
+
+if os.environ.get("SCALE_POOL_LIMIT"):
+    from crossway.proxy import client
+
+    client.DEFAULT_POOL_LIMIT = int(os.environ["SCALE_POOL_LIMIT"])
+    print("scale bench: upstream pool limit", client.DEFAULT_POOL_LIMIT, file=sys.stderr)
+"""
+"""A sitecustomize for the `llm_pool_raised` part: the gateway's upstream connection cap
+(`crossway.proxy.client.DEFAULT_POOL_LIMIT`, 1024) raised, to see what one worker holds
+without it. A what-if of the bench only; the gateway has no such setting."""
+RAISED_POOL_LIMIT: Final = 20_000
+
+
+def measure_llm_pool_raised(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    patch = work / "pool-patch"
+    patch.mkdir(parents=True, exist_ok=True)
+    (patch / "sitecustomize.py").write_text(POOL_PATCH)
+    env = {"PYTHONPATH": str(patch), "SCALE_POOL_LIMIT": str(RAISED_POOL_LIMIT)}
+    result = measure_llm(args, work, env=env, rounds=1)
+    result["pool_limit"] = RAISED_POOL_LIMIT
+    return result
+
+
+def measure_llm(
+    args: argparse.Namespace, work: Path, env: dict[str, str] | None = None, rounds: int = 2
+) -> dict[str, Any]:
     upstream = Upstream(free_port())
     upstream.process = start_paced(upstream.port, args.interval, work)
     server = None
@@ -520,10 +547,12 @@ def measure_llm(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         base = f"http://127.0.0.1:{upstream.port}/v1"
         server, port, admin = start_crossway(
             "crossway-llm", "scale-llm", workers=1, cpus=PROXY_CPU,
-            env={"OPENAI_BASE_URL": base}, work=work,
+            env={"OPENAI_BASE_URL": base, **(env or {})}, work=work,
         )  # fmt: skip
         result = asyncio.run(
-            llm_streams_async(server, port, admin, upstream, args.streams, args.interval, args.hold)
+            llm_streams_async(
+                server, port, admin, upstream, args.streams, args.interval, args.hold, rounds
+            )
         )
         result.update(
             {
@@ -924,6 +953,8 @@ def render(data: dict[str, Any]) -> str:
         lines += _workers_lines(data["workers"], data["settings"])
     if "llm" in data:
         lines += _llm_lines(data["llm"])
+    if "llm_pool_raised" in data:
+        lines += _llm_lines(data["llm_pool_raised"], " — upstream pool cap raised (bench patch)")
     if "mcp_streams" in data:
         lines += _mcp_stream_lines(data["mcp_streams"])
     if "sessions" in data:
@@ -972,13 +1003,13 @@ def _lat(d: dict[str, Any] | None) -> str:
     return f"{d['p50_ms']} / {d['p99_ms']} ({d['errors']} errors)"
 
 
-def _llm_lines(r: dict[str, Any]) -> list[str]:
+def _llm_lines(r: dict[str, Any], variant: str = "") -> list[str]:
     if "failed" in r:
-        return ["", "## Idle LLM streams, one worker", "", f"FAILED: {r['failed']}"]
+        return ["", f"## Idle LLM streams, one worker{variant}", "", f"FAILED: {r['failed']}"]
     lines = [
         "",
         f"## Idle LLM streams, one worker (paced upstream: a chunk every {r['interval_s']:g} s"
-        " per stream)",
+        f" per stream){variant}",
         "",
         f"Gateway fd limit {r['fd_limit']}. Idle latency p50 / p99 ms: chat JSON"
         f" {_lat(r['idle']['chat_json_latency'])}, admin /healthz"
@@ -1050,6 +1081,7 @@ def _session_lines(r: dict[str, Any]) -> list[str]:
 PARTS: Final[dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]]] = {
     "workers": measure_workers,
     "llm": measure_llm,
+    "llm_pool_raised": measure_llm_pool_raised,
     "mcp_streams": measure_mcp_streams,
     "sessions": measure_sessions,
 }
