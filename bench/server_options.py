@@ -18,8 +18,10 @@ its study's base row for the same proxy.
   bench/.peers/rloop, never into .venv: granian's `--loop auto` would pick it up there).
 - http1: `--http1-pipeline-flush`, a small `--http1-buffer-size`, `--no-http1-keep-alive`,
   `--runtime-mode st` and `--task-impl rust` against granian's defaults.
-- backlog: `--backlog` 128 / 1024 / 2048 (granian also derives its per-worker backpressure,
-  the cap on requests in flight, from it) at 512 connections, plus a burst of new connections.
+- backlog: `--backlog` 128 / 1024 / 2048 at 512 connections, plus a burst of new connections.
+  granian derives its per-worker `--backpressure` from it (backlog / workers), and that caps the
+  connections a worker serves at once: past it, a new connection waits until another closes. The
+  table shows how many connections were really served (Little's law: req/s x mean latency).
 
 Crossway rows run `crossway.server.app:create_app` through granian's own CLI (`--factory`), the
 path `crossway serve --workers N` takes, so every granian option can be tried without editing
@@ -82,6 +84,8 @@ SLOW_CONNECT_S: Final = 0.9
 STUDIES: Final = ("interface", "loop", "http1", "backlog")
 CROSSWAY_BACKLOG: Final = "2048"
 """What src/crossway/server/serve.py passes granian today."""
+BACKPRESSURE_TRIED: Final = "65536"
+"""granian caps open connections per worker at `--backpressure` (default backlog / workers)."""
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,18 @@ def study_rows(study: str) -> list[Variant]:
                     base=b == CROSSWAY_BACKLOG,
                 )
                 for b in (CROSSWAY_BACKLOG, "128", "1024")
+            ),
+            Variant(
+                f"crossway --backlog {CROSSWAY_BACKLOG} --backpressure {BACKPRESSURE_TRIED}",
+                "crossway",
+                CROSSWAY,
+                options=(
+                    "--factory",
+                    "--backlog",
+                    CROSSWAY_BACKLOG,
+                    "--backpressure",
+                    BACKPRESSURE_TRIED,
+                ),
             ),
         ]
     raise ValueError(f"unknown study {study!r}")
@@ -526,8 +542,10 @@ def render(data: dict[str, Any]) -> str:
             )
             extra = ""
             if study == "backlog":
+                head += " connections served (req/s x mean latency) |"
+                extra = "---:|"
                 head += f" burst of {BURST_CONNECTIONS}: p50 / max (ms), waited > {SLOW_CONNECT_S} s, errors |"
-                extra = "---|"
+                extra += "---|"
             lines += [f"## {study} / {mode}", "", head, "|---|" + "---:|" * 9 + extra]
             for r in runs:
                 name = f"**{r['row']}**" if r["base"] else r["row"]
@@ -550,6 +568,7 @@ def render(data: dict[str, Any]) -> str:
                 )
                 if study == "backlog":
                     b = r.get("bursts", [])
+                    line += f" {load['rps'] * load['latency_us']['mean'] / 1e6:.0f} |"
                     line += (
                         " "
                         + "; ".join(
