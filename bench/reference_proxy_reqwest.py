@@ -8,8 +8,8 @@ the ceiling Crossway is measured against moves with the stack Crossway itself ru
         granian --interface asgi --loop uvloop --workers 1 bench.reference_proxy_reqwest:app
 
 A request for `/v1/chat/completions` goes to `$REFERENCE_UPSTREAM/v1/chat/completions`.
-With `REFERENCE_ONE_BODY=1` (bench/server_options.py's interface study only) a sized answer
-goes out as one body message (`more_body` false) instead of chunk messages and an empty last one.
+With `REFERENCE_ONE_BODY=1` (bench/server_options.py's interface study only) a sized answer that
+is not an event stream goes out as one body message (`more_body` false) instead of chunk messages and an empty last one.
 """
 
 from __future__ import annotations
@@ -105,7 +105,11 @@ class ReqwestReferenceProxy:
                     }
                 )
                 reader = upstream.body_reader
-                if self.one_body and upstream.headers.get("content-length") is not None:
+                if (
+                    self.one_body
+                    and upstream.headers.get("content-length") is not None
+                    and not upstream.headers.get("content-type", "").startswith("text/event-stream")
+                ):
                     data = (await reader.bytes()).to_bytes()
                     await send({"type": "http.response.body", "body": data, "more_body": False})
                     return

@@ -2,8 +2,8 @@
 
 The same passthrough as bench/reference_proxy.py and bench/reference_proxy_reqwest.py (no
 routing, parsing or policies), written against RSGI: the request body is one awaited call, the
-answer one `response_bytes` call when the upstream sized it (`content-length`) or a
-`response_stream` transport fed chunk by chunk otherwise — no message dicts per chunk.
+answer one `response_bytes` call when the upstream sized it (`content-length`, not an event
+stream) or a `response_stream` transport fed chunk by chunk otherwise — no message dicts.
 
     REFERENCE_UPSTREAM=http://127.0.0.1:8081 REFERENCE_CLIENT=reqwest \\
         granian --interface rsgi --loop uvloop --workers 1 bench.reference_rsgi:app
@@ -29,6 +29,11 @@ from bench.reference_proxy_reqwest import build_client
 
 CLIENTS: Final = ("reqwest", "aiohttp")
 ERROR_HEADERS: Final = [("content-type", "text/plain")]
+
+
+def _sized(content_length: str | None, content_type: str | None) -> bool:
+    """Answer in one call: a sized body that is not an event stream (those stream as they come)."""
+    return content_length is not None and not (content_type or "").startswith("text/event-stream")
 
 
 class RsgiReferenceProxy:
@@ -79,7 +84,9 @@ class RsgiReferenceProxy:
                     (k, v) for k, v in upstream.headers.items() if k not in HOP_BY_HOP
                 ]
                 reader = upstream.body_reader
-                if upstream.headers.get("content-length") is not None:
+                if _sized(
+                    upstream.headers.get("content-length"), upstream.headers.get("content-type")
+                ):
                     data = await reader.bytes()
                     protocol.response_bytes(upstream.status, answer_headers, data.to_bytes())
                     return
@@ -105,7 +112,9 @@ class RsgiReferenceProxy:
                     for k, v in upstream.raw_headers
                     if k.decode("latin-1").lower() not in HOP_BY_HOP
                 ]
-                if upstream.content_length is not None:
+                if _sized(
+                    upstream.headers.get("content-length"), upstream.headers.get("content-type")
+                ):
                     protocol.response_bytes(upstream.status, answer_headers, await upstream.read())
                     return
                 transport = protocol.response_stream(upstream.status, answer_headers)
