@@ -80,7 +80,11 @@ OPEN_BATCH: Final = 200
 """Connections opened at once while building up the held streams."""
 OPEN_TIMEOUT_S: Final = 60.0
 CONNECT_TIMEOUT_S: Final = 10.0
+EXCHANGE_TIMEOUT_S: Final = 10.0
+"""A probe that got no answer in this time counts as an error (e.g. waiting for a pool slot)."""
 PROBES: Final = 30
+PROBE_GIVE_UP: Final = 3
+"""Probes that failed, none answered: the rest are not tried."""
 """Sequential latency probes while the streams are held."""
 SETTLE_S: Final = 2.0
 """Pause after a phase before reading RSS (the allocator and granian settle)."""
@@ -211,13 +215,19 @@ def http_request(
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-async def http_exchange(port: int, request: bytes) -> tuple[int, bytes]:
-    """Send `request` on a new connection, read until the server closes: (status, raw answer)."""
+async def http_exchange(
+    port: int, request: bytes, timeout_s: float = EXCHANGE_TIMEOUT_S
+) -> tuple[int, bytes]:
+    """Send `request` on a new connection, read until the server closes: (status, raw answer);
+    status 0 when no answer came in `timeout_s`."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(request)
         await writer.drain()
-        raw = await reader.read(-1)
+        try:
+            raw = await asyncio.wait_for(reader.read(-1), timeout_s)
+        except TimeoutError:
+            return 0, b""
     finally:
         writer.close()
         with contextlib.suppress(OSError):
@@ -347,6 +357,8 @@ async def latency_probe(
             status = 0
         if status != ok:
             errors += 1
+            if errors >= PROBE_GIVE_UP and not samples:
+                break  # not answering at all (e.g. every upstream connection is taken)
             continue
         samples.append((time.perf_counter() - started) * 1000)
     return latency_summary(samples, errors)
@@ -532,13 +544,13 @@ def measure_llm_pool_raised(args: argparse.Namespace, work: Path) -> dict[str, A
     patch.mkdir(parents=True, exist_ok=True)
     (patch / "sitecustomize.py").write_text(POOL_PATCH)
     env = {"PYTHONPATH": str(patch), "SCALE_POOL_LIMIT": str(RAISED_POOL_LIMIT)}
-    result = measure_llm(args, work, env=env, rounds=1)
+    result = measure_llm(args, work, env=env)
     result["pool_limit"] = RAISED_POOL_LIMIT
     return result
 
 
 def measure_llm(
-    args: argparse.Namespace, work: Path, env: dict[str, str] | None = None, rounds: int = 2
+    args: argparse.Namespace, work: Path, env: dict[str, str] | None = None
 ) -> dict[str, Any]:
     upstream = Upstream(free_port())
     upstream.process = start_paced(upstream.port, args.interval, work)
@@ -551,7 +563,14 @@ def measure_llm(
         )  # fmt: skip
         result = asyncio.run(
             llm_streams_async(
-                server, port, admin, upstream, args.streams, args.interval, args.hold, rounds
+                server,
+                port,
+                admin,
+                upstream,
+                args.streams,
+                args.interval,
+                args.hold,
+                args.llm_rounds,
             )
         )
         result.update(
@@ -1094,6 +1113,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mcp-streams", type=int, default=10_000, help="MCP GET streams held")
     parser.add_argument("--sessions", type=int, default=1000, help="MCP sessions (memory)")
     parser.add_argument("--interval", type=float, default=10.0, help="paced upstream interval")
+    parser.add_argument("--llm-rounds", type=int, default=2, help="open/hold/close rounds")
     parser.add_argument("--hold", type=float, default=40.0, help="seconds the streams are held")
     parser.add_argument("--seconds", type=float, default=18.0, help="wrk time per workers row")
     parser.add_argument("--rounds", type=int, default=3)
