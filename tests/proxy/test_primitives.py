@@ -61,11 +61,11 @@ PAIRS = [
     (b"message", b"last, no blank line"),
 ]
 EVENTS = [
-    SSEEvent("first", "one", None, None),
-    SSEEvent("message", "multi\nline\n", None, None),
-    SSEEvent("with-id", " two spaces keep one", "7", 1500),
-    SSEEvent("message", '{"json": true}', "8", 1500),  # the id-only event still set the id
-    SSEEvent("message", "last, no blank line", "8", 1500),
+    SSEEvent("first", b"one", None, None),
+    SSEEvent("message", b"multi\nline\n", None, None),
+    SSEEvent("with-id", b" two spaces keep one", "7", 1500),
+    SSEEvent("message", b'{"json": true}', "8", 1500),  # the id-only event still set the id
+    SSEEvent("message", b"last, no blank line", "8", 1500),
 ]
 LINE_ENDS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
 
@@ -144,12 +144,12 @@ def test_fields_follow_the_grammar() -> None:
     )
     events = _events([stream])
     assert [(e.event, e.data, e.id, e.retry) for e in events] == [
-        ("message", "nameless", None, None),
-        ("message", "a", None, None),
-        ("message", "b", None, None),
-        ("message", "c", None, None),
-        ("message", "d", None, None),
-        ("message", "", None, None),
+        ("message", b"nameless", None, None),
+        ("message", b"a", None, None),
+        ("message", b"b", None, None),
+        ("message", b"c", None, None),
+        ("message", b"d", None, None),
+        ("message", b"", None, None),
     ]
 
 
@@ -167,21 +167,21 @@ def test_an_event_that_never_ends_is_refused_at_the_cap() -> None:
     with pytest.raises(EventTooLarge) as caught:
         for _ in range(1000):
             parser.feed(b"x" * 10)
-            assert parser._size <= 100  # never holds more than the cap
+            assert len(parser._held) <= 100  # never holds more than the cap
     assert caught.value.code == "upstream_event_too_large"
     # Line by line too (each chunk has a line end but no blank line).
     parser = SSEParser(100)
     with pytest.raises(EventTooLarge):
         for _ in range(100):
             parser.feed(b"data: x\n")
-            assert parser._size <= 100
+            assert len(parser._held) <= 100
 
 
 def test_one_large_chunk_is_refused_without_being_held() -> None:
     parser = SSEParser(100)
     with pytest.raises(EventTooLarge):
         parser.feed(b"data: " + b"x" * 10_000)
-    assert parser._size == 0
+    assert not parser._held
 
 
 @pytest.mark.parametrize("framing", ["whole", "bytewise"])

@@ -37,14 +37,14 @@ class EventTooLarge(UpstreamError):
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SSEEvent:
-    """One event, decoded (UTF-8, invalid bytes replaced)."""
+    """One event, as `SSEParser.feed_events` gives it."""
 
     event: str
-    """The event's name (`message` when it has none)."""
-    data: str
-    """Its `data` lines joined with `\\n`."""
+    """The event's name (`message` when it has none), decoded as UTF-8."""
+    data: bytes
+    """Its `data` lines joined with `\\n` (JSON parsers take the bytes as they are)."""
     id: str | None
     """The stream's last event id when the event was dispatched (None if none was set), the
     value to resume with (`Last-Event-ID`)."""
@@ -60,29 +60,43 @@ class SSEParser:
     `feed_events` returns `SSEEvent`s. Feed one stream through one of them, not both. Events
     without `data` are not dispatched, but their `id` and `retry` still count
     (`last_event_id`, `retry`). An event, finished or not, larger than `max_event_bytes`
-    raises `EventTooLarge`; an unfinished one is never held past that size.
+    raises `EventTooLarge`; an unfinished one is never held past that size. The work is
+    linear in the stream however it is cut: a held event is appended to, never re-copied,
+    and only a chunk's new bytes are searched for its end.
     """
 
-    __slots__ = ("_cr", "_fresh", "_max", "_parts", "_size", "last_event_id", "retry")
+    __slots__ = ("_cr", "_fresh", "_held", "_id_text", "_max", "_slow", "last_event_id", "retry")
 
     def __init__(self, max_event_bytes: int) -> None:
         self._max = max_event_bytes
-        self._parts: list[bytes] = []  # the unfinished event, line ends made `\n`
-        self._size = 0  # bytes in `_parts`
-        self._cr = False  # the last chunk ended with a CR, whose LF may open the next one
+        self._held = bytearray()  # the unfinished event, line ends made `\n`
         self._fresh = True  # nothing read yet (a BOM may come)
+        self._cr = False  # the last chunk ended with a CR, whose LF may open the next one
+        self._slow = True  # `_fresh or _cr`: the next chunk's first bytes need a look
         #: the last `id` the stream set (the WHATWG "last event ID buffer")
         self.last_event_id = b""
+        self._id_text: str | None = None
         #: the last valid `retry` (milliseconds), None until the stream sends one
         self.retry: int | None = None
 
     def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
         """The `(name, data)` pairs of the events `data` completes."""
-        if self._fresh or self._parts or self._cr or b"\r" in data:
-            data = self._prepare(data)
-        events: list[tuple[bytes, bytes]] = []
+        if self._slow or b"\r" in data:
+            data = self._normalize(data)
         limit = self._max
+        held = self._held
+        if held:  # (what `_complete` does, inlined: this is the LLM streaming hot path)
+            mark = len(held) - 1  # an event may end on the last held byte and the first new
+            held += data
+            if held.find(b"\n\n", mark) < 0:
+                if len(held) > limit and _over(len(held), limit, held):
+                    raise self._too_large()
+                return []
+            data = bytes(held)
+            held.clear()
+        events: list[tuple[bytes, bytes]] = []
         find = data.find
+        at = data.startswith
         start = 0
         # Line by line, with fast paths for what providers send: `data: X` and
         # `event: N\ndata: X`, each followed by a blank line.
@@ -90,10 +104,10 @@ class SSEParser:
             nl = find(b"\n", start)
             if nl < 0:
                 break
-            if data.startswith(b"\n", nl + 1):  # a one-line event
+            if at(b"\n", nl + 1):  # one line, then the blank line
                 if nl - start > limit:
                     raise self._too_large()
-                if data.startswith(b"data: ", start):
+                if at(b"data: ", start):
                     events.append((b"message", data[start + 6 : nl]))
                 elif nl > start:
                     pair = self._pair(data[start:nl])
@@ -101,24 +115,34 @@ class SSEParser:
                         events.append(pair)
                 start = nl + 2
                 continue
-            end = find(b"\n\n", nl + 1)
+            second = find(b"\n", nl + 1)
+            if second < 0:
+                break
+            if at(b"\n", second + 1):  # two lines, then the blank line
+                if second - start > limit:
+                    raise self._too_large()
+                if at(b"event: ", start) and at(b"data: ", nl + 1):
+                    events.append((data[start + 7 : nl] or b"message", data[nl + 7 : second]))
+                else:
+                    pair = self._pair(data[start:second])
+                    if pair is not None:
+                        events.append(pair)
+                start = second + 2
+                continue
+            end = find(b"\n\n", second + 1)
             if end < 0:
                 break
             if end - start > limit:
                 raise self._too_large()
-            if (
-                data.startswith(b"event: ", start)
-                and data.startswith(b"data: ", nl + 1)
-                and find(b"\n", nl + 1, end) < 0
-            ):
-                events.append((data[start + 7 : nl], data[nl + 7 : end]))
-            else:
-                pair = self._pair(data[start:end])
-                if pair is not None:
-                    events.append(pair)
+            pair = self._pair(data[start:end])
+            if pair is not None:
+                events.append(pair)
             start = end + 2
-        if start < len(data):
-            self._hold(data[start:] if start else data)
+        if start < len(data):  # an unfinished event: hold it (`held` is empty here)
+            rest = data[start:] if start else data
+            if len(rest) > limit and _over(len(rest), limit, rest):
+                raise self._too_large()
+            held += rest
         return events
 
     def close(self) -> list[tuple[bytes, bytes]]:
@@ -128,23 +152,27 @@ class SSEParser:
         return events
 
     def feed_events(self, data: bytes) -> list[SSEEvent]:
-        """The `SSEEvent`s `data` completes (with their id and retry)."""
-        if self._fresh or self._parts or self._cr or b"\r" in data:
-            data = self._prepare(data)
+        """The `SSEEvent`s `data` completes (with the stream's id and retry)."""
+        data = self._complete(data)
         events: list[SSEEvent] = []
+        limit = self._max
+        find = data.find
         start = 0
         while True:
-            end = data.find(b"\n\n", start)
+            end = find(b"\n\n", start)
             if end < 0:
                 break
-            if end - start > self._max:
+            if end - start > limit:
                 raise self._too_large()
-            event = self._event(data[start:end])
-            if event is not None:
-                events.append(event)
+            if data.startswith(b"data: ", start) and find(b"\n", start, end) < 0:
+                events.append(SSEEvent("message", data[start + 6 : end], self._id_text, self.retry))
+            else:
+                event = self._event(data[start:end])
+                if event is not None:
+                    events.append(event)
             start = end + 2
         if start < len(data):
-            self._hold(data[start:] if start else data)
+            self._hold(data, start)
         return events
 
     def close_events(self) -> list[SSEEvent]:
@@ -155,50 +183,62 @@ class SSEParser:
 
     # -- framing ------------------------------------------------------------------------------
 
-    def _prepare(self, data: bytes) -> bytes:
-        """`data` with line ends made `\\n` and the held unfinished event in front; empty
-        when it completes no event (it is then held)."""
+    def _normalize(self, data: bytes) -> bytes:
+        """`data` with its line ends made `\\n` (a CRLF split across chunks, or a BOM at the
+        start, handled); empty while a BOM may still be arriving (it is then held)."""
         if self._fresh:
-            head = b"".join((*self._parts, data)) if self._parts else data
-            if len(head) < len(_BOM) and _BOM.startswith(head):
-                self._parts, self._size = [head], len(head)  # maybe a BOM cut short
+            held = self._held
+            if held:  # the start of a BOM, cut short
+                data = bytes(held) + data
+                held.clear()
+            if len(data) < len(_BOM) and _BOM.startswith(data):
+                held += data
                 return b""
             self._fresh = False
-            self._parts, self._size = [], 0
-            data = head[len(_BOM) :] if head.startswith(_BOM) else head
+            if data.startswith(_BOM):
+                data = data[len(_BOM) :]
         if self._cr:
             self._cr = False
             if data.startswith(b"\n"):
                 data = data[1:]  # the LF of a CRLF split across chunks
+        self._slow = False
         if b"\r" in data:
-            self._cr = data.endswith(b"\r")
+            if data.endswith(b"\r"):
+                self._cr = self._slow = True
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        parts = self._parts
-        if parts:
-            if b"\n\n" not in data and not (data.startswith(b"\n") and parts[-1].endswith(b"\n")):
-                size = self._size + len(data)
-                if size > self._max and _over(size, self._max, data):
-                    raise self._too_large()
-                if data:
-                    parts.append(data)
-                    self._size = size
-                return b""
-            parts.append(data)
-            data = b"".join(parts)
-            self._parts, self._size = [], 0
         return data
 
-    def _hold(self, rest: bytes) -> None:
-        if len(rest) > self._max and _over(len(rest), self._max, rest):
+    def _complete(self, data: bytes) -> bytes:
+        """`_normalize`d `data` after the held unfinished event; empty when it completes no
+        event (it is then held)."""
+        if self._slow or b"\r" in data:
+            data = self._normalize(data)
+        held = self._held
+        if not held:
+            return data
+        mark = len(held) - 1  # an event may end on the last held byte and the first new one
+        held += data
+        if held.find(b"\n\n", mark) < 0:
+            if len(held) > self._max and _over(len(held), self._max, held):
+                raise self._too_large()
+            return b""
+        data = bytes(held)
+        held.clear()
+        return data
+
+    def _hold(self, data: bytes, start: int) -> None:
+        size = len(data) - start
+        if size > self._max and _over(size, self._max, data):
             raise self._too_large()
-        self._parts, self._size = [rest], len(rest)
+        self._held += data[start:] if start else data
 
     def _too_large(self) -> EventTooLarge:
         self._reset()
         return EventTooLarge(self._max)
 
     def _reset(self) -> None:
-        self._parts, self._size, self._cr = [], 0, False
+        self._held.clear()
+        self._cr = self._slow = False
 
     # -- fields -------------------------------------------------------------------------------
 
@@ -220,6 +260,7 @@ class SSEParser:
             elif field == b"id":
                 if b"\0" not in value:
                     self.last_event_id = value
+                    self._id_text = value.decode("utf-8", "replace") or None
             elif field == b"retry" and value.isdigit():
                 self.retry = int(value)
         return name or b"message", b"\n".join(data) if data else None
@@ -229,20 +270,20 @@ class SSEParser:
         return None if data is None else (name, data)
 
     def _event(self, raw: bytes) -> SSEEvent | None:
+        if raw.startswith(b"data: ") and b"\n" not in raw:
+            return SSEEvent("message", raw[6:], self._id_text, self.retry)
+        if raw.startswith(b"event: message\ndata: ") and raw.find(b"\n", 15) < 0:
+            return SSEEvent("message", raw[21:], self._id_text, self.retry)
         name, data = self._fields(raw)
         if data is None:
             return None
-        return SSEEvent(
-            name.decode("utf-8", "replace"),
-            data.decode("utf-8", "replace"),
-            self.last_event_id.decode("utf-8", "replace") or None,
-            self.retry,
-        )
+        text = "message" if name == b"message" else name.decode("utf-8", "replace")
+        return SSEEvent(text, data, self._id_text, self.retry)
 
 
-def _over(size: int, limit: int, last: bytes) -> bool:
-    """Whether an unfinished event of `size` bytes, the last of them `last`, is past `limit`
-    (the line end that may be the first half of its blank line does not count)."""
+def _over(size: int, limit: int, last: bytes | bytearray) -> bool:
+    """Whether an unfinished event of `size` bytes, ending with `last`, is past `limit` (a
+    line end that may be the first half of its blank line does not count)."""
     return size > limit + 1 or not last.endswith(b"\n")
 
 

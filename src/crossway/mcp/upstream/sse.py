@@ -125,7 +125,9 @@ class _SseSession(UpstreamSession):
                     raise UpstreamUnreachable(f"HTTP {resp.status}")
                 async for event in iter_events(resp.content.iter_any(), upstream.max_bytes):
                     if event.event == "endpoint":
-                        endpoint = urljoin(upstream.cfg.url, event.data.strip())
+                        endpoint = urljoin(
+                            upstream.cfg.url, event.data.decode("utf-8", "replace").strip()
+                        )
                         if not same_origin(endpoint, upstream.cfg.url):
                             logger.warning(
                                 "MCP server %s announced a message endpoint on another origin "
