@@ -81,6 +81,8 @@ OPEN_BATCH: Final = 200
 OPEN_TIMEOUT_S: Final = 60.0
 CONNECT_TIMEOUT_S: Final = 10.0
 EXCHANGE_TIMEOUT_S: Final = 10.0
+DRAIN_TIMEOUT_S: Final = 30.0
+"""How long the upstream may take to see every closed client's stream closed too."""
 """A probe that got no answer in this time counts as an error (e.g. waiting for a pool slot)."""
 PROBES: Final = 30
 PROBE_GIVE_UP: Final = 3
@@ -477,7 +479,7 @@ async def hold_llm_round(
         stream.close()
     closed = await wait_until(
         lambda: all(s.closed for s in streams), OPEN_TIMEOUT_S
-    ) and await _upstream_drained(upstream)
+    ) and await _upstream_drained(upstream, DRAIN_TIMEOUT_S)
     out["upstream_open_after_close"] = (await upstream.stats())["open"]
     out["all_closed"] = closed
     out["rss_after_close_mb"] = await settled_mb(server)
@@ -508,7 +510,7 @@ async def llm_streams_async(
     await events_arrive(warm, OPEN_TIMEOUT_S)
     for stream in warm:
         stream.close()
-    await _upstream_drained(upstream)
+    await _upstream_drained(upstream, DRAIN_TIMEOUT_S)
     idle = {
         "chat_json_latency": await latency_probe(port, chat_request(port, stream=False)),
         "healthz_latency": await latency_probe(admin, http_request("GET", admin, "/healthz")),

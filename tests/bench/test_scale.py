@@ -23,6 +23,7 @@ INTERVAL_S: Final = 0.2
 def _quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(scale, "SETTLE_S", 0.05)
     monkeypatch.setattr(scale, "PROBES", 3)
+    monkeypatch.setattr(scale, "DRAIN_TIMEOUT_S", 3.0)
 
 
 @pytest.fixture
