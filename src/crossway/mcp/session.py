@@ -112,6 +112,9 @@ class Session:
         self.listeners: set[Callable[[str, JsonObject], None]] = set()
         """2026-07-28 `subscriptions/listen` streams fed by this session's upstream sessions:
         each gets (server, notification as rewritten for the client)."""
+        self.revocation_key: str | None = None
+        """The key its id is revoked under (`crossway.mcp.store.revocation_id`), hashed once
+        by the store: every request checks it."""
 
     # -- upstream sessions -------------------------------------------------------------------
 

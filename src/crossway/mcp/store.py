@@ -129,7 +129,10 @@ class SessionStore:
             if self._expired(session.issued_at) or self._idle(session):
                 await self._end_here(session)
                 return None
-            if await self.revocations.is_revoked(revocation_id(session_id)):
+            key = session.revocation_key
+            if key is None:
+                key = session.revocation_key = revocation_id(session_id)
+            if await self.revocations.is_revoked(key):
                 await self._end_here(session)  # ended on another replica
                 return None
             session.last_used = time.monotonic()

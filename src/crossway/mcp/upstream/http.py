@@ -35,7 +35,7 @@ from crossway.mcp.upstream.base import (
 )
 from crossway.mcp.upstream.remote import RemoteUpstream
 from crossway.mcp.upstream.rpc import initialize_params, with_trace_meta
-from crossway.proxy.sse import iter_events
+from crossway.proxy.sse import SSEParser, iter_events
 from crossway.telemetry import tracing
 
 logger = logging.getLogger(__name__)
@@ -211,6 +211,8 @@ class _HttpSession(UpstreamSession):
         self._get_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.auth_headers: dict[str, str] = {}
+        self._plain_headers: dict[str, str] | None = None
+        self._plain_for: tuple[str | None, str | None] = (None, None)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -287,6 +289,20 @@ class _HttpSession(UpstreamSession):
             headers["mcp-protocol-version"] = self.protocol_version
         return headers
 
+    def _post_headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The headers of a POST: without credentials or `extra`, one dict per session id and
+        protocol version, made once (the client copies it). Never mutate the result."""
+        if self.auth_headers or extra:
+            headers = self._headers()
+            if extra:
+                headers.update(extra)
+            return headers
+        key = (self.session_id, self.protocol_version)
+        if self._plain_headers is None or self._plain_for != key:
+            self._plain_headers = self._headers()
+            self._plain_for = key
+        return self._plain_headers
+
     async def request(
         self, method: str, params: JsonObject | None, options: RequestOptions
     ) -> JsonObject:
@@ -314,7 +330,7 @@ class _HttpSession(UpstreamSession):
             self.auth_headers = await self.upstream.token_headers()
             async with asyncio.timeout(self.upstream.timeouts.connect):
                 async with self.upstream.http.post(
-                    self.upstream.cfg.url, data=orjson.dumps(message), headers=self._headers()
+                    self.upstream.cfg.url, data=orjson.dumps(message), headers=self._post_headers()
                 ) as resp:
                     await resp.read()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -372,11 +388,8 @@ class _HttpSession(UpstreamSession):
         extra_headers: dict[str, str] | None = None,
     ) -> JsonObject:
         upstream = self.upstream
-        headers = self._headers()
-        if extra_headers:
-            headers.update(extra_headers)
         resp = await upstream.http.post(
-            upstream.cfg.url, data=orjson.dumps(message), headers=headers
+            upstream.cfg.url, data=orjson.dumps(message), headers=self._post_headers(extra_headers)
         )
         handed_off = False
         try:
@@ -387,23 +400,32 @@ class _HttpSession(UpstreamSession):
             if resp.status == _SESSION_GONE and self.session_id is not None:
                 raise _SessionExpired
             if resp.content_type == "text/event-stream" and resp.status < 400:
-                async for event in iter_events(resp.content.iter_any(), upstream.max_bytes):
-                    if event.event != "message" or not event.data:
-                        continue
-                    try:
-                        incoming = orjson.loads(event.data)
-                    except orjson.JSONDecodeError:
-                        logger.warning("MCP server %s sent a non-JSON event", self.server)
-                        continue
-                    if not isinstance(incoming, dict):
-                        continue
-                    if incoming.get("id") == request_id and "method" not in incoming:
-                        # Answer now; let the stream finish in the background so the
-                        # connection can be reused.
-                        self._spawn(_drain(resp))
-                        handed_off = True
-                        return _result_of(incoming)
-                    await self._incoming(incoming, options)
+                # The parser is fed chunk by chunk in this frame (no async generator per call).
+                parser = SSEParser(upstream.max_bytes)
+                content = resp.content
+                while True:
+                    chunk = await content.readany()
+                    events = parser.feed_events(chunk) if chunk else parser.close_events()
+                    for event in events:
+                        if event.event != "message" or not event.data:
+                            continue
+                        try:
+                            incoming = orjson.loads(event.data)
+                        except orjson.JSONDecodeError:
+                            logger.warning("MCP server %s sent a non-JSON event", self.server)
+                            continue
+                        if not isinstance(incoming, dict):
+                            continue
+                        if incoming.get("id") == request_id and "method" not in incoming:
+                            if not content.at_eof():
+                                # Answer now; let the stream finish in the background so
+                                # the connection can be reused.
+                                self._spawn(_drain(resp))
+                                handed_off = True
+                            return _result_of(incoming)
+                        await self._incoming(incoming, options)
+                    if not chunk:
+                        break
                 raise UpstreamError(f"MCP server {self.server!r} ended the stream without a result")
             body = await _read_limited(resp, upstream.max_bytes)
             if body is None:
