@@ -153,7 +153,11 @@ def export_ref(ref: str) -> Path:
     checkout's own git state is left alone). `dir:PATH` names a copied `src/` directory
     instead (a snapshot of uncommitted work, so later edits do not change what is measured)."""
     if ref.startswith("dir:"):
-        return Path(ref[4:]).resolve()
+        given = Path(ref[4:]).resolve()
+        src = given / "src" if (given / "src" / "crossway").is_dir() else given
+        if not (src / "crossway").is_dir():
+            raise RuntimeError(f"{given} holds no crossway package (nor does its src/)")
+        return src
     sha = subprocess.run(
         ["git", "rev-parse", "--verify", f"{ref}^{{commit}}"],
         cwd=REPO,
