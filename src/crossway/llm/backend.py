@@ -40,7 +40,6 @@ from crossway.errors import (
     UpstreamTimeout,
 )
 from crossway.llm import answers
-from crossway.llm.api.sse import DONE
 from crossway.llm.calls import (
     EMBEDDINGS,
     LlmCall,
@@ -93,9 +92,6 @@ CONTEXT_LENGTH_EXCEEDED: Final = "context_length_exceeded"
 DEADLINE_EXCEEDED: Final = "deadline_exceeded"
 BYTES_PER_TOKEN: Final = 4
 """The request-side token estimate token limits reserve: body bytes / 4."""
-DONE_GRACE_SECONDS: Final = 0.05
-"""How long a stream's `[DONE]` waits for the upstream's end, to go out with the end of the
-response (one ASGI message less); an upstream that stays open longer gets its stream ended."""
 STATIC_PLANS_MAX: Final = 1024
 """Model names whose fixed plan a backend keeps (wildcards could name any number)."""
 
@@ -483,29 +479,13 @@ class LlmBackend(Backend):
         assert relay is not None and chunks is not None
         answer.relaying = True
         broke: GatewayError | None = None
-        held = b""  # bytes ending in `[DONE]`, waiting to go out with the end of the response
         try:
-            out = answer.first
+            yield answer.first
             try:
-                while True:
-                    if out.endswith(DONE):
-                        # The stream says it is complete: look for the upstream's end before
-                        # sending, so these bytes and the end of the response are one message.
-                        held = out
-                        more = await _after_done(chunks)
-                        if more is None:
-                            break
-                        held = b""
-                        yield out
-                        out = relay.feed(more)
-                        continue
+                async for data in chunks:
+                    out = relay.feed(data)
                     if out:
                         yield out
-                    try:
-                        data = await anext(chunks)
-                    except StopAsyncIteration:
-                        break
-                    out = relay.feed(data)
                 tail = relay.finish()
             except GatewayError as exc:
                 broke = exc
@@ -518,8 +498,7 @@ class LlmBackend(Backend):
                     exc.__cause__,
                 )
                 tail = relay.error(exc)
-            tail = held + tail
-            if tail:  # the last bytes (closing events, an error ending): sent with the end
+            if tail:  # the closing events (translated streams): sent with the end of the response
                 yield LastChunk(tail)
         finally:
             await _aclose(chunks)
@@ -631,16 +610,6 @@ async def _until_disconnect(receive: Receive) -> None:
 def _is_messages_path(path: str) -> bool:
     path = path.rstrip("/")
     return path.endswith("/messages") or path.endswith("/messages/count_tokens")
-
-
-async def _after_done(chunks: AsyncIterator[bytes]) -> bytes | None:
-    """What an upstream sends after its `[DONE]`: None at its end (usually in the same read),
-    or when nothing more comes within `DONE_GRACE_SECONDS` (the stream is over either way)."""
-    try:
-        async with asyncio.timeout(DONE_GRACE_SECONDS):
-            return await anext(chunks)
-    except (StopAsyncIteration, TimeoutError):
-        return None
 
 
 async def _aclose(chunks: AsyncIterator[bytes]) -> None:
