@@ -450,7 +450,7 @@ async def hold_llm_round(
     out["upstream_open"] = upstream_stats["open"]
     held = await settled_mb(server)
     out["rss_held_mb"] = held
-    out["kb_per_stream"] = per_item_kb(before, held, first)
+    out["kb_per_stream"] = per_item_kb(before, held, count)  # every request held open
     if probe:
         out["chat_json_latency"] = await latency_probe(port, chat_request(port, stream=False))
         out["healthz_latency"] = await latency_probe(admin, http_request("GET", admin, "/healthz"))
@@ -1037,7 +1037,7 @@ def _llm_lines(r: dict[str, Any], variant: str = "") -> list[str]:
         f" {_lat(r['idle']['healthz_latency'])}.",
         "",
         "| round | streams | got first chunk | upstream open | RSS before MB | RSS held MB |"
-        " KB per stream | chunk on every stream after hold | chunks relayed | RSS growth KB"
+        " KB per open request | chunk on every stream after hold | chunks relayed | RSS growth KB"
         " per 1k chunks | all closed, upstream too | RSS after close MB | open s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
