@@ -408,3 +408,12 @@ async def test_a_refused_body_closes_the_connection(target: Target, route: str) 
             async with http.post(url, data=_body(route, "small"), headers=headers) as resp:
                 await resp.read()
                 assert resp.status == 200, resp.status
+
+
+async def test_a_declared_body_in_hand_is_not_waited_on() -> None:
+    """granian sends the whole body, then an empty last message: with `Content-Length` met by
+    the first message, the reader returns without a second `receive()`."""
+    taken, receive = _receiver(_part(b"abc", True), _part(b"", False))
+    scope = _scope((b"content-length", b"3"))
+    assert await read_body(scope, receive, 100) == b"abc"  # type: ignore[arg-type]
+    assert len(taken) == 1
