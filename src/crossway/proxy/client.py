@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from datetime import timedelta
@@ -48,6 +49,8 @@ except ImportError:  # pragma: no cover - pyreqwest ships wheels for the platfor
 log = logging.getLogger("crossway.proxy")
 
 DEFAULT_POOL_LIMIT: Final = 1024
+"""Least number of upstream requests one worker keeps in flight per pool; more when the
+process may open more files (`pool_limit`)."""
 DEFAULT_POOL_LIMIT_PER_HOST: Final = 512
 DEFAULT_KEEPALIVE_SECONDS: Final = 60.0
 URL_CACHE_SIZE: Final = 4096
@@ -85,6 +88,28 @@ class UpstreamResponse(Protocol):
         """Close the connection without reading the rest of the body."""
 
 
+def pool_limit() -> int:
+    """Upstream requests one pool keeps in flight at once: half the process's open-file limit
+    (each one also holds the caller's connection), at least `DEFAULT_POOL_LIMIT`. A request
+    past it waits for a free slot no longer than its connect timeout."""
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (OSError, ValueError):  # pragma: no cover - always available on Linux
+        return DEFAULT_POOL_LIMIT
+    if soft == resource.RLIM_INFINITY:
+        return 65536
+    return max(DEFAULT_POOL_LIMIT, soft // 2)
+
+
+def _cancel_lost() -> bool:
+    """Whether the current task was asked to stop while it waited on pyreqwest, but the
+    request did not reach it: pyreqwest's awaitables may finish normally when a cancellation
+    lands just as their result arrives (a client that left, a deadline), and the caller then
+    carried on reading. Checked after every pyreqwest await (one C call)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 # -- engine choice -----------------------------------------------------------------------------
 
 
@@ -120,7 +145,7 @@ _tls_sessions: dict[UpstreamTls, aiohttp.ClientSession] = {}
 def _new_session(tls: UpstreamTls | None) -> aiohttp.ClientSession:
     return create_session(
         tls=tls,
-        limit=DEFAULT_POOL_LIMIT,
+        limit=pool_limit(),
         limit_per_host=DEFAULT_POOL_LIMIT_PER_HOST,
         keepalive_timeout=DEFAULT_KEEPALIVE_SECONDS,
         auto_decompress=False,
@@ -243,7 +268,8 @@ def _new_client(tls: UpstreamTls | None, connect: float, read: float) -> Any:
         .read_timeout(timedelta(seconds=read))
         .pool_idle_timeout(timedelta(seconds=DEFAULT_KEEPALIVE_SECONDS))
         .pool_max_idle_per_host(DEFAULT_POOL_LIMIT_PER_HOST)
-        .max_connections(DEFAULT_POOL_LIMIT)
+        .max_connections(pool_limit())
+        .pool_timeout(timedelta(seconds=connect))  # a wait for a free slot, as aiohttp's connect
     )
     if tls is not None:
         if tls.ca_file is not None:
@@ -325,11 +351,16 @@ class ReqwestResponse:
         request = self._request
         if request is not None:
             self._request = None
-            task = asyncio.ensure_future(request.__aexit__(None, None, None))
-            _pending_exits.add(task)
-            task.add_done_callback(_pending_exits.discard)
+            _exit_later(request)
 
     close = release
+
+
+def _exit_later(request: StreamRequest) -> None:
+    """Release a response from synchronous code (a task ends it, kept until it is done)."""
+    task = asyncio.ensure_future(request.__aexit__(None, None, None))
+    _pending_exits.add(task)
+    task.add_done_callback(_pending_exits.discard)
 
 
 def _causes(exc: Any) -> list[str]:
@@ -380,6 +411,10 @@ async def _send_reqwest(
                 response = await request.__aenter__()
         else:
             response = await request.__aenter__()
+    except rq_errors.PoolTimeoutError as exc:
+        raise UpstreamTimeout(
+            f"upstream connect timed out ({url_host(url)}): every pooled connection is busy"
+        ) from exc
     except rq_errors.ConnectTimeoutError as exc:
         if any("(Connect)" in c for c in _causes(exc)):
             raise UpstreamTimeout(f"upstream connect timed out ({url_host(url)})") from exc
@@ -396,6 +431,9 @@ async def _send_reqwest(
         raise UpstreamUnreachable(
             f"upstream connection failed ({url_host(url)}): {_rq_reason(exc)}"
         ) from exc
+    if _cancel_lost():
+        _exit_later(request)
+        raise asyncio.CancelledError
     try:
         return ReqwestResponse(request, response)
     except ValueError as exc:  # a Content-Length that is not text
@@ -431,6 +469,8 @@ async def _reqwest_chunks(resp: ReqwestResponse, timeouts: Timeouts) -> AsyncIte
                 raise UpstreamError(
                     f"upstream stream ended unexpectedly ({_rq_reason(exc)})"
                 ) from exc
+            if _cancel_lost():
+                raise asyncio.CancelledError
             if chunk is None:
                 return
             yield chunk.to_bytes()
@@ -454,6 +494,8 @@ async def _reqwest_read(resp: ReqwestResponse, timeouts: Timeouts, limit: int | 
         ) from exc
     finally:
         await resp.aclose()
+    if _cancel_lost():
+        raise asyncio.CancelledError
     return b"" if data is None else data.to_bytes()
 
 
