@@ -222,3 +222,27 @@ async def test_a_header_that_is_not_text_is_a_clear_upstream_error() -> None:
     finally:
         server.close()
         await client.close_session()
+
+
+async def test_a_full_pool_waits_no_longer_than_the_connect_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    release = asyncio.Event()
+
+    async def held(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"data: first\n\n")
+        await release.wait()
+        return response
+
+    monkeypatch.setattr(client, "pool_limit", lambda: 1)
+    async with upstream({"/s": held}) as (url, _):
+        t = Timeouts(connect=0.3, first_byte=5, idle=5)
+        first = await client.send("GET", url + "/s", {}, b"", t)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(UpstreamTimeout, match="every pooled connection is busy"):
+            await client.send("GET", url + "/s", {}, b"", t)
+        assert asyncio.get_running_loop().time() - started < 2
+        release.set()
+        await client.read_body(first, t)
