@@ -28,15 +28,16 @@ import resource
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from datetime import timedelta
-from typing import Any, Final, Protocol
-
-import aiohttp
-from yarl import URL
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from crossway import __version__
 from crossway.config.common import Timeouts, UpstreamTls
 from crossway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from crossway.proxy.outbound import create_session, effective_tls, outbound_headers
+
+if TYPE_CHECKING:  # aiohttp is imported on first use: an LLM-only config never loads it (12 MB)
+    import aiohttp
+    from yarl import URL
 
 try:  # the Rust engine; without its wheel (an unusual platform) every upstream uses aiohttp
     from pyreqwest import exceptions as rq_errors
@@ -143,6 +144,8 @@ _tls_sessions: dict[UpstreamTls, aiohttp.ClientSession] = {}
 
 
 def _new_session(tls: UpstreamTls | None) -> aiohttp.ClientSession:
+    import aiohttp
+
     return create_session(
         tls=tls,
         limit=pool_limit(),
@@ -177,6 +180,8 @@ _urls: dict[str, URL] = {}
 def _timeout(t: Timeouts) -> aiohttp.ClientTimeout:
     """aiohttp's own per-read timer covers the larger of first-byte and idle; an asyncio timer
     is added only for the smaller one when they differ (the default, equal, costs no timer)."""
+    import aiohttp
+
     key = (t.connect, max(t.first_byte, t.idle))
     value = _timeouts.get(key)
     if value is None:
@@ -188,6 +193,8 @@ def _timeout(t: Timeouts) -> aiohttp.ClientTimeout:
 
 def _url(url: str) -> URL:
     """Parsed URLs, cached: most upstream URLs repeat (one per provider endpoint)."""
+    from yarl import URL
+
     parsed = _urls.get(url)
     if parsed is None:
         if len(_urls) >= URL_CACHE_SIZE:
@@ -204,6 +211,8 @@ async def _send_aiohttp(
     timeouts: Timeouts,
     tls: UpstreamTls | None,
 ) -> aiohttp.ClientResponse:
+    import aiohttp
+
     session = get_session(tls)
     request = session.request(
         method,
@@ -530,7 +539,14 @@ async def read_body(resp: UpstreamResponse, timeouts: Timeouts, limit: int | Non
     most `limit + 1` bytes are read (the caller tells a too-large body by its length)."""
     if isinstance(resp, ReqwestResponse):
         return await _reqwest_read(resp, timeouts, limit)
-    assert isinstance(resp, aiohttp.ClientResponse)
+    return await _aiohttp_read(resp, timeouts, limit)  # type: ignore[arg-type]
+
+
+async def _aiohttp_read(
+    resp: aiohttp.ClientResponse, timeouts: Timeouts, limit: int | None
+) -> bytes:
+    import aiohttp
+
     if limit is not None and (resp.content_length is None or resp.content_length > limit):
         return await _aiohttp_read_capped(resp, timeouts, limit)
     try:
@@ -574,8 +590,7 @@ def iter_body(resp: UpstreamResponse, timeouts: Timeouts) -> AsyncIterator[bytes
     it ends or is closed (`aclose`)."""
     if isinstance(resp, ReqwestResponse):
         return _reqwest_chunks(resp, timeouts)
-    assert isinstance(resp, aiohttp.ClientResponse)
-    return _aiohttp_chunks(resp, timeouts)
+    return _aiohttp_chunks(resp, timeouts)  # type: ignore[arg-type]
 
 
 async def discard(resp: UpstreamResponse) -> None:
@@ -589,6 +604,8 @@ async def discard(resp: UpstreamResponse) -> None:
 async def _aiohttp_chunks(
     resp: aiohttp.ClientResponse, timeouts: Timeouts
 ) -> AsyncGenerator[bytes, None]:
+    import aiohttp
+
     content = resp.content
     timer = timeouts.idle < timeouts.first_byte  # else aiohttp's read timer is the idle limit
     try:
@@ -649,6 +666,8 @@ def _reason(exc: aiohttp.ClientError) -> str:
     """A few words for a client about a broken upstream connection. aiohttp's own messages
     (payload states, transfer-encoding internals, socket details) stay in the logs: the
     exception is chained to the gateway error."""
+    import aiohttp
+
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the upstream closed the connection"
     if isinstance(exc, aiohttp.ClientPayloadError):

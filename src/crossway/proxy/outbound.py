@@ -21,14 +21,15 @@ from __future__ import annotations
 import ssl
 from collections.abc import Generator, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Final
-
-import aiohttp
-from yarl import URL
+from typing import TYPE_CHECKING, Any, Final
 
 from crossway.config.common import UpstreamTls
 from crossway.errors import UpstreamUnreachable
 from crossway.telemetry import tracing
+
+if TYPE_CHECKING:  # imported on first use: an LLM-only config never loads aiohttp (12 MB)
+    import aiohttp
+    from yarl import URL
 
 DEFAULT_MAX_REDIRECTS: Final = 5
 DEFAULT_POOL_LIMIT: Final = 100
@@ -117,6 +118,8 @@ def create_session(
     connect. Redirects are per request in aiohttp (`allow_redirects`), so use `OutboundClient`
     (off unless asked) or pass `allow_redirects=False` yourself, as `crossway.proxy.client` does.
     """
+    import aiohttp
+
     tls = effective_tls(tls)
     connector_options: dict[str, Any] = {}
     if keepalive_timeout is not None:
@@ -154,6 +157,8 @@ def _origin(url: URL) -> tuple[str, str, int | None]:
 
 def same_origin(a: str | URL, b: str | URL) -> bool:
     """Whether two absolute URLs share scheme, host and port (default ports made explicit)."""
+    from yarl import URL
+
     return _origin(URL(a) if isinstance(a, str) else a) == _origin(
         URL(b) if isinstance(b, str) else b
     )
@@ -268,6 +273,8 @@ class OutboundClient:
         follow: bool,
         options: dict[str, Any],
     ) -> aiohttp.ClientResponse:
+        from yarl import URL
+
         session = self.session
         sent = outbound_headers(headers)
         options = {**self._options, **options, "allow_redirects": False}
