@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from crossway.config.base import StrictModel
 from crossway.config.common import Timeouts, UpstreamTls
+from crossway.config.inference import InferencePoolConfig
 from crossway.config.policy import PolicyConfig
 from crossway.config.secrets import SecretHeaders, SecretUrl
 
@@ -19,6 +20,7 @@ ProviderType = Literal[
     "gemini",
     "vertex",
     "bedrock",
+    "inference_pool",
 ]
 
 DEFAULT_WEIGHT: Final = 1.0
@@ -84,6 +86,7 @@ _TYPE_FIELDS: Final[dict[str, frozenset[str]]] = {
     "location": frozenset({"vertex"}),
     "service_account_file": frozenset({"vertex"}),
     "service_account_json": frozenset({"vertex"}),
+    "pool": frozenset({"inference_pool"}),
 }
 
 
@@ -139,6 +142,11 @@ class ProviderConfig(StrictModel):
     service_account_json: SecretStr | None = None
     """`vertex` only: the service-account JSON key itself, e.g. from `${GOOGLE_SA_JSON}`."""
 
+    # --- inference_pool
+    pool: InferencePoolConfig | None = None
+    """`inference_pool` only: the model servers (OpenAI-compatible) and how each request picks
+    one of them (see docs/inference-routing.md)."""
+
     @model_validator(mode="before")
     @classmethod
     def _empty_is_unset(cls, data: Any) -> Any:
@@ -159,6 +167,11 @@ class ProviderConfig(StrictModel):
                 raise ValueError(f"{key} applies only to type {allowed}, not {self.type}")
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
+        if self.type == "inference_pool":
+            if self.pool is None:
+                raise ValueError("inference_pool needs pool (its endpoints)")
+            if self.base_url is not None:
+                raise ValueError("inference_pool takes its URLs from pool.endpoints, not base_url")
         if self.type == "openai_compatible" and self.base_url is None:
             raise ValueError("openai_compatible needs base_url or preset")
         if self.type == "azure" and self.base_url is None:
