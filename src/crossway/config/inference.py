@@ -51,7 +51,7 @@ DEFAULT_EPP_TIMEOUT: Final = 1.0
 ScorerName = Literal["prefix", "queue", "kv_cache", "lora", "inflight_tokens", "gpu"]
 PickerName = Literal["max_score", "random", "round_robin"]
 
-DEFAULT_SCORERS: Final[dict[str, float]] = {
+DEFAULT_SCORERS: Final[dict[ScorerName, float]] = {
     "prefix": 3.0,
     "queue": 2.0,
     "kv_cache": 2.0,
@@ -158,11 +158,11 @@ class SchedulerConfig(StrictModel):
 
     @field_validator("scorers")
     @classmethod
-    def _weights(cls, value: dict[str, float]) -> dict[str, float]:
+    def _weights(cls, value: dict[ScorerName, float]) -> dict[ScorerName, float]:
         for name, weight in value.items():
             if weight < 0:
                 raise ValueError(f"scorer {name}: weight must be >= 0")
-        return {str(k): float(v) for k, v in value.items()}
+        return {k: float(v) for k, v in value.items()}
 
 
 class EndpointPickerConfig(StrictModel):
