@@ -45,6 +45,8 @@ DEFAULT_MAX_ATTEMPTS: Final = 3
 """Endpoints one request tries (the best first, then the next best) before it fails."""
 DEFAULT_PRIORITY_HEADER: Final = "x-crossway-priority"
 """Request header that lowers a request's priority (below zero: sheddable)."""
+DEFAULT_ENDPOINT_COOLDOWN: Final = 5.0
+"""Seconds an endpoint that keeps failing (or refused a connection) is tried only last."""
 DEFAULT_EPP_TIMEOUT: Final = 1.0
 """Seconds an external endpoint picker may take to answer."""
 
@@ -155,6 +157,9 @@ class SchedulerConfig(StrictModel):
     than this, while another has more. Empty: no filter."""
     max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1)
     """Endpoints one request tries, best first, when a pick fails before the first byte."""
+    endpoint_cooldown: float = Field(default=DEFAULT_ENDPOINT_COOLDOWN, ge=0)
+    """Seconds an endpoint is tried only last after it refused a connection, or failed
+    `routing.cooldown.failures` times in a row (5xx, timeouts)."""
 
     @field_validator("scorers")
     @classmethod

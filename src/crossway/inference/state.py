@@ -67,6 +67,10 @@ class Endpoint:
     cooldown_until: float = 0.0  # time.monotonic() before which it is skipped
     served: int = 0
     extra: dict[str, object] = field(default_factory=dict)
+    # the scheduler's bookkeeping between scrapes
+    seen_server_at: float = 0.0  # `server_at` of the scrape the next two fields refer to
+    in_flight_at_scrape: int = 0  # `in_flight` when that scrape was first seen
+    recent_adapters: dict[str, float] = field(default_factory=dict)  # adapter -> monotonic() sent
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")

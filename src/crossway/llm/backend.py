@@ -36,9 +36,14 @@ from crossway.errors import (
     InvalidJSON,
     MethodNotAllowed,
     NotFound,
+    ServiceUnavailable,
     UpstreamError,
     UpstreamTimeout,
+    UpstreamUnreachable,
 )
+from crossway.inference.pool import InferencePool
+from crossway.inference.scheduler import Decision, PickRequest, prompt_text
+from crossway.inference.state import Endpoint
 from crossway.llm import answers
 from crossway.llm.calls import (
     EMBEDDINGS,
@@ -57,6 +62,7 @@ from crossway.llm.models import send_models
 from crossway.llm.pricing import Price, PriceTable
 from crossway.llm.providers import build_provider
 from crossway.llm.providers.base import Provider
+from crossway.llm.providers.pool import POOL_BASE
 from crossway.llm.routing import (
     Deployment,
     ModelRouter,
@@ -110,6 +116,23 @@ class Answer:
     relaying: bool = False  # the client's stream started (it now owns the upstream response)
     first_at: float = 0.0  # time.perf_counter() when a stream's first chunk arrived
     span: Any = None  # the attempt's span (tracing on), ended when the stream ends
+    pick: PoolPick | None = None  # the inference-pool endpoint serving it, when a pool did
+
+    def release(self) -> None:
+        """The answer is complete (or abandoned): it no longer counts as in flight."""
+        self.deployment.health.in_flight -= 1
+        if self.pick is not None:
+            self.pick.pool.done(self.pick.endpoint, self.pick.request)
+
+
+@dataclass(slots=True)
+class PoolPick:
+    """Which endpoint of an inference pool serves a request, and why."""
+
+    pool: InferencePool
+    endpoint: Endpoint
+    request: PickRequest
+    decision: Decision
 
 
 class LlmBackend(Backend):
@@ -126,6 +149,9 @@ class LlmBackend(Backend):
             for pname, pcfg in config.providers.items()
         }
         self.router = ModelRouter(config, self.providers)
+        for provider in self.providers.values():
+            if provider.pool is not None:
+                provider.pool.failures_to_cool = config.routing.cooldown.failures
         # Plans that never change (one deployment, no context windows or fallbacks), by the
         # client's model name: such a request resolves and ranks nothing.
         self._static_plans: dict[str, tuple[Resolved, list[list[tuple[Resolved, Deployment]]]]] = {}
@@ -217,6 +243,7 @@ class LlmBackend(Backend):
         except UnicodeDecodeError:
             raise InvalidJSON("request body is not valid UTF-8 JSON") from None
         call.request_id = ctx.request_id
+        call.scope_headers = scope["headers"]
         ctx.attrs["llm.api"] = call.api
         ctx.attrs["llm.model"] = call.model
         ctx.attrs["llm.stream"] = call.stream
@@ -262,19 +289,28 @@ class LlmBackend(Backend):
         d = answer.deployment
         ctx.attrs["llm.provider"] = d.provider.name
         ctx.attrs["llm.upstream_model"] = answer.resolved.upstream_model(d)
+        pick = answer.pick
+        if pick is not None:
+            ctx.attrs["inference.endpoint"] = pick.endpoint.name
+            ctx.attrs["inference.scores"] = pick.decision.header()
+            ctx.attrs["inference.picked_by"] = pick.decision.picked_by
         if answer.chunks is None:
             self._account(ctx, answer, answer.usage)
             await _response_phase(ctx)
             note_response(answer.body)
-            await send_response(send, 200, answer.body, JSON_HEADERS)
+            headers = JSON_HEADERS if pick is None else [*JSON_HEADERS, _destination(pick)]
+            await send_response(send, 200, answer.body, headers)
             return
         try:
             relayed = tap_stream(self._relay(answer, ctx))  # kept by the request log, when on
-            await stream_response(receive, send, 200, list(SSE_HEADERS), relayed)
+            headers = list(SSE_HEADERS)
+            if pick is not None:
+                headers.append(_destination(pick))
+            await stream_response(receive, send, 200, headers, relayed)
         finally:
             if not answer.relaying:  # the client left before the stream began: release it here
                 await _aclose(answer.chunks)
-                d.health.in_flight -= 1
+                answer.release()
                 tracing.end_span(answer.span, "the client left before the stream began")
 
     def _plans(self, call: LlmCall, resolved: Resolved) -> list[list[tuple[Resolved, Deployment]]]:
@@ -377,15 +413,87 @@ class LlmBackend(Backend):
                 code=DEADLINE_EXCEEDED,
             ) from None
 
+    async def _attempt_pool(
+        self, call: LlmCall, resolved: Resolved, d: Deployment, attempt: int
+    ) -> Answer:
+        """An attempt on an inference pool: its endpoints in the order the pool ranks them for
+        this request, the next one when a pick fails before the first byte."""
+        pool = d.provider.pool
+        assert pool is not None
+        model = resolved.upstream_model(d)
+        body = call.canonical()
+        config = pool.config
+        request = PickRequest(
+            model,
+            prompt_text(
+                body, config.scheduler.prefix.block_chars * config.scheduler.prefix.max_blocks
+            ),
+            estimate_prompt_tokens(body),
+            _priority(call, config.priority, config.priority_header),
+        )
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in call.scope_headers or ()]
+        decision, replaced = await pool.decide(request, headers, call.raw)
+        if not decision.ranked:
+            raise ServiceUnavailable(
+                f"inference pool {d.provider.name!r} has no endpoint",
+                code="no_ready_endpoint",
+                status=503,
+            )
+        last: GatewayError | None = None
+        for endpoint in decision.ranked[: config.scheduler.max_attempts]:
+            pool.sent(endpoint, request, decision)
+            pick = PoolPick(pool, endpoint, request, decision)
+            try:
+                answer = await self._attempt(call, resolved, d, attempt, pick, replaced)
+            except GatewayError as exc:
+                if not is_retryable(exc):
+                    raise
+                pool.failed(endpoint, isinstance(exc, UpstreamUnreachable))
+                log.info(
+                    "llm %s: inference pool %s: endpoint %s failed (%s), trying the next",
+                    self.name,
+                    d.provider.name,
+                    endpoint.name,
+                    exc,
+                )
+                last = exc
+                continue
+            pool.succeeded(endpoint)
+            log.debug(
+                "llm %s: inference pool %s: %s -> %s (%s; %s)",
+                self.name,
+                d.provider.name,
+                model,
+                endpoint.name,
+                decision.picked_by,
+                decision.header(),
+            )
+            return answer
+        assert last is not None
+        raise last
+
     async def _attempt(
-        self, call: LlmCall, resolved: Resolved, d: Deployment, attempt: int = 1
+        self,
+        call: LlmCall,
+        resolved: Resolved,
+        d: Deployment,
+        attempt: int = 1,
+        pick: PoolPick | None = None,
+        replaced: bytes | None = None,
     ) -> Answer:
         """One upstream call; returns once the answer (or a stream's first chunk) is in hand.
-        With tracing on it is a CLIENT span (`crossway.attempt` = `attempt`)."""
+        With tracing on it is a CLIENT span (`crossway.attempt` = `attempt`). On an inference
+        pool it is one endpoint's try (`pick`); `replaced` is a body an endpoint picker rewrote."""
         provider = d.provider
+        if provider.pool is not None and pick is None:
+            return await self._attempt_pool(call, resolved, d, attempt)
         model = resolved.upstream_model(d)
         timeouts = resolved.timeouts(d)
         request, relay = await upstream_request(call, provider, model)
+        if pick is not None:
+            request.url = pick.endpoint.base_url + request.url[len(POOL_BASE) :]
+            if replaced is not None:
+                request.body = replaced
         if call.request_id:  # the same id as the client's response (unsigned for SigV4)
             request.headers["x-request-id"] = call.request_id
         health = d.health
@@ -394,6 +502,15 @@ class LlmBackend(Backend):
         span = None
         if tracing._tracer is not None and tracing.recording():
             span = attempt_span(call, provider, model, request.url, attempt)
+            if pick is not None:
+                tracing.set_attributes(
+                    span,
+                    {
+                        "crossway.inference.endpoint": pick.endpoint.name,
+                        "crossway.inference.picked_by": pick.decision.picked_by,
+                        "crossway.inference.scores": pick.decision.header(),
+                    },
+                )
         outcome: BaseException | None = None
         started = time.perf_counter()
         try:
@@ -431,7 +548,7 @@ class LlmBackend(Backend):
                 if span is not None:
                     end_attempt_span(span, model, usage, body)
                     span = None
-                return Answer(d, resolved, body=body, usage=usage)
+                return Answer(d, resolved, body=body, usage=usage, pick=pick)
             chunks = client.iter_body(resp, timeouts)
             assert relay is not None
             first = b""
@@ -453,7 +570,14 @@ class LlmBackend(Backend):
             self.router.succeeded(d, latency)
             handed_over = True
             return Answer(
-                d, resolved, chunks=chunks, relay=relay, first=first, first_at=first_at, span=span
+                d,
+                resolved,
+                chunks=chunks,
+                relay=relay,
+                first=first,
+                first_at=first_at,
+                span=span,
+                pick=pick,
             )
         except GatewayError as exc:
             outcome = exc
@@ -468,6 +592,8 @@ class LlmBackend(Backend):
         finally:
             if not handed_over:
                 health.in_flight -= 1
+                if pick is not None:
+                    pick.pool.done(pick.endpoint, pick.request)
                 if span is not None:
                     tracing.end_span(span, outcome)
 
@@ -502,7 +628,7 @@ class LlmBackend(Backend):
                 yield LastChunk(tail)
         finally:
             await _aclose(chunks)
-            answer.deployment.health.in_flight -= 1
+            answer.release()
             self._account(ctx, answer, relay.usage)
             stream_ended(answer, relay.usage, broke)
             await _response_phase(ctx)
@@ -579,6 +705,27 @@ def _is_static(resolved: Resolved) -> bool:
         and not resolved.deployments[0].context_window
         and (route is None or not route.context_fallbacks)
     )
+
+
+def _destination(pick: PoolPick) -> tuple[bytes, bytes]:
+    """The response header naming the endpoint that served (as the EPP protocol names it)."""
+    return (b"x-gateway-destination-endpoint", pick.endpoint.name.encode("latin-1"))
+
+
+def _priority(call: LlmCall, configured: int, header_name: str) -> int:
+    """The request's priority: the pool's, lowered (never raised) by the priority header."""
+    name = header_name.encode("latin-1")
+    for key, value in call.scope_headers or ():
+        if key == name:
+            try:
+                asked = int(value.strip())
+            except ValueError:
+                raise BadRequest(
+                    f"header {header_name} must be an integer (below zero: sheddable)",
+                    code="invalid_priority",
+                ) from None
+            return min(configured, asked)
+    return configured
 
 
 def _bound(t: Timeouts) -> float:

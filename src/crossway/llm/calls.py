@@ -74,6 +74,9 @@ class LlmCall:
     usage_ready: bool = False  # ... exactly once, and it asks for usage: forward as it is
     headers: dict[str, str] = field(default_factory=dict)  # client headers worth forwarding
     request_id: str = ""  # the gateway's request id, sent upstream as `x-request-id`
+    scope_headers: list[tuple[bytes, bytes]] | None = (
+        None  # the client's (an inference pool reads them)
+    )
 
     def canonical(self) -> Json:
         """The canonical chat body (decoded from the raw body on first use)."""

@@ -7,6 +7,7 @@ and its answers back, streams included.
     gemini                      crossway.llm.providers.gemini.GeminiProvider
     vertex                      crossway.llm.providers.vertex.VertexProvider
     bedrock                     crossway.llm.providers.bedrock.BedrockProvider
+    inference_pool              crossway.llm.providers.pool.InferencePoolProvider
 
 `build_provider` is the one place a provider type becomes a class; modules are imported only
 when a config uses them. Below the providers:
@@ -36,6 +37,7 @@ PROVIDER_CLASSES: Final[dict[str, str]] = {
     "gemini": "crossway.llm.providers.gemini:GeminiProvider",
     "vertex": "crossway.llm.providers.vertex:VertexProvider",
     "bedrock": "crossway.llm.providers.bedrock:BedrockProvider",
+    "inference_pool": "crossway.llm.providers.pool:InferencePoolProvider",
 }
 """Provider type -> `module:Class` implementing it."""
 

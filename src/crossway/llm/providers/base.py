@@ -18,6 +18,7 @@ from crossway.config.llm import DEFAULT_MAX_EVENT_BYTES, ProviderConfig
 from crossway.errors import BadRequest, GatewayError
 
 if TYPE_CHECKING:
+    from crossway.inference.pool import InferencePool
     from crossway.llm.providers.common import ChunkFactory
 
 Json = dict[str, Any]
@@ -65,6 +66,8 @@ class Provider(abc.ABC):
 
     #: The wire format this provider speaks natively ("openai_chat" for OpenAI-style servers).
     native_api: ClassVar[str] = ""
+    #: An inference pool: each request goes to the endpoint the pool picks for it.
+    pool: InferencePool | None = None
 
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self.name = name
