@@ -145,6 +145,8 @@ def _value_for(name: str) -> str:
     """A plausible value for an environment variable an example needs."""
     if name == "REDIS_URL":
         return "redis://127.0.0.1:6379/0"
+    if name.endswith("_ENDPOINTS"):  # an inference pool's comma-separated base URLs
+        return "http://127.0.0.1:8001/v1,http://127.0.0.1:8002/v1"
     if name.endswith("_URL"):
         return f"https://{name.lower().replace('_', '-')}.example.test/{secrets.token_hex(4)}"
     return secrets.token_urlsafe(32)

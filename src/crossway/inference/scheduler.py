@@ -20,6 +20,9 @@ block i-1's and starts from the model's name, so equal hashes mean equal prefixe
 model. Each endpoint remembers the blocks of the requests sent to it (an LRU of
 `lru_blocks_per_endpoint`), and the index maps a block to the endpoints holding it.
 
+Before scoring, endpoints over a saturation threshold are filtered out while others are left,
+so prefix affinity never sends a request to an overloaded endpoint when another has room.
+
 The saturation detector: the pool is saturated when every ready endpoint's fresh metrics are
 over a threshold (`saturation.queue_depth` waiting, or `saturation.kv_cache` use) -- an
 endpoint without fresh metrics counts as saturated, as the reference EPP does. Then requests
@@ -204,7 +207,7 @@ class Scheduler:
                 f"{request.priority}); try again later",
                 code=POOL_SATURATED,
             )
-        candidates = self._filter(ready, now)
+        candidates = self._filter(ready, fresh, now)
         weights = self.weights
         hashes: list[int] = []
         prefix_scores: dict[str, float] = {}
@@ -222,29 +225,38 @@ class Scheduler:
         decision = Decision(ranked, scores, prefix_scores.get(ranked[0].name, 0.0), hashes)
         return decision
 
-    def _filter(self, ready: list[Endpoint], now: float) -> list[Endpoint]:
+    def _filter(
+        self, ready: list[Endpoint], fresh: dict[str, ServerMetrics | None], now: float
+    ) -> list[Endpoint]:
+        """Drop endpoints over the saturation thresholds, and those short of GPU memory, while
+        others are left (a filter never empties the list)."""
+        candidates = ready
+        if len(candidates) > 1:
+            roomy = [e for e in candidates if not self._over(e, fresh[e.name])]
+            if roomy:
+                candidates = roomy
         floor = self.config.min_gpu_free_mb
-        if floor is None:
-            return ready
-        roomy = []
-        for e in ready:
+        if floor is None or len(candidates) == 1:
+            return candidates
+        with_memory = []
+        for e in candidates:
             gpu = e.fresh_gpu(self.stale_after, now)
             if gpu is None or gpu.gpu_fb_free_mb is None or gpu.gpu_fb_free_mb >= floor:
-                roomy.append(e)
-        return roomy or ready  # no endpoint has room: the filter would only fail the request
+                with_memory.append(e)
+        return with_memory or candidates
+
+    def _over(self, e: Endpoint, m: ServerMetrics | None) -> bool:
+        """Whether fresh metrics put the endpoint over a saturation threshold."""
+        if m is None:
+            return False
+        limits = self.config.saturation
+        return self._queue(e, m) >= limits.queue_depth or (
+            m.kv_cache is not None and m.kv_cache >= limits.kv_cache
+        )
 
     def _saturated(self, ready: list[Endpoint], fresh: dict[str, ServerMetrics | None]) -> bool:
-        limits = self.config.saturation
-        for e in ready:
-            m = fresh[e.name]
-            if m is None:
-                continue  # unknown: counts as saturated
-            waiting = self._queue(e, m)
-            if waiting < limits.queue_depth and (
-                m.kv_cache is None or m.kv_cache < limits.kv_cache
-            ):
-                return False
-        return True
+        # An endpoint without fresh metrics counts as saturated (for shedding only).
+        return all(fresh[e.name] is None or self._over(e, fresh[e.name]) for e in ready)
 
     def _queue(self, e: Endpoint, m: ServerMetrics | None) -> float:
         """Waiting requests: scraped, plus what this worker sent since that scrape."""
@@ -306,6 +318,8 @@ class Scheduler:
             if sent is not None and now - sent <= self.stale_after:
                 return LORA_LOADED
             return UNKNOWN_SCORE
+        if m.max_lora is None and not m.running_adapters and not m.waiting_adapters:
+            return UNKNOWN_SCORE  # no LoRA information on this page: no preference
         if model in m.running_adapters:
             return LORA_LOADED
         if sent is not None and now - sent <= self.stale_after:
@@ -314,8 +328,6 @@ class Scheduler:
             return LORA_FREE_SLOT
         if model in m.waiting_adapters:
             return LORA_QUEUED
-        if m.max_lora is None and not m.running_adapters and not m.waiting_adapters:
-            return UNKNOWN_SCORE  # no LoRA information on this page
         return LORA_NONE
 
     def _pick(self, candidates: list[Endpoint], scores: dict[str, float]) -> list[Endpoint]:

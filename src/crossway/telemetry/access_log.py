@@ -348,6 +348,11 @@ class AccessLogObserver:
             cost = attrs.get("llm.cost")
             if cost is not None:
                 llm["cost"] = cost
+            endpoint = attrs.get("inference.endpoint")
+            if endpoint is not None:  # an inference pool's pick, and the scores behind it
+                llm["endpoint"] = endpoint
+                llm["picked_by"] = attrs.get("inference.picked_by")
+                llm["scores"] = attrs.get("inference.scores")
             record["llm"] = llm
         if cap.mcp_method:
             record["mcp"] = {"method": cap.mcp_method, "tool": facts["tool"] or cap.mcp_tool}
