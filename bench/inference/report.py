@@ -1,0 +1,271 @@
+"""The inference bench's markdown report: goals, knees, and every step's row."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from bench.inference import stats
+from bench.inference.stats import StepRow
+
+BASELINE: Final = "round-robin"
+DEFAULT: Final = "default"
+LEAST_QUEUE: Final = "least-queue"
+PREFIX_ONLY: Final = "prefix-only"
+DECISION_GOAL_US: Final = 200.0
+
+
+def _s(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _ttft(row: StepRow, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{'≥' if row.ttft_censored else ''}{value:.3f}"
+
+
+def one_line(row: StepRow) -> str:
+    """A progress line for one step."""
+    return (
+        f"{row.workload}/{row.policy} rate {row.rate:g}: {row.completed_rps:.1f} req/s done "
+        f"of {row.arrived_rps:.1f}, {row.output_tps:.0f} tok/s, TTFT p50 {_s(row.ttft_p50, 3)} "
+        f"p90 {_s(row.ttft_p90, 3)} s, cache hit {_s(row.cache_hit)}, loads "
+        f"{row.adapter_loads:.0f}, max share {row.max_share:.2f}, errors {row.errors}, "
+        f"cpu client {row.client_cpu:.2f} gw {row.gateway_cpu:.2f} sims {row.sims_cpu:.2f}"
+    )
+
+
+def rows_of(results: dict[str, Any], workload: str, policy: str) -> list[StepRow]:
+    raw = results["workloads"].get(workload, {}).get("policies", {}).get(policy, [])
+    return [StepRow(**r) for r in raw]
+
+
+def _at(rows: Sequence[StepRow], rate: float) -> StepRow | None:
+    return next((r for r in rows if r.rate == rate), None)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def _verdict(value: float | None, ok: bool) -> str:
+    if value is None:
+        return "not measured"
+    return "met" if ok else "not met"
+
+
+def goals(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(goal, measured, verdict) rows."""
+    bound = float(results["settings"]["ttft_bound_s"])
+    out: list[tuple[str, str, str]] = []
+    rr, df = rows_of(results, "prefix", BASELINE), rows_of(results, "prefix", DEFAULT)
+    if rr and df:
+        rr_knee, df_knee = stats.knee(rr, bound), stats.knee(df, bound)
+        r = _ratio(df_knee.output_tps if df_knee else None, rr_knee.output_tps if rr_knee else None)
+        out.append(
+            (
+                "prefix-heavy: default ≥ 2x round-robin's output tok/s at the knee",
+                f"{_s(r)}x ({_knee_text(df_knee)} vs {_knee_text(rr_knee)})",
+                _verdict(r, r is not None and r >= 2.0),
+            )
+        )
+        rp, dp = stats.peak(rr), stats.peak(df)
+        r = _ratio(dp.output_tps if dp else None, rp.output_tps if rp else None)
+        out.append(
+            (
+                "prefix-heavy: peak output tok/s, default / round-robin (context)",
+                f"{_s(r)}x ({_s(dp.output_tps if dp else None, 0)} vs "
+                f"{_s(rp.output_tps if rp else None, 0)} tok/s)",
+                "-",
+            )
+        )
+        past = [x for x in rr if rr_knee is None or x.rate > rr_knee.rate]
+        first = past[0] if past else None
+        d_first = _at(df, first.rate) if first else None
+        r = _ratio(first.ttft_p90 if first else None, d_first.ttft_p90 if d_first else None)
+        out.append(
+            (
+                "prefix-heavy: p90 TTFT ≥ 10x lower than round-robin past its knee",
+                f"{_s(r, 1)}x at rate {first.rate:g} ({_ttft(first, first.ttft_p90)} s vs "
+                f"{_ttft(d_first, d_first.ttft_p90)} s)"
+                if first and d_first
+                else "round-robin never passed its knee in the sweep",
+                _verdict(r, r is not None and r >= 10.0),
+            )
+        )
+        last = past[-1] if past else None
+        d_last = _at(df, last.rate) if last else None
+        if last and d_last and last is not first:
+            r = _ratio(last.ttft_p90, d_last.ttft_p90)
+            out.append(
+                (
+                    "prefix-heavy: p90 TTFT ratio at the highest rate (context)",
+                    f"{_s(r, 1)}x at rate {last.rate:g} ({_ttft(last, last.ttft_p90)} s vs "
+                    f"{_ttft(d_last, d_last.ttft_p90)} s)",
+                    "-",
+                )
+            )
+    po = rows_of(results, "prefix", PREFIX_ONLY)
+    if po and df:
+        top_po, top_df = po[-1], df[-1]
+        out.append(
+            (
+                "prefix-heavy: prefix-only hot-spots (negative control): busiest endpoint's share",
+                f"prefix-only {top_po.max_share:.0%}, default {top_df.max_share:.0%} at rate "
+                f"{top_po.rate:g}; p90 TTFT {_ttft(top_po, top_po.ttft_p90)} vs "
+                f"{_ttft(top_df, top_df.ttft_p90)} s",
+                "shown" if top_po.max_share > top_df.max_share else "not shown",
+            )
+        )
+    lq, dd = rows_of(results, "distinct", LEAST_QUEUE), rows_of(results, "distinct", DEFAULT)
+    if lq and dd:
+        lp, dp = stats.peak(lq), stats.peak(dd)
+        r = _ratio(dp.output_tps if dp else None, lp.output_tps if lp else None)
+        out.append(
+            (
+                "low sharing: default within ±5% of least-queue (peak output tok/s)",
+                f"{_s(r, 3)}x ({_s(dp.output_tps if dp else None, 0)} vs "
+                f"{_s(lp.output_tps if lp else None, 0)} tok/s)",
+                _verdict(r, r is not None and 0.95 <= r <= 1.05),
+            )
+        )
+        lk, dk = stats.knee(lq, bound), stats.knee(dd, bound)
+        text = f"default {_knee_text(dk)}, least-queue {_knee_text(lk)}"
+        if lk is not None:
+            d_at = _at(dd, lk.rate)
+            if d_at is not None:
+                text += (
+                    f"; p90 TTFT at {lk.rate:g}/s: {_ttft(d_at, d_at.ttft_p90)} vs "
+                    f"{_ttft(lk, lk.ttft_p90)} s"
+                )
+        out.append(("low sharing: knees (context)", text, "-"))
+    lr, ld = rows_of(results, "lora", BASELINE), rows_of(results, "lora", DEFAULT)
+    if lr and ld:
+        a, b = sum(x.adapter_loads for x in lr), sum(x.adapter_loads for x in ld)
+        r = _ratio(a, b) if b else (None if not a else float("inf"))
+        out.append(
+            (
+                "LoRA-skewed: ≥ 3x fewer adapter loads than round-robin (whole sweep)",
+                f"{_s(r, 1)}x ({a:.0f} vs {b:.0f} loads)",
+                _verdict(r, r is not None and r >= 3.0),
+            )
+        )
+    cost = results.get("decision") or {}
+    us = cost.get("p50_us")
+    out.append(
+        (
+            f"routing decision ≤ {DECISION_GOAL_US:.0f} µs with 16 endpoints",
+            f"p50 {_s(us, 1)} µs, p99 {_s(cost.get('p99_us'), 1)} µs ({cost.get('what', '')})"
+            if us is not None
+            else f"not measured ({cost.get('error', 'no scheduler')})",
+            _verdict(us, us is not None and us <= DECISION_GOAL_US),
+        )
+    )
+    return out
+
+
+def _knee_text(row: StepRow | None) -> str:
+    if row is None:
+        return "no knee (the lowest rate already past it)"
+    return f"knee {row.rate:g}/s, {row.output_tps:.0f} tok/s"
+
+
+def knee_table(results: dict[str, Any]) -> list[str]:
+    bound = float(results["settings"]["ttft_bound_s"])
+    lines = [
+        "| workload | policy | knee (req/s) | output tok/s at knee | p90 TTFT at knee (s) | peak tok/s | peak at |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, entry in results["workloads"].items():
+        for policy in entry["policies"]:
+            rows = rows_of(results, name, policy)
+            k, p = stats.knee(rows, bound), stats.peak(rows)
+            lines.append(
+                f"| {name} | {policy} | {k.rate:g} | {k.output_tps:.0f} | {_ttft(k, k.ttft_p90)} | "
+                if k
+                else f"| {name} | {policy} | < {rows[0].rate:g} | - | - | "
+                if rows
+                else f"| {name} | {policy} | - | - | - | "
+            )
+            lines[-1] += f"{p.output_tps:.0f} | {p.rate:g} |" if p else "- | - |"
+    return lines
+
+
+def step_table(results: dict[str, Any], name: str) -> list[str]:
+    lines = [
+        "| rate | policy | sent | req/s done | out tok/s | TTFT p50 (s) | TTFT p90 (s) | "
+        "cache hit | adapter loads | endpoint shares | errors | CPU client / gw / sims |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+    ]
+    entry = results["workloads"][name]
+    by_rate: dict[float, list[StepRow]] = {}
+    for policy in entry["policies"]:
+        for row in rows_of(results, name, policy):
+            by_rate.setdefault(row.rate, []).append(row)
+    for rate in sorted(by_rate):
+        for row in by_rate[rate]:
+            shares = " ".join(f"{v:.0%}" for v in row.shares.values())
+            lines.append(
+                f"| {rate:g} | {row.policy} | {row.sent} | {row.completed_rps:.1f} / "
+                f"{row.arrived_rps:.1f} | {row.output_tps:.0f} | {_ttft(row, row.ttft_p50)} | "
+                f"{_ttft(row, row.ttft_p90)} | {_s(row.cache_hit)} | {row.adapter_loads:.0f} | "
+                f"{shares} | {row.errors} | {row.client_cpu:.2f} / {row.gateway_cpu:.2f} / "
+                f"{row.sims_cpu:.2f} |"
+            )
+    return lines
+
+
+def render(results: dict[str, Any]) -> str:
+    s = results["settings"]
+    lines = [
+        f"# Inference routing bench ({results['started']}, commit {results['commit']})",
+        "",
+        f"{s['sims']} simulators (`crossway.samples.model_server`, time factor {s['time_factor']}), "
+        f"one `crossway serve` (1 worker) per policy, an open-loop Poisson client; "
+        f"{s['duration_s']:g} s of arrivals per rate step (the first {s['warmup_share']:.0%} "
+        f"left out), {s['drain_s']:g} s drain; knee: the highest rate before the first step "
+        f"that completes < {stats.KNEE_THROUGHPUT_SHARE:.0%} of its arrivals or has p90 TTFT > "
+        f"{s['ttft_bound_s']:g} s. Load average before {_load(results.get('load_before'))}, "
+        f"after {_load(results.get('load_after'))}." + (" **Quick run.**" if s["quick"] else ""),
+        "",
+        "## Goals",
+        "",
+        "| goal | measured | verdict |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {g} | {m} | {v} |" for g, m, v in goals(results)]
+    lines += ["", "## Knees", "", *knee_table(results)]
+    for name, entry in results["workloads"].items():
+        lines += [
+            "",
+            f"## {entry['title']}",
+            "",
+            f"Simulators: `{' '.join(_short(entry['sim_args']))}`; workload: "
+            + ", ".join(f"{k} {v}" for k, v in entry["workload"].items() if v),
+            "",
+            *step_table(results, name),
+        ]
+    lines += [
+        "",
+        "TTFT with ≥: some requests of the window had no first token when the drain ended; they "
+        "count with the time they had waited (a lower bound). Endpoint shares: answered requests "
+        "per endpoint, largest first. CPU: share of one core.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _short(args: Sequence[str]) -> list[str]:
+    out = []
+    for a in args:
+        out.append(a if len(a) <= 40 else a[:37] + "...")
+    return out
+
+
+def _load(value: Any) -> str:
+    if not value:
+        return "?"
+    return " ".join(f"{float(v):.2f}" for v in value)
