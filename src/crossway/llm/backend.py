@@ -27,6 +27,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from crossway.config.common import Timeouts
 from crossway.config.llm import LlmBackendConfig
@@ -431,8 +432,17 @@ class LlmBackend(Backend):
             estimate_prompt_tokens(body),
             _priority(call, config.priority, config.priority_header),
         )
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in call.scope_headers or ()]
-        decision, replaced = await pool.decide(request, headers, call.raw)
+        if pool.picker is None:
+            decision, replaced = await pool.decide(request, (), b"")
+        else:  # the external picker sees the request as the endpoint will: path and body
+            upstream, _ = await upstream_request(call, d.provider, model)
+            path = urlsplit(pool.endpoints[0].base_url).path if pool.endpoints else "/v1"
+            headers = [
+                (":method", "POST"),
+                (":path", path + upstream.url[len(POOL_BASE) :]),
+                *((k.decode("latin-1"), v.decode("latin-1")) for k, v in call.scope_headers or ()),
+            ]
+            decision, replaced = await pool.decide(request, headers, upstream.body)
         if not decision.ranked:
             raise ServiceUnavailable(
                 f"inference pool {d.provider.name!r} has no endpoint",
