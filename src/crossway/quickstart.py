@@ -1,8 +1,10 @@
 """`make run`: start the local sample upstreams, then Crossway with examples/quickstart.yaml.
 
-The sample model server listens on 127.0.0.1:9101, the sample MCP server on 127.0.0.1:9102 and
+The sample model server listens on 127.0.0.1:9101, the sample MCP server on 127.0.0.1:9102,
+two simulated model servers (an inference pool, `sim-model`) on 127.0.0.1:9103 and :9104, and
 the sample A2A agents `writer` and `vision` on 127.0.0.1:9201 and :9202 (override with
-SAMPLE_LLM_PORT / SAMPLE_MCP_PORT / SAMPLE_A2A_WRITER_PORT / SAMPLE_A2A_VISION_PORT); Crossway on
+SAMPLE_LLM_PORT / SAMPLE_MCP_PORT / SAMPLE_POOL_PORTS (comma-separated) /
+SAMPLE_A2A_WRITER_PORT / SAMPLE_A2A_VISION_PORT); Crossway on
 CROSSWAY_PORT (8080) with its admin plane on CROSSWAY_ADMIN_PORT (15000). Ctrl-C stops
 everything.
 """
@@ -36,6 +38,9 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
 def main() -> int:
     llm_port = int(os.environ.get("SAMPLE_LLM_PORT", "9101"))
     mcp_port = int(os.environ.get("SAMPLE_MCP_PORT", "9102"))
+    pool_ports = [
+        int(p) for p in os.environ.get("SAMPLE_POOL_PORTS", "9103,9104").split(",") if p.strip()
+    ]
     a2a_ports = {
         "writer": int(os.environ.get("SAMPLE_A2A_WRITER_PORT", "9201")),
         "vision": int(os.environ.get("SAMPLE_A2A_VISION_PORT", "9202")),
@@ -44,6 +49,7 @@ def main() -> int:
         **os.environ,
         "SAMPLE_LLM_URL": f"http://127.0.0.1:{llm_port}/v1",
         "SAMPLE_MCP_URL": f"http://127.0.0.1:{mcp_port}/mcp",
+        "SAMPLE_POOL_ENDPOINTS": ",".join(f"http://127.0.0.1:{p}/v1" for p in pool_ports),
         **{f"A2A_{n.upper()}_URL": f"http://127.0.0.1:{p}" for n, p in a2a_ports.items()},
     }
     config = os.environ.get("CROSSWAY_QUICKSTART_CONFIG", str(CONFIG))
@@ -59,6 +65,16 @@ def main() -> int:
             stderr=subprocess.DEVNULL,
         )
         children.append(mcp)
+        sims = []
+        for port in pool_ports:
+            command = ["-m", "crossway.samples.model_server", "--port", str(port)]
+            sims.append(
+                subprocess.Popen(
+                    [sys.executable, *command, "--time-factor", "0.2"],
+                    stdout=subprocess.DEVNULL,
+                )
+            )
+            children.append(sims[-1])
         agents: dict[str, subprocess.Popen[bytes]] = {}
         for name, port in a2a_ports.items():
             command = ["-m", "crossway.samples.a2a_agents", "--agent", name, "--port", str(port)]
@@ -66,11 +82,14 @@ def main() -> int:
             children.append(agents[name])
         _wait_port(llm_port, llm, "sample model server")
         _wait_port(mcp_port, mcp, "sample MCP server")
+        for port, sim in zip(pool_ports, sims, strict=True):
+            _wait_port(port, sim, "simulated model server")
         for name, port in a2a_ports.items():
             _wait_port(port, agents[name], f"sample A2A agent {name}")
         a2a = ", ".join(f"{n} on :{p}" for n, p in a2a_ports.items())
         print(
             f"quickstart: sample model on :{llm_port}, sample MCP server on :{mcp_port}, "
+            f"simulated model servers (pool) on {', '.join(f':{p}' for p in pool_ports)}, "
             f"sample A2A agents {a2a}",
             flush=True,
         )
