@@ -309,10 +309,11 @@ class SimServer:
     def _max_new(self, value: object, prompt_tokens: int) -> int | web.Response:
         c = self.config
         if value is None:
-            return min(c.output_tokens, c.max_output_tokens)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            max_new = min(c.output_tokens, c.max_output_tokens)
+        elif not isinstance(value, int) or isinstance(value, bool) or value < 1:
             return _error(400, "max_tokens must be an integer >= 1.", param="max_tokens")
-        max_new = min(value, c.max_output_tokens)
+        else:
+            max_new = min(value, c.max_output_tokens)
         if prompt_tokens + max_new > c.max_model_len:
             return _error(
                 400,
@@ -433,6 +434,22 @@ class SimServer:
 
         resp = web.StreamResponse(headers=SSE_HEADERS)
         await resp.prepare(request)
+        try:
+            await self._write_events(request, resp, seq, chat, include_usage, base, event)
+        except ConnectionResetError:  # the client went away; the caller aborts the sequence
+            pass
+        return resp
+
+    async def _write_events(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        seq: Sequence,
+        chat: bool,
+        include_usage: bool,
+        base: dict[str, Any],
+        event: Callable[..., bytes],
+    ) -> None:
         sent = 0
         if chat:
             await resp.write(event("", None, role=True))
@@ -449,11 +466,10 @@ class SimServer:
                     buf += b"data: " + orjson.dumps(final) + b"\n\n"
                 buf += b"data: [DONE]\n\n"
                 await resp.write(bytes(buf))
-                break
+                await resp.write_eof()
+                return
             await resp.write(bytes(buf))
             if self.faults["chat"] == "midstream":
                 if request.transport is not None:
                     request.transport.close()
-                return resp
-        await resp.write_eof()
-        return resp
+                return
