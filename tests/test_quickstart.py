@@ -24,6 +24,7 @@ def quickstart() -> Iterator[str]:
         "CROSSWAY_ADMIN_PORT": str(admin),
         "SAMPLE_LLM_PORT": str(free_port()),
         "SAMPLE_MCP_PORT": str(free_port()),
+        "SAMPLE_POOL_PORTS": f"{free_port()},{free_port()}",
         "SAMPLE_A2A_WRITER_PORT": str(free_port()),
         "SAMPLE_A2A_VISION_PORT": str(free_port()),
     }
@@ -60,6 +61,12 @@ async def test_quickstart_answers_llm_and_mcp(quickstart: str) -> None:
     )
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text == "You said: stream please"
+    # inference routing: sim-model is served by the pool of two simulated model servers
+    raw = await client.chat.completions.with_raw_response.create(
+        model="sim-model", messages=[{"role": "user", "content": "hello pool"}], max_tokens=4
+    )
+    assert raw.headers["x-gateway-destination-endpoint"].startswith("127.0.0.1:")
+    assert raw.parse().usage.completion_tokens == 4
     await client.close()
 
     async with Client(quickstart + "/mcp") as mcp:
