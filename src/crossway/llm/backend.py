@@ -459,6 +459,9 @@ class LlmBackend(Backend):
                 if not is_retryable(exc):
                     raise
                 pool.failed(endpoint, isinstance(exc, UpstreamUnreachable))
+                metrics.observe_inference_pick(
+                    d.provider.name, endpoint.name, decision.picked_by, "failover"
+                )
                 log.info(
                     "llm %s: inference pool %s: endpoint %s failed (%s), trying the next",
                     self.name,
@@ -469,6 +472,7 @@ class LlmBackend(Backend):
                 last = exc
                 continue
             pool.succeeded(endpoint)
+            metrics.observe_inference_pick(d.provider.name, endpoint.name, decision.picked_by, "ok")
             log.debug(
                 "llm %s: inference pool %s: %s -> %s (%s; %s)",
                 self.name,

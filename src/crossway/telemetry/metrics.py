@@ -428,3 +428,28 @@ def _forget_bound_children() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_bound_children)
+
+
+INFERENCE_PICKS = Counter(
+    "crossway_inference_picks_total",
+    "Requests an inference pool sent to each endpoint, by who picked it (`scheduler`, "
+    "`endpoint_picker`, `fallback`) and outcome (`ok`, or `failover` when the pick failed before "
+    "the first byte and the next endpoint was tried).",
+    ["pool", "endpoint", "picked_by", "outcome"],
+)
+INFERENCE_ENDPOINT_READY = Gauge(
+    "crossway_inference_endpoint_ready",
+    "Whether an inference pool's endpoint is ready (its metrics answer), per worker.",
+    ["pool", "endpoint"],
+    multiprocess_mode="livemax",
+)
+
+
+def observe_inference_pick(pool: str, endpoint: str, picked_by: str, outcome: str) -> None:
+    """Count one request an inference pool sent to an endpoint."""
+    INFERENCE_PICKS.labels(pool, endpoint, picked_by, outcome).inc()
+
+
+def set_inference_endpoint_ready(pool: str, endpoint: str, ready: bool) -> None:
+    """An endpoint entered or left its pool."""
+    INFERENCE_ENDPOINT_READY.labels(pool, endpoint).set(1 if ready else 0)
