@@ -5,17 +5,16 @@ on it. No figure is checked, only that every piece reports."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-
 from bench.inference import report, run, stats
 from bench.inference.load import poisson_arrivals, run_open_loop
 from bench.inference.workloads import Workload, zipf_shares
+
 from tests.helpers import free_port
 
 
