@@ -664,3 +664,14 @@ async def test_endpoints_follow_the_getter(server: MetricsServer) -> None:
     await scraper.scrape_once()
     assert new.server is not None and new.server.waiting == 2.0
     assert len(server.pages["a"].hits) == 1
+
+
+def test_type_lines_without_a_kind() -> None:
+    page = (
+        b"# TYPE vllm:num_requests_waiting\n"
+        b"vllm:num_requests_waiting 2\n"
+        b"# TYPE vllm:num_requests_running\r\n"
+        b"vllm:num_requests_running 3\r\n"
+    )
+    m = parse_metrics(page)
+    assert (m.waiting, m.running) == (2.0, 3.0)

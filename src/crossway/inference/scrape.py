@@ -3,10 +3,15 @@ interval off the request path, parsed into a `ServerMetrics`.
 
 `parse_metrics` reads only the names scheduling needs, straight from the page's bytes: a
 vLLM page is 30-100 KB, mostly histogram `_bucket` lines, so it never splits the page into
-lines. For each family present (one `bytes.find` of `\\n<prefix>`) it finds each wanted name
-at a line start and matches one sample there (labels with escaped quotes, `NaN` / `+Inf`,
-exponents, an optional timestamp, CRLF, an OpenMetrics `_total` suffix); every other line
-is skipped unread. `# HELP` / `# TYPE` lines never match (the name does not start them).
+lines or parses a line it does not need. The page is split once (in C) at its `# TYPE`
+lines into its families' groups (the text format puts all of a family's lines in one group
+after its TYPE line); only the groups of wanted names are searched for their sample lines,
+each matched by one regex (labels with escaped quotes, `}` and `,` in values, `NaN` /
+`+Inf`, exponents, an optional timestamp, CRLF, an OpenMetrics `_total` suffix). A wanted
+name without a TYPE line is looked for on the whole page when its family has other TYPE
+lines (typed and untyped lines mixed), and every family is searched whole on a page with no
+TYPE line at all (slower: about 3x); a family with no TYPE line on a page that has others
+is not looked for. About 60 µs for a 50 KB vLLM page.
 
 Names understood (several series of one name: counts summed, usage the largest):
 
@@ -204,10 +209,11 @@ def _groups(page: bytes) -> dict[bytes, list[bytes]]:
         del parts[0]  # lines before the first TYPE line: the untyped search covers them
     groups: dict[bytes, list[bytes]] = {}
     for part in parts:  # `<name> <type>\n<its lines>`
-        end = part.find(b" ", 0, _MAX_NAME)
+        line_end = part.find(b"\n", 0, _MAX_NAME)
+        end = part.find(b" ", 0, line_end if line_end >= 0 else _MAX_NAME)
         if end < 0:
-            end = part.find(b"\n", 0, _MAX_NAME)
-        name = part[:end] if end >= 0 else part
+            end = line_end
+        name = part[:end].rstrip(b"\r\t") if end >= 0 else part
         found = groups.get(name)
         if found is None:
             groups[name] = [part]
