@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt -e '.[test]'
+	# xds-protos bundles an older copy of opentelemetry-proto's modules, and whichever of the two
+	# is installed last owns those files: opentelemetry-proto's own (newer) ones must win.
+	$(PIP) install -q --no-deps --force-reinstall -c constraints.txt opentelemetry-proto
 	touch $(STAMP)
 
 install: $(STAMP)

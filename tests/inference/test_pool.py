@@ -144,3 +144,13 @@ def test_in_flight_bookkeeping() -> None:
     assert a.cooldown_until > 0
     pool.succeeded(a)
     assert a.cooldown_until == 0 and a.failures == 0 and a.served == 1
+
+
+def test_xds_protos_does_not_shadow_opentelemetry_proto() -> None:
+    """xds-protos bundles an older copy of opentelemetry-proto's modules; the install (Makefile)
+    must leave opentelemetry-proto's own, or the OTLP exporters fail to import."""
+    from envoy.service.ext_proc.v3 import external_processor_pb2
+    from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+
+    assert external_processor_pb2.ProcessingRequest.DESCRIPTOR.name == "ProcessingRequest"
+    assert InstrumentationScope.DESCRIPTOR.name == "InstrumentationScope"
