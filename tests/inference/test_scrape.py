@@ -509,6 +509,17 @@ async def test_garbage_page_keeps_the_endpoint_ready_without_values(
     assert ep.server is not None and ep.last_error is None
 
 
+async def test_no_metrics_page_keeps_the_endpoint_ready(server: MetricsServer) -> None:
+    """A server without Prometheus metrics (404) still serves, on Crossway's own counts."""
+    ep = endpoint(server.url("none"))
+    server.pages["none"].status = 404
+    scraper = MetricsScraper(lambda: [ep], config(unready_after=1), "sims")
+    for _ in range(3):
+        await scraper.scrape_once()
+    assert ep.ready and ep.scrape_failures == 0 and ep.server is None
+    assert ep.last_error == "no metrics page (metrics answered HTTP 404)"
+
+
 async def test_too_large_page_is_not_parsed(server: MetricsServer) -> None:
     ep = endpoint(server.url("m"))
     server.pages["m"].body = vllm_page()

@@ -15,6 +15,7 @@ from crossway.config.inference import InferencePoolConfig
 from crossway.errors import GatewayError, ServiceUnavailable
 from crossway.inference.scheduler import Decision, PickRequest, Scheduler
 from crossway.inference.state import Endpoint, default_metrics_url
+from crossway.telemetry import metrics
 
 if TYPE_CHECKING:
     from crossway.inference.ext_proc import EndpointPickerClient
@@ -63,6 +64,8 @@ class InferencePool:
         if self.config.dns is not None:
             await self._resolve()
             self._dns_task = asyncio.get_running_loop().create_task(self._dns_loop())
+        for e in self.endpoints:
+            metrics.set_inference_endpoint_ready(self.name, e.name, e.ready)
         if self.config.metrics.enabled:
             from crossway.inference.scrape import MetricsScraper
 
@@ -108,8 +111,9 @@ class InferencePool:
             origin = f"{dns.scheme}://{host}:{dns.port}"
             current = self._by_name.get(f"{host}:{dns.port}")
             if current is None:
-                metrics = origin + dns.metrics_path if self.config.metrics.enabled else None
-                current = Endpoint(origin + dns.path, metrics)
+                metrics_url = origin + dns.metrics_path if self.config.metrics.enabled else None
+                current = Endpoint(origin + dns.path, metrics_url)
+                metrics.set_inference_endpoint_ready(self.name, current.name, True)
             seen[current.name] = current
         gone = [e for e in self._dns if e.name not in seen]
         for e in gone:

@@ -75,6 +75,7 @@ from crossway.config.common import Timeouts, UpstreamTls
 from crossway.config.inference import PoolMetricsConfig
 from crossway.errors import GatewayError
 from crossway.inference.state import Endpoint, ServerMetrics
+from crossway.telemetry.metrics import set_inference_endpoint_ready
 
 log = logging.getLogger("crossway.inference")
 
@@ -441,6 +442,11 @@ class ScrapeFailed(Exception):
     """One scrape got no page (refused, timed out, an HTTP error status)."""
 
 
+class NoMetricsPage(Exception):
+    """The endpoint answers, but has no metrics page (404): a server without Prometheus
+    metrics, scheduled on Crossway's own counts like one whose page is garbage."""
+
+
 class MetricsScraper:
     """Scrapes the metrics of one pool's endpoints on an interval (see the module docstring).
     `endpoints_getter` is called at every round, so endpoints that appear or go (DNS) follow."""
@@ -535,6 +541,8 @@ class MetricsScraper:
                 )
                 if not 200 <= resp.status < 300:
                     await read_body(resp, self._timeouts, ERROR_BODY_BYTES)
+                    if resp.status == 404:
+                        raise NoMetricsPage(f"metrics answered HTTP {resp.status}")
                     raise ScrapeFailed(f"metrics answered HTTP {resp.status}")
                 return await read_body(resp, self._timeouts, self._max_page)
         except TimeoutError:
@@ -553,13 +561,17 @@ class MetricsScraper:
         return metrics, None
 
     async def _scrape_server(self, endpoint: Endpoint, url: str) -> None:
+        problem: str | None
         try:
             body = await self._fetch(url)
+        except NoMetricsPage as exc:
+            metrics, problem = None, f"no metrics page ({exc})"
         except ScrapeFailed as exc:
             endpoint.scrape_failures += 1
             endpoint.last_error = str(exc)
             if endpoint.ready and endpoint.scrape_failures >= self.config.unready_after:
                 endpoint.ready = False
+                set_inference_endpoint_ready(self.pool_name, endpoint.name, False)
                 log.warning(
                     "inference pool %s: endpoint %s is not ready after %d failed scrapes: %s",
                     self.pool_name,
@@ -568,7 +580,8 @@ class MetricsScraper:
                     exc,
                 )
             return
-        metrics, problem = self._parse(body)
+        else:
+            metrics, problem = self._parse(body)
         came_back = not endpoint.ready
         endpoint.scrape_failures = 0
         endpoint.ready = True
@@ -590,6 +603,7 @@ class MetricsScraper:
             endpoint.server_at = time.monotonic()
             endpoint.extra.pop(_EXTRA_GARBAGE_WARNED, None)
         if came_back:
+            set_inference_endpoint_ready(self.pool_name, endpoint.name, True)
             log.info("inference pool %s: endpoint %s is ready again", self.pool_name, endpoint.name)
 
     async def _scrape_gpu(self, endpoint: Endpoint, url: str) -> None:
