@@ -64,7 +64,7 @@ class Sequence:
     arrival: float  # loop.time()
     state: Literal["waiting", "running", "done"] = "waiting"
     generated: int = 0
-    visible: int = 0  # tokens the engine has released to the handler
+    want: int = 0  # wake the handler once this many tokens exist (0: nobody waits)
     cached_tokens: int | None = None  # prefix-cache hit tokens at the first admission
     held: list[int] = field(default_factory=list)  # prompt block hashes referenced
     anon: int = 0  # other blocks held (the partial prompt block, generated tokens)
@@ -260,10 +260,21 @@ class Engine:
         return seq
 
     async def wait(self, seq: Sequence, seen: int) -> None:
-        """Return once `seq` has more than `seen` tokens for the client, or is done."""
-        while seq.visible <= seen and seq.state != "done":
+        """Return once `seq` has more than `seen` tokens to stream, or is done: the first
+        token at once, then `stream_interval` tokens at a time."""
+        step = 1 if seen == 0 else self.config.stream_interval
+        await self._wait(seq, seen + step)
+
+    async def wait_done(self, seq: Sequence) -> None:
+        """Return once `seq` is done."""
+        await self._wait(seq, seq.max_new + 1)
+
+    async def _wait(self, seq: Sequence, want: int) -> None:
+        seq.want = want
+        while seq.generated < want and seq.state != "done":
             seq.waiter = asyncio.get_running_loop().create_future()
             await seq.waiter
+        seq.want = 0
 
     def abort(self, seq: Sequence) -> None:
         """Drop a sequence whose client went away."""
@@ -371,7 +382,6 @@ class Engine:
         return prefill
 
     def _end_step(self, now: float, duration: float, prefill: int) -> None:
-        interval = self.config.stream_interval
         still: list[Sequence] = []
         decoded = 0
         batch = len(self.running)
@@ -391,7 +401,7 @@ class Engine:
                 self._done(seq, "length" if seq.length_limited else "stop", now)
                 continue
             still.append(seq)
-            if seq.generated == 1 or seq.generated - seq.visible >= interval:
+            if seq.want and seq.generated >= seq.want:
                 self._notify(seq)
         self.running = still
         self.stats.generation_tokens += batch
@@ -414,6 +424,5 @@ class Engine:
         self._notify(seq)
 
     def _notify(self, seq: Sequence) -> None:
-        seq.visible = seq.generated
         if seq.waiter is not None and not seq.waiter.done():
             seq.waiter.set_result(None)

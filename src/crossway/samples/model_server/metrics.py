@@ -4,16 +4,8 @@ exporter's GPU page."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
-
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
+from collections.abc import Iterable
+from typing import Final
 
 from crossway.samples.model_server.engine import Engine
 from crossway.samples.model_server.stats import Histogram
@@ -25,6 +17,7 @@ GARBAGE_PAGE = (
 )
 """What `--metrics-garbage` serves (with status 200): not parseable as Prometheus text."""
 
+FINISH_REASONS: Final = ("stop", "length", "abort")
 WEIGHTS_SHARE = 0.3  # of GPU memory: the model's weights
 KV_SHARE = 0.6  # of GPU memory: the KV cache (in use in proportion to kv_cache_usage)
 
@@ -53,64 +46,61 @@ class LoraInfo:
         return [self.current]
 
 
-class VllmCollector(Collector):
-    """Builds the vLLM metric families from the engine's state at scrape time."""
+class VllmPage:
+    """Writes the vLLM `/metrics` page from the engine's state at scrape time (by hand: the
+    page is scraped often, and prometheus_client's collectors cost ten times more)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.lora_info = LoraInfo()
 
-    def collect(self) -> Iterator[Metric]:
+    def render(self) -> bytes:
+        out = _Lines(f'engine="0",model_name="{_escape(self.engine.config.model)}"')
+        self._write(out)
+        return out.text()
+
+    def _write(self, out: _Lines) -> None:
         e = self.engine
         c = e.config
-        labels = ["model_name", "engine"]
-        values = [c.model, "0"]
+        gauge, counter, histogram = out.gauge, out.counter, out.histogram
 
-        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
-            g = GaugeMetricFamily(name, doc, labels=labels)
-            g.add_metric(values, value)
-            return g
-
-        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-            m = CounterMetricFamily(name, doc, labels=labels)
-            m.add_metric(values, value)
-            return m
-
-        def histogram(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:
-            m = HistogramMetricFamily(name, doc, labels=labels)
-            buckets = [(_le(b), float(n)) for b, n in h.cumulative()]
-            m.add_metric(values, buckets, h.sum)
-            return m
-
-        yield gauge(
+        gauge(
             "vllm:num_requests_running", "Number of requests in model execution batches.",
             len(e.running),
         )  # fmt: skip
-        yield gauge(
+        gauge(
             "vllm:num_requests_waiting", "Number of requests waiting to be processed.",
             len(e.waiting),
         )  # fmt: skip
         if c.legacy_metrics:
-            yield gauge(
+            gauge(
                 "vllm:gpu_cache_usage_perc", "GPU KV-cache usage. 1 means 100 percent usage.",
                 e.kv.usage(),
             )  # fmt: skip
         else:
-            yield gauge(
+            gauge(
                 "vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.",
                 e.kv.usage(),
             )  # fmt: skip
         if c.lora_enabled:
-            info = GaugeMetricFamily(
-                "vllm:lora_requests_info",
-                "Running stats on lora requests.",
-                labels=["max_lora", "running_lora_adapters", "waiting_lora_adapters"],
-            )
             running = ",".join(sorted({s.adapter for s in e.running if s.adapter}))
             waiting = ",".join(sorted({s.adapter for s in e.waiting if s.adapter}))
-            for (run, wait), ts in self.lora_info.series(running, waiting, time.time()):
-                info.add_metric([str(c.max_loras), run, wait], ts)
-            yield info
+            series = self.lora_info.series(running, waiting, time.time())
+            out.info(
+                "vllm:lora_requests_info",
+                "Running stats on lora requests.",
+                [
+                    (
+                        {
+                            "max_lora": str(c.max_loras),
+                            "running_lora_adapters": run,
+                            "waiting_lora_adapters": wait,
+                        },
+                        ts,
+                    )
+                    for (run, wait), ts in series
+                ],
+            )
         config_labels = {
             "block_size": str(c.block_size),
             "cache_dtype": "auto",
@@ -120,104 +110,136 @@ class VllmCollector(Collector):
             "num_gpu_blocks": str(c.kv_blocks),
             "prefix_caching_hash_algo": "builtin",
         }
-        cache_info = GaugeMetricFamily(
-            "vllm:cache_config_info", "Information of the LLMEngine CacheConfig",
-            labels=list(config_labels),
-        )  # fmt: skip
-        cache_info.add_metric(list(config_labels.values()), 1.0)
-        yield cache_info
+        out.info(
+            "vllm:cache_config_info",
+            "Information of the LLMEngine CacheConfig",
+            [(config_labels, 1.0)],
+        )
         s = e.stats
-        yield counter(
+        counter(
             "vllm:num_preemptions", "Cumulative number of preemptions from the engine.",
             s.preemptions,
         )  # fmt: skip
-        yield counter("vllm:prompt_tokens", "Number of prefill tokens processed.", s.prompt_tokens)
-        yield counter(
+        counter("vllm:prompt_tokens", "Number of prefill tokens processed.", s.prompt_tokens)
+        counter(
             "vllm:generation_tokens", "Number of generation tokens processed.",
             s.generation_tokens,
         )  # fmt: skip
         prefix = "vllm:gpu_prefix_cache" if c.legacy_metrics else "vllm:prefix_cache"
-        yield counter(
+        counter(
             f"{prefix}_queries", "Prefix cache queries, in terms of number of queried tokens.",
             s.prefix_queries,
         )  # fmt: skip
-        yield counter(
+        counter(
             f"{prefix}_hits", "Prefix cache hits, in terms of number of cached tokens.",
             s.prefix_hits,
         )  # fmt: skip
-        success = CounterMetricFamily(
-            "vllm:request_success", "Count of successfully processed requests.",
-            labels=[*labels, "finished_reason"],
-        )  # fmt: skip
-        for reason in ("stop", "length", "abort"):
-            success.add_metric([*values, reason], s.success[reason])
-        yield success
-        yield counter(
-            "vllm:lora_loads", "Adapters loaded into a slot (simulator only).", e.lora.loads
+        out.counter(
+            "vllm:request_success",
+            "Count of successfully processed requests.",
+            *[(s.success[reason], f'finished_reason="{reason}"') for reason in FINISH_REASONS],
         )
-        yield counter(
+        counter("vllm:lora_loads", "Adapters loaded into a slot (simulator only).", e.lora.loads)
+        counter(
             "vllm:kv_block_evictions",
             "Cached KV blocks evicted to make room (simulator only).",
             e.kv.evictions,
         )
-        yield histogram(
+        histogram(
             "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
             s.ttft,
         )  # fmt: skip
-        yield histogram(
+        histogram(
             "vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.",
             s.itl,
         )  # fmt: skip
-        yield histogram(
+        histogram(
             "vllm:time_per_output_token_seconds",
             "Histogram of time per output token in seconds (deprecated name).",
             s.itl,
         )
-        yield histogram(
+        histogram(
             "vllm:e2e_request_latency_seconds",
             "Histogram of e2e request latency in seconds.",
             s.e2e,
         )
-        yield histogram(
+        histogram(
             "vllm:request_queue_time_seconds",
             "Histogram of time spent in WAITING phase for request.",
             s.queue_time,
         )
-        yield histogram(
+        histogram(
             "vllm:request_prefill_time_seconds",
             "Histogram of time spent in PREFILL phase for request.",
             s.prefill_time,
         )
-        yield histogram(
+        histogram(
             "vllm:request_decode_time_seconds",
             "Histogram of time spent in DECODE phase for request.",
             s.decode_time,
         )
-        yield histogram(
+        histogram(
             "vllm:request_prompt_tokens", "Number of prefill tokens processed.", s.prompt_hist
         )
-        yield histogram(
+        histogram(
             "vllm:request_generation_tokens",
             "Number of generation tokens processed.",
             s.generation_hist,
         )
-        yield histogram(
+        histogram(
             "vllm:iteration_tokens_total",
             "Histogram of number of tokens per engine_step.",
             s.iteration_tokens,
         )
 
 
-def vllm_registry(engine: Engine) -> CollectorRegistry:
-    """A registry holding only this engine's vLLM-named metrics."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(VllmCollector(engine))
-    return registry
+class _Lines:
+    """Prometheus text exposition lines, every sample with the same base labels."""
+
+    def __init__(self, labels: str) -> None:
+        self.labels = labels
+        self.lines: list[str] = []
+
+    def text(self) -> bytes:
+        return ("\n".join(self.lines) + "\n").encode()
+
+    def _head(self, name: str, doc: str, kind: str) -> None:
+        self.lines.append(f"# HELP {name} {doc}")
+        self.lines.append(f"# TYPE {name} {kind}")
+
+    def gauge(self, name: str, doc: str, value: float) -> None:
+        self._head(name, doc, "gauge")
+        self.lines.append(f"{name}{{{self.labels}}} {_num(value)}")
+
+    def counter(self, name: str, doc: str, *values: float | tuple[float, str]) -> None:
+        """One sample, or (value, extra labels) pairs."""
+        self._head(name + "_total", doc, "counter")
+        for v in values:
+            value, extra = v if isinstance(v, tuple) else (v, "")
+            labels = f"{extra},{self.labels}" if extra else self.labels
+            self.lines.append(f"{name}_total{{{labels}}} {_num(value)}")
+
+    def histogram(self, name: str, doc: str, h: Histogram) -> None:
+        self._head(name, doc, "histogram")
+        for bound, count in h.cumulative():
+            self.lines.append(f'{name}_bucket{{{self.labels},le="{_le(bound)}"}} {count}.0')
+        self.lines.append(f"{name}_count{{{self.labels}}} {h.count}.0")
+        self.lines.append(f"{name}_sum{{{self.labels}}} {_num(h.sum)}")
+
+    def info(self, name: str, doc: str, series: list[tuple[dict[str, str], float]]) -> None:
+        """A gauge whose labels carry the information (no base labels, as vLLM writes it)."""
+        self._head(name, doc, "gauge")
+        for labels, value in series:
+            text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+            self.lines.append(f"{name}{{{text}}} {_num(value)}")
 
 
-def render_vllm(registry: CollectorRegistry) -> bytes:
-    """The `/metrics` page."""
-    return generate_latest(registry)
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _num(value: float) -> str:
+    return repr(float(value))
 
 
 def gpu_util_percent(engine: Engine) -> float:

@@ -14,12 +14,7 @@ from aiohttp.client_exceptions import ClientConnectionResetError
 
 from crossway.samples.model_server.config import SimConfig
 from crossway.samples.model_server.engine import Engine, Prompt, Sequence, count_tokens
-from crossway.samples.model_server.metrics import (
-    GARBAGE_PAGE,
-    render_dcgm,
-    render_vllm,
-    vllm_registry,
-)
+from crossway.samples.model_server.metrics import GARBAGE_PAGE, VllmPage, render_dcgm
 from crossway.samples.openai_server import _error, _invalid_messages
 
 MAX_BODY_BYTES: Final = 16 * 1024 * 1024
@@ -88,7 +83,7 @@ class SimServer:
     def __init__(self, config: SimConfig, *, metrics_garbage: bool = False) -> None:
         self.config = config
         self.engine = Engine(config)
-        self.registry = vllm_registry(self.engine)
+        self.vllm_page = VllmPage(self.engine)
         self.faults: dict[str, str] = {
             "metrics": "garbage" if metrics_garbage else "ok",
             "gpu_metrics": "ok",
@@ -201,7 +196,7 @@ class SimServer:
         fault = await self._fault_unless_hang("metrics")
         if fault == "ok":
             return web.Response(
-                body=render_vllm(self.registry), headers={"content-type": PROMETHEUS_TEXT}
+                body=self.vllm_page.render(), headers={"content-type": PROMETHEUS_TEXT}
             )
         return self._metrics_fault(fault)
 
@@ -364,7 +359,7 @@ class SimServer:
                 options = body.get("stream_options")
                 include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
                 return await self._stream(request, body["model"], seq, chat, include_usage)
-            await self.engine.wait(seq, seq.max_new)
+            await self.engine.wait_done(seq)
             return web.json_response(self._full_answer(body["model"], seq, chat))
         finally:
             if seq.state != "done":
@@ -456,9 +451,10 @@ class SimServer:
         while True:
             await self.engine.wait(seq, sent)
             buf = bytearray()
-            for i in range(sent, seq.visible):
+            available = seq.generated
+            for i in range(sent, available):
                 buf += event(output_token(i), None)
-            sent = seq.visible
+            sent = available
             if seq.state == "done":
                 buf += event(None if chat else "", seq.finish_reason)
                 if include_usage:
