@@ -112,7 +112,7 @@ def setups(settings: Settings) -> dict[str, Setup]:
     out = {
         "prefix": Setup(
             prefix,
-            rates=(4, 8, 12, 16, 20, 24, 28, 32),
+            rates=(4, 8, 12, 16, 24, 32, 40, 48),
             # 150 groups x 1,500 tokens = 225k tokens of prefixes; one server caches 80k
             sim_args=("--kv-blocks", "5000"),
         ),

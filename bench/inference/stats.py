@@ -21,7 +21,8 @@ from bench.inference.load import LoadResult, Record
 WARMUP_SHARE: Final = 0.2
 """Share of a step's arrival period left out of its figures."""
 KNEE_THROUGHPUT_SHARE: Final = 0.9
-"""A step is below the knee while it completes at least this share of what arrived."""
+"""A step is below the knee while at least this share of its window's requests were answered
+(200, stream ended) by the drain deadline."""
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -67,10 +68,15 @@ class StepRow:
     sims_cpu: float = 0.0
     """Share of one core all simulators used together."""
     first_error: str = ""
+    window_sent: int = 0
+    """Requests sent in the window."""
+    window_finished: int = 0
+    """Of those, answered in full by the drain deadline."""
 
     @property
     def completion_share(self) -> float:
-        return self.completed_rps / self.arrived_rps if self.arrived_rps else 0.0
+        """Share of the window's requests answered in full by the drain deadline."""
+        return self.window_finished / self.window_sent if self.window_sent else 0.0
 
     @property
     def max_share(self) -> float:
@@ -101,6 +107,8 @@ def step_row(
     failed = [r for r in records if r.error or (r.status and r.status != 200)]
     row.errors = len(failed)
     row.first_error = failed[0].error if failed else ""
+    row.window_sent = len(window)
+    row.window_finished = sum(r.finished for r in window)
     row.arrived_rps = len(window) / span if span > 0 else 0.0
     row.completed_rps = len(done_in_window) / span if span > 0 else 0.0
     row.output_tps = sum(r.output_tokens for r in done_in_window) / span if span > 0 else 0.0
@@ -131,9 +139,10 @@ def _name(record: Record, names: dict[str, str] | None) -> str:
 
 
 def knee(rows: Sequence[StepRow], ttft_bound_s: float) -> StepRow | None:
-    """The highest-rate step of a sweep (rows in increasing rate) before the first that
-    completes less than KNEE_THROUGHPUT_SHARE of its arrivals or whose p90 TTFT passes
-    `ttft_bound_s`; None when even the first step fails."""
+    """The highest-rate step of a sweep before the first whose p90 TTFT passes
+    `ttft_bound_s` or that answered less than KNEE_THROUGHPUT_SHARE of its window's requests
+    by the drain deadline (or had errors); None when even the first step fails. (Open loop:
+    a pool that cannot keep up queues, so its TTFT grows past any bound.)"""
     best: StepRow | None = None
     for row in sorted(rows, key=lambda r: r.rate):
         if not below_knee(row, ttft_bound_s):

@@ -71,12 +71,13 @@ async def test_client_records_ttft_usage_and_the_endpoint_header() -> None:
 
 
 def test_knee_is_the_last_step_before_the_first_failure() -> None:
-    def row(rate: float, done: float, p90: float) -> stats.StepRow:
-        r = stats.StepRow("w", "p", rate, sent=100, arrived_rps=rate, completed_rps=done)
+    def row(rate: float, answered: int, p90: float) -> stats.StepRow:
+        r = stats.StepRow("w", "p", rate, sent=100, window_sent=100, window_finished=answered)
         r.ttft_p90 = p90
         return r
 
-    rows = [row(4, 4, 0.5), row(8, 7.9, 1.0), row(12, 9, 1.5), row(16, 16, 0.5)]
+    # 12/s answered too few of its requests; 16/s would pass but comes after a failure
+    rows = [row(4, 100, 0.5), row(8, 95, 1.0), row(12, 80, 1.5), row(16, 100, 0.5)]
     knee = stats.knee(rows, ttft_bound_s=2.0)
     assert knee is not None and knee.rate == 8
     assert stats.knee([row(4, 4, 3.0)], ttft_bound_s=2.0) is None
