@@ -363,6 +363,23 @@ def test_kv_cache_evicts_least_recently_used_blocks() -> None:
         assert too_big.status_code == 400 and "KV-cache" in too_big.json()["error"]["message"]
 
 
+async def test_a_full_kv_cache_preempts_the_youngest_sequence() -> None:
+    # each sequence grows to ceil((16 + 150) / 16) = 11 blocks; two need 22 of 20
+    with sims([*FAST, "--kv-blocks", "20"]) as (s,):
+        client = s.aclient()
+
+        async def one(i: int) -> int:
+            stream = await client.completions.create(
+                model="sim-model", prompt=f"{i}" * 64, max_tokens=150, stream=True
+            )
+            return sum([count_tokens(c.choices[0].text) async for c in stream if c.choices])
+
+        assert await asyncio.gather(one(1), one(2)) == [150, 150]
+        await client.close()
+        assert s.value("vllm:num_preemptions") >= 1
+        assert s.stats()["kv_used_blocks"] == 0
+
+
 def _lora_info(s: Sim) -> tuple[dict[str, str], int]:
     """The newest `vllm:lora_requests_info` series' labels, and how many series there are."""
     samples = s.metrics()["vllm:lora_requests_info"].samples

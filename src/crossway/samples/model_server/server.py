@@ -13,15 +13,21 @@ from aiohttp import web
 from aiohttp.client_exceptions import ClientConnectionResetError
 
 from crossway.samples.model_server.config import SimConfig
-from crossway.samples.model_server.engine import Engine, Prompt, Sequence, count_tokens
+from crossway.samples.model_server.engine import (
+    CHARS_PER_TOKEN,
+    Engine,
+    Prompt,
+    Sequence,
+    count_tokens,
+)
 from crossway.samples.model_server.metrics import GARBAGE_PAGE, VllmPage, render_dcgm
 from crossway.samples.openai_server import _error, _invalid_messages
 
 MAX_BODY_BYTES: Final = 16 * 1024 * 1024
 FILLER: Final = tuple(
-    w + " "
-    for w in "the sim can say any old bit of text for you and its end may not win yet".split()
+    w + " " for w in "the sim can say any old bit for you and its end may not win yet".split()
 )
+assert all(len(t) == CHARS_PER_TOKEN for t in FILLER)
 """Generated tokens: three-letter words plus a space, so every token is CHARS_PER_TOKEN
 characters and the text counts back to `completion_tokens`."""
 METRICS_FAULTS: Final = frozenset({"ok", "garbage", "500", "hang"})
