@@ -50,7 +50,8 @@ outbound client (`crossway.proxy.client`). Per endpoint:
   an endpoint look idle and draw every request. The scheduler then scores it on Crossway's own
   in-flight counts. `last_error` says why; one warning is logged per endpoint (again only
   after it once had readable metrics).
-- refused, timed out, non-2xx: `scrape_failures` + 1, `last_error`; at `unready_after`
+- 404 (a server without a metrics page, e.g. one with no Prometheus metrics): the same.
+- refused, timed out, another non-2xx: `scrape_failures` + 1, `last_error`; at `unready_after`
   consecutive failures the endpoint is not ready (logged once), and ready again at the next
   successful scrape (logged once). The values of the last good scrape stay, and age out by
   `stale_after` (`Endpoint.fresh_server`).
