@@ -255,6 +255,20 @@ def render(results: dict[str, Any]) -> str:
             "",
             *step_table(results, name),
         ]
+    every = [
+        StepRow(**r)
+        for entry in results["workloads"].values()
+        for rows in entry["policies"].values()
+        for r in rows
+    ]
+    if every:
+        lines += [
+            "",
+            f"The client itself: at most {max(r.client_cpu for r in every):.2f} of a core, "
+            f"p99 send lateness at most {max(r.lateness_p99_ms for r in every):.1f} ms; the "
+            f"gateway at most {max(r.gateway_cpu for r in every):.2f} of a core, the simulators "
+            f"at most {max(r.sims_cpu for r in every):.2f} together (2 cores).",
+        ]
     lines += [
         "",
         "TTFT with ≥: some requests of the window had no first token when the drain ended; they "
@@ -276,3 +290,21 @@ def _load(value: Any) -> str:
     if not value:
         return "?"
     return " ".join(f"{float(v):.2f}" for v in value)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m bench.inference.report RESULTS.json`: render a results document again."""
+    import json
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m bench.inference.report RESULTS.json", file=sys.stderr)
+        return 2
+    with open(args[0]) as handle:
+        print(render(json.load(handle)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
