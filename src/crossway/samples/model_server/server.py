@@ -452,11 +452,11 @@ class SimServer:
         event: Callable[..., bytes],
     ) -> None:
         sent = 0
-        if chat:
-            await resp.write(event("", None, role=True))
         while True:
             await self.engine.wait(seq, sent)
             buf = bytearray()
+            if chat and sent == 0:  # the role chunk goes with the first token, as vLLM's
+                buf += event("", None, role=True)
             available = seq.generated
             for i in range(sent, available):
                 buf += event(output_token(i), None)
