@@ -266,3 +266,18 @@ def test_prompt_text_bounds_and_shapes() -> None:
     assert "sys" in text and "hello" in text
     assert len(prompt_text({"messages": [{"role": "user", "content": "x" * 5000}]}, 100)) == 100
     assert prompt_text({"messages": "nonsense"}, 100) == ""
+
+
+def test_an_idle_adapter_still_in_its_slot_keeps_its_affinity() -> None:
+    """vLLM lists only adapters with running requests: an adapter sent to an endpoint among its
+    last `max_lora` adapters is taken as still loaded there, one pushed out of them is not."""
+    s = _scheduler(scorers={"lora": 1})
+    a = _endpoint(1, running_adapters=frozenset(), max_lora=2)
+    b = _endpoint(2, running_adapters=frozenset(), max_lora=2)
+    long_ago = time.monotonic() - 60  # long before the last scrape
+    a.recent_adapters = {"sql": long_ago, "chat": long_ago + 1}
+    assert s.decide([a, b], PickRequest("sql", "")).ranked[0] is a
+    a.recent_adapters["x"] = long_ago + 2
+    a.recent_adapters["y"] = long_ago + 3  # two newer adapters: sql was evicted
+    d = s.decide([a, b], PickRequest("sql", ""))
+    assert d.scores[a.name] == d.scores[b.name]  # both just have a free slot

@@ -322,8 +322,8 @@ class Scheduler:
             return UNKNOWN_SCORE  # no LoRA information on this page: no preference
         if model in m.running_adapters:
             return LORA_LOADED
-        if sent is not None and now - sent <= self.stale_after:
-            return LORA_LOADED  # sent there since the last scrape: loaded by now
+        if sent is not None and _likely_loaded(e, sent, m.max_lora, now, self.stale_after):
+            return LORA_LOADED
         if m.max_lora is not None and len(m.running_adapters) < m.max_lora:
             return LORA_FREE_SLOT
         if model in m.waiting_adapters:
@@ -365,6 +365,21 @@ class Scheduler:
 
 RECENT_ADAPTERS_MAX: Final = 64
 """Adapters remembered per endpoint as recently sent there."""
+
+
+def _likely_loaded(
+    e: Endpoint, sent: float, max_lora: int | None, now: float, stale_after: float
+) -> bool:
+    """Whether an adapter sent to `e` at `sent` is probably still loaded there. vLLM lists only
+    the adapters of running requests, not the idle ones still in their slots: an adapter counts
+    as loaded when it was sent there since the last scrape, or is among the `max_lora` adapters
+    sent there most recently (a server evicts the least recently used)."""
+    if now - sent <= stale_after:
+        return True
+    if not max_lora:
+        return False
+    newer = sum(1 for when in e.recent_adapters.values() if when > sent)
+    return newer < max_lora
 
 
 def _add_min_max(
