@@ -5,6 +5,8 @@ nothing ready, and an external endpoint picker over ext_proc."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -14,7 +16,7 @@ import anthropic
 import openai
 import pytest
 
-from tests.helpers import ROOT, Gateway, start_gateway, wait_for
+from tests.helpers import ROOT, Gateway, http_status, start_gateway, wait_for
 from tests.inference.epp_server import Behaviour, EppServer
 from tests.inference.sims import Sim, sims
 
@@ -300,3 +302,35 @@ async def test_external_endpoint_picker_down_fails_closed_or_open() -> None:
             )
             assert raw.headers[DESTINATION] == pool[0].name
             assert "using the built-in scheduler" in gw.log()
+
+
+def test_a_pool_fails_over_to_another_target_like_any_provider() -> None:
+    dead = [Sim(), Sim()]  # a pool whose endpoints are all down
+    fallback = Sim()  # a port for the sample OpenAI-compatible server
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crossway.samples.openai_server", "--port", str(fallback.port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: http_status(fallback.url + "/models") == 200, what="the sample server")
+        models = (
+            "      - name: sim-model\n"
+            "        targets:\n"
+            "          - {provider: pool}\n"
+            "          - {provider: cloud, model: sample-model, priority: 1}\n"
+        )
+        config = _pool_config(dead, models=models).replace(
+            "    providers:\n",
+            f"    providers:\n      cloud: {{type: openai_compatible, base_url: '{fallback.url}'}}\n",
+        )
+        with _gateway(config) as (_gw, client):
+            for _ in range(2):
+                raw = client.chat.completions.with_raw_response.create(
+                    model="sim-model", messages=[{"role": "user", "content": "hi"}]
+                )
+                assert DESTINATION not in raw.headers  # not served by the pool
+                assert raw.parse().choices[0].message.content == "You said: hi"
+    finally:
+        proc.terminate()
+        proc.wait(10)
