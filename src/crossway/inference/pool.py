@@ -173,12 +173,15 @@ class InferencePool:
                 code=ENDPOINT_PICKER_FAILED,
             ) from None
         if result.immediate is not None:
-            status, text, _headers = result.immediate
+            status, text, picker_headers = result.immediate
             message = text.decode("utf-8", "replace").strip() or f"HTTP {status}"
             raise GatewayError(
                 f"the endpoint picker refused the request: {message}",
                 code="endpoint_picker_refused",
                 status=status if 400 <= status <= 599 else 503,
+                headers={  # when to come back; the picker's other headers are its own business
+                    k.lower(): v for k, v in picker_headers.items() if k.lower() == "retry-after"
+                },
             )
         ranked = [self._by_name[name] for name in result.endpoints if name in self._by_name]
         decision = Decision(ranked, {e.name: float(len(ranked) - i) for i, e in enumerate(ranked)})
