@@ -114,16 +114,21 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 verdict,
             )
         )
-    po = rows_of(results, "prefix", PREFIX_ONLY)
-    if po and df:
-        top_po, top_df = po[-1], df[-1]
+    for workload in ("hot", "prefix"):
+        po, pd = rows_of(results, workload, PREFIX_ONLY), rows_of(results, workload, DEFAULT)
+        if not (po and pd):
+            continue
+        top_po, top_pd = po[-1], pd[-1]
+        kpo, kpd = stats.knee(po, bound), stats.knee(pd, bound)
         out.append(
             (
-                "prefix-heavy: prefix-only hot-spots (negative control): busiest endpoint's share",
-                f"prefix-only {top_po.max_share:.0%}, default {top_df.max_share:.0%} at rate "
-                f"{top_po.rate:g}; p90 TTFT {_ttft(top_po, top_po.ttft_p90)} vs "
-                f"{_ttft(top_df, top_df.ttft_p90)} s",
-                "shown" if top_po.max_share > top_df.max_share else "not shown",
+                f"{workload}: prefix-only hot-spots (negative control): busiest endpoint's "
+                "share at the highest rate, and the knees",
+                f"prefix-only {top_po.max_share:.0%}, default {top_pd.max_share:.0%} at "
+                f"{top_po.rate:g}/s (p90 TTFT {_ttft(top_po, top_po.ttft_p90)} vs "
+                f"{_ttft(top_pd, top_pd.ttft_p90)} s); prefix-only {_knee_text(kpo)}, "
+                f"default {_knee_text(kpd)}",
+                "shown" if top_po.max_share > top_pd.max_share + 0.05 else "not shown",
             )
         )
     lq, dd = rows_of(results, "distinct", LEAST_QUEUE), rows_of(results, "distinct", DEFAULT)
@@ -292,17 +297,36 @@ def _load(value: Any) -> str:
     return " ".join(f"{float(v):.2f}" for v in value)
 
 
+def merge(documents: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One results document from several runs with the same settings (the first's settings;
+    a later run's workload replaces an earlier one's)."""
+    merged = dict(documents[0])
+    merged["workloads"] = {}
+    for doc in documents:
+        merged["workloads"].update(doc["workloads"])
+    merged["commit"] = ",".join(dict.fromkeys(str(d["commit"]) for d in documents))
+    merged["load_after"] = documents[-1].get("load_after")
+    merged["decision"] = documents[-1].get("decision")
+    return merged
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m bench.inference.report RESULTS.json`: render a results document again."""
+    """`python -m bench.inference.report RESULTS.json [MORE.json ...]`: render results again
+    (several runs' workloads merged into one report)."""
     import json
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1:
-        print("usage: python -m bench.inference.report RESULTS.json", file=sys.stderr)
+    if not args:
+        print(
+            "usage: python -m bench.inference.report RESULTS.json [MORE.json ...]", file=sys.stderr
+        )
         return 2
-    with open(args[0]) as handle:
-        print(render(json.load(handle)))
+    documents = []
+    for path in args:
+        with open(path) as handle:
+            documents.append(json.load(handle))
+    print(render(merge(documents)))
     return 0
 
 

@@ -38,6 +38,7 @@ LOCK: Final = REPO / "bench" / ".work" / "bench.lock"
 DIRECT: Final = "direct-rr"
 """A policy that skips the gateway: the client itself takes the simulators in turn."""
 IDLE_TIMEOUT_S: Final = 60.0
+WORKLOADS: Final = ("prefix", "hot", "distinct", "lora")
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class Settings:
     ttft_bound_s: float = 2.0
     """p90 TTFT (wall seconds) past which a step is past the knee."""
     policies: list[str] = field(default_factory=lambda: list(servers.POLICIES))
-    workloads: list[str] = field(default_factory=lambda: ["prefix", "distinct", "lora"])
+    workloads: list[str] = field(default_factory=lambda: list(WORKLOADS))
     rates: list[float] | None = None
     """Override every workload's sweep."""
     seed: int = 1
@@ -94,6 +95,16 @@ def setups(settings: Settings) -> dict[str, Setup]:
         groups=150,
         seed=settings.seed,
     )
+    hot = Workload(
+        name="hot",
+        title="prefix-heavy, skewed (8 groups, Zipf s=1.5: one takes ~half the traffic)",
+        system_tokens=1500,
+        question_tokens=40,
+        output_tokens=32,
+        groups=8,
+        group_zipf_s=1.5,
+        seed=settings.seed,
+    )
     distinct = Workload(
         name="distinct",
         title="low sharing (every prompt distinct)",
@@ -116,6 +127,7 @@ def setups(settings: Settings) -> dict[str, Setup]:
             # 150 groups x 1,500 tokens = 225k tokens of prefixes; one server caches 80k
             sim_args=("--kv-blocks", "5000"),
         ),
+        "hot": Setup(hot, rates=(4, 8, 12, 16, 24, 32), sim_args=("--kv-blocks", "5000")),
         "distinct": Setup(distinct, rates=(4, 8, 12, 14, 16, 20), sim_args=("--kv-blocks", "5000")),
         "lora": Setup(
             lora,
@@ -304,7 +316,7 @@ def parse(argv: Sequence[str] | None = None) -> tuple[Settings, Path | None]:
     parser.add_argument(
         "--policies", help=f"comma-separated, of {list(servers.POLICIES)} and {DIRECT}"
     )
-    parser.add_argument("--workloads", help="comma-separated, of prefix, distinct, lora")
+    parser.add_argument("--workloads", help=f"comma-separated, of {', '.join(WORKLOADS)}")
     parser.add_argument("--rates", help="comma-separated request rates (every workload)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, help="results directory (bench/results)")
@@ -329,7 +341,7 @@ def parse(argv: Sequence[str] | None = None) -> tuple[Settings, Path | None]:
             parser.error(f"unknown policies: {sorted(unknown)}")
     if args.workloads:
         settings.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-        unknown = set(settings.workloads) - {"prefix", "distinct", "lora"}
+        unknown = set(settings.workloads) - set(WORKLOADS)
         if unknown:
             parser.error(f"unknown workloads: {sorted(unknown)}")
     if args.rates:

@@ -3,6 +3,8 @@
 - `prefix`: heavy prefix sharing, the Inference Extension's published method at a smaller
   scale: `groups` groups, each with a long system prompt shared by all its requests, and a
   short distinct user question per request; a request's group is drawn uniformly.
+- `hot`: the same with few groups of skewed popularity (one group takes about half the
+  traffic): where prefix affinity alone piles a hot group onto one server.
 - `distinct`: low sharing: every prompt is distinct from its first characters on.
 - `lora`: many LoRA adapters with Zipf-like popularity (adapter k is asked for with weight
   1 / (k + 1) ** s); prompts distinct and short, so only adapter placement matters.
@@ -68,7 +70,9 @@ class Workload:
     output_tokens: int = 32
     """`max_tokens` of each request (the simulator generates exactly that many)."""
     groups: int = 0
-    """Prefix groups (prefix workload)."""
+    """Prefix groups (prefix workloads)."""
+    group_zipf_s: float = 0.0
+    """Skew of group popularity (group g has weight 1 / (g + 1) ** s); 0: uniform."""
     adapters: int = 0
     """LoRA adapters (lora workload)."""
     zipf_s: float = 1.1
@@ -93,11 +97,15 @@ class Workload:
         names = self.adapter_names()
         weights = [1.0 / (k + 1) ** self.zipf_s for k in range(len(names))]
         systems = [self.system_prompt(g) for g in range(self.groups)]
+        group_weights = [1.0 / (g + 1) ** self.group_zipf_s for g in range(self.groups)]
         for i in range(count):
             question = f"Question {step}.{i}: " + text(rng, self.question_tokens * CHARS_PER_TOKEN)
             model = self.model
             if self.groups:
-                group = rng.randrange(self.groups)
+                if self.group_zipf_s:
+                    group = rng.choices(range(self.groups), group_weights)[0]
+                else:
+                    group = rng.randrange(self.groups)
                 messages = [
                     {"role": "system", "content": systems[group]},
                     {"role": "user", "content": question},
