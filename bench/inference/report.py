@@ -94,14 +94,22 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"{r:.1f}x at {x.rate:g}/s ({_ttft(x, x.ttft_p90)} vs {_ttft(d, d.ttft_p90)} s)"
                 for x, d, r in ratios
             )
+            # judged where the default still holds: past round-robin's knee, up to its own
+            judged = [t for t in ratios if df_knee is not None and t[0].rate <= df_knee.rate]
             met_from = next(
-                (i for i in range(len(ratios)) if all(r >= 10.0 for _, _, r in ratios[i:])),
+                (i for i in range(len(judged)) if all(r >= 10.0 for _, _, r in judged[i:])),
                 None,
             )
-            if met_from == 0:
+            if not judged:
+                verdict = "not measured (no step between the two knees)"
+            elif met_from == 0:
                 verdict = "met"
             elif met_from is not None:
-                verdict = f"met from {ratios[met_from][0].rate:g}/s on"
+                verdict = (
+                    f"met from {judged[met_from][0].rate:g}/s up to the default's knee "
+                    f"({df_knee.rate if df_knee else 0:g}/s), not at "
+                    + ", ".join(f"{x.rate:g}/s" for x, _, _ in judged[:met_from])
+                )
             else:
                 verdict = "not met"
         else:
@@ -109,7 +117,7 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         out.append(
             (
                 "prefix-heavy: p90 TTFT ≥ 10x lower than round-robin past its knee "
-                "(round-robin / default, each step past it)",
+                "(round-robin / default at each step past it; judged up to the default's knee)",
                 text,
                 verdict,
             )
