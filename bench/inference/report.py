@@ -126,17 +126,28 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         po, pd = rows_of(results, workload, PREFIX_ONLY), rows_of(results, workload, DEFAULT)
         if not (po and pd):
             continue
-        top_po, top_pd = po[-1], pd[-1]
         kpo, kpd = stats.knee(po, bound), stats.knee(pd, bound)
+        steps = [(x, _at(pd, x.rate)) for x in po]
+        worse = [
+            (x, d)
+            for x, d in steps
+            if d is not None
+            and x.max_share > d.max_share + 0.05
+            and (x.ttft_p90 or 0) > (d.ttft_p90 or 0)
+        ]
+        shares = ", ".join(
+            f"{x.rate:g}/s {x.max_share:.0%} vs {d.max_share:.0%}" for x, d in steps if d
+        )
         out.append(
             (
                 f"{workload}: prefix-only hot-spots (negative control): busiest endpoint's "
-                "share at the highest rate, and the knees",
-                f"prefix-only {top_po.max_share:.0%}, default {top_pd.max_share:.0%} at "
-                f"{top_po.rate:g}/s (p90 TTFT {_ttft(top_po, top_po.ttft_p90)} vs "
-                f"{_ttft(top_pd, top_pd.ttft_p90)} s); prefix-only {_knee_text(kpo)}, "
-                f"default {_knee_text(kpd)}",
-                "shown" if top_po.max_share > top_pd.max_share + 0.05 else "not shown",
+                "share, prefix-only vs default, and the knees",
+                f"{shares}; prefix-only {_knee_text(kpo)}, default {_knee_text(kpd)}",
+                "shown at "
+                + ", ".join(f"{x.rate:g}/s" for x, _ in worse)
+                + " (busier endpoint and higher p90 TTFT than the default)"
+                if worse
+                else "not shown",
             )
         )
     lq, dd = rows_of(results, "distinct", LEAST_QUEUE), rows_of(results, "distinct", DEFAULT)
