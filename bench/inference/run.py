@@ -323,7 +323,7 @@ def parse(argv: Sequence[str] | None = None) -> tuple[Settings, Path | None]:
     args = parser.parse_args(argv)
     settings = Settings(seed=args.seed, quick=args.quick)
     if args.quick:
-        settings.sims, settings.duration_s, settings.drain_s = 2, 2.5, 4.0
+        settings.sims, settings.duration_s, settings.drain_s = 2, 2.0, 3.0
     if args.sims:
         settings.sims = args.sims
     if args.time_factor:
