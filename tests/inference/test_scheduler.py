@@ -270,7 +270,8 @@ def test_prompt_text_bounds_and_shapes() -> None:
 
 def test_an_idle_adapter_still_in_its_slot_keeps_its_affinity() -> None:
     """vLLM lists only adapters with running requests: an adapter sent to an endpoint among its
-    last `max_lora` adapters is taken as still loaded there, one pushed out of them is not."""
+    last `max_lora` adapters is taken as still loaded there (and as taking a slot), one pushed
+    out of them is not."""
     s = _scheduler(scorers={"lora": 1})
     a = _endpoint(1, running_adapters=frozenset(), max_lora=2)
     b = _endpoint(2, running_adapters=frozenset(), max_lora=2)
@@ -280,4 +281,5 @@ def test_an_idle_adapter_still_in_its_slot_keeps_its_affinity() -> None:
     a.recent_adapters["x"] = long_ago + 2
     a.recent_adapters["y"] = long_ago + 3  # two newer adapters: sql was evicted
     d = s.decide([a, b], PickRequest("sql", ""))
-    assert d.scores[a.name] == d.scores[b.name]  # both just have a free slot
+    assert d.ranked[0] is b  # a's two slots hold x and y; b has a free one
+    assert d.scores[a.name] == 0.0

@@ -57,10 +57,11 @@ DEFAULT_SCORERS: Final[dict[ScorerName, float]] = {
     "prefix": 3.0,
     "queue": 2.0,
     "kv_cache": 2.0,
-    "lora": 1.0,
+    "lora": 3.0,
 }
-"""Out of the box: the reference EPP's weights (prefix 3, queue 2, KV 2), plus LoRA affinity,
-which only acts on requests for an adapter."""
+"""Out of the box: the reference EPP's weights (prefix 3, queue 2, KV 2), plus LoRA affinity
+weighted like prefix affinity (an adapter load costs like a prefill of a long prompt). LoRA
+scores the same on every endpoint for a base-model request, so it only acts on adapters."""
 
 
 class PoolEndpointConfig(StrictModel):

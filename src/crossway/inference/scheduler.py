@@ -5,7 +5,7 @@
                  prefix           share of the prompt's leading blocks this endpoint served lately
                  queue            fewest waiting requests (min-max over the candidates)
                  kv_cache         1 - KV-cache use
-                 lora             adapter loaded 1 > free adapter slot 0.8 > adapter queued 0.5 > none 0
+                 lora             adapter loaded 1 > free adapter slot 0.6 > adapter queued 0.4 > none 0
                  inflight_tokens  fewest estimated tokens in flight (min-max)
                  gpu              1 - GPU utilisation (DCGM)
     picker     max_score (ties at random), random, round_robin
@@ -45,8 +45,8 @@ from crossway.inference.state import Endpoint, ServerMetrics
 UNKNOWN_SCORE: Final = 0.5
 """What a scorer gives an endpoint whose value is not known."""
 LORA_LOADED: Final = 1.0
-LORA_FREE_SLOT: Final = 0.8
-LORA_QUEUED: Final = 0.5
+LORA_FREE_SLOT: Final = 0.6
+LORA_QUEUED: Final = 0.4
 LORA_NONE: Final = 0.0
 POOL_SATURATED: Final = "pool_saturated"
 """Error code of a sheddable request refused because the pool is saturated (429)."""
@@ -324,7 +324,7 @@ class Scheduler:
             return LORA_LOADED
         if sent is not None and _likely_loaded(e, sent, m.max_lora, now, self.stale_after):
             return LORA_LOADED
-        if m.max_lora is not None and len(m.running_adapters) < m.max_lora:
+        if m.max_lora is not None and _slots_used(e, m, now, self.stale_after) < m.max_lora:
             return LORA_FREE_SLOT
         if model in m.waiting_adapters:
             return LORA_QUEUED
@@ -346,7 +346,9 @@ class Scheduler:
         """The request went to `endpoint`: remember its blocks and adapter there."""
         if decision.hashes:
             self.index.add(endpoint.name, decision.hashes)
-        endpoint.recent_adapters[request.model] = time.monotonic()
+        server = endpoint.server
+        if server is None or request.model not in server.models:  # an adapter, not the base
+            endpoint.recent_adapters[request.model] = time.monotonic()
         if len(endpoint.recent_adapters) > RECENT_ADAPTERS_MAX:
             oldest = min(endpoint.recent_adapters, key=endpoint.recent_adapters.__getitem__)
             del endpoint.recent_adapters[oldest]
@@ -380,6 +382,16 @@ def _likely_loaded(
         return False
     newer = sum(1 for when in e.recent_adapters.values() if when > sent)
     return newer < max_lora
+
+
+def _slots_used(e: Endpoint, m: ServerMetrics, now: float, stale_after: float) -> int:
+    """Adapter slots probably taken on `e`: its running adapters and the idle ones it likely
+    still holds (`_likely_loaded`)."""
+    used = set(m.running_adapters)
+    for adapter, sent in e.recent_adapters.items():
+        if adapter not in used and _likely_loaded(e, sent, m.max_lora, now, stale_after):
+            used.add(adapter)
+    return len(used)
 
 
 def _add_min_max(
