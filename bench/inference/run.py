@@ -62,6 +62,9 @@ class Settings:
     drain_s: float = 8.0
     ttft_bound_s: float = 2.0
     """p90 TTFT (wall seconds) past which a step is past the knee."""
+    warmup_s: float = 30.0
+    """Seconds of unmeasured arrivals at the first rate before the sweep (the same for every
+    policy), so the sweep measures warm servers rather than each policy's first cache misses."""
     policies: list[str] = field(default_factory=lambda: list(servers.POLICIES))
     workloads: list[str] = field(default_factory=lambda: list(WORKLOADS))
     rates: list[float] | None = None
@@ -190,6 +193,10 @@ def run_policy(setup: Setup, policy: str, settings: Settings, work: Path) -> lis
         else:
             gateway = servers.start_gateway(sims, policy, work)
             urls = f"http://127.0.0.1:{gateway.port}/v1/chat/completions"
+        if settings.warmup_s > 0:
+            _warm_up(setup, settings, urls)
+            if not servers.wait_idle(sims, IDLE_TIMEOUT_S):
+                _say("simulators still busy after the warm-up; going on")
         for step, rate in enumerate(setup.rates):
             rng = random.Random(f"{settings.seed}:{setup.workload.name}:{step}")
             arrivals = poisson_arrivals(rate, settings.duration_s, rng)
@@ -239,6 +246,31 @@ def run_policy(setup: Setup, policy: str, settings: Settings, work: Path) -> lis
     return rows
 
 
+WARMUP_STEP: Final = 10_000
+"""The warm-up's step number (its prompts differ from every measured step's)."""
+
+
+def _warm_up(setup: Setup, settings: Settings, urls: str | list[str]) -> None:
+    """Unmeasured arrivals at the sweep's first rate for `warmup_s` seconds."""
+    rate = setup.rates[0]
+    rng = random.Random(f"{settings.seed}:{setup.workload.name}:warmup")
+    arrivals = poisson_arrivals(rate, settings.warmup_s, rng)
+    batch = setup.workload.batch(len(arrivals), WARMUP_STEP)
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(
+            run_open_loop(
+                urls,
+                batch.bodies,
+                arrivals,
+                rate=rate,
+                duration_s=settings.warmup_s,
+                drain_s=settings.drain_s,
+                tags=batch.tags,
+            )
+        )
+    _say(f"warm-up: {len(arrivals)} requests at {rate:g}/s (not measured)")
+
+
 def run(settings: Settings, work: Path) -> dict[str, Any]:
     """Every selected workload x policy; the results document."""
     chosen = setups(settings)
@@ -251,6 +283,7 @@ def run(settings: Settings, work: Path) -> dict[str, Any]:
             "time_factor": settings.time_factor,
             "duration_s": settings.duration_s,
             "drain_s": settings.drain_s,
+            "warmup_s": settings.warmup_s,
             "ttft_bound_s": settings.ttft_bound_s,
             "warmup_share": stats.WARMUP_SHARE,
             "quick": settings.quick,
@@ -312,6 +345,9 @@ def parse(argv: Sequence[str] | None = None) -> tuple[Settings, Path | None]:
     parser.add_argument("--time-factor", type=float, help="the simulators' time factor (0.25)")
     parser.add_argument("--duration", type=float, help="seconds of arrivals per rate step")
     parser.add_argument("--drain", type=float, help="seconds open requests may take after")
+    parser.add_argument(
+        "--warmup", type=float, help="unmeasured seconds at the first rate before the sweep (30)"
+    )
     parser.add_argument("--ttft-bound", type=float, help="p90 TTFT (s) that ends the knee")
     parser.add_argument(
         "--policies", help=f"comma-separated, of {list(servers.POLICIES)} and {DIRECT}"
@@ -324,6 +360,7 @@ def parse(argv: Sequence[str] | None = None) -> tuple[Settings, Path | None]:
     settings = Settings(seed=args.seed, quick=args.quick)
     if args.quick:
         settings.sims, settings.duration_s, settings.drain_s = 2, 2.0, 3.0
+        settings.warmup_s = 0.0
     if args.sims:
         settings.sims = args.sims
     if args.time_factor:
@@ -332,6 +369,8 @@ def parse(argv: Sequence[str] | None = None) -> tuple[Settings, Path | None]:
         settings.duration_s = args.duration
     if args.drain is not None:
         settings.drain_s = args.drain
+    if args.warmup is not None:
+        settings.warmup_s = args.warmup
     if args.ttft_bound:
         settings.ttft_bound_s = args.ttft_bound
     if args.policies:
