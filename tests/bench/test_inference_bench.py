@@ -93,6 +93,7 @@ def test_tiny_run_through_the_gateway_reports_every_row(tmp_path: Path) -> None:
         workloads=["prefix", "lora"],
         rates=[6.0],
         quick=True,
+        warmup_s=0.5,  # the warm-up path, briefly
     )
     results: dict[str, Any] = run.run(settings, tmp_path)
     for workload in ("prefix", "lora"):
