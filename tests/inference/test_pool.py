@@ -154,3 +154,40 @@ def test_xds_protos_does_not_shadow_opentelemetry_proto() -> None:
 
     assert external_processor_pb2.ProcessingRequest.DESCRIPTOR.name == "ProcessingRequest"
     assert InstrumentationScope.DESCRIPTOR.name == "InstrumentationScope"
+
+
+async def test_an_attempt_that_fails_before_sending_releases_its_endpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request that cannot be built for the upstream (a 400 before anything is sent) must not
+    leave the endpoint counted as busy."""
+    from crossway.config.llm import LlmBackendConfig
+    from crossway.errors import BadRequest
+    from crossway.llm import backend as backend_module
+    from crossway.llm.backend import LlmBackend
+    from crossway.llm.calls import chat_call
+
+    config = LlmBackendConfig.model_validate(
+        {
+            "type": "llm",
+            "providers": {
+                "pool": {
+                    "type": "inference_pool",
+                    "pool": {"endpoints": "http://127.0.0.1:9/v1", "metrics": {"enabled": False}},
+                }
+            },
+        }
+    )
+    llm = LlmBackend("b", config, 1 << 20)
+
+    async def refuse(*_: Any) -> Any:
+        raise BadRequest("cannot be translated")
+
+    monkeypatch.setattr(backend_module, "upstream_request", refuse)
+    call = chat_call(b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}')
+    resolved = llm.router.resolve("m")
+    with pytest.raises(BadRequest):
+        await llm._attempt(call, resolved, resolved.deployments[0])
+    endpoint = llm.providers["pool"].pool.endpoints[0]  # type: ignore[union-attr]
+    assert (endpoint.in_flight, endpoint.in_flight_tokens) == (0, 0)
+    assert resolved.deployments[0].health.in_flight == 0

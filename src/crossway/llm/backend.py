@@ -451,7 +451,6 @@ class LlmBackend(Backend):
             )
         last: GatewayError | None = None
         for endpoint in decision.ranked[: config.scheduler.max_attempts]:
-            pool.sent(endpoint, request, decision)
             pick = PoolPick(pool, endpoint, request, decision)
             try:
                 answer = await self._attempt(call, resolved, d, attempt, pick, replaced)
@@ -512,6 +511,8 @@ class LlmBackend(Backend):
             request.headers["x-request-id"] = call.request_id
         health = d.health
         health.in_flight += 1
+        if pick is not None:  # counted from here on, released in the `finally` below (or later)
+            pick.pool.sent(pick.endpoint, pick.request, pick.decision)
         handed_over = False
         span = None
         if tracing._tracer is not None and tracing.recording():
