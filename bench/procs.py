@@ -10,6 +10,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -225,3 +226,25 @@ class RssSampler:
             self._stop.set()
             self._thread.join()
         self.peak_mb = max(self.peak_mb, self.server.rss_mb())
+
+
+BENCH_LOCK: Final = Path(__file__).resolve().parent / ".work" / "bench.lock"
+"""The lock `bench/run.sh` takes: one benchmark at a time on this machine."""
+
+
+@contextlib.contextmanager
+def bench_lock(who: str) -> Iterator[None]:
+    """Hold `BENCH_LOCK` while a benchmark runs (waiting, and saying so, when another holds it)."""
+    import fcntl
+
+    BENCH_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with BENCH_LOCK.open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"[{who}] another benchmark holds bench/.work/bench.lock; waiting", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import fcntl
 import json
 import os
 import re
@@ -43,13 +42,11 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from bench import fixtures
+from bench import fixtures, procs
 from bench.harness import CheckFailed, check_answer, combine
 from bench.harness import _version as first_line
 from bench.load import LoadResult, run_wrk
@@ -67,7 +64,6 @@ from bench.upstream import start_nginx
 
 REPO: Final = Path(__file__).resolve().parent.parent
 WORK: Final = REPO / "bench" / ".work" / "server-options"
-LOCK: Final = REPO / "bench" / ".work" / "bench.lock"
 RESULTS: Final = REPO / "bench" / "results"
 RLOOP_DIR: Final = REPO / "bench" / ".peers" / "rloop"
 RLOOP_VERSION: Final = os.environ.get("RLOOP_VERSION", "0.5.0")
@@ -596,19 +592,6 @@ def render(data: dict[str, Any]) -> str:
 # --- main ----------------------------------------------------------------------------------------
 
 
-@contextmanager
-def bench_lock() -> Iterator[None]:
-    """Hold bench/.work/bench.lock: one benchmark at a time on this machine."""
-    LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with LOCK.open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print("[server-options] waiting for bench/.work/bench.lock", flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
 def machine_facts() -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -664,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     args.rounds = max(1, args.rounds)
     if args.check:
         return check_rows(args)
-    with bench_lock():
+    with procs.bench_lock("server-options"):
         raise_group_priority()
         (WORK / "logs").mkdir(parents=True, exist_ok=True)
         files = fixtures.write_fixtures(WORK / "files")["openai-chat.json"].parent

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
-import fcntl
 import json
 import os
 import random
@@ -23,18 +21,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
+from bench import procs
 from bench.inference import decision, report, servers, stats
 from bench.inference.load import poisson_arrivals, run_open_loop
 from bench.inference.workloads import Workload
 
 REPO: Final = servers.REPO
 RESULTS: Final = REPO / "bench" / "results"
-LOCK: Final = REPO / "bench" / ".work" / "bench.lock"
 DIRECT: Final = "direct-rr"
 """A policy that skips the gateway: the client itself takes the simulators in turn."""
 IDLE_TIMEOUT_S: Final = 60.0
@@ -159,22 +157,6 @@ def setups(settings: Settings) -> dict[str, Setup]:
 
 def sim_args(setup: Setup, settings: Settings) -> list[str]:
     return [*COMMON_SIM_ARGS, "--time-factor", str(settings.time_factor), *setup.sim_args]
-
-
-@contextlib.contextmanager
-def bench_lock() -> Iterator[None]:
-    """Hold bench/.work/bench.lock (the convention of bench/run.sh): one benchmark at a time."""
-    LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with LOCK.open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print("[inference] another benchmark holds bench/.work/bench.lock; waiting", flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _say(text: str) -> None:
@@ -391,7 +373,10 @@ def parse(argv: Sequence[str] | None = None) -> tuple[Settings, Path | None]:
 def main(argv: Sequence[str] | None = None) -> int:
     settings, out_dir = parse(argv)
     out_dir = out_dir or RESULTS
-    with bench_lock(), tempfile.TemporaryDirectory(prefix="crossway-inference-") as tmp:
+    with (
+        procs.bench_lock("inference"),
+        tempfile.TemporaryDirectory(prefix="crossway-inference-") as tmp,
+    ):
         results = run(settings, Path(tmp))
     text = report.render(results)
     stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
