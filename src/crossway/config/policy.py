@@ -33,6 +33,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from crossway.config.accounting import RateLimitConfig, VirtualKeyConfig
 from crossway.config.base import StrictModel
 from crossway.config.common import HttpUrl, UpstreamTls
+from crossway.config.guardrails import GuardrailsConfig
 
 AuthMode = Literal["strict", "optional", "permissive"]
 
@@ -490,7 +491,8 @@ PolicyConfig = Annotated[
     | CorsConfig
     | IpFilterConfig
     | VirtualKeyConfig
-    | RateLimitConfig,
+    | RateLimitConfig
+    | GuardrailsConfig,
     Field(discriminator="type"),
 ]
 """One configured policy."""

@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from crossway.config.common import Timeouts
@@ -59,6 +59,7 @@ from crossway.llm.embeddings import (
 )
 from crossway.llm.enrichment import enrich
 from crossway.llm.errors import render_anthropic_error, render_openai_error
+from crossway.llm.guard import guard_body, guard_request, guard_stream
 from crossway.llm.models import send_models
 from crossway.llm.pricing import Price, PriceTable
 from crossway.llm.providers import build_provider
@@ -77,6 +78,7 @@ from crossway.llm.spans import attempt_span, end_attempt_span, stream_ended
 from crossway.llm.token_count import send_token_count
 from crossway.llm.upstream import answer_body, read_answer, upstream_request
 from crossway.llm.usage import Usage
+from crossway.policy.guardrails import guarded
 from crossway.proxy import client
 from crossway.server.asgi import (
     JSON_HEADERS,
@@ -92,6 +94,9 @@ from crossway.server.context import RequestContext
 from crossway.telemetry import metrics, tracing
 from crossway.telemetry.request_log import note_request, note_response, tap_stream
 from crossway.types import Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from crossway.llm.cache import LlmCache
 
 log = logging.getLogger("crossway.llm")
 
@@ -167,6 +172,7 @@ class LlmBackend(Backend):
         self.prices = PriceTable(
             {name: Price(**p.model_dump()) for name, p in config.prices.items()}
         )
+        self.cache: LlmCache | None = None  # cache: built from config.cache when configured
 
     async def start(self) -> None:
         for provider in self.providers.values():
@@ -260,6 +266,15 @@ class LlmBackend(Backend):
     # -- the request path ----------------------------------------------------------------------
 
     async def serve(self, call: LlmCall, receive: Receive, send: Send, ctx: RequestContext) -> None:
+        guarding = call.api != EMBEDDINGS and guarded(ctx)
+        if guarding:  # guard: the request's content (masked in place, or refused)
+            await guard_request(call, ctx)
+        cache = self.cache
+        if cache is not None and call.api != EMBEDDINGS:  # cache: answered without an upstream
+            hit = await cache.lookup(call, ctx)
+            if hit is not None:
+                await hit.send(call, ctx, receive, send)
+                return
         if call.api == EMBEDDINGS:
             plans = [embeddings_plan(call, self.router)]
         else:
@@ -297,13 +312,23 @@ class LlmBackend(Backend):
             ctx.attrs["inference.picked_by"] = pick.decision.picked_by
         if answer.chunks is None:
             self._account(ctx, answer, answer.usage)
+            body = answer.body
+            if guarding:  # guard: the answer's content
+                body = await guard_body(call, body, ctx)
+            if cache is not None and call.api != EMBEDDINGS:  # cache: keep what the client gets
+                cache.store(call, ctx, body, answer.usage, ctx.attrs.get("llm.cost"))
             await _response_phase(ctx)
-            note_response(answer.body)
+            note_response(body)
             headers = JSON_HEADERS if pick is None else [*JSON_HEADERS, _destination(pick)]
-            await send_response(send, 200, answer.body, headers)
+            await send_response(send, 200, body, headers)
             return
         try:
-            relayed = tap_stream(self._relay(answer, ctx))  # kept by the request log, when on
+            relayed: AsyncIterator[Any] = self._relay(answer, ctx)
+            if guarding:  # guard: the stream, masked as it flows
+                relayed = guard_stream(call, relayed, ctx)
+            if cache is not None:  # cache: recorded, stored once it ended cleanly
+                relayed = cache.record(call, ctx, relayed)
+            relayed = tap_stream(relayed)  # kept by the request log, when on
             headers = list(SSE_HEADERS)
             if pick is not None:
                 headers.append(_destination(pick))

@@ -78,6 +78,7 @@ class PolicyChain:
     __slots__ = (
         "filters",
         "finish_policies",
+        "guards",
         "parsed_policies",
         "policies",
         "request_policies",
@@ -92,6 +93,9 @@ class PolicyChain:
         self.response_policies = tuple(p for p in policies if "response" in p.phases)
         self.finish_policies = tuple(p for p in policies if "finish" in p.phases)
         self.filters = tuple(p for p in policies if type(p).visible is not Policy.visible)
+        self.guards: tuple[Any, ...] = tuple(
+            p for p in policies if getattr(p, "guards_content", False)
+        )  # `guardrails` policies, which backends call with content (crossway.policy.guardrails)
 
     async def request(self, scope: Scope, ctx: RequestContext) -> Reply | None:
         """Run the request phase; a `Reply` means: answer with it, skip the backend."""
@@ -204,6 +208,7 @@ POLICY_CLASSES: Final = {
     "ip": "crossway.policy.ip_filter:IpFilterPolicy",
     "virtual_key": "crossway.policy.virtual_key:VirtualKeyPolicy",
     "rate_limit": "crossway.policy.rate_limit:RateLimitPolicy",
+    "guardrails": "crossway.policy.guardrails:GuardrailPolicy",
 }
 """Policy `type` -> the class that implements it (imported when first used)."""
 

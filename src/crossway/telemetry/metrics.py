@@ -453,3 +453,16 @@ def observe_inference_pick(pool: str, endpoint: str, picked_by: str, outcome: st
 def set_inference_endpoint_ready(pool: str, endpoint: str, ready: bool) -> None:
     """An endpoint entered or left its pool."""
     INFERENCE_ENDPOINT_READY.labels(pool, endpoint).set(1 if ready else 0)
+
+
+GUARD_DECISIONS = Counter(
+    "crossway_guard_decisions_total",
+    "Guardrail findings, by guard, detector, action (`block`, `mask`, `log`, or `error_open` / "
+    "`error_closed` when an external check failed) and direction (`request`, `response`).",
+    ["guard", "detector", "action", "direction"],
+)
+
+
+def observe_guard_decision(guard: str, detector: str, action: str, direction: str, n: int) -> None:
+    """Count `n` findings of one guard's detector."""
+    GUARD_DECISIONS.labels(guard, detector, action, direction).inc(n)
