@@ -221,9 +221,18 @@ class GuardrailsConfig(StrictModel):
     """How a masked match reads; `{entity}` is the upper-case entity (`<EMAIL>`)."""
 
     @model_validator(mode="after")
-    def _names(self) -> GuardrailsConfig:
+    def _compiles(self) -> GuardrailsConfig:
         if "{entity}" not in self.placeholder_format:
             raise ValueError("placeholder_format must contain {entity}")
+        # Compile the detectors now, so a bad pattern or word list is a located config error
+        # (the policy compiles them again for its snapshot; detectors are pure).
+        from crossway.guard.detectors import build_detectors
+
+        for i, detector in enumerate(self.detectors):
+            try:
+                build_detectors(detector)
+            except ValueError as exc:
+                raise ValueError(f"detectors[{i}] ({detector.type}): {exc}") from None
         return self
 
 

@@ -102,14 +102,21 @@ class Guard:
         return _resolve(found)
 
     @staticmethod
-    def mask(text: str, findings: Iterable[Finding], start: int = 0, end: int | None = None) -> str:
-        """`text[start:end]` with its `mask` findings replaced by their placeholders (findings
-        are in `text`'s offsets, in order and not overlapping, as `scan` returns them)."""
+    def mask(
+        text: str,
+        findings: Iterable[Finding],
+        start: int = 0,
+        end: int | None = None,
+        every: bool = False,
+    ) -> str:
+        """`text[start:end]` with its `mask` findings (`every`: all findings) replaced by their
+        placeholders (findings are in `text`'s offsets, in order and not overlapping, as `scan`
+        returns them)."""
         stop = len(text) if end is None else end
         parts: list[str] = []
         at = start
         for f in findings:
-            if f.action != "mask" or f.end <= start or f.start >= stop:
+            if (f.action != "mask" and not every) or f.end <= start or f.start >= stop:
                 continue
             begin = max(f.start, at)
             if begin > at:

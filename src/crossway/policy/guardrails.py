@@ -29,10 +29,11 @@ from crossway.guard.stream import StreamBlocked, StreamMasker
 from crossway.policy.base import Policy
 from crossway.server.context import RequestContext
 from crossway.telemetry import metrics
+from crossway.telemetry.request_log import GUARD_DECISIONS
 
 log = logging.getLogger("crossway.policy.guardrails")
 
-DECISIONS: Final = "guard.decisions"
+DECISIONS: Final = GUARD_DECISIONS
 """`ctx.attrs` key: the guard decisions of a request (guard, detector, action, direction, count)."""
 GUARDRAIL_BLOCKED: Final = "guardrail_blocked"
 
@@ -90,6 +91,8 @@ class GuardrailPolicy(Policy):
             record(ctx, guard.name, findings, direction)
             block = blocking(findings)
             if block is not None:
+                # The content is refused; what is kept of it (the request log) keeps no match.
+                slot.set(Guard.mask(slot.text, findings, every=True))
                 raise GuardBlocked(guard.name, block.detector, direction)
             if any(f.action == "mask" for f in findings):
                 slot.set(Guard.mask(slot.text, findings))

@@ -47,8 +47,10 @@ COLUMNS: Final = (
     "request",
     "response",
     "truncated",
+    "guards",
 )
 _SUMMARY: Final = tuple(c for c in COLUMNS if c not in ("request", "response", "usage"))
+_JSON_COLUMNS: Final = ("usage", "request", "response", "guards")
 _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS request_log ("
     " id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, request_id TEXT,"
@@ -59,6 +61,8 @@ _SCHEMA: Final = (
     "CREATE INDEX IF NOT EXISTS request_log_by_time ON request_log (time, id)",
     "CREATE INDEX IF NOT EXISTS request_log_by_trace ON request_log (trace_id)",
 )
+_ADDED_COLUMNS: Final = (("guards", "TEXT"),)
+"""Columns later versions added: a file written by an older Crossway gets them on open."""
 FILTERS: Final = ("route", "key", "user", "team", "model", "tool", "agent", "trace_id")
 """Columns the query matches exactly."""
 
@@ -121,6 +125,13 @@ class RequestLogFile:
             conn.execute("PRAGMA synchronous=NORMAL")
             for statement in _SCHEMA:
                 conn.execute(statement)
+            have = {row[1] for row in conn.execute("PRAGMA table_info(request_log)")}
+            for column, kind in _ADDED_COLUMNS:
+                if column not in have:
+                    try:
+                        conn.execute(f'ALTER TABLE request_log ADD COLUMN "{column}" {kind}')
+                    except sqlite3.OperationalError:  # another worker added it just now
+                        pass
             self._conn = conn
         return self._conn
 
@@ -211,7 +222,7 @@ class RequestLogFile:
             return None
         entry: dict[str, Any] = {"id": row[0], **dict(zip(COLUMNS, row[1:], strict=True))}
         entry["truncated"] = bool(entry["truncated"])
-        for column in ("usage", "request", "response"):
+        for column in _JSON_COLUMNS:
             entry[column] = _json_or_text(entry[column])
         return entry
 
@@ -219,6 +230,7 @@ class RequestLogFile:
 def _summary(row: tuple[Any, ...]) -> dict[str, Any]:
     entry: dict[str, Any] = {"id": row[0], **dict(zip(_SUMMARY, row[1:], strict=True))}
     entry["truncated"] = bool(entry["truncated"])
+    entry["guards"] = _json_or_text(entry["guards"])
     return entry
 
 

@@ -37,7 +37,7 @@ from crossway.config.telemetry_logs import AccessLogConfig, RedactionConfig
 from crossway.policy.cel import VARIABLES
 from crossway.server.context import RequestContext
 from crossway.telemetry.redaction import Redactor
-from crossway.telemetry.request_log import Capture, join_capture, request_facts
+from crossway.telemetry.request_log import GUARD_DECISIONS, Capture, join_capture, request_facts
 from crossway.types import Scope
 
 log = logging.getLogger("crossway.access_log")
@@ -358,6 +358,9 @@ class AccessLogObserver:
             record["mcp"] = {"method": cap.mcp_method, "tool": facts["tool"] or cap.mcp_tool}
         if facts["agent"]:
             record["a2a"] = {"agent": facts["agent"], "method": facts["a2a_method"]}
+        guards = attrs.get(GUARD_DECISIONS)
+        if guards:  # what the guardrails decided (never the matched text)
+            record["guards"] = guards
         return record
 
     def _expressions(

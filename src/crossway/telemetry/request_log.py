@@ -211,6 +211,10 @@ async def _tapped(chunks: AsyncIterator[bytes], cap: Capture) -> AsyncIterator[b
 # -- entries ------------------------------------------------------------------------------------
 
 
+GUARD_DECISIONS: Final = "guard.decisions"
+"""`ctx.attrs` key where the guardrails policy lists its decisions (kept in the log store)."""
+
+
 @dataclass(slots=True)
 class Entry:
     """One request's metadata and captured contents, queued for the writer."""
@@ -238,6 +242,8 @@ class Entry:
     response: Any
     chunks: list[bytes] | None
     truncated: bool
+    guards: list[dict[str, Any]] | None = None
+    """The guard decisions (guard, detector, action, direction, count), never the text."""
 
 
 def _text(value: Any) -> str | None:
@@ -336,6 +342,7 @@ class RequestLogObserver:
             response=response,
             chunks=cap.chunks,
             truncated=cap.truncated,
+            guards=ctx.attrs.get(GUARD_DECISIONS) if ctx is not None else None,
         )
         self.writer.put(entry)
 
@@ -498,6 +505,7 @@ class RequestLogWriter:
             "request": request_text.decode(),
             "response": response_text.decode(),
             "truncated": int(truncated),
+            "guards": orjson.dumps(e.guards).decode() if e.guards else None,
         }
 
 
