@@ -48,6 +48,7 @@ from crossway.config.guardrails import (
 )
 from crossway.errors import GatewayError
 from crossway.proxy import client
+from crossway.proxy.outbound import effective_tls, ssl_context
 
 log = logging.getLogger("crossway.guard.external")
 
@@ -141,6 +142,10 @@ class _HttpCheck:
         try:
             if client.engine_for(self.tls) == "reqwest":
                 client.get_client(self.tls, self.timeouts)
+            else:
+                tls = effective_tls(self.tls)
+                if tls is not None:
+                    ssl_context(tls)
         except GatewayError as exc:
             log.error("guard %s: %s check %s: %s", self.guard, self.kind, self.name, exc.message)
 
