@@ -46,7 +46,7 @@ from crossway.config.guardrails import (
     ModerationDetector,
     WebhookDetector,
 )
-from crossway.errors import GatewayError
+from crossway.errors import GatewayError, UpstreamTimeout
 from crossway.proxy import client
 from crossway.proxy.outbound import effective_tls, ssl_context
 
@@ -63,6 +63,8 @@ ERROR_BODY_BYTES: Final = 4096
 MAX_REASON_CHARS: Final = 200
 """Longest block reason passed on (it reaches the caller's error message)."""
 DEFAULT_REASON: Final = "flagged"
+CLIENT_TIMER_MARGIN: Final = 1.0
+"""Seconds the outbound client's own timers run past a check's `timeout`."""
 _JSON_HEADERS: Final = (("content-type", "application/json"), ("accept", "application/json"))
 
 
@@ -121,11 +123,10 @@ class _HttpCheck:
         self.fail: FailMode = config.fail
         self.timeout = config.timeout
         self.tls: UpstreamTls | None = config.tls
-        # The overall bound is `asyncio.timeout(timeout)`; the client's own timers only stop
-        # a single phase from outliving it.
-        self.timeouts = Timeouts(
-            connect=config.timeout, first_byte=config.timeout, idle=config.timeout
-        )
+        # The overall bound is `asyncio.timeout(timeout)`; the client's own timers are set a
+        # little later, so the bound is what fires (one message whichever phase was slow).
+        phase = config.timeout + CLIENT_TIMER_MARGIN
+        self.timeouts = Timeouts(connect=phase, first_byte=phase, idle=phase)
         headers = list(_JSON_HEADERS)
         if config.api_key is not None:
             headers.append(("authorization", f"Bearer {config.api_key.get_secret_value()}"))
@@ -177,7 +178,7 @@ class _HttpCheck:
                     await client.discard(resp)
                     raise _Failed(f"answer larger than {limit} bytes")
                 data = await client.read_body(resp, self.timeouts, limit)
-        except TimeoutError:
+        except (TimeoutError, UpstreamTimeout):
             raise _Failed(f"no answer within {self.timeout:g} s") from None
         except GatewayError as exc:
             raise _Failed(exc.message) from None
