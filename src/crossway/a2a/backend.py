@@ -27,6 +27,7 @@ import orjson
 
 from crossway.a2a import cards
 from crossway.a2a import errors as codes
+from crossway.a2a import guard as a2a_guard
 from crossway.a2a.errors import A2aError
 from crossway.a2a.model import STREAMING_METHODS, Agent, Decision, Version
 from crossway.a2a.registry import AgentRegistry
@@ -52,6 +53,7 @@ from crossway.errors import (
     Unauthenticated,
 )
 from crossway.policy import parsed, visible
+from crossway.policy.guardrails import guarded
 from crossway.server.asgi import (
     SSE_HEADERS,
     header_text,
@@ -437,11 +439,18 @@ class A2aBackend(Backend):
         headers = [*JSON_HEADERS]
         if decision is not None:
             headers.append((ROUTE_HEADER, route_header(decision)))
+        guarding = guarded(ctx)
+        if guarding:  # guardrails: the message sent (masked in place, or refused)
+            await a2a_guard.guard_params(ctx, method, params)
         if method in STREAMING_METHODS:
             events = self.caller.stream(scope, ctx, agent, method, params, decision)
+            if guarding:  # guardrails: each event, whole
+                events = a2a_guard.guard_events(ctx, events)
             await self._write_stream(receive, send, ctx, events, _version(ctx), rest=rest)
             return None
         result = await self.caller.call(scope, ctx, agent, method, params, decision)
+        if guarding:  # guardrails: the messages, statuses and artifacts returned
+            result = await a2a_guard.guard_result(ctx, method, result)
         if method == "GetExtendedAgentCard":
             result = self._rewrite_card(scope, ctx, agent.name, result)
         return result, headers

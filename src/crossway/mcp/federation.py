@@ -28,6 +28,7 @@ from crossway.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from crossway.mcp import guard as mcp_guard
 from crossway.mcp import jsonrpc, pinning
 from crossway.mcp.hooks import Kind, McpHooks, PinVerdict, TrustAllTools, allow_all
 from crossway.mcp.jsonrpc import JsonRpcCodeError
@@ -40,6 +41,7 @@ from crossway.mcp.upstream.base import (
     UpstreamRpcError,
     UpstreamSession,
 )
+from crossway.policy.guardrails import guarded
 from crossway.server.context import RequestContext
 from crossway.telemetry import tracing
 from crossway.telemetry.metrics_mcp_a2a import observe_mcp_call, observe_pinning
@@ -468,7 +470,13 @@ class Federation:
             raise JsonRpcCodeError(jsonrpc.INVALID_PARAMS, f"unknown {kind}: {name}")
         if kind == "tool" and not await self._tool_usable(session, server, original, call):
             raise Forbidden(f"tool {name!r} is blocked: its definition changed")
-        return await self._forward(session, server, method, {**params, "name": original}, call)
+        forwarded = {**params, "name": original}
+        ctx = call.ctx
+        if ctx is not None and guarded(ctx):  # guardrails: the arguments in, the result out
+            call.headers = await mcp_guard.guard_request(ctx, method, forwarded, call.headers)
+            result = await self._forward(session, server, method, forwarded, call)
+            return await mcp_guard.guard_result(ctx, method, result)
+        return await self._forward(session, server, method, forwarded, call)
 
     # -- pinning on calls -------------------------------------------------------------------------
 
@@ -583,6 +591,8 @@ class Federation:
                         for c in contents
                     ],
                 }
+        if method == "resources/read" and call.ctx is not None and guarded(call.ctx):
+            result = await mcp_guard.guard_result(call.ctx, method, result)  # guardrails
         return result
 
     async def _forward(
