@@ -14,17 +14,12 @@ answers a non-2xx status, an answer too large, or anything but the documented JS
 the documented way: `closed` turns a failure into a block, `open` into an allow, and both keep
 `failed` set so the decision can be logged and counted).
 
-What the policy does with a verdict, by the detector's action in that direction:
-
-    verdict                 block          mask           log            off
-    blocked                 refuse         refuse         record only    (not called)
-    rewritten               write back     write back     record only    (not called)
-    failed, fail: closed    refuse         refuse         record only    (not called)
-    failed, fail: open      record only    record only    record only    (not called)
-
-(A moderation service flags a text as a whole, so `mask` has nothing to mask in place: it
-refuses, like `block`.) Nothing here logs or returns the texts themselves: the block reason is
-the service's category names or its own short reason, cleaned and cut to `MAX_REASON_CHARS`.
+What a verdict does under the detector's action is the policy's
+(`crossway.policy.guardrails`): `blocked` refuses the content when the action is `block`,
+`rewritten` is written back into the slots under `block` and `mask`, `log` only records, and
+a failure refuses (`fail: closed`) or lets the content through (`fail: open`). Nothing here
+logs or returns the texts themselves: a block reason is the service's category names or its
+own short reason, cleaned and cut to `MAX_REASON_CHARS`.
 """
 
 from __future__ import annotations
