@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
@@ -28,6 +27,8 @@ from typing import Any, Final, Literal, TypeVar
 import orjson
 
 from crossway.config.mcp_security import PinningConfig
+from crossway.guard.detectors.injection import HIDDEN_CHARS as _HIDDEN_CHARS
+from crossway.guard.detectors.injection import INJECTION_PATTERNS as _INJECTION_PATTERNS
 from crossway.mcp.pin_store import (
     PinEntry,
     PinFile,
@@ -49,43 +50,6 @@ FLAG_META_KEY: Final = "crossway/pinning"
 PIN_RECHECK_SECONDS: Final = 1.0
 """While a tool is blocked, tool lists re-read its pin from the shared file at most this often
 (a call to the blocked tool always re-reads it)."""
-
-_INJECTION_PATTERNS: Final[tuple[tuple[str, re.Pattern[str]], ...]] = tuple(
-    (label, re.compile(pattern, re.IGNORECASE))
-    for label, pattern in (
-        (
-            "ignore-instructions",
-            r"\b(ignore|disregard|forget|override)\b[\w\s,]{0,30}\b(previous|prior|above|earlier|all|system|other)\b[\w\s]{0,20}\b(instructions?|prompts?|rules|directives)\b",
-        ),
-        ("important-tag", r"<\s*/?\s*(important|system|instructions?|secret|hidden)\s*>"),
-        (
-            "conceal-from-user",
-            r"\b(do\s*n[o']t|never|must\s+not|without)\b[\w\s]{0,20}\b(tell|telling|inform|informing|mention|mentioning|show|showing|reveal|revealing|notify|notifying|alert|alerting)\b[\w\s]{0,15}\b(user|human|them)\b",
-        ),
-        (
-            "exfiltration",
-            r"\b(read|send|upload|post|forward|include|pass|leak|exfiltrate|copy)(s|es|ing)?\b[\w\s]{0,40}(~/\.ssh|id_rsa|\.env\b|mcp\.json|credentials|api[_\s-]?keys?|private\s+keys?|passwords?|secrets?|access\s+tokens?)",
-        ),
-        (
-            "tool-shadowing",
-            r"\b(before|instead\s+of|when)\b[\w\s]{0,20}\b(using|calling|invoking)\b[\w\s]{0,20}\b(any\s+other|other|the)\s+tools?\b",
-        ),
-        (
-            "role-override",
-            r"\b(you\s+are\s+now|act\s+as|new\s+instructions?\s*:|system\s+prompt\s*:)",
-        ),
-    )
-)
-
-_HIDDEN_CHARS: Final = re.compile(
-    "[\U000e0000-\U000e007f"  # unicode tag characters (invisible ASCII smuggling)
-    "\u200b-\u200f"  # zero-width spaces / joiners, LRM/RLM
-    "\u202a-\u202e"  # bidi embeddings and overrides
-    "\u2060-\u2064"  # word joiner, invisible operators
-    "\u2066-\u2069"  # bidi isolates
-    "\ufeff]"  # zero-width no-break space
-)
-
 
 def tool_fingerprint(tool: Mapping[str, Any]) -> str:
     """sha256 (hex) of the canonical JSON of a tool's name, description and input schema."""

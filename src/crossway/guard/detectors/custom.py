@@ -1,0 +1,104 @@
+"""Custom detectors: a regular expression, a word list. Both run on RE2 (linear time in the
+text, whatever the pattern: no catastrophic backtracking) and are compiled at load."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final
+
+import re2
+
+from crossway.guard.detectors.base import Match
+
+RE2_MAX_MEM: Final = 64 << 20
+"""Memory RE2 may use for one compiled program (a word list of 100,000 words needs a few tens
+of MB; the default 8 MB makes big alternations fall back to a slower engine)."""
+
+_PROBES: Final = ("", "a", " ", "0", "a b", "\n")
+"""Texts a pattern is tried on at load: a pattern that matches the empty string in any of them
+would report (and mask) nothing, everywhere."""
+
+
+def _options(ignore_case: bool) -> Any:
+    options = re2.Options()
+    options.case_sensitive = not ignore_case
+    options.log_errors = False
+    options.max_mem = RE2_MAX_MEM
+    return options
+
+
+def compile_re2(pattern: str, *, ignore_case: bool = False, what: str = "pattern") -> Any:
+    """Compile with RE2, or raise ValueError carrying RE2's message."""
+    try:
+        return re2.compile(pattern, _options(ignore_case))
+    except re2.error as exc:
+        message = exc.args[0] if exc.args else exc
+        if isinstance(message, bytes):
+            message = message.decode("utf-8", "replace")
+        raise ValueError(f"{what} {pattern!r} is not valid RE2 syntax: {message}") from None
+
+
+def entity_of(name: str) -> str:
+    """The placeholder stem of a custom detector: its name, upper-cased, `-`/space as `_`."""
+    return name.upper().replace("-", "_").replace(" ", "_")
+
+
+class RegexDetector:
+    """Matches of one RE2 expression; each is the upper-cased detector name as entity."""
+
+    def __init__(self, name: str, pattern: str, *, ignore_case: bool = False) -> None:
+        self.name = name
+        self.entity = entity_of(name)
+        self._regex = compile_re2(pattern, ignore_case=ignore_case)
+        for probe in _PROBES:
+            m = self._regex.search(probe)
+            if m is not None and m.end() == m.start():
+                raise ValueError(
+                    f"pattern {pattern!r} matches the empty string (it would match everywhere "
+                    f"and mask nothing); make it match at least one character"
+                )
+
+    def find(self, text: str) -> list[Match]:
+        return [
+            Match(m.start(), m.end(), self.entity)
+            for m in self._regex.finditer(text)
+            if m.end() > m.start()
+        ]
+
+
+def _word_pattern(word: str) -> str:
+    escaped = str(re2.escape(word))
+    # Whole words: a boundary where the word's own edge is a word character ("c++" can't
+    # have one after its "+").
+    head = r"\b" if word[0].isalnum() or word[0] == "_" else ""
+    tail = r"\b" if word[-1].isalnum() or word[-1] == "_" else ""
+    return head + escaped + tail
+
+
+class WordsDetector:
+    """Whole words or phrases from a list, regardless of case; one RE2 alternation over all
+    of them (one pass over the text however long the list)."""
+
+    def __init__(self, name: str, words: Iterable[str]) -> None:
+        self.name = name
+        self.entity = entity_of(name)
+        cleaned: list[str] = []
+        for word in words:
+            stripped = " ".join(word.split())
+            if not stripped:
+                raise ValueError("words: an empty word (or only whitespace) in the list")
+            cleaned.append(stripped)
+        if not cleaned:
+            raise ValueError("words: the list is empty")
+        unique = sorted(dict.fromkeys(w.lower() for w in cleaned), key=len, reverse=True)
+        # Phrases match across any run of whitespace, as in the text.
+        alternation = "|".join(_word_pattern(w).replace(r"\ ", r"\s+") for w in unique)
+        self._regex = compile_re2(
+            f"(?:{alternation})", ignore_case=True, what=f"word list of {len(unique)} words"
+        )
+
+    def find(self, text: str) -> list[Match]:
+        return [Match(m.start(), m.end(), self.entity) for m in self._regex.finditer(text)]
+
+
+__all__ = ["RE2_MAX_MEM", "RegexDetector", "WordsDetector", "compile_re2", "entity_of"]
