@@ -1,0 +1,1 @@
+"""Guardrail benchmarks: overhead (bench.guard.overhead) and accuracy (bench.guard.accuracy)."""
