@@ -183,7 +183,7 @@ def report(r: dict[str, Any]) -> str:
     lines = [
         "| measure | no guard | all detectors | added | goal |",
         "|---|---|---|---|---|",
-        f"| `guard_content` on a 1 KB request | – | {r['content_us_per_1kb_request']} µs | "
+        f"| `guard_content` on a 1 KB request | - | {r['content_us_per_1kb_request']} µs | "
         f"{r['content_us_per_1kb_request']} µs | ≤ 100 µs |",
         f"| gateway, 1 KB JSON request | {r['json_us']['plain']} µs | {r['json_us']['guarded']} µs"
         f" | {r['json_added_us']} µs | ≤ 100 µs |",
