@@ -56,7 +56,7 @@ class Guard:
         local: list[tuple[Any, Detector]] = []
         externals: list[tuple[Any, Any]] = []
         for dc in config.detectors:
-            check = build_external(dc)
+            check = build_external(dc, guard=config.name)
             if check is not None:
                 externals.append((dc, check))
                 continue

@@ -106,24 +106,20 @@ class GuardrailPolicy(Policy):
         if not texts:
             return
         action = check.action_for(direction)
-        verdict = await check.check(texts, direction)
+        verdict = await check.check(texts, direction, request_id=ctx.request_id)
         name = self.guard.name
         if verdict.failed is not None:
-            closed = getattr(check, "fail", "closed") == "closed"
+            # `log` only records; otherwise `fail` decides (the check logs outages once).
+            closed = action != "log" and check.config.fail == "closed"
             _count(ctx, name, check.name, "error_closed" if closed else "error_open", direction)
-            log.warning(
-                "guardrails %s: check %s failed (%s); %s",
-                name,
-                check.name,
-                verdict.failed,
-                "refusing the content (fail: closed)" if closed else "letting it through",
-            )
+            log.debug("guardrails %s: check %s failed: %s", name, check.name, verdict.failed)
             if closed:
                 raise GuardBlocked(name, check.name, direction, "the check is unavailable")
             return
         if verdict.blocked is not None:
-            _count(ctx, name, check.name, action, direction)
-            if action == "block":
+            # A service that judges whole texts has nothing to mask in place: `mask` refuses.
+            _count(ctx, name, check.name, "block" if action == "mask" else action, direction)
+            if action in ("block", "mask"):
                 raise GuardBlocked(name, check.name, direction, verdict.blocked)
             return
         rewritten = verdict.rewritten
