@@ -98,3 +98,9 @@ def test_unicode_text_streams_unchanged() -> None:
     guard = _guard(window=8)
     text = "naïve café — 東京 🚀 " * 10
     assert _streamed(guard, list(text)) == text
+
+
+def test_a_word_longer_than_the_lookahead_but_within_the_window_is_held_whole() -> None:
+    guard = _guard(window=32)  # lookahead 16; the address is 27 characters
+    text = "mail me at jane.doe.smith@example.com soon, thanks a lot"
+    assert _streamed(guard, list(text)) == "mail me at <EMAIL> soon, thanks a lot"

@@ -3,9 +3,9 @@
 A channel is one growing text (a choice's content, one tool call's arguments). The masker holds
 back at most `window` characters: once that much is held, it scans the held text (with a little
 already-released text before it, for word boundaries) and releases all but the last
-`lookahead` (= window / 2) characters — never cutting through a match, whose text it keeps
-until the match is whole. So an entity of up to `lookahead` characters split across any
-number of chunks or events is masked whole, each character is scanned about twice, memory per
+`lookahead` (= window / 2) characters — never cutting through a match or a word, whose text
+it keeps until the match is whole. So an entity of up to `lookahead` characters (`window` for
+one without spaces) split across any number of chunks or events is masked whole, each character is scanned about twice, memory per
 channel is bounded, and the first text of a stream is delayed by at most `window` characters.
 A `block` finding raises (its text is never released).
 """
@@ -63,7 +63,16 @@ class StreamMasker:
         text = self._left + self._held
         off = len(self._left)
         findings = [f for f in self._guard.scan(text, self._direction) if f.end > off]
-        cut = len(text) if final else len(text) - self._guard.lookahead
+        if final:
+            cut = len(text)
+        else:
+            cut = len(text) - self._guard.lookahead
+            # Never cut inside a word either: an entity without spaces (an address, a token) of
+            # up to `window` characters is then held whole even where it is longer than the
+            # lookahead.
+            space = max(text.rfind(" ", off, cut), text.rfind("\n", off, cut))
+            if space >= off:
+                cut = space + 1
         for f in findings:  # in order: hold back any match the cut would split
             if f.start < cut < f.end:
                 cut = max(f.start, off)
