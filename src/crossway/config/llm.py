@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from crossway.config.base import StrictModel
 from crossway.config.common import Timeouts, UpstreamTls
 from crossway.config.inference import InferencePoolConfig
+from crossway.config.llm_cache import LlmCacheConfig
 from crossway.config.policy import PolicyConfig
 from crossway.config.secrets import SecretHeaders, SecretUrl
 
@@ -341,6 +342,9 @@ class LlmBackendConfig(StrictModel):
     """Prices by upstream model name, over the bundled table (USD per 1M tokens)."""
     policies: list[PolicyConfig] = Field(default_factory=list)
     """Policies inherited by every route to this backend (before the route's own)."""
+    cache: LlmCacheConfig | None = None
+    """The response cache (exact, and semantic when `cache.semantic` is set); off when unset.
+    See docs/cache.md."""
 
     @model_validator(mode="after")
     def _model_references(self) -> LlmBackendConfig:

@@ -173,6 +173,10 @@ class LlmBackend(Backend):
             {name: Price(**p.model_dump()) for name, p in config.prices.items()}
         )
         self.cache: LlmCache | None = None  # cache: built from config.cache when configured
+        if config.cache is not None:  # cache: (imported only when configured)
+            from crossway.llm.cache import LlmCache
+
+            self.cache = LlmCache(self, config.cache)
 
     async def start(self) -> None:
         for provider in self.providers.values():
@@ -184,8 +188,12 @@ class LlmBackend(Backend):
             shared = SharedCooldown(redis_url, self.name, self.router.health_table)
             await shared.start()
             self.router.shared = shared
+        if self.cache is not None:  # cache: the embedding model, Redis
+            await self.cache.start()
 
     async def close(self) -> None:
+        if self.cache is not None:  # cache
+            await self.cache.close()
         if self.router.shared is not None:
             await self.router.shared.close()
             self.router.shared = None

@@ -466,3 +466,82 @@ GUARD_DECISIONS = Counter(
 def observe_guard_decision(guard: str, detector: str, action: str, direction: str, n: int) -> None:
     """Count `n` findings of one guard's detector."""
     GUARD_DECISIONS.labels(guard, detector, action, direction).inc(n)
+
+
+# --- LLM response cache ---------------------------------------------------------------------
+
+LLM_CACHE_REQUESTS = Counter(
+    "crossway_llm_cache_requests_total",
+    "LLM cache lookups, by backend, kind (`exact`, `semantic`) and result (`hit`, `miss`).",
+    ["backend", "kind", "result"],
+)
+LLM_CACHE_BYPASSED = Counter(
+    "crossway_llm_cache_bypassed_total",
+    "LLM requests the cache did not consider, by backend and reason (`tools`, `temperature`, "
+    "`turns`, `n`, `no_store`, `untranslatable`).",
+    ["backend", "reason"],
+)
+LLM_CACHE_STORES = Counter(
+    "crossway_llm_cache_stores_total",
+    "LLM answers offered to the cache, by backend and result (`stored`, `too_large`, "
+    "`incomplete`: an error, a broken stream or an answer the cache cannot replay).",
+    ["backend", "result"],
+)
+LLM_CACHE_SAVED_TOKENS = Counter(
+    "crossway_llm_cache_saved_tokens_total",
+    "Tokens (input and output) the cached answers served would have cost upstream.",
+    ["backend"],
+)
+LLM_CACHE_SAVED_COST = Counter(
+    "crossway_llm_cache_saved_cost_usd_total",
+    "USD the cached answers served would have cost upstream (from the price table).",
+    ["backend"],
+)
+LLM_CACHE_ENTRIES = Gauge(
+    "crossway_llm_cache_entries",
+    "Entries in the LLM cache, by backend (summed over worker processes).",
+    ["backend"],
+    multiprocess_mode="livesum",
+)
+
+
+class LlmCacheChildren:
+    """One backend's cache metric children, bound once."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.requests = {
+            (kind, result): FastCounter.of(LLM_CACHE_REQUESTS.labels(backend, kind, result))
+            for kind in ("exact", "semantic")
+            for result in ("hit", "miss")
+        }
+        self.stores = {
+            result: FastCounter.of(LLM_CACHE_STORES.labels(backend, result))
+            for result in ("stored", "too_large", "incomplete")
+        }
+        self.saved_tokens = FastCounter.of(LLM_CACHE_SAVED_TOKENS.labels(backend))
+        self.saved_cost = FastCounter.of(LLM_CACHE_SAVED_COST.labels(backend))
+        self.entries = LLM_CACHE_ENTRIES.labels(backend)
+        self._bypassed: dict[str, FastCounter] = {}
+
+    def bypassed(self, reason: str) -> None:
+        counter = self._bypassed.get(reason)
+        if counter is None:
+            counter = self._bypassed[reason] = FastCounter.of(
+                LLM_CACHE_BYPASSED.labels(self.backend, reason)
+            )
+        counter.inc()
+
+
+_llm_cache_children: dict[str, LlmCacheChildren] = {}
+
+
+def llm_cache_children(backend: str) -> LlmCacheChildren:
+    """The cache metrics of `backend` (bound on first use in each process)."""
+    children = _llm_cache_children.get(backend)
+    if children is None:
+        children = _llm_cache_children[backend] = LlmCacheChildren(backend)
+    return children
+
+
+os.register_at_fork(after_in_child=_llm_cache_children.clear)
