@@ -63,7 +63,7 @@ def build() -> MCPServer:
             EmbeddedResource(
                 type="resource",
                 resource=TextResourceContents(
-                    uri="contact://jane", mimeType="text/plain", text=f"Jane <{EMAIL}>"
+                    uri="contact://jane", mime_type="text/plain", text=f"Jane <{EMAIL}>"
                 ),
             ),
         ]
