@@ -65,7 +65,7 @@ from crossway.server.backend import Backend, ErrorResponse, error_headers
 from crossway.server.context import RequestContext
 from crossway.telemetry import tracing
 from crossway.telemetry.metrics_mcp_a2a import observe_authorization_denial
-from crossway.telemetry.request_log import note_request, note_response
+from crossway.telemetry.request_log import GUARD_DECISIONS, note_request, note_response
 from crossway.types import Receive, Scope, Send
 
 log = logging.getLogger("crossway.a2a")
@@ -441,7 +441,11 @@ class A2aBackend(Backend):
             headers.append((ROUTE_HEADER, route_header(decision)))
         guarding = guarded(ctx)
         if guarding:  # guardrails: the message sent (masked in place, or refused)
-            await a2a_guard.guard_params(ctx, method, params)
+            try:
+                await a2a_guard.guard_params(ctx, method, params)
+            finally:
+                if ctx.attrs.get(GUARD_DECISIONS):  # the request log keeps it guarded, not raw
+                    note_request({"method": method, "params": params})
         if method in STREAMING_METHODS:
             events = self.caller.stream(scope, ctx, agent, method, params, decision)
             if guarding:  # guardrails: each event, whole
