@@ -71,9 +71,7 @@ class Stack:
     ant: MockServer
 
     def openai(self, prefix: str = "") -> openai.OpenAI:
-        return openai.OpenAI(
-            base_url=self.gateway.url + prefix + "/v1", api_key="x", max_retries=0
-        )
+        return openai.OpenAI(base_url=self.gateway.url + prefix + "/v1", api_key="x", max_retries=0)
 
     def anthropic(self) -> anthropic.Anthropic:
         return anthropic.Anthropic(base_url=self.gateway.url, api_key="x", max_retries=0)
@@ -277,9 +275,7 @@ def test_temperature_and_multi_turn_are_not_cached_by_default(stack: Stack) -> N
             expected
         )
         assert ask(stack, turns, prefix="/rules")[0]["x-crossway-cache"] == expected
-    assert ask(stack, prompt, prefix="/rules", temperature=1.5)[0]["x-crossway-cache"] == (
-        "bypass"
-    )
+    assert ask(stack, prompt, prefix="/rules", temperature=1.5)[0]["x-crossway-cache"] == ("bypass")
     assert stack.calls() == 7
 
 
