@@ -459,3 +459,47 @@ def test_a_broken_embedding_model_and_a_down_redis_leave_the_exact_cache(
     assert log.count("llm cache: Redis") == 1  # unreachable, said once
     assert "Traceback" not in log
     assert stack.calls() == 1
+
+
+GUARDED = """
+routes:
+  - name: llm
+    match: {{path: {{prefix: /v1}}}}
+    backend: llm
+    policies:
+      - type: guardrails
+        name: pii
+        detectors:
+          - {{type: pii, entities: [email], request: mask, response: mask}}
+backends:
+  llm:
+    type: llm
+    cache: {{}}
+    providers:
+      oa: {{type: openai, base_url: "{oa}/v1", api_key: {okey}}}
+"""
+
+
+def test_guarded_routes_key_the_masked_prompt_and_keep_the_masked_answer(stack: Stack) -> None:
+    with start_gateway(GUARDED.format(oa=stack.oa.url, okey=API_KEY)) as gw:
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
+        stack.oa.default = Reply(text="Write to bob@example.com", pieces=4)
+        tag = uuid.uuid4().hex[:8]
+
+        def ask_guarded(email: str, stream: bool = False) -> tuple[str, str]:
+            messages: Any = [{"role": "user", "content": f"Who is {email}? [{tag}]"}]
+            raw = client.chat.completions.with_raw_response.create(
+                model=GPT, messages=messages, stream=stream
+            )
+            if stream:
+                text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+            else:
+                text = str(raw.parse().choices[0].message.content)
+            return raw.headers["x-crossway-cache"], text
+
+        assert ask_guarded("alice@example.com", stream=True) == ("miss", "Write to <EMAIL>")
+        assert b"alice@example.com" not in stack.oa.requests[-1].body
+        # Another address masks to the same prompt: the same entry, and the masked answer.
+        assert ask_guarded("carol@example.org") == ("hit", "Write to <EMAIL>")
+        assert ask_guarded("dave@example.net", stream=True) == ("hit", "Write to <EMAIL>")
+        assert stack.calls() == 1

@@ -35,6 +35,8 @@ from crossway.proxy.sse import SSEParser
 Json = dict[str, Any]
 
 _MESSAGE_KEYS: Final = ("content", "tool_calls", "reasoning_content", "refusal")
+END_BYTES: Final = 32
+"""Bytes kept from the end of a chat stream to see its `[DONE]`."""
 _INCOMPLETE_FINISH: Final = {"max_output_tokens": "length", "content_filter": "content_filter"}
 
 
@@ -288,7 +290,7 @@ class StreamCapture:
         self._finish: str | None = None
         self._usage: Json | None = None
         self._response: Json | None = None  # Responses: the terminal event's response
-        self._done = api != CHAT  # chat streams end with [DONE]
+        self._end = b""  # the last bytes of a chat stream, which ends with `data: [DONE]`
 
     def feed(self, data: bytes) -> None:
         """Take the next bytes the client was sent (never raises: a problem marks it broken)."""
@@ -304,8 +306,8 @@ class StreamCapture:
                     self._responses_event(name, payload)
                 return
             assert self._translator is not None
-            if self.api == CHAT and b"[DONE]" in data:
-                self._done = True
+            if self.api == CHAT:
+                self._end = (self._end + data)[-END_BYTES:]
             for chunk in self._translator.feed(data):
                 self._chunk(chunk)
         except Exception as exc:  # an error event, or bytes the cache cannot read
@@ -358,7 +360,7 @@ class StreamCapture:
             answer = _answer_of(response_to_chat(self._response))
         else:
             assert self._translator is not None
-            if not self._done:
+            if self.api == CHAT and not self._end.rstrip().endswith(DONE.rstrip()):
                 raise Incomplete("no [DONE]")
             try:
                 for chunk in self._translator.close():
