@@ -1,0 +1,1 @@
+"""The LLM response cache benchmark (`python -m bench.cache.run`)."""
