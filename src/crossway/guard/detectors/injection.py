@@ -20,6 +20,7 @@ import unicodedata
 from collections.abc import Iterable
 from typing import Final
 
+from crossway.guard.detectors._prefilter import Prefilter, unicode_superset
 from crossway.guard.detectors.base import Match
 
 INJECTION_ENTITY: Final = "INJECTION"
@@ -83,12 +84,16 @@ JAILBREAK_PATTERNS: Final[tuple[tuple[str, re.Pattern[str]], ...]] = _rules(
     (
         (
             "dan",
-            r"\bdo\s+anything\s+now\b|\b(?:you\s+are|act\s+as|pretend\s+to\s+be|become)\s+(?:now\s+)?DAN\b|\bDAN\s+mode\b",
+            r"\bdo\s+anything\s+now\b"
+            r"|\b(?:you\s+are|act\s+as|pretend\s+to\s+be|become)\s+(?:now\s+)?(?-i:DAN)\b"
+            r"|\b(?-i:DAN)\s+mode\b",
         ),
         (
             "developer-mode",
-            r"\b(?:developer|god|jailbreak|jailbroken|unrestricted|unfiltered)\s+mode\s+(?:enabled|activated|on)\b"
-            r"|\b(?:enable|activate|enter|switch\s+to|turn\s+on)\s+(?:the\s+)?(?:god|jailbreak|jailbroken|unrestricted|unfiltered|DAN)\s+mode\b",
+            r"\b(?:with|in)\s+developer\s+mode\s+(?:enabled|activated)\b"
+            r"|\b(?:jailbreak|jailbroken|unrestricted|unfiltered)\s+mode\s+(?:enabled|activated|on)\b"
+            r"|\b(?:enable|activate|enter|switch\s+to|turn\s+on)\s+(?:the\s+)?"
+            r"(?:jailbreak|jailbroken|unrestricted|unfiltered|(?-i:DAN))\s+mode\b",
         ),
         (
             "no-restrictions",
@@ -104,8 +109,11 @@ JAILBREAK_PATTERNS: Final[tuple[tuple[str, re.Pattern[str]], ...]] = _rules(
         (
             "reveal-system-prompt",
             r"\b(?:reveal|show|print|repeat|output|display|leak|dump|recite|tell\s+me|give\s+me|what\s+(?:is|are|were|was))\b[\w\s,]{0,20}?"
-            r"\byour\s+(?:system\s+prompt|(?:initial|original|hidden|secret|full|exact)\s+(?:prompt|instructions)|instructions\s+verbatim|pre-?prompt)"
-            r"|\brepeat\s+(?:all\s+)?(?:of\s+)?the\s+(?:words|text)\s+above\b",
+            r"\byour\s+(?:system\s+prompt|(?:initial|original|hidden|secret|full|exact)\s+(?:prompt|instructions)|instructions\s+verbatim|pre-?prompt)",
+        ),
+        (
+            "repeat-above",
+            r"\brepeat\s+(?:all\s+)?(?:of\s+)?the\s+(?:words|text)\s+above\b",
         ),
     )
 )
@@ -143,36 +151,10 @@ CONVERSATION_RULES: Final[tuple[tuple[str, re.Pattern[str]], ...]] = (
 )
 """What the guard's `injection` detector applies."""
 
-_CUES: Final = (
-    "ignor",
-    "disregard",
-    "forget",
-    "override",
-    "<",
-    "tell",
-    "inform",
-    "mention",
-    "show",
-    "reveal",
-    "notify",
-    "alert",
-    "send",
-    "upload",
-    "post",
-    "forward",
-    "leak",
-    "exfiltrat",
-    "before",
-    "instead",
-    "you are now",
-    "instruction",
-    "prompt",
-    "anything now",
-    "dan",
-    "mode",
+_LIMIT_CUES: Final = (
     "restriction",
     "limit",
-    "rules",
+    "rule",
     "filter",
     "guideline",
     "polic",
@@ -182,15 +164,40 @@ _CUES: Final = (
     "ethic",
     "moral",
     "safety",
-    "bypass",
-    "abandon",
-    "programming",
-    "training",
-    "above",
-    "your new",
 )
-"""Every rule needs one of these (lower case) in the text: a cheap test that lets most
-ordinary text skip the regexes."""
+RULE_CUES: Final[dict[str, tuple[tuple[str, ...], ...]]] = {
+    "ignore-instructions": (
+        ("ignor", "disregard", "forget", "override"),
+        ("instruction", "prompt", "rule", "directive"),
+    ),
+    "important-tag": (("<",), ("important", "system", "instruction", "secret", "hidden")),
+    "conceal-from-user": (
+        ("n't", "not", "n'", "never", "without"),
+        ("tell", "inform", "mention", "show", "reveal", "notif", "alert"),
+        ("user", "human", "them"),
+    ),
+    "exfiltration": (
+        ("send", "upload", "post", "forward", "leak", "exfiltrat"),
+        ("ssh", "id_rsa", "mcp.json", "credential", "key", "password", "secret", "token"),
+    ),
+    "tool-shadowing": (("other",), ("tool",)),
+    "role-override": (("now", "instruction", "prompt", "new"),),
+    "dan": (("anything", "dan"),),
+    "developer-mode": (("mode",), ("developer", "jailbr", "unrestricted", "unfiltered", "dan")),
+    "no-restrictions": (
+        ("pretend", "imagine", "suppose", "assume", "as if", "from now"),
+        _LIMIT_CUES,
+    ),
+    "ignore-guidelines": (
+        ("ignor", "disregard", "bypass", "forget", "abandon"),
+        ("guideline", "guardrail", "polic", "filter", "restriction", "programming", "training"),
+    ),
+    "reveal-system-prompt": (("your",), ("prompt", "instruction")),
+    "repeat-above": (("repeat",), ("above",)),
+}
+"""Per rule, groups of cues (lower case): a rule's regex runs only when every group has one
+of its cues in the text, so ordinary text skips almost all of them for a few substring
+tests."""
 
 
 def normalize_for_matching(text: str) -> tuple[str, list[int] | None]:
@@ -218,7 +225,12 @@ class InjectionDetector:
 
     def __init__(self, name: str = "injection") -> None:
         self.name = name
-        self._rules = CONVERSATION_RULES
+        self._rules = tuple(
+            (label, pattern, RULE_CUES[label]) for label, pattern in CONVERSATION_RULES
+        )
+        self._maybe = Prefilter(
+            (unicode_superset(p.pattern) for _, p in CONVERSATION_RULES), ignore_case=True
+        )
 
     def find(self, text: str) -> list[Match]:
         found: list[Match] = []
@@ -227,10 +239,12 @@ class InjectionDetector:
                 Match(m.start(), m.end(), INJECTION_ENTITY) for m in TAG_SMUGGLING.finditer(text)
             )
         normalized, offsets = normalize_for_matching(text)
-        lowered = normalized.lower()
-        if not any(cue in lowered for cue in _CUES):
+        if not self._maybe.maybe(normalized):
             return found
-        for _label, pattern in self._rules:
+        lowered = normalized.lower()
+        for _label, pattern, cues in self._rules:
+            if not all(any(cue in lowered for cue in group) for group in cues):
+                continue
             for m in pattern.finditer(normalized):
                 start, end = m.start(), m.end()
                 if offsets is not None:
@@ -241,7 +255,7 @@ class InjectionDetector:
     def labels(self, text: str) -> list[str]:
         """Which rules match `text` (for tests and logs)."""
         normalized, _ = normalize_for_matching(text)
-        return [label for label, pattern in self._rules if pattern.search(normalized)]
+        return [label for label, pattern, _ in self._rules if pattern.search(normalized)]
 
 
 __all__ = [
@@ -250,6 +264,7 @@ __all__ = [
     "INJECTION_ENTITY",
     "INJECTION_PATTERNS",
     "JAILBREAK_PATTERNS",
+    "RULE_CUES",
     "InjectionDetector",
     "normalize_for_matching",
 ]

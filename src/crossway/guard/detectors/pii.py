@@ -23,7 +23,16 @@ from typing import Final
 
 import phonenumbers
 
+from crossway.guard.detectors._prefilter import Prefilter
 from crossway.guard.detectors.base import Match
+
+_DIGITS: Final = "0123456789"
+
+
+def has_digit(text: str) -> bool:
+    """Whether `text` holds an ASCII digit (ten substring tests: far cheaper than a regex)."""
+    return any(d in text for d in _DIGITS)
+
 
 # --- e-mail -----------------------------------------------------------------------------------
 
@@ -34,12 +43,19 @@ _EMAIL: Final = re.compile(
     r"((?:[^\W_](?:[\w\-]{0,61}[^\W_])?\.)+([^\W\d_]{2,63}))"  # labels, alphabetic TLD
     r"(?![\w\-]|\.[^\W_])"
 )
+_EMAIL_MAYBE: Final = Prefilter([r"[\pL\pN_%+\-]@[\pL\pN]"])
 _NOT_TLDS: Final = frozenset(
     "png jpg jpeg gif svg webp bmp ico tif tiff css js mjs ts tsx jsx json map html htm txt "
     "md yaml yml toml lock log csv pdf zip gz tar py rb go rs java kt swift php".split()
 )
 """File extensions that sit where a TLD would (`icon@2x.png`, `lodash@4.17.21.tgz`): not
 addresses."""
+
+
+def _in_url_userinfo(text: str, start: int) -> bool:
+    """Whether `start` is inside a URL's `user:password@host` (the secrets detector's)."""
+    token_start = max(text.rfind(c, 0, start) for c in " \t\r\n\"'<(") + 1
+    return "://" in text[token_start:start]
 
 
 class EmailDetector:
@@ -52,12 +68,17 @@ class EmailDetector:
         self.name = name
 
     def find(self, text: str) -> list[Match]:
-        if "@" not in text:
+        if "@" not in text or not _EMAIL_MAYBE.maybe(text):
             return []
         found = []
         for m in _EMAIL.finditer(text):
             if m.group(2).lower() in _NOT_TLDS:
                 continue
+            end = m.end()
+            if _in_url_userinfo(text, m.start()):
+                continue
+            if text[end : end + 1] == ":" and text[end + 1 : end + 2] not in ("", " ", "\n"):
+                continue  # an scp-style remote, git@github.com:org/repo
             found.append(Match(m.start(), m.end(), self.entity))
         return found
 
@@ -65,12 +86,13 @@ class EmailDetector:
 # --- phone numbers ----------------------------------------------------------------------------
 
 _PHONE_CANDIDATE: Final = re.compile(
-    r"(?<![\w+.\-/:#])"
+    r"(?<![\w+.\-/#])"
     r"(?:\+\d{1,3}(?:[ .\-]?\(0\))?[ .\-]?)?"  # +CC, optionally "+44 (0)"
     r"(?:\(\d{1,5}\)[ .\-]?)?"  # (area)
-    r"\d{1,6}(?:[ .\-/]\d{1,6}){0,6}"  # digit groups with one separator between
+    r"\d{1,12}(?:[ .\-/]\d{1,12}){0,6}"  # digit groups with one separator between
     r"(?![\w]|[.\-/:]\d)"
 )
+_PHONE_MAYBE: Final = Prefilter([r"\d(?:[ ().\-/]{0,2}\d){6,}"])
 _MIN_PHONE_DIGITS: Final = 7
 _MAX_PHONE_DIGITS: Final = 15
 _NATIONAL: Final = phonenumbers.PhoneNumberFormat.NATIONAL
@@ -136,11 +158,17 @@ class PhoneDetector:
                 number = phonenumbers.parse(candidate, region)
             except phonenumbers.NumberParseException:
                 continue
-            if phonenumbers.is_valid_number(number) and _grouping_fits(candidate, number):
+            # A "+" number's grouping is the writer's habit ("+34 912 345 678" is as
+            # common as the format's "+34 912 34 56 78"); a national one's must fit.
+            if phonenumbers.is_valid_number(number) and (
+                international or _grouping_fits(candidate, number)
+            ):
                 return True
         return False
 
     def find(self, text: str) -> list[Match]:
+        if not has_digit(text) or not _PHONE_MAYBE.maybe(text):
+            return []
         found = []
         for m in _PHONE_CANDIDATE.finditer(text):
             candidate = m.group()
@@ -170,6 +198,7 @@ class PhoneDetector:
 
 # --- payment cards ----------------------------------------------------------------------------
 
+_CARD_MAYBE: Final = Prefilter([r"\d(?:[ \-]?\d){11,}"])
 _CARD_CANDIDATE: Final = re.compile(r"(?<![\w\-.,])\d(?:[ \-]?\d){11,18}(?![\w]|[.,\-]\d)")
 
 
@@ -223,15 +252,45 @@ class CardDetector:
         self.name = name
 
     def find(self, text: str) -> list[Match]:
+        if not has_digit(text) or not _CARD_MAYBE.maybe(text):
+            return []
         found = []
         for m in _CARD_CANDIDATE.finditer(text):
-            raw = m.group()
-            if " " in raw and "-" in raw:
-                continue
-            digits = raw.replace(" ", "").replace("-", "")
-            if card_brand(digits) and luhn_valid(digits):
-                found.append(Match(m.start(), m.end(), self.entity))
+            span = _card_span(m.group())
+            if span is not None:
+                found.append(Match(m.start() + span[0], m.start() + span[1], self.entity))
         return found
+
+
+def _is_card(raw: str) -> bool:
+    if " " in raw and "-" in raw:
+        return False
+    digits = raw.replace(" ", "").replace("-", "")
+    return 12 <= len(digits) <= 19 and card_brand(digits) is not None and luhn_valid(digits)
+
+
+def _card_span(raw: str) -> tuple[int, int] | None:
+    """The candidate, or it without a short first or last digit group if that is a card (a
+    number written next to a card, "Diners 14 3622 720627 1667", joins the candidate)."""
+    if _is_card(raw):
+        return 0, len(raw)
+    groups = [g.span() for g in _DIGIT_GROUP.finditer(raw)]
+    if len(groups) < 2:
+        return None
+
+    # Only short groups (a count, a year's tail) may be cut off: cutting a 4-digit group off
+    # "1234 5678 9012 3456" would find a 12-digit card in a placeholder.
+    def short(group: tuple[int, int]) -> bool:
+        return group[1] - group[0] <= 3
+
+    last = len(groups) - 1
+    for i, j in ((1, last), (0, last - 1), (1, last - 1)):
+        if i > j or not all(short(g) for g in groups[:i] + groups[j + 1 :]):
+            continue
+        start, end = groups[i][0], groups[j][1]
+        if _is_card(raw[start:end]):
+            return start, end
+    return None
 
 
 # --- IBAN -------------------------------------------------------------------------------------
@@ -250,6 +309,7 @@ IBAN_LENGTHS: Final[dict[str, int]] = {
 }  # fmt: skip
 """IBAN length per country (the SWIFT IBAN registry)."""
 
+_IBAN_MAYBE: Final = Prefilter([r"[A-Z]{2}\d{2} ?[A-Z0-9]{4}"])
 _IBAN_CANDIDATE: Final = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2})(\d{2})((?: ?[A-Z0-9]{1,4}){3,9})")
 
 
@@ -271,6 +331,8 @@ class IbanDetector:
         self.name = name
 
     def find(self, text: str) -> list[Match]:
+        if not has_digit(text) or not _IBAN_MAYBE.maybe(text):
+            return []
         found = []
         for m in _IBAN_CANDIDATE.finditer(text):
             length = IBAN_LENGTHS.get(m.group(1))
@@ -293,6 +355,7 @@ class IbanDetector:
 
 # --- US social security numbers ---------------------------------------------------------------
 
+_SSN_MAYBE: Final = Prefilter([r"\d{3}-\d{2}-\d{4}"])
 _SSN: Final = re.compile(r"(?<![\w\-])(\d{3})-(\d{2})-(\d{4})(?![\w]|-\d)")
 
 
@@ -306,7 +369,7 @@ class SsnDetector:
         self.name = name
 
     def find(self, text: str) -> list[Match]:
-        if "-" not in text:
+        if "-" not in text or not has_digit(text) or not _SSN_MAYBE.maybe(text):
             return []
         found = []
         for m in _SSN.finditer(text):
@@ -325,6 +388,10 @@ _IPV6: Final = re.compile(
 )
 
 
+_IPV4_MAYBE: Final = Prefilter([r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"])
+_IPV6_MAYBE: Final = Prefilter([r"::", r"(?:[0-9A-Fa-f]{1,4}:){7}"])
+
+
 def _reportable(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return not (address.is_loopback or address.is_unspecified)
 
@@ -340,7 +407,7 @@ class IpDetector:
 
     def find(self, text: str) -> list[Match]:
         found = []
-        if "." in text:
+        if "." in text and has_digit(text) and _IPV4_MAYBE.maybe(text):
             for m in _IPV4.finditer(text):
                 try:
                     v4 = ipaddress.IPv4Address(m.group())
@@ -348,7 +415,7 @@ class IpDetector:
                     continue
                 if _reportable(v4):
                     found.append(Match(m.start(), m.end(), self.entity))
-        if "::" in text or text.count(":") >= 7:
+        if ("::" in text or text.count(":") >= 7) and _IPV6_MAYBE.maybe(text):
             for m in _IPV6.finditer(text):
                 raw = m.group()
                 if raw.count(":") < 2 or ("::" not in raw and raw.count(":") != 7):
@@ -382,6 +449,7 @@ __all__ = [
     "PhoneDetector",
     "SsnDetector",
     "card_brand",
+    "has_digit",
     "iban_valid",
     "luhn_valid",
 ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import compress
 from typing import Final
 
 from detect_secrets.plugins.artifactory import ArtifactoryDetector
@@ -43,9 +44,13 @@ from detect_secrets.plugins.stripe import StripeDetector
 from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
 
+from crossway.guard.detectors._prefilter import Prefilter
 from crossway.guard.detectors.base import Match
 
 SECRET_ENTITY: Final = "SECRET"
+LONG_TOKEN: Final = 20
+"""Token rules whose secrets are at least this long share one prefilter: a whitespace-free
+run of this many characters."""
 
 _TOKEN_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _JWT_CHARS: Final = _TOKEN_CHARS | frozenset("=.+/")
@@ -62,6 +67,15 @@ class SecretRule:
     cues: tuple[str, ...]
     """Literals one of which must occur in the text (`lower_cues`: in the lower-cased text)."""
     lower_cues: bool = False
+    context: bool = False
+    """The pattern reads around the secret (an assignment `key = "..."`, a multi-line PEM
+    block): it runs on the whole text. Other rules' secrets are one whitespace-free token,
+    and they run only on the text's tokens of at least `min_length` characters."""
+    min_length: int = 20
+    """The shortest text the secret can be (the gate for both kinds of rule)."""
+    gate: str | None = None
+    """For a token rule shorter than `LONG_TOKEN`: an RE2 pattern any text holding its secret
+    matches (default: a token of `LONG_TOKEN` characters)."""
     group: bool = False
     """The secret is the pattern's first group (an assignment's value, a URL's password)."""
     extend: frozenset[str] | None = None
@@ -73,6 +87,11 @@ class SecretRule:
     """Characters the secret is made of: it ends before the first other one (a pattern that
     runs on to the end of the line)."""
     validate: Callable[[str], bool] | None = None
+
+    def applies(self, text: str) -> bool:
+        """Whether one of the cues occurs in `text` (cheap: substring tests)."""
+        probe = text.lower() if self.lower_cues else text
+        return any(cue in probe for cue in self.cues)
 
     def find(self, text: str) -> Iterable[tuple[int, int]]:
         for pattern in self.patterns:
@@ -132,12 +151,40 @@ SECRET_RULES: Final[dict[str, SecretRule]] = {
             extend=_TOKEN_CHARS,
         ),
         SecretRule(
-            "aws_secret_key", _plugin(AWSKeyDetector, 1), ("aws",), lower_cues=True, group=True
+            "aws_secret_key",
+            _plugin(AWSKeyDetector, 1),
+            ("aws",),
+            lower_cues=True,
+            group=True,
+            context=True,
+            min_length=40,
         ),
         SecretRule("azure_storage_key", _plugin(AzureStorageKeyDetector), ("AccountKey=",)),
-        SecretRule("basic_auth", _plugin(BasicAuthDetector), ("://",), group=True),
-        SecretRule("artifactory", _plugin(ArtifactoryDetector), ("AKC", "AP"), strip_edges=True),
-        SecretRule("cloudant", _plugin(CloudantDetector), ("cl",), lower_cues=True, group=True),
+        SecretRule(
+            "basic_auth",
+            _plugin(BasicAuthDetector),
+            ("://",),
+            group=True,
+            min_length=12,
+            gate="://",
+        ),
+        SecretRule(
+            "artifactory",
+            _plugin(ArtifactoryDetector),
+            ("AKC", "AP"),
+            strip_edges=True,
+            min_length=11,
+            gate=r"AKC[a-zA-Z0-9]{10}|AP[\dA-F][a-zA-Z0-9]{8}",
+        ),
+        SecretRule(
+            "cloudant",
+            _plugin(CloudantDetector),
+            ("cl",),
+            lower_cues=True,
+            group=True,
+            context=True,
+            min_length=24,
+        ),
         SecretRule("discord_bot_token", _plugin(DiscordBotTokenDetector), (".",)),
         SecretRule(
             "github_token",
@@ -152,9 +199,17 @@ SECRET_RULES: Final[dict[str, SecretRule]] = {
             ("key", "pwd", "pass", "token"),
             lower_cues=True,
             group=True,
+            context=True,
+            min_length=44,
         ),
         SecretRule(
-            "ibm_cos_hmac", _plugin(IbmCosHmacDetector), ("secret",), lower_cues=True, group=True
+            "ibm_cos_hmac",
+            _plugin(IbmCosHmacDetector),
+            ("secret",),
+            lower_cues=True,
+            group=True,
+            context=True,
+            min_length=48,
         ),
         SecretRule(
             "jwt", _plugin(JwtTokenDetector), ("eyJ",), extend=_JWT_CHARS, validate=_jwt_valid
@@ -180,11 +235,25 @@ SECRET_RULES: Final[dict[str, SecretRule]] = {
         ),
         SecretRule("google_api_key", _compiled(r"\bAIza[0-9A-Za-z_\-]{35}(?![\w\-])"), ("AIza",)),
         SecretRule("huggingface", _compiled(r"\bhf_[A-Za-z]{34}(?![\w\-])"), ("hf_",)),
-        SecretRule("private_key", (_PEM_BLOCK, _PUTTY), ("PRIVATE KEY", "PuTTY-User-Key-File")),
+        SecretRule(
+            "private_key",
+            (_PEM_BLOCK, _PUTTY),
+            ("PRIVATE KEY", "PuTTY-User-Key-File"),
+            context=True,
+            min_length=0,
+        ),
         SecretRule("pypi_token", _plugin(PypiTokenDetector), ("pypi-",)),
         SecretRule("sendgrid", _plugin(SendGridDetector), ("SG.",)),
         SecretRule("slack", _plugin(SlackDetector), ("xox", "hooks.slack.com"), lower_cues=True),
-        SecretRule("softlayer", _plugin(SoftlayerDetector), ("sl",), lower_cues=True, group=True),
+        SecretRule(
+            "softlayer",
+            _plugin(SoftlayerDetector),
+            ("sl",),
+            lower_cues=True,
+            group=True,
+            context=True,
+            min_length=64,
+        ),
         SecretRule("square_oauth", _plugin(SquareOAuthDetector), ("sq0csp-",)),
         SecretRule(
             "stripe",
@@ -200,7 +269,11 @@ SECRET_RULES: Final[dict[str, SecretRule]] = {
 
 
 class SecretsDetector:
-    """Credentials (`SECRET`): the rules named in `rules`, default all of `SECRET_RULES`."""
+    """Credentials (`SECRET`): the rules named in `rules`, default all of `SECRET_RULES`.
+
+    Speed: prose has no long tokens, so most text costs one `split()` and a few substring
+    tests; a rule's regex runs only on the tokens (or, for context rules, the text) that hold
+    one of its cues."""
 
     entity: Final = SECRET_ENTITY
 
@@ -219,19 +292,38 @@ class SecretsDetector:
             if not names:
                 raise ValueError("secrets: rules is empty (omit it for all rules)")
             selected = [SECRET_RULES[n] for n in dict.fromkeys(names)]
-        self._exact = [r for r in selected if not r.lower_cues]
-        self._lower = [r for r in selected if r.lower_cues]
+        self._context = [r for r in selected if r.context]
+        self._token = sorted((r for r in selected if not r.context), key=lambda r: r.min_length)
+        self._shortest = min((r.min_length for r in self._token), default=0)
+        # Prose has no long tokens: one RE2 pass tells whether any token rule can apply.
+        gates = {r.gate or rf"\S{{{LONG_TOKEN}}}" for r in self._token}
+        self._maybe = Prefilter(sorted(gates)) if gates else None
 
     def find(self, text: str) -> list[Match]:
         found: list[Match] = []
-        for rule in self._exact:
-            if any(cue in text for cue in rule.cues):
+        longest = LONG_TOKEN - 1  # when the prefilter says no, no token is this long
+        if self._maybe is not None and self._maybe.maybe(text):
+            words = text.split()
+            lengths = list(map(len, words))
+            longest = max(lengths, default=0)
+            if longest >= self._shortest:
+                pos = 0
+                shortest = self._shortest
+                for token in compress(words, map(shortest.__le__, lengths)):
+                    size = len(token)
+                    start = text.find(token, pos)
+                    pos = start + size
+                    for rule in self._token:
+                        if rule.min_length > size:
+                            break
+                        if rule.applies(token):
+                            found.extend(
+                                Match(start + s, start + e, SECRET_ENTITY)
+                                for s, e in rule.find(token)
+                            )
+        for rule in self._context:
+            if longest >= rule.min_length and rule.applies(text):
                 found.extend(Match(s, e, SECRET_ENTITY) for s, e in rule.find(text))
-        if self._lower:
-            lowered = text.lower()
-            for rule in self._lower:
-                if any(cue in lowered for cue in rule.cues):
-                    found.extend(Match(s, e, SECRET_ENTITY) for s, e in rule.find(text))
         return found
 
 

@@ -1,0 +1,73 @@
+"""RE2 prefilters: one linear pass that says whether a detector's exact (Python `re`)
+patterns can match at all.
+
+Python's `re` tries a pattern that starts with `\\b(alternation)` or a lookbehind at every
+position of the text: tens of µs per KB and per pattern. RE2 scans once, in C, whatever the
+pattern (a few µs per KB for a dozen patterns in one alternation). A prefilter must accept a
+superset of what the exact patterns match; the exact patterns then run only on texts it
+accepts, which for ordinary text is almost none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final
+
+import re2
+
+_MAX_MEM: Final = 64 << 20
+
+_WORD: Final = r"\pL\pN\pM_"
+_SPACE: Final = r"\s\pZ\x{85}"
+
+
+def unicode_superset(pattern: str) -> str:
+    """A Python pattern rewritten for RE2 so that it matches at least what Python matches:
+    `\\w` and `\\s` as their Unicode classes (RE2's are ASCII), `\\b` dropped (RE2's is
+    ASCII, and dropping a constraint only widens)."""
+    out: list[str] = []
+    in_class = False
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            escape = pattern[i + 1]
+            if escape == "w":
+                out.append(_WORD if in_class else f"[{_WORD}]")
+            elif escape == "s":
+                out.append(_SPACE if in_class else f"[{_SPACE}]")
+            elif escape == "b" and not in_class:
+                pass
+            else:
+                out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if char == "[" and not in_class:
+            in_class = True
+        elif char == "]" and in_class:
+            in_class = False
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
+class Prefilter:
+    """An RE2 alternation of patterns; `maybe(text)` is False only when none can match."""
+
+    def __init__(self, patterns: Iterable[str], *, ignore_case: bool = False) -> None:
+        combined = "|".join(f"(?:{p})" for p in patterns)
+        options = re2.Options()
+        options.case_sensitive = not ignore_case
+        options.log_errors = False
+        options.max_mem = _MAX_MEM
+        self._text: Any = re2.compile(combined, options)
+        # ASCII text is searched as bytes: the same offsets, no UTF-8 round trip.
+        self._bytes: Any = re2.compile(combined.encode(), options)
+
+    def maybe(self, text: str) -> bool:
+        if text.isascii():
+            return self._bytes.search(text.encode()) is not None
+        return self._text.search(text) is not None
+
+
+__all__ = ["Prefilter", "unicode_superset"]
