@@ -5,6 +5,8 @@ semantic cache embedding through an embeddings model of the same backend."""
 from __future__ import annotations
 
 import re
+import signal
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -12,7 +14,7 @@ import openai
 import pytest
 import redis
 
-from tests.helpers import Gateway, redis_server, start_gateway, wait_for
+from tests.helpers import Gateway, RedisServer, redis_server, start_gateway, wait_for
 from tests.llm.harness import MockLoop
 from tests.llm.openai_mock import API_KEY, openai_mock
 from tests.mocks.base import MockServer, Reply
@@ -116,3 +118,26 @@ def test_prompts_embedded_by_a_model_of_the_backend(oa: MockServer) -> None:
         assert b"Embedded question" in embedded[-1].body
         chats = [q for q in oa.requests if q.path == "/v1/chat/completions"]
         assert len(chats) == 1
+
+
+def test_a_paused_redis_costs_a_bounded_wait_then_the_upstream(oa: MockServer) -> None:
+    with RedisServer() as server:
+        config = CONFIG.format(redis_port=server.port, oa=oa.url, okey=API_KEY).replace(
+            "semantic: {}", "semantic: {}\n      redis_timeout: 0.3"
+        )
+        with start_gateway(config) as one, start_gateway(config) as two:
+            oa.default = Reply(text="stored by one")
+            assert ask(one, "Paused question") == ("miss", "stored by one")
+            wait_for(lambda: entries(two) == 1, timeout=10, what="the entry to reach two")
+            oa.default = Reply(text="from the upstream")
+            server.signal(signal.SIGSTOP)  # Redis hangs: the answer's GET cannot complete
+            try:
+                started = time.monotonic()
+                assert ask(two, "Paused question") == ("miss", "from the upstream")
+                assert time.monotonic() - started < 2.0
+                assert ask(one, "Paused question") == ("hit", "stored by one")  # its own entry
+            finally:
+                server.signal(signal.SIGCONT)
+            wait_for(lambda: "Redis is reachable again" in two.log(), timeout=15, what="recovery")
+            assert two.log().count("is unreachable") == 1
+            assert "Traceback" not in two.log()
