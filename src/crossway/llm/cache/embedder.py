@@ -21,7 +21,7 @@ WORDLLAMA_DIM: Final = 256
 MAX_PROMPT_CHARS: Final = 16_384
 """Characters of a prompt that are embedded (its start: a longer one is rarely a paraphrase)."""
 INLINE_CHARS: Final = 1024
-"""Prompts up to this long are embedded on the event loop (~0.1-0.6 ms); longer ones in a
+"""Prompts up to this long are embedded on the event loop (at most ~0.35 ms); longer ones in a
 thread, so a long prompt never holds up other requests."""
 
 
@@ -44,8 +44,8 @@ def _unit(vector: Any) -> Vector:
 
 
 class WordLlamaEmbedder:
-    """wordllama's static token embeddings, average-pooled (bench/cache: ~40-90 µs for a short
-    prompt, ~0.6 ms per KB)."""
+    """wordllama's static token embeddings, average-pooled (bench/cache: ~40 µs for a short
+    prompt, ~0.33 ms per KB)."""
 
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory
