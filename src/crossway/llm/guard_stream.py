@@ -18,7 +18,8 @@ text is flushed into the stream before the event that ends it:
                                                           text the client was sent
 
 Events without text pass unchanged (`data: X` / `event: N` + `data: X`, as the relays and
-providers frame them; comments and `id:` lines are not carried over). Token logprobs are
+providers frame them; comments and `id:` lines are not carried over); data that is not a JSON
+object (an event an upstream cut short) is not sent, since its text cannot be guarded. Token logprobs are
 dropped from guarded chat and Responses streams: they spell the tokens of text that may
 still be masked. A `block` finding ends the stream with the client API's error event (the
 matched text is never sent). A `LastChunk` stays the last chunk.
@@ -173,7 +174,7 @@ class ChatRewriter(Rewriter):
             return self._flush_all() + frame(name, data)
         chunk = _object(data)
         if chunk is None:
-            return frame(name, data)
+            return b""  # not a JSON object: text the guard cannot read (a cut event) is not sent
         choices = chunk.get("choices")
         if not isinstance(choices, list) or not choices:
             if "error" in chunk:  # the stream broke upstream: send what was held first
@@ -217,6 +218,14 @@ class ChatRewriter(Rewriter):
             calls = delta.get("tool_calls")
             if isinstance(calls, list) and self._tool_calls(index, delta, calls):
                 changed = True
+            function = delta.get("function_call")  # (the legacy functions API)
+            arguments = function.get("arguments") if isinstance(function, dict) else None
+            if isinstance(arguments, str) and arguments:
+                assert isinstance(function, dict)
+                out = self._feed((index, "function_call"), arguments)
+                if out != arguments:
+                    changed = True
+                    function["arguments"] = out
         if choice.get("finish_reason") and self._flush_choice(index, choice):
             changed = True
         return changed
@@ -254,6 +263,12 @@ class ChatRewriter(Rewriter):
             delta = choice.get("delta")
             if not isinstance(delta, dict):
                 delta = choice["delta"] = {}
+            if channel[1] == "function_call":
+                function = delta.get("function_call")
+                if not isinstance(function, dict):
+                    function = delta["function_call"] = {}
+                function["arguments"] = (function.get("arguments") or "") + rest
+                continue
             if channel[1] != "tool":
                 delta[channel[1]] = (delta.get(channel[1]) or "") + rest
                 continue
@@ -318,7 +333,7 @@ class MessagesRewriter(Rewriter):
     def event(self, name: bytes, data: bytes) -> bytes:
         event = _object(data)
         if event is None:
-            return frame(name, data)
+            return b""  # not a JSON object: text the guard cannot read (a cut event) is not sent
         kind = event.get("type")
         if kind == "content_block_delta":
             delta = event.get("delta")
@@ -427,7 +442,7 @@ class ResponsesRewriter(Rewriter):
     def event(self, name: bytes, data: bytes) -> bytes:
         event = _object(data)
         if event is None:
-            return frame(name, data)
+            return b""  # not a JSON object: text the guard cannot read (a cut event) is not sent
         seq = event.get("sequence_number")
         if isinstance(seq, int):
             self._seq = seq
