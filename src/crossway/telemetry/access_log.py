@@ -348,6 +348,9 @@ class AccessLogObserver:
             cost = attrs.get("llm.cost")
             if cost is not None:
                 llm["cost"] = cost
+            cached = attrs.get("llm.cache")
+            if cached:  # answered from the response cache (kind, similarity, saved tokens)
+                llm["cache"] = cached
             endpoint = attrs.get("inference.endpoint")
             if endpoint is not None:  # an inference pool's pick, and the scores behind it
                 llm["endpoint"] = endpoint
