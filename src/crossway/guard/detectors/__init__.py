@@ -64,6 +64,7 @@ def build_detectors(config: DetectorConfig) -> list[Detector]:
                 entities=config.entities,
                 language=config.language,
                 score_threshold=config.score_threshold,
+                model=getattr(config, "model", None),
             )
         ]
     if isinstance(config, ModerationDetector | WebhookDetector):

@@ -68,13 +68,14 @@ HIDDEN_CHARS: Final = re.compile(
 """Invisible characters: removed before matching (and a finding of their own in tool
 descriptions, where they have no business)."""
 
-TAG_SMUGGLING: Final = re.compile("(?<!\U0001f3f4)[\U000e0000-\U000e007f]{3,}")
+TAG_SMUGGLING: Final = re.compile("[\U000e0000-\U000e007f]{3,}")
 """Runs of unicode tag characters (invisible ASCII: text a model reads and a human does not
 see). Subdivision flags (a black flag followed by tags) are not smuggling. Zero-width joiners
 and bidi marks alone are not reported in conversation: emoji sequences and right-to-left text
 use them legitimately."""
 
-_SUBJECT: Final = r"(?:you|chatgpt|claude|gemini|assistant|the\s+ai|the\s+model|llm)"
+_BLACK_FLAG: Final = "\U0001f3f4"
+
 _LIMITS: Final = (
     r"(?:restrictions?|limits|limitations|rules|filters?|guidelines|policies|censorship"
     r"|boundaries|guardrails|ethics|morals|safety\s+measures)"
@@ -236,7 +237,9 @@ class InjectionDetector:
         found: list[Match] = []
         if not text.isascii():
             found.extend(
-                Match(m.start(), m.end(), INJECTION_ENTITY) for m in TAG_SMUGGLING.finditer(text)
+                Match(m.start(), m.end(), INJECTION_ENTITY)
+                for m in TAG_SMUGGLING.finditer(text)
+                if text[m.start() - 1 : m.start()] != _BLACK_FLAG
             )
         normalized, offsets = normalize_for_matching(text)
         if not self._maybe.maybe(normalized):

@@ -130,7 +130,7 @@ _PEM_BLOCK: Final = re.compile(
     r"-----BEGIN ((?:RSA |DSA |EC |OPENSSH |ENCRYPTED |SSH2 ENCRYPTED )?PRIVATE KEY|PGP PRIVATE KEY BLOCK)-----"
     r"(?:[\s\S]{0,16384}?-----END \1-----"  # the whole block when it ends
     r"|[ \t]?[A-Za-z0-9+/=]*"  # else BEGIN, and the headers and base64 lines that follow
-    r"(?:(?:\r?\n|\\n)(?:[A-Za-z0-9+/=]+|[A-Za-z\-]+: [^\r\n\\]*))*)"
+    r"(?:(?:\r?\n|\\n)(?:[A-Za-z0-9+/=]+|[A-Za-z\-]+: [^\r\n\\]*)(?=\r?\n|\\n|$))*)"
 )
 _PUTTY: Final = re.compile(
     r"PuTTY-User-Key-File-\d: [\s\S]{0,8192}?Private-MAC: [0-9a-f]+|PuTTY-User-Key-File-\d:[^\n]*"
@@ -248,7 +248,7 @@ SECRET_RULES: Final[dict[str, SecretRule]] = {
         SecretRule(
             "softlayer",
             _plugin(SoftlayerDetector),
-            ("sl",),
+            ("softlayer", "sl"),
             lower_cues=True,
             group=True,
             context=True,
@@ -321,10 +321,17 @@ class SecretsDetector:
                                 Match(start + s, start + e, SECRET_ENTITY)
                                 for s, e in rule.find(token)
                             )
+        known_longest = self._maybe is not None
         for rule in self._context:
-            if longest >= rule.min_length and rule.applies(text):
+            if not rule.applies(text):
+                continue
+            if rule.min_length >= LONG_TOKEN and not known_longest:
+                longest = max(map(len, text.split()), default=0)
+                known_longest = True
+            if longest >= rule.min_length:
                 found.extend(Match(s, e, SECRET_ENTITY) for s, e in rule.find(text))
-        return found
+        # Two rules (or two patterns of one) may report the same secret.
+        return list(dict.fromkeys(found))
 
 
 __all__ = ["SECRET_ENTITY", "SECRET_RULES", "SecretRule", "SecretsDetector"]
