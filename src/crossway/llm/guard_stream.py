@@ -167,7 +167,7 @@ class ChatRewriter(Rewriter):
     def __init__(self, guard: StreamGuard) -> None:
         super().__init__(guard)
         self._open: dict[int | str, list[tuple[Any, ...]]] = {}  # choice -> channels fed
-        self._envelope: dict[str, Any] = {}  # the last chunk's id, model...: for extra chunks
+        self._last: dict[str, Any] = {}  # the last chunk (its id, model...: for extra chunks)
 
     def event(self, name: bytes, data: bytes) -> bytes:
         if data == _DONE:
@@ -180,15 +180,40 @@ class ChatRewriter(Rewriter):
             if "error" in chunk:  # the stream broke upstream: send what was held first
                 return self._flush_all() + frame(name, data)
             return frame(name, data)
+        self._last = chunk
+        if len(choices) == 1 and not chunk.get("usage"):
+            plain = self._plain_text(name, data, chunk, choices[0])
+            if plain is not None:
+                return plain
         changed = False
         for choice in choices:
             if isinstance(choice, dict) and self._choice(choice):
                 changed = True
-        self._envelope = {k: v for k, v in chunk.items() if k not in ("choices", "usage")}
         if not changed:
             return frame(name, data)
         if _says_nothing(chunk):
             return b""
+        return frame(name, orjson.dumps(chunk))
+
+    def _plain_text(
+        self, name: bytes, data: bytes, chunk: dict[str, Any], choice: Any
+    ) -> bytes | None:
+        """The common chunk, one choice with a content delta and nothing else, handled without
+        the general walk (None: not such a chunk)."""
+        if type(choice) is not dict or choice.get("finish_reason") or choice.get("logprobs"):
+            return None
+        delta = choice.get("delta")
+        if type(delta) is not dict or len(delta) != 1:
+            return None
+        text = delta.get("content")
+        if type(text) is not str or not text:
+            return None
+        out = self._feed((_key(choice.get("index", 0)), "content"), text)
+        if out == text:
+            return frame(name, data)
+        if not out:
+            return b""
+        delta["content"] = out
         return frame(name, orjson.dumps(chunk))
 
     def _feed(self, channel: tuple[Any, ...], text: str) -> str:
@@ -289,10 +314,11 @@ class ChatRewriter(Rewriter):
     def _flush_all(self) -> bytes:
         """Extra chunks with the held text of every choice still open."""
         out = b""
+        envelope = {k: v for k, v in self._last.items() if k not in ("choices", "usage")}
         for index in list(self._open):
             choice: dict[str, Any] = {"index": index, "delta": {}, "finish_reason": None}
             if self._flush_choice(index, choice):
-                out += frame(b"message", orjson.dumps({**self._envelope, "choices": [choice]}))
+                out += frame(b"message", orjson.dumps({**envelope, "choices": [choice]}))
         return out
 
     def end(self) -> bytes:

@@ -367,3 +367,39 @@ async def test_legacy_function_call_arguments_are_masked() -> None:
             call = data["choices"][0]["delta"].get("function_call") or {}
             arguments += call.get("arguments", "")
     assert orjson.loads(arguments) == {"to": "<EMAIL>"}
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_an_answer_that_masks_to_empty_stays_well_formed(api: str) -> None:
+    """A webhook that rewrites the whole answer to "": the body is still the API's shape."""
+    from aiohttp import web
+
+    from crossway.llm.api.anthropic_messages import chat_to_message
+    from crossway.llm.api.responses import chat_to_response
+    from crossway.proxy import client
+    from tests.proxy.test_outbound import serving
+
+    async def rewrite(request: web.Request) -> web.Response:
+        texts = orjson.loads(await request.read())["texts"]
+        return web.json_response({"action": "rewrite", "texts": ["" for _ in texts]})
+
+    chat = openai_mock.completion(Reply(text=f"Only {EMAIL}"), "m", 1)
+    body = {
+        CHAT: chat,
+        MESSAGES: chat_to_message(chat, "m"),
+        RESPONSES: chat_to_response(chat, {}, "m"),
+    }[api]
+    try:
+        async with serving({"/hook": rewrite}) as service:
+            hook = {"type": "webhook", "url": service.url + "/hook", "response": "mask"}
+            ctx = _ctx({"name": "hook", "detectors": [hook]})
+            out = orjson.loads(await guard_body(LlmCall(api, "m", False), orjson.dumps(body), ctx))
+    finally:
+        await client.close_session()
+    if api == CHAT:
+        assert out["choices"][0]["message"]["content"] == ""
+    elif api == MESSAGES:
+        assert out["content"] == [{"type": "text", "text": ""}]
+    else:
+        assert out["output"][0]["content"][0]["text"] == ""
+    assert out.keys() == body.keys()
