@@ -20,6 +20,7 @@ import openai
 import orjson
 import pytest
 
+from crossway.config.llm_cache import DEFAULT_SEMANTIC_THRESHOLD
 from tests.helpers import Gateway, free_port, start_gateway, wait_for
 from tests.llm.harness import MockLoop
 from tests.llm.openai_mock import API_KEY, openai_mock
@@ -401,7 +402,7 @@ def test_a_paraphrase_is_a_semantic_hit(stack: Stack) -> None:
     headers, answer = ask(stack, "What's France's capital?")
     assert headers["x-crossway-cache"] == "hit"
     similarity = float(headers["x-crossway-cache-similarity"])
-    assert 0.92 <= similarity <= 1.0
+    assert DEFAULT_SEMANTIC_THRESHOLD <= similarity <= 1.0
     assert len(headers["x-crossway-cache-similarity"].split(".")[1]) == 3
     assert answer.choices[0].message.content == "Paris."
     headers, answer = ask(stack, "What is the capital of Germany?")

@@ -7,6 +7,7 @@ Vectors are float32 and of unit length, so a dot product is the cosine similarit
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -35,6 +36,33 @@ class Embedder(Protocol):
     async def embed(self, text: str) -> Vector: ...
 
 
+_IS: Final = re.compile(r"\b(what|that|it|who|where|how|there|here|when|why|which)'s\b")
+_CONTRACTIONS: Final = (
+    ("n't", " not"),
+    ("'re", " are"),
+    ("'m", " am"),
+    ("'ll", " will"),
+    ("'ve", " have"),
+    ("'d", " would"),
+)
+_POSSESSIVE: Final = re.compile(r"'s\b")
+_PUNCTUATION: Final = re.compile(r"[?!.,;:\"'`()\[\]{}]+")
+"""Sentence punctuation only: symbols that change a question's meaning (`+ - * / = %`) stay."""
+
+
+def normalize_prompt(text: str) -> str:
+    """The prompt as a static embedding model should see it: lower case, contractions spelled
+    out, possessives and sentence punctuation dropped, whitespace collapsed. wordllama's token
+    vectors are case-sensitive and it averages them, so without this "France" and "france"
+    (0.78) or "What's" and "What is" differ more than "HTTP" and "HTTPS" do (bench/cache)."""
+    text = text.lower().replace("\u2019", "'").replace("\u2018", "'")
+    text = _IS.sub(r"\1 is", text)
+    for short, long in _CONTRACTIONS:
+        text = text.replace(short, long)
+    text = _PUNCTUATION.sub(" ", _POSSESSIVE.sub("", text))
+    return " ".join(text.split())
+
+
 def _unit(vector: Any) -> Vector:
     out = np.asarray(vector, dtype=np.float32).reshape(-1)
     norm = float(np.linalg.norm(out))
@@ -44,8 +72,8 @@ def _unit(vector: Any) -> Vector:
 
 
 class WordLlamaEmbedder:
-    """wordllama's static token embeddings, average-pooled (bench/cache: ~40 µs for a short
-    prompt, ~0.33 ms per KB)."""
+    """wordllama's static token embeddings, average-pooled, of the normalized prompt
+    (`normalize_prompt`; bench/cache: ~40 µs for a short prompt, ~0.33 ms per KB)."""
 
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory
@@ -68,7 +96,8 @@ class WordLlamaEmbedder:
 
     def embed_now(self, text: str) -> Vector:
         """The embedding, computed in the caller's thread."""
-        return _unit(self._model.embed([text[:MAX_PROMPT_CHARS]], norm=True)[0])
+        prompt = normalize_prompt(text[:MAX_PROMPT_CHARS]) or text[:MAX_PROMPT_CHARS]
+        return _unit(self._model.embed([prompt], norm=True)[0])
 
 
 EmbeddingsCall = Callable[[bytes], Awaitable[bytes]]
