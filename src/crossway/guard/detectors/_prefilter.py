@@ -60,14 +60,14 @@ class Prefilter:
         options.case_sensitive = not ignore_case
         options.log_errors = False
         options.max_mem = _MAX_MEM
-        self._text: Any = re2.compile(combined, options)
-        # ASCII text is searched as bytes: the same offsets, no UTF-8 round trip.
-        self._bytes: Any = re2.compile(combined.encode(), options)
+        # Searched as UTF-8 bytes: only whether there is a match matters, not where, so the
+        # wrapper's conversion of byte offsets to character offsets is not needed.
+        self._regex: Any = re2.compile(combined.encode(), options)
 
     def maybe(self, text: str) -> bool:
-        if text.isascii():
-            return self._bytes.search(text.encode()) is not None
-        return self._text.search(text) is not None
+        """False only when none of the patterns can match `text`."""
+        # A lone surrogate (not encodable) becomes U+FFFD: a character either way.
+        return self._regex.search(text.encode("utf-8", "replace")) is not None
 
 
 __all__ = ["Prefilter", "unicode_superset"]

@@ -75,6 +75,12 @@ and bidi marks alone are not reported in conversation: emoji sequences and right
 use them legitimately."""
 
 _BLACK_FLAG: Final = "\U0001f3f4"
+_INVISIBLE: Final = Prefilter(
+    [
+        r"[\x{E0000}-\x{E007F}\x{200B}-\x{200F}\x{202A}-\x{202E}\x{2060}-\x{2064}\x{2066}-\x{2069}\x{FEFF}]"
+    ]
+)
+"""Whether a text holds any of `HIDDEN_CHARS` (one RE2 pass instead of Python's)."""
 
 _LIMITS: Final = (
     r"(?:restrictions?|limits|limitations|rules|filters?|guidelines|policies|censorship"
@@ -207,8 +213,8 @@ def normalize_for_matching(text: str) -> tuple[str, list[int] | None]:
     the same)."""
     if text.isascii():
         return text, None
-    cleaned = HIDDEN_CHARS.sub("", text)
-    if cleaned == text and unicodedata.is_normalized("NFKC", text):
+    invisible = _INVISIBLE.maybe(text)
+    if not invisible and unicodedata.is_normalized("NFKC", text):
         return text, None
     pieces: list[str] = []
     offsets: list[int] = []
@@ -235,7 +241,7 @@ class InjectionDetector:
 
     def find(self, text: str) -> list[Match]:
         found: list[Match] = []
-        if not text.isascii():
+        if not text.isascii() and _INVISIBLE.maybe(text):
             found.extend(
                 Match(m.start(), m.end(), INJECTION_ENTITY)
                 for m in TAG_SMUGGLING.finditer(text)

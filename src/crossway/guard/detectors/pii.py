@@ -92,7 +92,6 @@ _PHONE_CANDIDATE: Final = re.compile(
     r"\d{1,12}(?:[ .\-/]\d{1,12}){0,6}"  # digit groups with one separator between
     r"(?![\w]|[.\-/:]\d)"
 )
-_PHONE_MAYBE: Final = Prefilter([r"\d(?:[ ().\-/]{0,2}\d){6,}"])
 _MIN_PHONE_DIGITS: Final = 7
 _MAX_PHONE_DIGITS: Final = 15
 _NATIONAL: Final = phonenumbers.PhoneNumberFormat.NATIONAL
@@ -138,9 +137,22 @@ class PhoneDetector:
     def __init__(self, name: str = "phone", regions: Iterable[str] = ("US",)) -> None:
         self.name = name
         self.regions = tuple(regions)
+        lengths: set[int] = set()
         for region in self.regions:
             if region not in phonenumbers.SUPPORTED_REGIONS:
                 raise ValueError(f"unknown phone region {region!r} (ISO 3166 alpha-2, e.g. US)")
+            meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+            assert meta is not None and meta.general_desc is not None
+            prefix = len(meta.national_prefix or "")
+            for length in meta.general_desc.possible_length:
+                lengths.update((length, length + prefix))
+        # How many digits a national number of the regions can have (with its trunk prefix):
+        # a candidate of another length is not parsed at all.
+        self._national_lengths = frozenset(lengths)
+        shortest = max(min(lengths, default=_MIN_PHONE_DIGITS), _MIN_PHONE_DIGITS)
+        self._maybe = Prefilter(
+            [r"\+\d(?:[ ().\-/]{0,2}\d){5,}", rf"\d(?:[ ().\-/]{{0,2}}\d){{{shortest - 1},}}"]
+        )
 
     def _valid(self, candidate: str) -> bool:
         digits = sum(c.isdigit() for c in candidate)
@@ -148,6 +160,8 @@ class PhoneDetector:
             return False
         international = candidate.startswith("+")
         if not international:
+            if digits not in self._national_lengths:
+                return False
             if candidate.isdigit():  # a bare digit run: an id, a timestamp, an amount
                 return False
             if _DATE_LIKE.search(candidate):
@@ -167,7 +181,7 @@ class PhoneDetector:
         return False
 
     def find(self, text: str) -> list[Match]:
-        if not has_digit(text) or not _PHONE_MAYBE.maybe(text):
+        if not has_digit(text) or not self._maybe.maybe(text):
             return []
         found = []
         for m in _PHONE_CANDIDATE.finditer(text):

@@ -74,8 +74,8 @@ class SecretRule:
     min_length: int = 20
     """The shortest text the secret can be (the gate for both kinds of rule)."""
     gate: str | None = None
-    """For a token rule shorter than `LONG_TOKEN`: an RE2 pattern any text holding its secret
-    matches (default: a token of `LONG_TOKEN` characters)."""
+    """For a rule whose secret can be shorter than `LONG_TOKEN`: an RE2 pattern that any text
+    holding the secret matches; the rule then runs on the whole text when it matches."""
     group: bool = False
     """The secret is the pattern's first group (an assignment's value, a URL's password)."""
     extend: frozenset[str] | None = None
@@ -158,6 +158,7 @@ SECRET_RULES: Final[dict[str, SecretRule]] = {
             group=True,
             context=True,
             min_length=40,
+            gate=r"aws.{0,20}?(?:key|pwd|pw|password|pass|token).{0,20}?['\"][0-9a-zA-Z/+]{40}",
         ),
         SecretRule("azure_storage_key", _plugin(AzureStorageKeyDetector), ("AccountKey=",)),
         SecretRule(
@@ -184,6 +185,7 @@ SECRET_RULES: Final[dict[str, SecretRule]] = {
             group=True,
             context=True,
             min_length=24,
+            gate=r"cl(?:oudant|ou)?[_-]?(?:api)?(?:key|pwd|pw|password|pass|token)|\.cloudant\.com",
         ),
         SecretRule("discord_bot_token", _plugin(DiscordBotTokenDetector), (".",)),
         SecretRule(
@@ -201,6 +203,7 @@ SECRET_RULES: Final[dict[str, SecretRule]] = {
             group=True,
             context=True,
             min_length=44,
+            gate=r"(?:key|pwd|pass|token)['\"]?\]? *(?:=|:| ) *['\"]?[a-zA-Z0-9_\-]{44}",
         ),
         SecretRule(
             "ibm_cos_hmac",
@@ -210,6 +213,7 @@ SECRET_RULES: Final[dict[str, SecretRule]] = {
             group=True,
             context=True,
             min_length=48,
+            gate=r"secret[-_]?(?:access)?[-_]?key",
         ),
         SecretRule(
             "jwt", _plugin(JwtTokenDetector), ("eyJ",), extend=_JWT_CHARS, validate=_jwt_valid
@@ -253,6 +257,7 @@ SECRET_RULES: Final[dict[str, SecretRule]] = {
             group=True,
             context=True,
             min_length=64,
+            gate=r"sl[_-]?(?:api)?[_-]?(?:key|pwd|password|pass|token)|softlayer",
         ),
         SecretRule("square_oauth", _plugin(SquareOAuthDetector), ("sq0csp-",)),
         SecretRule(
@@ -292,44 +297,65 @@ class SecretsDetector:
             if not names:
                 raise ValueError("secrets: rules is empty (omit it for all rules)")
             selected = [SECRET_RULES[n] for n in dict.fromkeys(names)]
-        self._context = [r for r in selected if r.context]
-        self._token = sorted((r for r in selected if not r.context), key=lambda r: r.min_length)
-        self._shortest = min((r.min_length for r in self._token), default=0)
-        # Prose has no long tokens: one RE2 pass tells whether any token rule can apply.
-        gates = {r.gate or rf"\S{{{LONG_TOKEN}}}" for r in self._token}
-        self._maybe = Prefilter(sorted(gates)) if gates else None
+        self._context = [
+            (r, Prefilter([r.gate], ignore_case=r.lower_cues) if r.gate else None)
+            for r in selected
+            if r.context
+        ]
+        # Token rules: secrets of at least LONG_TOKEN characters, without whitespace; they
+        # run on such tokens only. Gated rules (shorter secrets) run on the whole text when
+        # their own RE2 gate matches.
+        self._token = [r for r in selected if not r.context and r.gate is None]
+        self._gated = [
+            (r, Prefilter([r.gate])) for r in selected if not r.context and r.gate is not None
+        ]
+        # Every cue of the token rules, flat: one pass of substring tests per long token.
+        self._exact_cues = [
+            (cue, i) for i, r in enumerate(self._token) if not r.lower_cues for cue in r.cues
+        ]
+        self._lower_cues = [
+            (cue, i) for i, r in enumerate(self._token) if r.lower_cues for cue in r.cues
+        ]
+        needs_long = self._token or any(r.min_length >= LONG_TOKEN for r, _ in self._context)
+        self._long = Prefilter([rf"\S{{{LONG_TOKEN},}}"]) if needs_long else None
 
     def find(self, text: str) -> list[Match]:
         found: list[Match] = []
-        longest = LONG_TOKEN - 1  # when the prefilter says no, no token is this long
-        if self._maybe is not None and self._maybe.maybe(text):
+        longest = 0  # of the whitespace-free tokens, when one is LONG_TOKEN or more
+        if self._long is not None and self._long.maybe(text):
             words = text.split()
             lengths = list(map(len, words))
             longest = max(lengths, default=0)
-            if longest >= self._shortest:
-                pos = 0
-                shortest = self._shortest
-                for token in compress(words, map(shortest.__le__, lengths)):
-                    size = len(token)
-                    start = text.find(token, pos)
-                    pos = start + size
-                    for rule in self._token:
-                        if rule.min_length > size:
-                            break
-                        if rule.applies(token):
-                            found.extend(
-                                Match(start + s, start + e, SECRET_ENTITY)
-                                for s, e in rule.find(token)
-                            )
-        known_longest = self._maybe is not None
-        for rule in self._context:
-            if not rule.applies(text):
-                continue
-            if rule.min_length >= LONG_TOKEN and not known_longest:
-                longest = max(map(len, text.split()), default=0)
-                known_longest = True
-            if longest >= rule.min_length:
+            pos = 0
+            for token in compress(words, map(LONG_TOKEN.__le__, lengths)):
+                start = text.find(token, pos)
+                pos = start + len(token)
+                hits = {i for cue, i in self._exact_cues if cue in token}
+                if self._lower_cues:
+                    lowered = token.lower()
+                    hits.update(i for cue, i in self._lower_cues if cue in lowered)
+                for i in sorted(hits):
+                    found.extend(
+                        Match(start + s, start + e, SECRET_ENTITY)
+                        for s, e in self._token[i].find(token)
+                    )
+        for rule, gate in self._gated:
+            if rule.applies(text) and gate.maybe(text):
                 found.extend(Match(s, e, SECRET_ENTITY) for s, e in rule.find(text))
+        text_lower: str | None = None
+        for rule, context_gate in self._context:
+            if rule.min_length > max(longest, LONG_TOKEN - 1):
+                continue
+            if rule.lower_cues:
+                if text_lower is None:
+                    text_lower = text.lower()
+                if not any(cue in text_lower for cue in rule.cues):
+                    continue
+            elif not any(cue in text for cue in rule.cues):
+                continue
+            if context_gate is not None and not context_gate.maybe(text):
+                continue
+            found.extend(Match(s, e, SECRET_ENTITY) for s, e in rule.find(text))
         # Two rules (or two patterns of one) may report the same secret.
         return list(dict.fromkeys(found))
 
