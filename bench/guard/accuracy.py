@@ -77,6 +77,7 @@ PII_1KB: Final = (
 """About 1 KB dense with findings (the worst case: every validator runs)."""
 SPEED_TEXTS: Final = {"prose": PROSE_1KB, "mixed": MIXED_1KB, "pii-dense": PII_1KB}
 
+
 def load_corpus(path: Path = CORPUS) -> list[dict[str, Any]]:
     """The corpus's samples, one dict per JSONL line."""
     with path.open(encoding="utf-8") as lines:

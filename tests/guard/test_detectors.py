@@ -313,6 +313,7 @@ PEM = (
         ("gitlab_token", "glpat-xY7zQ2wR9vT4nM8kL3pS", "glpat-xY7zQ2wR9vT4nM8kL3pS"),
         ("jwt", f"Bearer {JWT} rest", JWT),
         ("basic_auth", "postgres://app:s3cr3t@db.example.com/app", "s3cr3t"),
+        ("basic_auth", "redis://default:Pa55w0rd!x@cache.example.net:6379", "Pa55w0rd!x"),
         (
             "slack",
             "xoxb-2048930261-4096813455-aZ9bY8cX7dW6eV5fU4gT",
@@ -363,6 +364,7 @@ def test_every_secret_rule_has_patterns_and_cues() -> None:
         "eyJub3QganNvbg.eyJub3QganNvbg.c2ln is base64 but not JSON",
         "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----",
         "https://example.com:8080/path and http://user@example.com/",
+        "postgres://app:${DB_PASSWORD}@db/app (a template, not a password)",
         "sha256 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
         "password = os.environ['DB_PASSWORD']",
     ],

@@ -163,7 +163,11 @@ SECRET_RULES: Final[dict[str, SecretRule]] = {
         SecretRule("azure_storage_key", _plugin(AzureStorageKeyDetector), ("AccountKey=",)),
         SecretRule(
             "basic_auth",
-            _plugin(BasicAuthDetector),
+            # detect-secrets' pattern refuses RFC 3986 sub-delimiters in the password; real
+            # passwords have them ("Pa55w0rd!x"), so a second pattern allows all but the
+            # template characters (`${DB_PASSWORD}` is not a secret).
+            _plugin(BasicAuthDetector)
+            + _compiled(r"://[^:/?#\[\]@\s]+:([^/?#\[\]@${}\s<>\"'`]+)@"),
             ("://",),
             group=True,
             min_length=12,
