@@ -467,6 +467,10 @@ def test_words_detector_whole_words_phrases_any_case() -> None:
     text = "Foo, food, bar   baz, barbaz, C++ and STRASSE or straße."
     assert found(detector, text) == ["Foo", "bar   baz", "C++", "straße"]
     assert {m.entity for m in detector.find("foo")} == {"BANNED"}
+    assert found(WordsDetector("w", ["caf", "naïve"]), "café, naïveté, caf, naïve") == [
+        "caf",
+        "naïve",
+    ]
 
 
 def test_many_words_stay_fast() -> None:
@@ -480,6 +484,8 @@ def test_many_words_stay_fast() -> None:
         matches = found(detector, text)
     per_call = (time.perf_counter() - start) / 100
     assert matches == ["word99999x"]
+    # Measured here: compiled in ~0.4 s, ~18 us per 1 KB (a set lookup over word tokens
+    # costs ~55 us per 1 KB whatever the list's size); the bounds leave room for slow CI.
     assert compiled < 10 and per_call < 0.005
 
 

@@ -38,6 +38,22 @@ def compile_re2(pattern: str, *, ignore_case: bool = False, what: str = "pattern
         raise ValueError(f"{what} {pattern!r} is not valid RE2 syntax: {message}") from None
 
 
+class Re2Spans:
+    """An RE2 program for str and for bytes: ASCII text (most of it) is searched as bytes,
+    where offsets need no conversion (the wrapper converts each match's byte offsets to
+    character offsets by decoding the text before it: quadratic in matches on long text)."""
+
+    def __init__(self, pattern: str, *, ignore_case: bool = False, what: str = "pattern") -> None:
+        self.text = compile_re2(pattern, ignore_case=ignore_case, what=what)
+        self._bytes: Any = re2.compile(pattern.encode(), _options(ignore_case))
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Every non-empty match's (start, end), in character offsets."""
+        if text.isascii():
+            return [m.span() for m in self._bytes.finditer(text.encode()) if m.end() > m.start()]
+        return [m.span() for m in self.text.finditer(text) if m.end() > m.start()]
+
+
 def entity_of(name: str) -> str:
     """The placeholder stem of a custom detector: its name, upper-cased, `-`/space as `_`."""
     return name.upper().replace("-", "_").replace(" ", "_")
@@ -49,9 +65,9 @@ class RegexDetector:
     def __init__(self, name: str, pattern: str, *, ignore_case: bool = False) -> None:
         self.name = name
         self.entity = entity_of(name)
-        self._regex = compile_re2(pattern, ignore_case=ignore_case)
+        self._regex = Re2Spans(pattern, ignore_case=ignore_case)
         for probe in _PROBES:
-            m = self._regex.search(probe)
+            m = self._regex.text.search(probe)
             if m is not None and m.end() == m.start():
                 raise ValueError(
                     f"pattern {pattern!r} matches the empty string (it would match everywhere "
@@ -59,11 +75,7 @@ class RegexDetector:
                 )
 
     def find(self, text: str) -> list[Match]:
-        return [
-            Match(m.start(), m.end(), self.entity)
-            for m in self._regex.finditer(text)
-            if m.end() > m.start()
-        ]
+        return [Match(start, end, self.entity) for start, end in self._regex.spans(text)]
 
 
 def _word_pattern(word: str) -> str:
@@ -93,12 +105,26 @@ class WordsDetector:
         unique = sorted(dict.fromkeys(w.lower() for w in cleaned), key=len, reverse=True)
         # Phrases match across any run of whitespace, as in the text.
         alternation = "|".join(_word_pattern(w).replace(r"\ ", r"\s+") for w in unique)
-        self._regex = compile_re2(
+        self._regex = Re2Spans(
             f"(?:{alternation})", ignore_case=True, what=f"word list of {len(unique)} words"
         )
 
     def find(self, text: str) -> list[Match]:
-        return [Match(m.start(), m.end(), self.entity) for m in self._regex.finditer(text)]
+        found = []
+        for start, end in self._regex.spans(text):
+            # RE2's \b knows only ASCII letters: "caf" would match in "café".
+            if _glued(text, start - 1, text[start]) or _glued(text, end, text[end - 1]):
+                continue
+            found.append(Match(start, end, self.entity))
+        return found
 
 
-__all__ = ["RE2_MAX_MEM", "RegexDetector", "WordsDetector", "compile_re2", "entity_of"]
+def _glued(text: str, index: int, edge: str) -> bool:
+    """Whether the character at `index` continues the word whose edge character is `edge`."""
+    if not 0 <= index < len(text) or not (edge.isalnum() or edge == "_"):
+        return False
+    neighbour = text[index]
+    return neighbour.isalnum() or neighbour == "_"
+
+
+__all__ = ["RE2_MAX_MEM", "Re2Spans", "RegexDetector", "WordsDetector", "compile_re2", "entity_of"]
