@@ -274,7 +274,7 @@ class LlmBackend(Backend):
     # -- the request path ----------------------------------------------------------------------
 
     async def serve(self, call: LlmCall, receive: Receive, send: Send, ctx: RequestContext) -> None:
-        guarding = call.api != EMBEDDINGS and guarded(ctx)
+        guarding = guarded(ctx)
         if guarding:  # guard: the request's content (masked in place, or refused)
             await guard_request(call, ctx)
         cache = self.cache

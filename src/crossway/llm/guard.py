@@ -3,7 +3,8 @@
 `LlmBackend.serve` calls these only when the route has a guard (`guarded(ctx)`):
 
 - `guard_request` before anything goes upstream: the system prompt, every message's text, the
-  tool results and the assistant tool-call arguments sent back. A block raises `GuardBlocked`
+  tool results and the assistant tool-call arguments sent back (and an embeddings request's
+  `input` texts). A block raises `GuardBlocked`
   (rendered in the caller's error format; no upstream sees the request). A masked request
   goes upstream masked: OpenAI Chat re-encodes its canonical body (`call.modified`); Anthropic
   Messages and Responses mask the client's own body (`call.source`), whose bytes are what the
@@ -27,7 +28,7 @@ import orjson
 from crossway.guard.content import Slot, any_changed, string_slots
 from crossway.llm.api.anthropic_messages import messages_to_chat
 from crossway.llm.api.responses import responses_to_chat
-from crossway.llm.calls import CHAT, MESSAGES, RESPONSES, LlmCall
+from crossway.llm.calls import CHAT, EMBEDDINGS, MESSAGES, RESPONSES, LlmCall
 from crossway.llm.guard_stream import guard_stream
 from crossway.policy.guardrails import GuardBlocked, guard_content
 from crossway.server.context import RequestContext
@@ -102,6 +103,12 @@ async def guard_request(call: LlmCall, ctx: RequestContext) -> None:
     elif call.api in (MESSAGES, RESPONSES):
         root = call.source or {}
         found = messages_slots(root) if call.api == MESSAGES else responses_request_slots(root)
+    elif call.api == EMBEDDINGS:
+        root = call.canonical()
+        found = Slots()
+        found.text(root, "input", "embedding_input")  # a string, or a list of strings
+        if isinstance(root.get("input"), list):
+            string_slots(root["input"], "embedding_input", found.slots)
     else:
         return
     if not found.slots:
@@ -115,7 +122,7 @@ async def guard_request(call: LlmCall, ctx: RequestContext) -> None:
     if not found.finish():
         return
     raw = orjson.dumps(root)
-    if call.api == CHAT:
+    if call.api in (CHAT, EMBEDDINGS):
         call.modified = True  # the canonical (masked) body goes upstream, never the raw bytes
     elif call.api == MESSAGES:
         call.body = messages_to_chat(root)
@@ -255,6 +262,8 @@ def _response_parts(parts: Any, kind: str, found: Slots) -> None:
 async def guard_body(call: LlmCall, body: bytes, ctx: RequestContext) -> bytes:
     """Guard a whole answer in the client's API: the masked body re-encoded (the same bytes
     when nothing changed), or `GuardBlocked`."""
+    if call.api not in (CHAT, MESSAGES, RESPONSES):
+        return body  # embeddings: vectors, no text
     try:
         root = orjson.loads(body)
     except orjson.JSONDecodeError:

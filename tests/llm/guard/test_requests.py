@@ -335,3 +335,13 @@ def test_a_streamed_masked_request_is_forwarded_masked(stack: GuardStack) -> Non
     sent = orjson.loads(_sent(stack, "openai"))
     assert sent["messages"][0]["content"] == "I am <EMAIL>"
     assert sent["stream_options"] == {"include_usage": True}
+
+
+def test_an_embeddings_input_is_guarded_too(stack: GuardStack) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        oai(stack).embeddings.create(model="openai", input=["fine", f"card {CARD}"])
+    refused(caught.value)
+    nothing_sent(stack)
+    with pytest.raises(openai.BadRequestError):
+        oai(stack).embeddings.create(model="openai", input=f"card {CARD}")
+    nothing_sent(stack)
