@@ -70,4 +70,23 @@ class Prefilter:
         return self._regex.search(text.encode("utf-8", "replace")) is not None
 
 
-__all__ = ["Prefilter", "unicode_superset"]
+class GateSet:
+    """Several RE2 patterns searched in one pass (an `RE2::Set`): which of them match the
+    text, wherever and however they overlap."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        options = re2.Options()
+        options.log_errors = False
+        options.max_mem = _MAX_MEM
+        self._set: Any = re2.Set.SearchSet(options)
+        for pattern in patterns:
+            self._set.Add(pattern.encode())
+        self._set.Compile()
+
+    def passed(self, text: str) -> frozenset[int]:
+        """The indexes (in the order given) of the patterns that match `text`."""
+        hits = self._set.Match(text.encode("utf-8", "replace"))
+        return frozenset(hits) if hits else frozenset()
+
+
+__all__ = ["GateSet", "Prefilter", "unicode_superset"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import compress
 from typing import Final
 
 from detect_secrets.plugins.artifactory import ArtifactoryDetector
@@ -44,8 +43,9 @@ from detect_secrets.plugins.stripe import StripeDetector
 from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
 
-from crossway.guard.detectors._prefilter import Prefilter
+from crossway.guard.detectors._prefilter import GateSet
 from crossway.guard.detectors.base import Match
+from crossway.guard.detectors.custom import Re2Spans
 
 SECRET_ENTITY: Final = "SECRET"
 LONG_TOKEN: Final = 20
@@ -74,8 +74,9 @@ class SecretRule:
     min_length: int = 20
     """The shortest text the secret can be (the gate for both kinds of rule)."""
     gate: str | None = None
-    """For a rule whose secret can be shorter than `LONG_TOKEN`: an RE2 pattern that any text
-    holding the secret matches; the rule then runs on the whole text when it matches."""
+    """An RE2 pattern any text holding the secret matches: the rule then runs on the whole
+    text when it matches (context rules, and secrets that can be shorter than `LONG_TOKEN`).
+    Rules without one are token rules. Case-insensitive when `lower_cues`."""
     group: bool = False
     """The secret is the pattern's first group (an assignment's value, a URL's password)."""
     extend: frozenset[str] | None = None
@@ -249,6 +250,7 @@ SECRET_RULES: Final[dict[str, SecretRule]] = {
             ("PRIVATE KEY", "PuTTY-User-Key-File"),
             context=True,
             min_length=0,
+            gate="PRIVATE KEY|PuTTY-User-Key-File",
         ),
         SecretRule("pypi_token", _plugin(PypiTokenDetector), ("pypi-",)),
         SecretRule("sendgrid", _plugin(SendGridDetector), ("SG.",)),
@@ -280,9 +282,10 @@ SECRET_RULES: Final[dict[str, SecretRule]] = {
 class SecretsDetector:
     """Credentials (`SECRET`): the rules named in `rules`, default all of `SECRET_RULES`.
 
-    Speed: prose has no long tokens, so most text costs one `split()` and a few substring
-    tests; a rule's regex runs only on the tokens (or, for context rules, the text) that hold
-    one of its cues."""
+    Speed: one RE2 set search says which gates the text passes (a whitespace-free token of
+    `LONG_TOKEN` characters, each gated rule's own gate); prose passes none, so it costs
+    that one pass. Token rules then run on the long tokens holding one of their cues, gated
+    rules on the whole text."""
 
     entity: Final = SECRET_ENTITY
 
@@ -301,18 +304,11 @@ class SecretsDetector:
             if not names:
                 raise ValueError("secrets: rules is empty (omit it for all rules)")
             selected = [SECRET_RULES[n] for n in dict.fromkeys(names)]
-        self._context = [
-            (r, Prefilter([r.gate], ignore_case=r.lower_cues) if r.gate else None)
-            for r in selected
-            if r.context
-        ]
-        # Token rules: secrets of at least LONG_TOKEN characters, without whitespace; they
-        # run on such tokens only. Gated rules (shorter secrets) run on the whole text when
-        # their own RE2 gate matches.
-        self._token = [r for r in selected if not r.context and r.gate is None]
-        self._gated = [
-            (r, Prefilter([r.gate])) for r in selected if not r.context and r.gate is not None
-        ]
+        # Token rules: secrets of at least LONG_TOKEN characters without whitespace, run on
+        # such tokens only. Gated rules (context rules, shorter secrets) run on the whole
+        # text when their own gate matches.
+        self._token = [r for r in selected if r.gate is None]
+        self._gated = [r for r in selected if r.gate is not None]
         # Every cue of the token rules, flat: one pass of substring tests per long token.
         self._exact_cues = [
             (cue, i) for i, r in enumerate(self._token) if not r.lower_cues for cue in r.cues
@@ -320,20 +316,24 @@ class SecretsDetector:
         self._lower_cues = [
             (cue, i) for i, r in enumerate(self._token) if r.lower_cues for cue in r.cues
         ]
-        needs_long = self._token or any(r.min_length >= LONG_TOKEN for r, _ in self._context)
-        self._long = Prefilter([rf"\S{{{LONG_TOKEN},}}"]) if needs_long else None
+        gates = [rf"\S{{{LONG_TOKEN},}}"] + [
+            f"(?i:{r.gate})" if r.lower_cues else f"(?:{r.gate})" for r in self._gated
+        ]
+        self._gates = GateSet(gates)
+        self._tokens = Re2Spans(rf"\S{{{LONG_TOKEN},}}")
 
     def find(self, text: str) -> list[Match]:
+        passed = self._gates.passed(text)
+        if not passed:
+            return []
         found: list[Match] = []
         longest = 0  # of the whitespace-free tokens, when one is LONG_TOKEN or more
-        if self._long is not None and self._long.maybe(text):
-            words = text.split()
-            lengths = list(map(len, words))
-            longest = max(lengths, default=0)
-            pos = 0
-            for token in compress(words, map(LONG_TOKEN.__le__, lengths)):
-                start = text.find(token, pos)
-                pos = start + len(token)
+        if 0 in passed:
+            for start, end in self._tokens.spans(text):
+                longest = max(longest, end - start)
+                if not self._token:
+                    continue
+                token = text[start:end]
                 hits = {i for cue, i in self._exact_cues if cue in token}
                 if self._lower_cues:
                     lowered = token.lower()
@@ -343,23 +343,9 @@ class SecretsDetector:
                         Match(start + s, start + e, SECRET_ENTITY)
                         for s, e in self._token[i].find(token)
                     )
-        for rule, gate in self._gated:
-            if rule.applies(text) and gate.maybe(text):
+        for index, rule in enumerate(self._gated, start=1):
+            if index in passed and (rule.min_length < LONG_TOKEN or longest >= rule.min_length):
                 found.extend(Match(s, e, SECRET_ENTITY) for s, e in rule.find(text))
-        text_lower: str | None = None
-        for rule, context_gate in self._context:
-            if rule.min_length > max(longest, LONG_TOKEN - 1):
-                continue
-            if rule.lower_cues:
-                if text_lower is None:
-                    text_lower = text.lower()
-                if not any(cue in text_lower for cue in rule.cues):
-                    continue
-            elif not any(cue in text for cue in rule.cues):
-                continue
-            if context_gate is not None and not context_gate.maybe(text):
-                continue
-            found.extend(Match(s, e, SECRET_ENTITY) for s, e in rule.find(text))
         # Two rules (or two patterns of one) may report the same secret.
         return list(dict.fromkeys(found))
 
