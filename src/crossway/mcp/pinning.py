@@ -51,6 +51,7 @@ PIN_RECHECK_SECONDS: Final = 1.0
 """While a tool is blocked, tool lists re-read its pin from the shared file at most this often
 (a call to the blocked tool always re-reads it)."""
 
+
 def tool_fingerprint(tool: Mapping[str, Any]) -> str:
     """sha256 (hex) of the canonical JSON of a tool's name, description and input schema."""
     canonical = orjson.dumps(
