@@ -547,3 +547,39 @@ def _fake_presidio(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     monkeypatch.setitem(sys.modules, "presidio_analyzer", analyzer)
     monkeypatch.setitem(sys.modules, "presidio_analyzer.nlp_engine", nlp)
     return calls
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sk-" * 7000,  # detect-secrets' OpenAI pattern backtracks quadratically (0.8 s before)
+        "eyJa." * 4000,  # one JWT-shaped run extended once per match (1.2 s before)
+        "key" + " " * 20000 + "x " + 'key = "' + "a" * 44 + '"',  # nested space repetitions
+        "-----BEGIN RSA PRIVATE KEY-----\n" * 600,  # a search for END per BEGIN
+        "PuTTY-User-Key-File-2: ssh-rsa\n" * 600,
+    ],
+    ids=["openai", "jwt", "assignment", "pem", "putty"],
+)
+def test_secrets_take_linear_time_on_crafted_text(text: str) -> None:
+    detector = SecretsDetector()
+    start = time.perf_counter()
+    detector.find(text)
+    assert time.perf_counter() - start < 0.3
+
+
+def test_every_builtin_detector_is_fast_on_crafted_text() -> None:
+    detectors = build({"type": "pii"}) + build({"type": "secrets"}) + build({"type": "injection"})
+    for text in (
+        "1 " * 10000,
+        "a@" * 10000,
+        "x@" + "a-" * 10000,
+        "DE89 " + "AAAA " * 4000,
+        "::" * 10000,
+        "ignore previous " * 1200,
+        "i\u200b" * 10000,
+        "\U000e0041" * 20000,
+    ):
+        for detector in detectors:
+            start = time.perf_counter()
+            detector.find(text)
+            assert time.perf_counter() - start < 0.3, (detector.name, text[:20])

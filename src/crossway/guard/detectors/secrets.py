@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
+from typing import Any, Final
 
+import re2
 from detect_secrets.plugins.artifactory import ArtifactoryDetector
 from detect_secrets.plugins.aws import AWSKeyDetector
 from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
@@ -52,8 +53,8 @@ LONG_TOKEN: Final = 20
 """Token rules whose secrets are at least this long share one prefilter: a whitespace-free
 run of this many characters."""
 
-_TOKEN_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
-_JWT_CHARS: Final = _TOKEN_CHARS | frozenset("=.+/")
+_TOKEN_CHARS: Final = re.compile(r"[A-Za-z0-9_\-]*")
+_JWT_CHARS: Final = re.compile(r"[A-Za-z0-9_\-=.+/]*")
 _EDGE_CHARS: Final = " \t\r\n=:\"'"
 
 
@@ -79,43 +80,112 @@ class SecretRule:
     Rules without one are token rules. Case-insensitive when `lower_cues`."""
     group: bool = False
     """The secret is the pattern's first group (an assignment's value, a URL's password)."""
-    extend: frozenset[str] | None = None
+    extend: re.Pattern[str] | None = None
     """Characters the match is extended over at its end (the rest of a token the pattern
     stops short of)."""
     strip_edges: bool = False
     """Trim the delimiters the pattern includes (whitespace, quotes, `=`, `:`)."""
-    truncate: frozenset[str] | None = None
+    truncate: re.Pattern[str] | None = None
     """Characters the secret is made of: it ends before the first other one (a pattern that
     runs on to the end of the line)."""
     validate: Callable[[str], bool] | None = None
+    finder: Callable[[str], Iterable[tuple[int, int]]] | None = None
+    """Finds the spans itself (instead of `patterns`)."""
+    engines: tuple[_Engine, ...] = field(init=False, repr=False, compare=False, default=())
+    """The patterns, compiled for RE2 where it can run them (set at construction)."""
 
     def applies(self, text: str) -> bool:
         """Whether one of the cues occurs in `text` (cheap: substring tests)."""
         probe = text.lower() if self.lower_cues else text
         return any(cue in probe for cue in self.cues)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "engines", tuple(_Engine(p) for p in self.patterns))
+
     def find(self, text: str) -> Iterable[tuple[int, int]]:
-        for pattern in self.patterns:
-            for m in pattern.finditer(text):
-                if self.group and m.lastindex:
-                    start, end = m.span(1)
-                else:
-                    start, end = m.span()
+        if self.finder is not None:
+            yield from self.finder(text)
+            return
+        for engine in self.engines:
+            covered = 0  # a match inside the last one's (extended) span is the same secret
+            for whole, first in engine.matches(text):
+                if whole[0] < covered:
+                    continue
+                start, end = first if self.group and first is not None else whole
                 if self.strip_edges:
                     while start < end and text[start] in _EDGE_CHARS:
                         start += 1
                     while end > start and text[end - 1] in _EDGE_CHARS:
                         end -= 1
                 if self.truncate is not None:
-                    cut = start
-                    while cut < end and text[cut] in self.truncate:
-                        cut += 1
-                    end = cut
+                    cut = self.truncate.match(text, start, end)
+                    end = cut.end() if cut else start
                 if self.extend is not None:
-                    while end < len(text) and text[end] in self.extend:
-                        end += 1
+                    more = self.extend.match(text, end)
+                    if more:
+                        end = more.end()
+                covered = max(covered, end)
                 if end > start and (self.validate is None or self.validate(text[start:end])):
                     yield start, end
+
+
+_WORD_LOOKBEHIND: Final = r"(?:(?<=\W)|(?<=^))"
+_CLASS_LOOKAHEADS: Final = (r"(?![a-zA-Z0-9_\-])", r"(?![a-f0-9])")
+
+
+class _Engine:
+    """One pattern, run by RE2 (linear time) whenever RE2 can: detect-secrets' patterns are
+    written for Python's backtracking engine, and some of them (`sk-[...]*[...]{20}T3Bl...`,
+    `key *(?:=| +) *...`) take quadratic time on crafted text. The lookarounds RE2 lacks
+    (a word-start lookbehind, a character-class lookahead after the secret) are checked
+    after the match instead. Patterns RE2 still refuses keep Python's engine; their
+    repetitions are bounded (linear)."""
+
+    __slots__ = ("_bytes", "_python", "_str", "not_after", "word_start")
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        source = pattern.pattern
+        self.word_start = source.startswith(_WORD_LOOKBEHIND)
+        if self.word_start:
+            source = source[len(_WORD_LOOKBEHIND) :]
+        self.not_after: re.Pattern[str] | None = None
+        for lookahead in _CLASS_LOOKAHEADS:
+            if lookahead in source:
+                source = source.replace(lookahead, "")
+                self.not_after = re.compile(lookahead[3:-1])
+        options = re2.Options()
+        options.log_errors = False
+        options.case_sensitive = not pattern.flags & re.IGNORECASE
+        self._python: re.Pattern[str] | None = None
+        try:
+            self._str: Any = re2.compile(source, options)
+            self._bytes: Any = re2.compile(source.encode(), options)
+        except re2.error:
+            self._python = pattern
+            self.word_start = False
+            self.not_after = None
+
+    def matches(self, text: str) -> Iterable[tuple[tuple[int, int], tuple[int, int] | None]]:
+        """(span of the match, span of its first group or None), left to right."""
+        if self._python is not None:
+            for m in self._python.finditer(text):
+                yield m.span(), (m.span(1) if m.lastindex else None)
+            return
+        regex, subject = (self._bytes, text.encode()) if text.isascii() else (self._str, text)
+        for m in regex.finditer(subject):
+            whole = m.span()
+            first = m.span(1) if m.lastindex else None
+            if first is not None and first[0] < 0:
+                first = None
+            if self.word_start and whole[0] > 0:
+                before = text[whole[0] - 1]
+                if before.isalnum() or before == "_":
+                    continue
+            if self.not_after is not None:
+                after = (first or whole)[1]
+                if after < len(text) and self.not_after.match(text, after):
+                    continue
+            yield whole, first
 
 
 def _plugin(cls: type, *indexes: int) -> tuple[re.Pattern[str], ...]:
@@ -127,15 +197,53 @@ def _jwt_valid(token: str) -> bool:
     return token.count(".") >= 2 and bool(JwtTokenDetector.is_formally_valid(token))
 
 
-_PEM_BLOCK: Final = re.compile(
-    r"-----BEGIN ((?:RSA |DSA |EC |OPENSSH |ENCRYPTED |SSH2 ENCRYPTED )?PRIVATE KEY|PGP PRIVATE KEY BLOCK)-----"
-    r"(?:[\s\S]{0,16384}?-----END \1-----"  # the whole block when it ends
-    r"|[ \t]?[A-Za-z0-9+/=]*"  # else BEGIN, and the headers and base64 lines that follow
-    r"(?:(?:\r?\n|\\n)(?:[A-Za-z0-9+/=]+|[A-Za-z\-]+: [^\r\n\\]*)(?=\r?\n|\\n|$))*)"
+_PEM_BEGIN: Final = re.compile(
+    r"-----BEGIN ((?:RSA |DSA |EC |OPENSSH |ENCRYPTED |SSH2 ENCRYPTED )?PRIVATE KEY"
+    r"|PGP PRIVATE KEY BLOCK)-----"
 )
-_PUTTY: Final = re.compile(
-    r"PuTTY-User-Key-File-\d: [\s\S]{0,8192}?Private-MAC: [0-9a-f]+|PuTTY-User-Key-File-\d:[^\n]*"
+_PEM_BODY: Final = re.compile(  # when there is no END: the headers and base64 lines that follow
+    r"[ \t]?[A-Za-z0-9+/=]*"
+    r"(?:(?:\r?\n|\\n)(?:[A-Za-z0-9+/=]+|[A-Za-z\-]+: [^\r\n\\]*)(?=\r?\n|\\n|$))*"
 )
+MAX_PEM_BLOCK: Final = 16384
+"""The longest private-key block searched for its END line (an RSA-8192 key is ~6.5 KB)."""
+
+
+def _private_keys(text: str) -> Iterable[tuple[int, int]]:
+    """Whole PEM blocks (BEGIN to END), else the BEGIN line and the base64 lines after it;
+    the END is looked for with `str.find` (linear), never a backtracking regex."""
+    covered = 0
+    next_end: dict[str, int] = {}  # per kind, where its next END line is (-1: none left)
+    for m in _PEM_BEGIN.finditer(text):
+        if m.start() < covered:
+            continue
+        end_line = f"-----END {m.group(1)}-----"
+        end = next_end.get(end_line, 0)
+        if 0 <= end < m.end():
+            end = next_end[end_line] = text.find(end_line, m.end())
+        if 0 <= end <= m.end() + MAX_PEM_BLOCK:
+            end += len(end_line)
+        else:
+            body = _PEM_BODY.match(text, m.end())
+            end = body.end() if body else m.end()
+        covered = end
+        yield m.start(), end
+
+
+_PUTTY: Final = re.compile(r"PuTTY-User-Key-File-\d:[^\n]*")
+
+
+def _putty_keys(text: str) -> Iterable[tuple[int, int]]:
+    """A PuTTY key file from its first line to its `Private-MAC` line, else the first line."""
+    covered = 0
+    for m in _PUTTY.finditer(text):
+        if m.start() < covered:
+            continue
+        mac = text.find("Private-MAC: ", m.end(), m.end() + MAX_PEM_BLOCK)
+        end = text.find("\n", mac) if mac >= 0 else m.end()
+        end = len(text) if end < 0 else end
+        covered = end
+        yield m.start(), end
 
 
 def _compiled(*patterns: str, flags: int = 0) -> tuple[re.Pattern[str], ...]:
@@ -246,11 +354,12 @@ SECRET_RULES: Final[dict[str, SecretRule]] = {
         SecretRule("huggingface", _compiled(r"\bhf_[A-Za-z]{34}(?![\w\-])"), ("hf_",)),
         SecretRule(
             "private_key",
-            (_PEM_BLOCK, _PUTTY),
+            (_PEM_BEGIN, _PUTTY),
             ("PRIVATE KEY", "PuTTY-User-Key-File"),
             context=True,
             min_length=0,
             gate="PRIVATE KEY|PuTTY-User-Key-File",
+            finder=lambda text: [*_private_keys(text), *_putty_keys(text)],
         ),
         SecretRule("pypi_token", _plugin(PypiTokenDetector), ("pypi-",)),
         SecretRule("sendgrid", _plugin(SendGridDetector), ("SG.",)),
