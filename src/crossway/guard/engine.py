@@ -119,11 +119,11 @@ class Guard:
             if (f.action != "mask" and not every) or f.end <= start or f.start >= stop:
                 continue
             begin = max(f.start, at)
-            if begin > at:
-                parts.append(text[at:begin])
-            if begin == f.start or begin < f.end:
-                parts.append(f.placeholder)
-            at = max(at, min(f.end, stop))
+            if begin >= f.end:  # wholly inside an earlier finding
+                continue
+            parts.append(text[at:begin])
+            parts.append(f.placeholder)
+            at = min(f.end, stop)
         parts.append(text[at:stop])
         return "".join(parts)
 

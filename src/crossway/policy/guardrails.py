@@ -68,18 +68,21 @@ class GuardrailPolicy(Policy):
         except ValueError as exc:
             raise ValueError(f"guardrails {config.name!r}: {exc}") from None
 
-    async def start(self) -> None:
-        for direction in ("request", "response"):
-            for check in self.guard.external[direction]:  # type: ignore[index]
-                await check.start()
-
-    async def close(self) -> None:
-        seen: set[int] = set()
+    def _checks(self) -> list[Any]:
+        """Each external check once (one acting in both directions is listed under both)."""
+        unique: dict[int, Any] = {}
         for checks in self.guard.external.values():
             for check in checks:
-                if id(check) not in seen:
-                    seen.add(id(check))
-                    await check.close()
+                unique.setdefault(id(check), check)
+        return list(unique.values())
+
+    async def start(self) -> None:
+        for check in self._checks():
+            await check.start()
+
+    async def close(self) -> None:
+        for check in self._checks():
+            await check.close()
 
     async def check(self, ctx: RequestContext, slots: Sequence[Slot], direction: Direction) -> None:
         """Scan, mask or refuse the slots; then ask the external checks."""
