@@ -6,6 +6,7 @@ prometheus-client's multiprocess files.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -28,8 +29,10 @@ from crossway.server.admin_keys import KeyStores, key_routes
 from crossway.server.admin_logs import log_paths, log_routes
 from crossway.server.admin_openapi import build_document, openapi_route
 from crossway.server.admin_pins import pin_routes
+from crossway.server.admin_plane import AdminPlane
 from crossway.server.admin_probe import ProbeCollector, UpstreamProbe
 from crossway.server.admin_stats import stats_route
+from crossway.ui import Console, create_console
 
 
 class ConfigView:
@@ -40,14 +43,25 @@ class ConfigView:
         self.config = config
         self.error: str | None = None
         self._lock = threading.Lock()
+        self._stamp: tuple[int, int, int] | None = None
 
     def current(self) -> Config:
+        """The config the file holds now (re-read only when the file changed since the last
+        read; a file that no longer loads leaves the last valid config, with `error` set)."""
         with self._lock:
+            try:
+                info = os.stat(self.path)
+                stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+            except OSError:
+                stamp = None
+            if stamp is not None and stamp == self._stamp:
+                return self.config
             try:
                 self.config = load_config(self.path)
                 self.error = None
             except ConfigError as exc:
                 self.error = str(exc)
+            self._stamp = stamp
             return self.config
 
 
@@ -85,8 +99,8 @@ def store_health(registry: CollectorRegistry) -> dict[str, dict[str, Any]]:
     return out
 
 
-def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> Starlette:
-    """The admin Starlette app; metrics from `multiproc_dir` (several workers) or this process."""
+def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> AdminPlane:
+    """The admin plane: the API (Starlette) and the console at `/ui`; metrics from `multiproc_dir` (several workers) or this process."""
 
     started = time.time()
     probe = UpstreamProbe(view)
@@ -162,4 +176,9 @@ def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> Starlette:
         *log_routes(view),
     ]
     routes.append(openapi_route(build_document(log_paths())))
-    return Starlette(lifespan=lifespan, routes=routes)
+    api = Starlette(lifespan=lifespan, routes=routes)
+    console = Console(
+        view=view, probe=probe, registry=registry, started=started, workers_mode=workers_mode
+    )
+    console.api.bind(api)
+    return AdminPlane(api, create_console(console), view)

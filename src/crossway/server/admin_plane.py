@@ -1,0 +1,71 @@
+"""The admin plane's front door: the console under `/ui`, the admin API everywhere else.
+
+Whenever the admin plane listens beyond loopback, every API route but the probes (`/healthz`,
+`/readyz`) needs `admin.token` as a Bearer token; without a token configured there they are
+refused (403), so an admin plane exposed by mistake shows nothing. On loopback the API's own
+rules apply (`crossway.server.admin_auth`), as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Final
+
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from crossway.errors import Forbidden, GatewayError, Unauthenticated
+from crossway.server.admin_auth import _check_token, _is_loopback
+
+PROBES: Final = frozenset({"/healthz", "/readyz"})
+"""Served to anyone, wherever the admin plane listens (liveness and readiness probes)."""
+
+
+class AdminPlane:
+    """ASGI app: `/ui...` to the console, the rest to the admin API (lifespan included)."""
+
+    def __init__(self, api: Any, console: ASGIApp, view: Any) -> None:
+        self.api = api
+        self.console = console
+        self.view = view
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        """The admin API's routes (the console's are not part of the API)."""
+        routes: list[BaseRoute] = self.api.routes
+        return routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.api(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        if path == "/ui" or path.startswith("/ui/"):
+            await self.console(scope, receive, send)
+            return
+        if scope["type"] == "http" and path not in PROBES:
+            refusal = await self._refusal(scope)
+            if refusal is not None:
+                from crossway.server.admin_pins import _error
+
+                await _error(refusal)(scope, receive, send)
+                return
+        await self.api(scope, receive, send)
+
+    async def _refusal(self, scope: Scope) -> GatewayError | None:
+        cfg = await asyncio.to_thread(self.view.current)
+        admin = cfg.admin
+        if _is_loopback(admin.host):
+            return None
+        if admin.token is None:
+            return Forbidden(
+                f"the admin plane listens on {admin.host}, beyond loopback, so it needs "
+                "authentication: set admin.token (for example ${CROSSWAY_ADMIN_TOKEN})"
+            )
+        from starlette.requests import Request
+
+        try:
+            _check_token(Request(scope), admin)
+        except Unauthenticated as exc:
+            return exc
+        return None
