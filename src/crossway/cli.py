@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -21,12 +20,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run the gateway")
-    p_serve.add_argument("--config", "-c", required=True, help="config file (YAML)")
+    p_serve.add_argument("--config", "-c", help="config file (YAML; default $CROSSWAY_CONFIG)")
     p_serve.add_argument(
-        "--workers", "-w", type=int, default=1, help="worker processes (default 1)"
+        "--workers",
+        "-w",
+        type=int,
+        help="worker processes (default $CROSSWAY_WORKERS, else 1)",
     )
     p_serve.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="default $CROSSWAY_LOG_LEVEL, else info",
+    )
+    p_serve.add_argument(
+        "--log-format",
+        choices=["json", "text"],
+        help="default $CROSSWAY_LOG_FORMAT, else text on a terminal and json otherwise",
     )
     p_validate = sub.add_parser("validate", help="check a config file and print every problem")
     p_validate.add_argument("--config", "-c", required=True, help="config file (YAML)")
@@ -64,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(Config.model_json_schema(), indent=2))
         return 0
 
+    if args.command == "serve":
+        return _serve(args)
+
     from crossway.config import ConfigError, load_config
 
     try:
@@ -76,15 +88,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "validate":
         print(f"{args.config}: ok ({len(config.routes)} routes, {len(config.backends)} backends)")
         return 0
-    if args.workers < 1:
+    raise AssertionError(f"unhandled command {args.command!r}")  # pragma: no cover
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """`crossway serve`: flags, then the environment (`crossway.config.serve_env`), then the
+    config file. Bad input exits 2 with one message, never a traceback."""
+    from crossway.config import ConfigError
+    from crossway.config.serve_env import config_path, load_serving_config, read_serve_env
+    from crossway.telemetry.log_format import configure_logging, default_format
+
+    try:
+        found = read_serve_env()
+        path = config_path(args.config)
+        config = load_serving_config(path)
+    except ConfigError as exc:  # a bad variable (ServeEnvError) or a bad file
+        print(f"crossway: {exc}", file=sys.stderr)
+        return 2
+    workers = args.workers if args.workers is not None else (found.workers or 1)
+    if workers < 1:
         print("crossway: --workers must be at least 1", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_level = args.log_level or found.log_level or "info"
+    log_format = args.log_format or found.log_format or default_format()
+    configure_logging(log_level, log_format)
     from crossway.server.serve import serve
 
-    serve(args.config, config, args.workers)
+    serve(path, config, workers, log_level=log_level, log_format=log_format)
     return 0
 
 

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-from crossway.config import ConfigError, load_config
+from crossway.config import ConfigError
+from crossway.config.serve_env import load_serving_config
 from crossway.errors import GatewayError, NotFound
 from crossway.proxy import client
 from crossway.server import lifecycle
@@ -162,7 +163,7 @@ class GatewayApp:
             raise RuntimeError(f"no config: pass a path or set {CONFIG_ENV}")
         self.config_path = path
         self._mtime = _mtime(path)
-        config = load_config(path)
+        config = load_serving_config(path)  # the file, then the environment overrides
         self.runtime = await build_runtime(config)
         metrics.WORKERS_READY.inc()
         loop = asyncio.get_running_loop()
@@ -214,7 +215,7 @@ class GatewayApp:
         async with self._reload_lock:
             self._mtime = _mtime(self.config_path)
             try:
-                config = await asyncio.to_thread(load_config, self.config_path)
+                config = await asyncio.to_thread(load_serving_config, self.config_path)
             except ConfigError as exc:
                 metrics.CONFIG_RELOADS.labels("rejected").inc()
                 log.error("config reload rejected, still serving the previous config: %s", exc)

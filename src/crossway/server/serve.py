@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from crossway.config import Config
+from crossway.config.serve_env import LogFormat, LogLevel
 from crossway.config.tls import ListenTls, check_files, tls_files
+from crossway.telemetry.log_format import logging_config
 
 log = logging.getLogger("crossway")
 
@@ -39,12 +41,24 @@ def connections_per_worker() -> int:
     return max(MIN_CONNECTIONS_PER_WORKER, soft)
 
 
-def serve(config_path: str, config: Config, workers: int) -> None:
-    """Run until SIGINT/SIGTERM; SIGHUP reloads the config in every worker."""
+def serve(
+    config_path: str,
+    config: Config,
+    workers: int,
+    *,
+    log_level: LogLevel = "info",
+    log_format: LogFormat = "text",
+) -> None:
+    """Run until SIGINT/SIGTERM; SIGHUP reloads the config in every worker.
+
+    `config` is the serving config (`crossway.config.serve_env.load_serving_config`); the
+    workers load it again the same way, from `CROSSWAY_CONFIG` and the inherited environment.
+    """
     path = str(Path(config_path).resolve())
     os.environ["CROSSWAY_CONFIG"] = path
+    logging_options = _granian_logging(log_level, log_format)
     if workers == 1 and os.environ.get("CROSSWAY_SUPERVISOR") != "1":
-        _serve_single(path, config)
+        _serve_single(path, config, logging_options)
         return
     # Metrics of every worker process land here; the admin plane aggregates them.
     multiproc_dir = tempfile.mkdtemp(prefix="crossway-metrics-")
@@ -97,6 +111,7 @@ def serve(config_path: str, config: Config, workers: int) -> None:
         workers_kill_timeout=int(config.listen.drain_seconds) + 5,
         backlog=LISTEN_BACKLOG,
         backpressure=connections_per_worker(),
+        **logging_options,
         **tls_options(tls),
     )
     log.info(
@@ -114,7 +129,7 @@ def serve(config_path: str, config: Config, workers: int) -> None:
         shutil.rmtree(multiproc_dir, ignore_errors=True)
 
 
-def _serve_single(path: str, config: Config) -> None:
+def _serve_single(path: str, config: Config, logging_options: dict[str, Any]) -> None:
     """One process: granian's embedded server and the admin plane share this process's loop.
 
     Saves the supervisor process (about 50 MB) and the cross-process metric files.
@@ -139,6 +154,7 @@ def _serve_single(path: str, config: Config) -> None:
             log_access=False,
             backlog=LISTEN_BACKLOG,
             backpressure=connections_per_worker(),
+            **logging_options,
             **tls_options(config.listen.tls),
         )
         loop = asyncio.get_running_loop()
@@ -176,8 +192,17 @@ def _serve_single(path: str, config: Config) -> None:
                 admin.should_exit = True
                 await asyncio.gather(admin_task, return_exceptions=True)
 
-    logging.getLogger("granian").setLevel(logging.ERROR)  # silence "embedded is experimental"
     uvloop.run(main())
+
+
+def _granian_logging(log_level: LogLevel, log_format: LogFormat) -> dict[str, Any]:
+    """granian's logging arguments: its loggers through ours, in every worker process too."""
+    from granian.log import LogLevels
+
+    return {
+        "log_level": LogLevels(log_level),
+        "log_dictconfig": logging_config(log_level, log_format),
+    }
 
 
 def tls_options(tls: ListenTls | None) -> dict[str, Any]:
@@ -226,6 +251,7 @@ def _admin_server(path: str, config: Config, multiproc_dir: str | None) -> Any:
         host=config.admin.host,
         port=config.admin.port,
         log_level="warning",
+        log_config=None,  # uvicorn's loggers go through the root handler (log_format)
         access_log=False,
         lifespan="on",  # closes the stores the key routes opened,
     )
