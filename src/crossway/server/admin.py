@@ -25,13 +25,18 @@ from crossway import __version__
 from crossway.config import Config, ConfigError, load_config
 from crossway.config.secrets import redacted_dump
 from crossway.server.admin_a2a import a2a_task_routes
+from crossway.server.admin_agents import agent_paths, agent_routes
 from crossway.server.admin_keys import KeyStores, key_routes
 from crossway.server.admin_logs import log_paths, log_routes
+from crossway.server.admin_mcp import mcp_paths, mcp_routes
+from crossway.server.admin_models import model_paths, model_routes
 from crossway.server.admin_openapi import build_document, openapi_route
 from crossway.server.admin_pins import pin_routes
 from crossway.server.admin_plane import AdminPlane
 from crossway.server.admin_probe import ProbeCollector, UpstreamProbe
 from crossway.server.admin_stats import stats_route
+from crossway.server.admin_summary import summary_paths, summary_routes
+from crossway.server.admin_validate import validate_paths, validate_routes
 from crossway.ui import Console, create_console
 
 
@@ -174,8 +179,21 @@ def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> AdminPlane:
         *a2a_task_routes(view),
         *key_routes(view, key_stores),
         *log_routes(view),
+        *summary_routes(view, probe),
+        *model_routes(view, probe),
+        *mcp_routes(view, probe),
+        *agent_routes(view, probe),
+        *validate_routes(view, probe),
     ]
-    routes.append(openapi_route(build_document(log_paths())))
+    extra = {
+        **log_paths(),
+        **summary_paths(),
+        **model_paths(),
+        **mcp_paths(),
+        **agent_paths(),
+        **validate_paths(),
+    }
+    routes.append(openapi_route(build_document(extra)))
     api = Starlette(lifespan=lifespan, routes=routes)
     console = Console(
         view=view, probe=probe, registry=registry, started=started, workers_mode=workers_mode
