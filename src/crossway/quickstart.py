@@ -96,6 +96,8 @@ def main() -> int:
         gateway = subprocess.Popen(
             [sys.executable, "-m", "crossway", "serve", "--config", config], env=env
         )
+        admin_port = os.environ.get("CROSSWAY_ADMIN_PORT", "15000")
+        print(f"quickstart: console at http://127.0.0.1:{admin_port}/ui", flush=True)
         children.append(gateway)
         return gateway.wait()
     except KeyboardInterrupt:
