@@ -1,16 +1,19 @@
 """The admin API for virtual keys, teams, users, budgets and spend.
 
     POST   /keys                     create a key: 201 {"key": "<secret, shown once>", ...}
-    GET    /keys                     keys, oldest first (?user=, ?team=, ?include_revoked=true)
+    GET    /keys                     keys, oldest first (?user=, ?team=, ?include_revoked=true;
+                                     ?with_spend=true adds each key's `budget`)
     GET    /keys/{id}                one key (never its secret or digest)
     PATCH  /keys/{id}                change any settable field (null clears it)
     POST   /keys/{id}/rotate         a new secret for the same key: {"key": "<new secret>", ...}
     POST   /keys/{id}/revoke         revoke for good (DELETE /keys/{id} does the same)
     GET    /teams, /users            stored ones and those of `accounting.teams/users`
+                                     (?with_spend=true adds each one's `budget`)
     GET    /teams/{id}, /users/{id}  one (the store's, else the config's)
     PUT    /teams/{id}, /users/{id}  store its budget, limits and metadata (replaces them)
     DELETE /teams/{id}, /users/{id}  forget the stored one
     GET    /spend                    ?group_by=key,model&start=&end=&key=&user=&team=&model=
+                                     (&interval=1h: one row per group and time bucket)
     GET    /budgets/{kind}/{id}      the current period's spend against the budget
 
 Keys, budgets and spend are sensitive, so every route (reads too) needs `admin.token` as a
@@ -29,7 +32,8 @@ import asyncio
 import datetime as dt
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, cast
 from zoneinfo import ZoneInfo
@@ -69,6 +73,12 @@ log = logging.getLogger(__name__)
 MAX_BODY: Final = 64 * 1024
 """Largest JSON body a key, team or user route reads."""
 DEFAULT_GROUP_BY: Final = ("key",)
+MAX_BUCKETS: Final = 400
+"""Most time buckets one `GET /spend?interval=` answers."""
+DEFAULT_BUCKETS: Final = 24
+"""Buckets `GET /spend?interval=` covers when `start` is not given."""
+MIN_INTERVAL_SECONDS: Final = 60.0
+"""Shortest `GET /spend?interval=` bucket."""
 """What `GET /spend` groups by without `group_by`."""
 SPEND_FILTERS: Final = GROUPS
 """Query parameters of `GET /spend` that keep only matching records."""
@@ -214,13 +224,18 @@ async def _create_key(request: Request, cfg: Config, store: AccountingStore) -> 
 
 
 async def _list_keys(request: Request, cfg: Config, store: AccountingStore) -> Response:
-    query = _query(request, ("user", "team", "include_revoked"))
+    query = _query(request, ("user", "team", "include_revoked", "with_spend"))
     keys = await store.list_keys(
         user=query.get("user") or None,
         team=query.get("team") or None,
         include_revoked=_flag(query, "include_revoked"),
     )
-    return _json({"keys": [key.public() for key in keys]})
+    rows = [key.public() for key in keys]
+    if _flag(query, "with_spend"):
+        budgets = await budget_statuses(store, cfg, [("key", k.id, k.limits) for k in keys])
+        for row, budget in zip(rows, budgets, strict=True):
+            row["budget"] = budget
+    return _json({"keys": rows})
 
 
 async def _show_key(request: Request, cfg: Config, store: AccountingStore) -> Response:
@@ -278,13 +293,17 @@ def _principal_table(kind: PrincipalKind, path: str) -> list[tuple[str, str, Han
     plural = kind + "s"
 
     async def list_all(request: Request, cfg: Config, store: AccountingStore) -> Response:
-        _query(request, ())
+        query = _query(request, ("with_spend",))
         stored = {p.id: p for p in await store.list_principals(kind)}
-        rows = [{**p.public(), "source": "store"} for p in stored.values()]
+        principals = [(p, "store") for p in stored.values()]
         for name, limits in configured(cfg, kind).items():
             if name not in stored:
-                principal = Principal(kind=kind, id=name, limits=limits)
-                rows.append({**principal.public(), "source": "config"})
+                principals.append((Principal(kind=kind, id=name, limits=limits), "config"))
+        rows = [{**p.public(), "source": source} for p, source in principals]
+        if _flag(query, "with_spend"):
+            wanted = [(kind, p.id, p.limits) for p, _ in principals]
+            for row, budget in zip(rows, await budget_statuses(store, cfg, wanted), strict=True):
+                row["budget"] = budget
         return _json({plural: rows})
 
     async def show(request: Request, cfg: Config, store: AccountingStore) -> Response:
@@ -330,7 +349,7 @@ def _principal_table(kind: PrincipalKind, path: str) -> list[tuple[str, str, Han
 
 
 async def _spend(request: Request, cfg: Config, store: AccountingStore) -> Response:
-    query = _query(request, ("group_by", "start", "end", *SPEND_FILTERS))
+    query = _query(request, ("group_by", "start", "end", "interval", *SPEND_FILTERS))
     zone = ZoneInfo(cfg.accounting.timezone)
     if "group_by" in query:
         group_by = [g.strip() for g in query["group_by"].split(",") if g.strip()]
@@ -346,18 +365,61 @@ async def _spend(request: Request, cfg: Config, store: AccountingStore) -> Respo
     if start is not None and end is not None and end <= start:
         raise BadRequest("end: must be after start", param="end")
     filters = {name: query[name] for name in SPEND_FILTERS if query.get(name)}
-    rows = await store.spend_report(group_by, start, end, filters)
+    interval = _interval(query.get("interval"))
+    if interval is None:
+        rows = await store.spend_report(group_by, start, end, filters)
+    else:
+        end = time.time() if end is None else end
+        start = end - DEFAULT_BUCKETS * interval if start is None else start
+        if (end - start) / interval > MAX_BUCKETS:
+            raise BadRequest(
+                f"interval: more than {MAX_BUCKETS} buckets between start and end "
+                "(use a longer interval or a shorter range)",
+                param="interval",
+            )
+        rows = await _spend_buckets(store, group_by, start, end, interval, filters)
     return _json(
         {
             "group_by": group_by,
             "start": start,
             "end": end,
+            **({"interval": interval} if interval is not None else {}),
             "filters": filters,
             "rows": rows,
             "total_cost": sum(float(row.get("cost", 0.0)) for row in rows),
             "total_requests": sum(int(row.get("requests", 0)) for row in rows),
         }
     )
+
+
+def _interval(value: str | None) -> float | None:
+    """`GET /spend`'s bucket length: a duration (`1h`, `1d`, `15m`) or seconds, at least 60."""
+    if value is None or value == "":
+        return None
+    seconds = key_admin.parse_duration(value, "interval")
+    if seconds < MIN_INTERVAL_SECONDS:
+        raise BadRequest(f"interval: at least {MIN_INTERVAL_SECONDS:g} seconds", param="interval")
+    return seconds
+
+
+async def _spend_buckets(
+    store: AccountingStore,
+    group_by: list[str],
+    start: float,
+    end: float,
+    interval: float,
+    filters: Mapping[str, str],
+) -> list[dict[str, Any]]:
+    """Spend per bucket of `interval` seconds from `start` (each row with its bucket's `start`),
+    oldest first; empty buckets are left out."""
+    rows: list[dict[str, Any]] = []
+    at = start
+    while at < end:
+        upper = min(at + interval, end)
+        for row in await store.spend_report(group_by, at, upper, filters):
+            rows.append({"start": at, **row})
+        at = upper
+    return rows
 
 
 async def _budget(request: Request, cfg: Config, store: AccountingStore) -> Response:
@@ -377,21 +439,38 @@ async def budget_status(
     store: AccountingStore, cfg: Config, kind: str, principal_id: str, limits: BudgetLimits
 ) -> dict[str, Any]:
     """The current period's spend of `kind:principal_id` against `limits.max_budget`."""
+    [status] = await budget_statuses(store, cfg, [(kind, principal_id, limits)])
+    return status
+
+
+async def budget_statuses(
+    store: AccountingStore, cfg: Config, wanted: Sequence[tuple[str, str, BudgetLimits]]
+) -> list[dict[str, Any]]:
+    """`budget_status` of each `(kind, id, limits)`, read from the store in one call."""
+    if not wanted:
+        return []
     zone = ZoneInfo(cfg.accounting.timezone)
     now = dt.datetime.now(dt.UTC).timestamp()
-    period = period_name(limits.budget_period, now, zone)
-    [spent] = await store.period_spend([(f"{kind}:{principal_id}", period)])
-    remaining = None if limits.max_budget is None else max(0.0, limits.max_budget - spent)
-    return {
-        "kind": kind,
-        "id": principal_id,
-        "max_budget": limits.max_budget,
-        "budget_period": limits.budget_period,
-        "spent": spent,
-        "remaining": remaining,
-        "period": period,
-        "resets_at": period_end(limits.budget_period, now, zone),
-    }
+    periods = [period_name(limits.budget_period, now, zone) for _, _, limits in wanted]
+    spent_all = await store.period_spend(
+        [(f"{kind}:{pid}", period) for (kind, pid, _), period in zip(wanted, periods, strict=True)]
+    )
+    out = []
+    for (kind, principal_id, limits), period, spent in zip(wanted, periods, spent_all, strict=True):
+        remaining = None if limits.max_budget is None else max(0.0, limits.max_budget - spent)
+        out.append(
+            {
+                "kind": kind,
+                "id": principal_id,
+                "max_budget": limits.max_budget,
+                "budget_period": limits.budget_period,
+                "spent": spent,
+                "remaining": remaining,
+                "period": period,
+                "resets_at": period_end(limits.budget_period, now, zone),
+            }
+        )
+    return out
 
 
 def parse_time(value: str | None, field: str, zone: ZoneInfo) -> float | None:
@@ -469,4 +548,11 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-__all__ = ["KeyStores", "budget_status", "key_routes", "parse_time", "principal_limits"]
+__all__ = [
+    "KeyStores",
+    "budget_status",
+    "budget_statuses",
+    "key_routes",
+    "parse_time",
+    "principal_limits",
+]

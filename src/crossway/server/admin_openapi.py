@@ -597,6 +597,11 @@ def _key_paths() -> Json:
                     _query("user", "Only this user's keys."),
                     _query("team", "Only this team's keys."),
                     _query("include_revoked", "Also revoked keys.", {"type": "boolean"}),
+                    _query(
+                        "with_spend",
+                        "Add each key's `budget` (as `GET /budgets/key/{id}` answers).",
+                        {"type": "boolean"},
+                    ),
                 ],
                 sensitive=sensitive,
             ),
@@ -665,6 +670,12 @@ def _key_paths() -> Json:
                     _query("start", "From this time (ISO-8601 or Unix seconds)."),
                     _query("end", "Until this time (ISO-8601 or Unix seconds)."),
                     *(_query(group, f"Only records of this {group}.") for group in GROUPS),
+                    _query(
+                        "interval",
+                        "Bucket length (`1h`, `1d` or seconds, at least 60): one row per group "
+                        "and bucket, each with its bucket's `start`; without `start` the last 24 "
+                        "buckets up to `end` (default now), at most 400.",
+                    ),
                 ],
                 sensitive=sensitive,
             )
@@ -696,7 +707,14 @@ def _key_paths() -> Json:
                 "keys",
                 f"Stored {plural} and those of `accounting.{plural}`.",
                 _ok(_obj({plural: {"type": "array", "items": _ref("Principal")}}, [plural])),
-                errors=common,
+                errors=(400, *common),
+                params=[
+                    _query(
+                        "with_spend",
+                        f"Add each {kind}'s `budget` (as `GET /budgets/{kind}/{{id}}` answers).",
+                        {"type": "boolean"},
+                    )
+                ],
                 sensitive=sensitive,
             )
         }
