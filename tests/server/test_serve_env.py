@@ -279,6 +279,9 @@ def test_crossway_workers_is_the_default_and_the_flag_wins(tmp_path: Path) -> No
     env = clean_env(tmp_path, CROSSWAY_WORKERS="2")
     with serving(tmp_path, ["--config", str(path)], env, admin, workers=2) as served:
         assert served.ready_workers() == 2
+    # Each worker process logs through the same JSON handler (granian applies it there too).
+    started = [line["message"] for line in _json_lines(served.stderr())]
+    assert "Started worker-1" in started and "Started worker-2" in started
     with serving(tmp_path, ["--config", str(path), "--workers", "1"], env, admin) as served:
         assert served.ready_workers() == 1
         assert "Spawning worker-1 with id" in served.stderr()  # the single-process server
