@@ -65,6 +65,41 @@ _ADDED_COLUMNS: Final = (("guards", "TEXT"),)
 """Columns later versions added: a file written by an older Crossway gets them on open."""
 FILTERS: Final = ("route", "key", "user", "team", "model", "tool", "agent", "trace_id")
 """Columns the query matches exactly."""
+LATENCY_EDGES_MS: Final = (
+    *(1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700),
+    *(1000, 1500, 2000, 3000, 5000, 7000, 10000, 20000, 30000, 60000, 120000),
+)
+"""Upper bounds (ms, inclusive) of the latency histogram the summaries count in SQL; bin `i` is
+`(edge[i-1], edge[i]]`, bin `len(edges)` everything slower. Percentiles read from it are
+approximate (interpolated inside a bin), as Prometheus' `histogram_quantile` is."""
+_LATENCY_BIN: Final = (
+    "CASE WHEN duration_ms IS NULL THEN NULL "
+    + " ".join(f"WHEN duration_ms <= {edge} THEN {i}" for i, edge in enumerate(LATENCY_EDGES_MS))
+    + f" ELSE {len(LATENCY_EDGES_MS)} END"
+)
+_TOKENS_IN: Final = "json_extract(usage, '$.input_tokens'), json_extract(usage, '$.prompt_tokens')"
+_TOKENS_OUT: Final = (
+    "json_extract(usage, '$.output_tokens'), json_extract(usage, '$.completion_tokens')"
+)
+# The gateway writes `input_tokens`/`output_tokens`; older or foreign rows may hold OpenAI's names.
+_SUMS: Final = (
+    "COUNT(*), SUM(status >= 500), SUM(status >= 400 AND status < 500),"
+    f" SUM(CASE WHEN usage IS NULL THEN 0 ELSE COALESCE({_TOKENS_IN}, 0) END),"
+    f" SUM(CASE WHEN usage IS NULL THEN 0 ELSE COALESCE({_TOKENS_OUT}, 0) END),"
+    " TOTAL(cost), TOTAL(duration_ms)"
+)
+SUM_FIELDS: Final = (
+    "requests",
+    "errors",
+    "client_errors",
+    "tokens_in",
+    "tokens_out",
+    "cost",
+    "duration_ms_total",
+)
+"""What each summary row adds up: requests, 5xx, 4xx, tokens in and out, cost, latency."""
+DIMENSIONS: Final = ("route", "model", "tool", "agent")
+"""The columns `RequestLogFile.rollup` groups by (besides time and latency)."""
 
 
 def default_path() -> Path:
@@ -174,25 +209,7 @@ class RequestLogFile:
 
     def query(self, q: Query) -> tuple[list[dict[str, Any]], str | None]:
         """One page of entry summaries, newest first, and the cursor of the next (or None)."""
-        where: list[str] = []
-        args: list[Any] = []
-        if q.start is not None:
-            where.append("time >= ?")
-            args.append(q.start)
-        if q.end is not None:
-            where.append("time < ?")
-            args.append(q.end)
-        for column, value in (q.equals or {}).items():
-            if column not in FILTERS:
-                raise ValueError(f"cannot filter on {column!r}")
-            where.append(f'"{column}" = ?')
-            args.append(value)
-        if q.status is not None:
-            where.append("status = ?")
-            args.append(q.status)
-        if q.status_class is not None:
-            where.append("status >= ? AND status < ?")
-            args += [q.status_class * 100, q.status_class * 100 + 100]
+        where, args = _conditions(q)
         if q.after is not None:
             where.append("(time < ? OR (time = ? AND id < ?))")
             args += [q.after[0], q.after[0], q.after[1]]
@@ -226,6 +243,105 @@ class RequestLogFile:
             entry[column] = _json_or_text(entry[column])
         return entry
 
+    # -- aggregates (the admin API's /logs/summary and /logs/guards) ---------------------------
+
+    def id_range(self) -> tuple[int, int]:
+        """The smallest and largest entry id (0, 0 when empty): new entries raise the second,
+        pruning raises the first, so together they tell whether an aggregate is still current."""
+        row = self.db().execute("SELECT MIN(id), MAX(id) FROM request_log").fetchone()
+        return int(row[0] or 0), int(row[1] or 0)
+
+    def rollup(
+        self, q: Query, origin: float, bucket: float, ids: tuple[int, int]
+    ) -> list[dict[str, Any]]:
+        """The `SUM_FIELDS` of the entries `q` matches with `ids[0] < id <= ids[1]`, per time
+        bucket (`(time - origin) // bucket`), latency bin (`LATENCY_EDGES_MS`; None without a
+        duration) and `DIMENSIONS`: one scan for a summary's timeline and breakdown."""
+        where, args = _conditions(q)
+        where.append("id > ? AND id <= ?")
+        args += ids
+        dims = ", ".join(f'"{c}"' for c in DIMENSIONS)
+        sql = (
+            f"SELECT CAST((time - ?) / ? AS INTEGER), {_LATENCY_BIN}, {dims}, {_SUMS}"
+            f" FROM request_log{_where_sql(where)} GROUP BY 1, 2, {dims}"
+        )
+        width = 2 + len(DIMENSIONS)
+        return [
+            {
+                "bucket": row[0],
+                "bin": row[1],
+                **dict(zip(DIMENSIONS, row[2:width], strict=True)),
+                **dict(zip(SUM_FIELDS, row[width:], strict=True)),
+            }
+            for row in self.db().execute(sql, [origin, bucket, *args]).fetchall()
+        ]
+
+    def guard_counts(self, q: Query, ids: tuple[int, int]) -> list[dict[str, Any]]:
+        """Guard decisions of the entries `q` matches with `ids[0] < id <= ids[1]`, per
+        (guard, detector, action, direction): findings (their `count`s) and requests. Names
+        only: the store keeps no matched text in `guards`."""
+        where, args = _conditions(q)
+        where.append("guards IS NOT NULL AND id > ? AND id <= ?")
+        args += ids
+        sql = (
+            "SELECT json_extract(d.value, '$.guard'), json_extract(d.value, '$.detector'),"
+            " json_extract(d.value, '$.action'), json_extract(d.value, '$.direction'),"
+            " TOTAL(COALESCE(json_extract(d.value, '$.count'), 1)), COUNT(DISTINCT r.rid)"
+            f" FROM (SELECT id AS rid, guards FROM request_log{_where_sql(where)}) AS r,"
+            " json_each(CASE WHEN json_valid(r.guards) AND json_type(r.guards) = 'array'"
+            " THEN r.guards ELSE '[]' END) AS d GROUP BY 1, 2, 3, 4"
+        )
+        return [
+            {
+                "guard": row[0],
+                "detector": row[1],
+                "action": row[2],
+                "direction": row[3],
+                "findings": int(row[4]),
+                "requests": int(row[5]),
+            }
+            for row in self.db().execute(sql, args).fetchall()
+        ]
+
+    def guarded(self, q: Query, limit: int) -> list[dict[str, Any]]:
+        """The newest `limit` entries `q` matches that have guard decisions (summaries)."""
+        where, args = _conditions(q)
+        where.append("guards IS NOT NULL")
+        names = ", ".join(f'"{c}"' for c in _SUMMARY)
+        sql = (
+            f"SELECT id, {names} FROM request_log{_where_sql(where)}"
+            " ORDER BY time DESC, id DESC LIMIT ?"
+        )
+        return [_summary(row) for row in self.db().execute(sql, [*args, limit]).fetchall()]
+
+
+def _where_sql(where: list[str]) -> str:
+    return " WHERE " + " AND ".join(where) if where else ""
+
+
+def _conditions(q: Query) -> tuple[list[str], list[Any]]:
+    """The SQL conditions (and their arguments) of a query's time range, filters and status."""
+    where: list[str] = []
+    args: list[Any] = []
+    if q.start is not None:
+        where.append("time >= ?")
+        args.append(q.start)
+    if q.end is not None:
+        where.append("time < ?")
+        args.append(q.end)
+    for column, value in (q.equals or {}).items():
+        if column not in FILTERS:
+            raise ValueError(f"cannot filter on {column!r}")
+        where.append(f'"{column}" = ?')
+        args.append(value)
+    if q.status is not None:
+        where.append("status = ?")
+        args.append(q.status)
+    if q.status_class is not None:
+        where.append("status >= ? AND status < ?")
+        args += [q.status_class * 100, q.status_class * 100 + 100]
+    return where, args
+
 
 def _summary(row: tuple[Any, ...]) -> dict[str, Any]:
     entry: dict[str, Any] = {"id": row[0], **dict(zip(_SUMMARY, row[1:], strict=True))}
@@ -246,7 +362,10 @@ def _json_or_text(value: str | None) -> Any:
 
 __all__ = [
     "COLUMNS",
+    "DIMENSIONS",
     "FILTERS",
+    "LATENCY_EDGES_MS",
+    "SUM_FIELDS",
     "Query",
     "RequestLogFile",
     "decode_cursor",
