@@ -28,6 +28,7 @@ import orjson
 from crossway.a2a import cards
 from crossway.a2a import errors as codes
 from crossway.a2a import guard as a2a_guard
+from crossway.a2a.decisions import RouteDecisions, decision_path, result_task_id
 from crossway.a2a.errors import A2aError
 from crossway.a2a.model import STREAMING_METHODS, Agent, Decision, Version
 from crossway.a2a.registry import AgentRegistry
@@ -146,6 +147,7 @@ class A2aBackend(Backend):
         self.root = root
         self.registry = AgentRegistry(config)
         self.tracker = TaskTracker.from_config(name, config)
+        self.decisions = RouteDecisions(name, decision_path(config))
         self.caller = AgentCaller(config, self.registry, self.tracker)
         self._prefixes: dict[str, str] = {}
         for route in root.routes:
@@ -161,10 +163,12 @@ class A2aBackend(Backend):
 
     async def start(self) -> None:
         await self.tracker.start()
+        await self.decisions.start()
         await self.registry.start()
 
     async def close(self) -> None:
         await self.registry.close()
+        await self.decisions.close()
         await self.tracker.close()
 
     # -- errors ---------------------------------------------------------------------------
@@ -447,17 +451,41 @@ class A2aBackend(Backend):
                 if ctx.attrs.get(GUARD_DECISIONS):  # the request log keeps it guarded, not raw
                     note_request({"method": method, "params": params})
         if method in STREAMING_METHODS:
+            if decision is not None:
+                self._note_decision(ctx, decision, params, None)
             events = self.caller.stream(scope, ctx, agent, method, params, decision)
             if guarding:  # guardrails: each event, whole
                 events = a2a_guard.guard_events(ctx, events)
             await self._write_stream(receive, send, ctx, events, _version(ctx), rest=rest)
             return None
-        result = await self.caller.call(scope, ctx, agent, method, params, decision)
+        result: Any = None
+        try:
+            result = await self.caller.call(scope, ctx, agent, method, params, decision)
+        finally:
+            if decision is not None:
+                self._note_decision(ctx, decision, params, result_task_id(result))
         if guarding:  # guardrails: the messages, statuses and artifacts returned
             result = await a2a_guard.guard_result(ctx, method, result)
         if method == "GetExtendedAgentCard":
             result = self._rewrite_card(scope, ctx, agent.name, result)
         return result, headers
+
+    def _note_decision(
+        self,
+        ctx: RequestContext,
+        decision: Decision,
+        params: dict[str, Any],
+        task_id: str | None,
+    ) -> None:
+        """Keep the router's pick for the admin plane (`crossway.a2a.decisions`)."""
+        message = params.get("message")
+        self.decisions.record(
+            decision,
+            message if isinstance(message, dict) else {},
+            request_id=ctx.request_id,
+            route=ctx.route,
+            task_id=task_id,
+        )
 
     def _out(self, version: Version, method: str, result: Any) -> Any:
         from crossway.a2a import bridge

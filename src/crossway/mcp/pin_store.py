@@ -1,7 +1,10 @@
 """The SQLite file that keeps tool pins across restarts, workers and the `crossway pins` CLI.
 
 One row per (backend, server, tool): the pinned fingerprint and, when the upstream now lists a
-different definition, the fingerprint of that definition (`seen_sha256`). The gateway writes
+different definition, the fingerprint of that definition (`seen_sha256`). The definitions
+themselves (the canonical JSON the fingerprint is taken of) are kept by fingerprint in
+`mcp_tool_definitions`, for as long as a pin or a seen definition refers to them, so the admin
+plane can show what changed. The gateway writes
 rows off the request path (`crossway.mcp.pinning` calls these methods in a worker thread); the
 admin plane and the CLI use the same methods to list pins and to approve or forget them, and a
 worker re-reads a blocked tool's row before refusing it, so an approval made elsewhere counts
@@ -36,6 +39,13 @@ _SCHEMA: Final = (
     " first_seen REAL NOT NULL, updated REAL NOT NULL,"
     " PRIMARY KEY (backend, server, tool))",
     "CREATE TABLE IF NOT EXISTS mcp_tool_pins_imported (backend TEXT PRIMARY KEY)",
+    "CREATE TABLE IF NOT EXISTS mcp_tool_definitions ("
+    " sha256 TEXT PRIMARY KEY, definition TEXT NOT NULL)",
+)
+_UNREFERENCED: Final = (
+    "DELETE FROM mcp_tool_definitions WHERE sha256 NOT IN"
+    " (SELECT sha256 FROM mcp_tool_pins UNION ALL"
+    " SELECT seen_sha256 FROM mcp_tool_pins WHERE seen_sha256 IS NOT NULL)"
 )
 
 
@@ -182,6 +192,26 @@ class PinFile:
             " WHERE backend = ? AND server = ? AND tool = ?",
             [(seen, now, self.backend, s, t) for s, t, seen in rows],
         )
+
+    def keep_definitions(self, definitions: dict[str, str]) -> None:
+        """Store definitions (fingerprint -> canonical JSON), dropping those no pin refers to."""
+        db = self._db()
+        db.executemany(
+            "INSERT OR IGNORE INTO mcp_tool_definitions (sha256, definition) VALUES (?, ?)",
+            list(definitions.items()),
+        )
+        db.execute(_UNREFERENCED)
+
+    def definition(self, sha256: str) -> str | None:
+        """The canonical JSON of the definition with that fingerprint, when it was kept."""
+        if self._conn is None and not self.path.exists():
+            return None
+        found = (
+            self._db()
+            .execute("SELECT definition FROM mcp_tool_definitions WHERE sha256 = ?", (sha256,))
+            .fetchone()
+        )
+        return None if found is None else str(found[0])
 
     def row(self, server: str, tool: str) -> tuple[str, str | None] | None:
         """(pinned, seen) of one tool, or None."""

@@ -47,14 +47,17 @@ SCAN_CACHE_SIZE: Final = 65536
 """Scan results are remembered per definition fingerprint (definitions rarely change)."""
 FLAG_META_KEY: Final = "crossway/pinning"
 """Key under a tool's `_meta` where flags are reported to the client."""
+MAX_KEPT_DEFINITIONS_FACTOR: Final = 4
+"""Definition texts kept in memory beyond this many per pin are pruned to the pinned and
+current ones (an upstream changing its tools constantly cannot grow them without bound)."""
 PIN_RECHECK_SECONDS: Final = 1.0
 """While a tool is blocked, tool lists re-read its pin from the shared file at most this often
 (a call to the blocked tool always re-reads it)."""
 
 
-def tool_fingerprint(tool: Mapping[str, Any]) -> str:
-    """sha256 (hex) of the canonical JSON of a tool's name, description and input schema."""
-    canonical = orjson.dumps(
+def canonical_definition(tool: Mapping[str, Any]) -> bytes:
+    """The canonical JSON of a tool's name, description and input schema (what is pinned)."""
+    return orjson.dumps(
         {
             "name": tool.get("name"),
             "description": tool.get("description"),
@@ -62,7 +65,11 @@ def tool_fingerprint(tool: Mapping[str, Any]) -> str:
         },
         option=orjson.OPT_SORT_KEYS,
     )
-    return hashlib.sha256(canonical).hexdigest()
+
+
+def tool_fingerprint(tool: Mapping[str, Any]) -> str:
+    """sha256 (hex) of the canonical JSON of a tool's name, description and input schema."""
+    return hashlib.sha256(canonical_definition(tool)).hexdigest()
 
 
 def _schema_texts(schema: Any, depth: int = 0) -> Iterable[str]:
@@ -149,6 +156,9 @@ class ToolPinning:
         self._scans: dict[str, tuple[str, ...]] = {}
         self._unsaved: list[tuple[str, str, str]] = []
         self._unsaved_seen: dict[tuple[str, str], str | None] = {}
+        self._texts: dict[str, str] = {}
+        """Canonical JSON of the pinned and current definitions, by fingerprint."""
+        self._unsaved_texts: dict[str, str] = {}
         self._flushing: asyncio.Task[None] | None = None
         self._rechecks: dict[tuple[str, str], asyncio.Task[bool]] = {}
         self._refreshed = 0.0
@@ -348,8 +358,11 @@ class ToolPinning:
         key = (server, name)
         mode = self.config.mode
         changed = False
-        digest = tool_fingerprint(tool)
+        canonical = canonical_definition(tool)
+        digest = hashlib.sha256(canonical).hexdigest()
         self._current[key] = digest
+        if mode != "off" and digest not in self._texts:
+            self._keep_text(digest, canonical)
         if mode != "off":
             known = self._pins.get(key)
             if known is None:
@@ -398,6 +411,29 @@ class ToolPinning:
             self._blocked.discard(key)
         return PinVerdict(name=name, blocked=blocked, changed=changed, findings=findings)
 
+    def _keep_text(self, digest: str, canonical: bytes) -> None:
+        """Remember a definition's text (to show what changed), saved with the next flush."""
+        if len(self._texts) > MAX_KEPT_DEFINITIONS_FACTOR * (len(self._pins) + 8):
+            wanted = set(self._pins.values()) | set(self._current.values())
+            self._texts = {k: v for k, v in self._texts.items() if k in wanted}
+        text = canonical.decode()
+        self._texts[digest] = text
+        if self._file is not None:
+            self._unsaved_texts[digest] = text
+            self._schedule_flush()
+
+    async def definition(self, digest: str) -> dict[str, Any] | None:
+        """The definition (name, description, inputSchema) with that fingerprint, when this
+        process or the shared file kept it."""
+        text = self._texts.get(digest)
+        if text is None and self._file is not None:
+            await self.flush()
+            text = await self._in_file(self._file.definition, digest)
+        if text is None:
+            return None
+        found = orjson.loads(text)
+        return found if isinstance(found, dict) else None
+
     def check(self, server: str, tool: dict[str, Any]) -> Literal["ok", "blocked", "flagged"]:
         """The gateway's pinning hook (`crossway.mcp.hooks.ToolPinning`).
 
@@ -441,6 +477,7 @@ class ToolPinning:
         if self._file is None:
             self._unsaved.clear()
             self._unsaved_seen.clear()
+            self._unsaved_texts.clear()
             return
         if self._flushing is None or self._flushing.done():
             try:
@@ -448,16 +485,23 @@ class ToolPinning:
             except RuntimeError:  # no loop (sync use): saved by the next flush
                 pass
 
+    @property
+    def _pending(self) -> bool:
+        return bool(self._unsaved or self._unsaved_seen or self._unsaved_texts)
+
     async def _flush(self) -> None:
-        while (self._unsaved or self._unsaved_seen) and self._file is not None:
+        while self._file is not None and self._pending:
             rows, self._unsaved = self._unsaved, []
             seen, self._unsaved_seen = self._unsaved_seen, {}
+            texts, self._unsaved_texts = self._unsaved_texts, {}
             try:
                 earlier = await self._in_file(self._file.put, rows, False) if rows else {}
                 if seen:
                     await self._in_file(
                         self._file.set_seen, [(s, t, h) for (s, t), h in seen.items()]
                     )
+                if texts:
+                    await self._in_file(self._file.keep_definitions, texts)
             except Exception as exc:  # a full disk must not break tool listing
                 log.error("could not save tool pins: %s", exc)
                 continue
@@ -515,6 +559,7 @@ __all__ = [
     "PinReview",
     "PinVerdict",
     "ToolPinning",
+    "canonical_definition",
     "default_pin_path",
     "live_pinning",
     "scan_description",

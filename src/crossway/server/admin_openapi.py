@@ -141,6 +141,13 @@ _STR_LIST: Final[Json] = {"type": "array", "items": {"type": "string"}}
 _PERIOD: Final[Json] = {"type": "string", "enum": ["daily", "weekly", "monthly", "total"]}
 
 
+_DEFINITION: Final[Json] = {
+    "description": "The tool definition (name, description, inputSchema) with that "
+    "fingerprint; null when its text was not kept (pinned before definitions were stored).",
+    "type": ["object", "null"],
+}
+
+
 def _schemas() -> Json:
     limits = {
         "max_budget": {**_NUM_OR_NULL, "description": "USD per budget_period; null: none."},
@@ -492,6 +499,27 @@ def _pin_paths() -> Json:
             )
         },
         "/pins/{backend}/{server}/{tool}": {
+            "get": _op(
+                "getPin",
+                "pins",
+                "One tool's pin with the pinned and the current definitions.",
+                _ok(
+                    {
+                        "allOf": [
+                            _ref("Pin"),
+                            _obj(
+                                {
+                                    "pinned_definition": _DEFINITION,
+                                    "current_definition": _DEFINITION,
+                                }
+                            ),
+                        ]
+                    }
+                ),
+                errors=(401, 404, 422),
+                params=target,
+                sensitive=_READ_TOKEN_WHEN_SET,
+            ),
             "delete": _op(
                 "forgetPin",
                 "pins",
@@ -509,7 +537,7 @@ def _pin_paths() -> Json:
                 errors=(401, 403, 404, 422),
                 params=target,
                 sensitive=_TOKEN_WHEN_SET,
-            )
+            ),
         },
     }
 

@@ -1,6 +1,8 @@
 """The admin API for MCP tool pins: list them, approve a changed definition, forget a pin.
 
     GET    /pins                                     every pinned or blocked tool
+    GET    /pins/{backend}/{server}/{tool}           one tool's pin with the pinned and the
+                                                     current definitions (to see what changed)
     POST   /pins/{backend}/{server}/{tool}/approve   the definition listed now becomes the pin
     DELETE /pins/{backend}/{server}/{tool}           forget the pin (the next listing pins anew)
 
@@ -67,6 +69,18 @@ def pin_routes(view: ConfigSource) -> list[Route]:
         except GatewayError as exc:
             return _error(exc)
 
+    async def get_pin(request: Request) -> Response:
+        try:
+            cfg = await config()
+            if cfg.admin.token is not None:
+                _check_token(request, cfg.admin)
+            name, server, tool = _target(request)
+            backend = _backend(cfg, name)
+            found = await _one(name, backend, server, tool)
+            return _json(found)
+        except GatewayError as exc:
+            return _error(exc)
+
     async def approve(request: Request) -> Response:
         try:
             cfg = await config()
@@ -123,6 +137,7 @@ def pin_routes(view: ConfigSource) -> list[Route]:
 
     return [
         Route("/pins", list_pins, methods=["GET"]),
+        Route("/pins/{backend}/{server}/{tool}", get_pin, methods=["GET"]),
         Route("/pins/{backend}/{server}/{tool}/approve", approve, methods=["POST"]),
         Route("/pins/{backend}/{server}/{tool}", forget, methods=["DELETE"]),
     ]
@@ -157,6 +172,46 @@ async def _entries(name: str, backend: McpBackendConfig) -> list[PinEntry] | Non
         return await asyncio.to_thread(pins.entries, backend.pinning)
     finally:
         await asyncio.to_thread(pins.close)
+
+
+async def _one(name: str, backend: McpBackendConfig, server: str, tool: str) -> dict[str, Any]:
+    """One tool's entry with `pinned_definition` and `current_definition` (None when that
+    definition's text was not kept: pinned before Crossway kept texts)."""
+    live = live_pinning(name)
+    if live is not None:
+        entry = next((e for e in live.entries() if (e.server, e.tool) == (server, tool)), None)
+        if entry is None:
+            raise NotFound(f"no pin for tool {tool!r} of server {server!r}")
+        pinned = await live.definition(entry.pinned_sha256) if entry.pinned_sha256 else None
+        current = await live.definition(entry.current_sha256) if entry.current_sha256 else None
+        return {**entry.to_json(), "pinned_definition": pinned, "current_definition": current}
+    if backend.pinning.store != "sqlite":
+        raise UnprocessableEntity(_memory_note(name))
+    pins = PinFile(pin_path(backend.pinning), name)
+    try:
+        return await asyncio.to_thread(_one_in_file, pins, backend, server, tool)
+    finally:
+        await asyncio.to_thread(pins.close)
+
+
+def _one_in_file(
+    pins: PinFile, backend: McpBackendConfig, server: str, tool: str
+) -> dict[str, Any]:
+    entry = next(
+        (e for e in pins.entries(backend.pinning) if (e.server, e.tool) == (server, tool)), None
+    )
+    if entry is None:
+        raise NotFound(f"no pin for tool {tool!r} of server {server!r}")
+
+    def text(sha: str | None) -> Any:
+        found = pins.definition(sha) if sha else None
+        return orjson.loads(found) if found else None
+
+    return {
+        **entry.to_json(),
+        "pinned_definition": text(entry.pinned_sha256),
+        "current_definition": text(entry.current_sha256),
+    }
 
 
 def _memory_note(name: str) -> str:
