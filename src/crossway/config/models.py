@@ -13,7 +13,7 @@ from crossway.config.base import LocatedProblems, StrictModel
 from crossway.config.common import Timeouts, UpstreamTls
 from crossway.config.llm import LlmBackendConfig
 from crossway.config.mcp import McpBackendConfig, session_key_problems
-from crossway.config.policy import PolicyConfig
+from crossway.config.policy import JwtConfig, PolicyConfig
 from crossway.config.secrets import MatchHeaders, SecretHeaders
 from crossway.config.telemetry import TelemetryConfig
 from crossway.config.tls import ListenTls
@@ -47,6 +47,23 @@ class ListenConfig(StrictModel):
     `crossway.config.tls`."""
 
 
+class AdminJwtConfig(JwtConfig):
+    """Admins signed in by JWT/OIDC: a token from the identity provider (as a Bearer header,
+    or pasted into the console's login form) whose `role_claim` holds `role`."""
+
+    role_claim: str = "roles"
+    """Claim holding the caller's roles: a string or a list; dots reach into nested claims
+    (`realm_access.roles` for Keycloak)."""
+    role: str = "admin"
+    """The role that makes a caller an admin."""
+
+    @model_validator(mode="after")
+    def _audience(self) -> AdminJwtConfig:
+        if not self.audiences:
+            raise ValueError("set audiences (the aud values admin tokens must carry)")
+        return self
+
+
 class AdminConfig(StrictModel):
     """The admin plane: health, readiness, metrics and the effective config."""
 
@@ -58,9 +75,19 @@ class AdminConfig(StrictModel):
     """TCP port to bind."""
     token: SecretStr | None = None
     """Bearer token the admin API's changing routes (approving or forgetting MCP tool pins) and
-    every virtual-key, team, user, spend and budget route (reads too) require. Unset: they are
-    served only while `host` is a loopback address, and not to browsers (requests with an
-    `Origin` header)."""
+    every virtual-key, team, user, spend, budget and request-log route (reads too) require, and
+    the console's login form exchanges for a session. Beyond loopback every admin route but
+    `/healthz` and `/readyz` requires it (or `jwt`). Unset (and no `jwt`): the admin plane is
+    open on a loopback `host` (not to browsers for the sensitive API routes) and closed beyond
+    loopback."""
+    jwt: AdminJwtConfig | None = None
+    """Admins by JWT/OIDC as well as (or instead of) `token`: a valid token with the admin
+    role is accepted wherever the admin token is."""
+
+    @property
+    def protected(self) -> bool:
+        """Whether admin authentication (a token or JWTs) is configured."""
+        return self.token is not None or self.jwt is not None
 
 
 class PathMatch(StrictModel):

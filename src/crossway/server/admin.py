@@ -26,6 +26,7 @@ from crossway.config import Config, ConfigError, load_config
 from crossway.config.secrets import redacted_dump
 from crossway.server.admin_a2a import a2a_task_routes
 from crossway.server.admin_agents import agent_paths, agent_routes
+from crossway.server.admin_jwt import AdminAuth
 from crossway.server.admin_keys import KeyStores, key_routes
 from crossway.server.admin_logs import log_paths, log_routes
 from crossway.server.admin_mcp import mcp_paths, mcp_routes
@@ -38,6 +39,7 @@ from crossway.server.admin_stats import stats_route
 from crossway.server.admin_summary import summary_paths, summary_routes
 from crossway.server.admin_validate import validate_paths, validate_routes
 from crossway.ui import Console, create_console
+from crossway.ui.access import ConsoleAccess
 
 
 class ConfigView:
@@ -158,6 +160,8 @@ def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> AdminPlane:
         )
 
     key_stores = KeyStores()
+    auth = AdminAuth()
+    console_access = ConsoleAccess(auth)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -167,6 +171,8 @@ def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> AdminPlane:
                 yield
         finally:
             await probe.aclose()
+            await auth.aclose()
+            await console.api.aclose()
 
     workers_mode = "single" if multiproc_dir is None else "multiprocess"
     routes = [
@@ -196,7 +202,13 @@ def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> AdminPlane:
     routes.append(openapi_route(build_document(extra)))
     api = Starlette(lifespan=lifespan, routes=routes)
     console = Console(
-        view=view, probe=probe, registry=registry, started=started, workers_mode=workers_mode
+        view=view,
+        access=console_access,
+        probe=probe,
+        registry=registry,
+        started=started,
+        workers_mode=workers_mode,
     )
-    console.api.bind(api)
-    return AdminPlane(api, create_console(console), view)
+    plane = AdminPlane(api, create_console(console), view, auth)
+    console.api.bind(plane, auth.console_headers())
+    return plane

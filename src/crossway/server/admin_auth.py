@@ -13,7 +13,11 @@ import ipaddress
 from starlette.requests import Request
 
 from crossway.config.models import AdminConfig
-from crossway.errors import Forbidden, Unauthenticated
+from crossway.errors import Forbidden
+from crossway.server.admin_jwt import AUTHENTICATED, unauthenticated
+
+AUTH_ERROR = "admin_auth_error"
+"""Scope state key: why the credentials a request carried were refused (a bad admin JWT)."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -33,14 +37,24 @@ def _hostname(host: str) -> str:
 
 
 def _check_token(request: Request, admin: AdminConfig) -> None:
-    assert admin.token is not None
+    """Refuse `request` unless it carries admin credentials: the admin plane checked them
+    (token, admin JWT or the console's own call) and recorded the answer in the scope; an app
+    built without that front door compares the token itself."""
+    state = request.scope.get("state") or {}
+    if AUTH_ERROR in state:
+        raise state[AUTH_ERROR]
+    if AUTHENTICATED in state:
+        if state[AUTHENTICATED]:
+            return
+        raise unauthenticated(admin)
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    expected = admin.token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), expected):
-        raise Unauthenticated(
-            "this admin route needs admin.token as a Bearer token",
-            headers={"www-authenticate": "Bearer"},
-        )
+    expected = admin.token.get_secret_value().encode() if admin.token is not None else None
+    if (
+        expected is None
+        or scheme.lower() != "bearer"
+        or not hmac.compare_digest(value.strip().encode(), expected)
+    ):
+        raise unauthenticated(admin)
 
 
 def _check_change_allowed(
@@ -49,7 +63,7 @@ def _check_change_allowed(
     """Refuse a request unless it carries the admin token, or (no token configured) the admin
     plane is on loopback and the request does not come from a browser. `action` completes the
     error messages ("set admin.token to <action>")."""
-    if admin.token is not None:
+    if admin.protected:
         _check_token(request, admin)
         return
     if not _is_loopback(admin.host):
@@ -68,4 +82,4 @@ def _check_change_allowed(
         )
 
 
-__all__ = ["_check_change_allowed", "_check_token", "_is_loopback"]
+__all__ = ["AUTH_ERROR", "_check_change_allowed", "_check_token", "_is_loopback"]

@@ -14,8 +14,9 @@ from typing import Any, Final
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from crossway.errors import Forbidden, GatewayError, Unauthenticated
-from crossway.server.admin_auth import _check_token, _is_loopback
+from crossway.errors import Forbidden, GatewayError
+from crossway.server.admin_auth import AUTH_ERROR, _is_loopback
+from crossway.server.admin_jwt import AUTHENTICATED, AdminAuth, unauthenticated
 
 PROBES: Final = frozenset({"/healthz", "/readyz"})
 """Served to anyone, wherever the admin plane listens (liveness and readiness probes)."""
@@ -24,10 +25,11 @@ PROBES: Final = frozenset({"/healthz", "/readyz"})
 class AdminPlane:
     """ASGI app: `/ui...` to the console, the rest to the admin API (lifespan included)."""
 
-    def __init__(self, api: Any, console: ASGIApp, view: Any) -> None:
+    def __init__(self, api: Any, console: ASGIApp, view: Any, auth: AdminAuth) -> None:
         self.api = api
         self.console = console
         self.view = view
+        self.auth = auth
 
     @property
     def routes(self) -> list[BaseRoute]:
@@ -43,8 +45,8 @@ class AdminPlane:
         if path == "/ui" or path.startswith("/ui/"):
             await self.console(scope, receive, send)
             return
-        if scope["type"] == "http" and path not in PROBES:
-            refusal = await self._refusal(scope)
+        if scope["type"] == "http":
+            refusal = await self._authenticate(scope, path)
             if refusal is not None:
                 from crossway.server.admin_pins import _error
 
@@ -52,20 +54,27 @@ class AdminPlane:
                 return
         await self.api(scope, receive, send)
 
-    async def _refusal(self, scope: Scope) -> GatewayError | None:
+    async def _authenticate(self, scope: Scope, path: str) -> GatewayError | None:
+        """Check the request's admin credentials once (recorded in its scope state for the
+        routes' own checks); the refusal when the admin plane is beyond loopback."""
         cfg = await asyncio.to_thread(self.view.current)
         admin = cfg.admin
-        if _is_loopback(admin.host):
+        state = scope.setdefault("state", {})
+        error: GatewayError | None = None
+        if admin.protected:
+            try:
+                state[AUTHENTICATED] = await self.auth.check(admin, scope["headers"])
+            except GatewayError as exc:
+                state[AUTHENTICATED] = False
+                state[AUTH_ERROR] = error = exc
+        elif await self.auth.check(admin, scope["headers"]):
+            state[AUTHENTICATED] = True  # the console's own call
+        if _is_loopback(admin.host) or path in PROBES or state.get(AUTHENTICATED):
             return None
-        if admin.token is None:
+        if not admin.protected:
             return Forbidden(
                 f"the admin plane listens on {admin.host}, beyond loopback, so it needs "
-                "authentication: set admin.token (for example ${CROSSWAY_ADMIN_TOKEN})"
+                "authentication: set admin.token (for example ${CROSSWAY_ADMIN_TOKEN}) or "
+                "admin.jwt"
             )
-        from starlette.requests import Request
-
-        try:
-            _check_token(Request(scope), admin)
-        except Unauthenticated as exc:
-            return exc
-        return None
+        return error or unauthenticated(admin)

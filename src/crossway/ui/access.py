@@ -15,7 +15,6 @@ token.
 
 from __future__ import annotations
 
-import hmac
 import threading
 import time
 import urllib.parse
@@ -28,7 +27,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crossway.config import Config
+from crossway.errors import GatewayError
 from crossway.server.admin_auth import _hostname, _is_loopback
+from crossway.server.admin_jwt import AdminAuth
 from crossway.ui.session import COOKIE, Session, SessionCodec, csrf_matches
 
 Mode = Literal["token", "open", "closed"]
@@ -45,7 +46,7 @@ LOGIN_WINDOW_SECONDS: Final = 300.0
 
 def mode_of(cfg: Config) -> Mode:
     """How the console is protected under `cfg`."""
-    if cfg.admin.token is not None:
+    if cfg.admin.protected:
         return "token"
     return "open" if _is_loopback(cfg.admin.host) else "closed"
 
@@ -53,12 +54,15 @@ def mode_of(cfg: Config) -> Mode:
 class ConsoleAccess:
     """The session codec for the current admin token, and the failed-login counter."""
 
-    def __init__(self) -> None:
+    def __init__(self, auth: AdminAuth | None = None) -> None:
+        self.auth = auth if auth is not None else AdminAuth()
         self._codecs: dict[str | None, SessionCodec] = {}
         self._lock = threading.Lock()
         self._failures: dict[str, deque[float]] = {}
 
     def codec(self, cfg: Config) -> SessionCodec:
+        """The session codec of the current admin token (with JWT admins only, or none, a key
+        of this process: a restart or another replica then asks to sign in again)."""
         token = cfg.admin.token.get_secret_value() if cfg.admin.token is not None else None
         with self._lock:
             codec = self._codecs.get(token)
@@ -67,11 +71,13 @@ class ConsoleAccess:
                 self._codecs = {token: (codec := SessionCodec(token))}
             return codec
 
-    def token_ok(self, cfg: Config, presented: str) -> bool:
-        if cfg.admin.token is None:
+    async def token_ok(self, cfg: Config, presented: str) -> bool:
+        """Whether `presented` is the admin token or an admin JWT (a JWT that fails its
+        checks is simply not accepted here: the login form says so)."""
+        try:
+            return await self.auth.check_token(cfg.admin, presented)
+        except GatewayError:
             return False
-        expected = cfg.admin.token.get_secret_value().encode()
-        return hmac.compare_digest(presented.encode(), expected)
 
     def throttled(self, client: str) -> bool:
         """Whether `client` has used up its failed logins for now."""
@@ -173,7 +179,7 @@ class ConsoleGate:
         codec = self.access.codec(cfg)
         session = codec.decode(_cookie(scope))
         bearer = _bearer(scope)
-        by_token = bearer is not None and self.access.token_ok(cfg, bearer)
+        by_token = bearer is not None and await self.access.token_ok(cfg, bearer)
         issue: Session | None = None
         if session is None:
             session = codec.new(signed_in=mode == "open")
@@ -196,7 +202,12 @@ class ConsoleGate:
                 )
             await _with_cookie(response, codec, issue)(scope, receive, send)
             return
-        if method in STATE_CHANGING and not by_token:
+        # A Bearer credential is no ambient authority unless a browser sent it (a proxy in
+        # front may add it to every request): then the CSRF rule applies as for a cookie.
+        from_browser = any(
+            _header(scope, name) is not None for name in (b"cookie", b"origin", b"sec-fetch-site")
+        )
+        if method in STATE_CHANGING and (not by_token or from_browser):
             receive, presented = await _csrf_field(scope, receive)
             if presented is None:
                 presented = _header(scope, b"x-csrf-token")

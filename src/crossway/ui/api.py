@@ -1,7 +1,7 @@
 """The console reads and changes everything through the admin API, in process.
 
 A page never reaches a store itself: it calls the admin API's own routes (over an in-process
-ASGI transport, with the admin token when one is set), so the console can do nothing the API
+ASGI transport, authenticated by a secret that never leaves the process), so the console can do nothing the API
 cannot, and every check and error of the API applies to it too.
 """
 
@@ -45,9 +45,13 @@ class AdminApi:
     def __init__(self) -> None:
         self._app: ASGIApp | None = None
         self._client: httpx.AsyncClient | None = None
+        self._credentials: dict[str, str] = {}
 
-    def bind(self, app: ASGIApp) -> None:
+    def bind(self, app: ASGIApp, credentials: dict[str, str]) -> None:
+        """Call `app` (the admin plane) with `credentials` (headers that authenticate the
+        console's in-process calls: `AdminAuth.console_headers()`)."""
         self._app = app
+        self._credentials = dict(credentials)
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -69,9 +73,7 @@ class AdminApi:
         json: Any = None,
         content: bytes | None = None,
     ) -> ApiAnswer:
-        headers = {"accept": "application/json"}
-        if cfg.admin.token is not None:
-            headers["authorization"] = f"Bearer {cfg.admin.token.get_secret_value()}"
+        headers = {"accept": "application/json", **self._credentials}
         if json is not None:
             content = orjson.dumps(json)
             headers["content-type"] = "application/json"

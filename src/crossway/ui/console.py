@@ -57,7 +57,7 @@ def _login_routes(console: Console) -> list[BaseRoute]:
         cfg = config_of(request)
         form = await request.form()
         next_url = _safe_next(str(form.get("next") or ""))
-        if cfg.admin.token is None:
+        if not cfg.admin.protected:
             return RedirectResponse(next_url, 303)
         client = client_address(request)
         if console.access.throttled(client):
@@ -65,7 +65,7 @@ def _login_routes(console: Console) -> list[BaseRoute]:
                 request, "Too many wrong tokens: wait a few minutes and try again.", next_url, 429
             )
         token = str(form.get("token") or "")
-        if not console.access.token_ok(cfg, token):
+        if not await console.access.token_ok(cfg, token):
             console.access.failed(client)
             return _login_page(request, "That is not the admin token.", next_url, 401)
         codec = request.scope["state"]["ui_codec"]
