@@ -95,3 +95,26 @@ async def test_loopback_without_token_stays_open(admin: str) -> None:
         # DNS rebinding: another host name for this loopback listener is refused.
         async with http.get(admin + "/ui/", headers={"host": "evil.example:80"}) as resp:
             assert resp.status == 403
+
+
+@pytest.mark.parametrize("admin", [f"{{host: 0.0.0.0, token: {TOKEN}}}"], indirect=True)
+async def test_login_over_plain_http_beyond_loopback_explains_https(admin: str) -> None:
+    import re
+
+    remote = {"host": "gateway.internal:15000"}
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        async with http.get(admin + "/ui/login", headers=remote) as resp:
+            found = re.search(r'name="csrf" value="([^"]+)"', await resp.text())
+            assert found is not None
+            pre = {**remote, "cookie": resp.headers["set-cookie"].split(";")[0]}
+        form = {"csrf": found.group(1), "next": "/ui/", "token": TOKEN}
+        async with http.post(
+            admin + "/ui/login", data=form, headers=pre, allow_redirects=False
+        ) as resp:
+            assert resp.status == 400
+            assert "HTTPS" in await resp.text()
+        behind_tls = {**pre, "x-forwarded-proto": "https"}
+        async with http.post(
+            admin + "/ui/login", data=form, headers=behind_tls, allow_redirects=False
+        ) as resp:
+            assert resp.status == 303

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
@@ -18,7 +20,9 @@ from crossway.config import Config
 from crossway.ui.access import ConsoleAccess, ConsoleGate, client_address, cookie_header
 from crossway.ui.api import AdminApi
 from crossway.ui.headers import SecurityHeaders
-from crossway.ui.render import ENV
+from crossway.ui.render import ENV, bare_page
+
+log = logging.getLogger("crossway.ui")
 
 STATIC: Final = Path(__file__).parent / "static"
 
@@ -64,6 +68,16 @@ def _login_routes(console: Console) -> list[BaseRoute]:
             return _login_page(
                 request, "Too many wrong tokens: wait a few minutes and try again.", next_url, 429
             )
+        if not _secure_context(request):
+            return _login_page(
+                request,
+                "The console's session cookie is Secure, and browsers keep Secure cookies only "
+                "over HTTPS (or on loopback): serve the admin plane over HTTPS — admin.tls, or a "
+                "TLS proxy in front that sets X-Forwarded-Proto: https — or reach it through a "
+                "loopback tunnel (kubectl port-forward, ssh -L).",
+                next_url,
+                400,
+            )
         token = str(form.get("token") or "")
         if not await console.access.token_ok(cfg, token):
             console.access.failed(client)
@@ -105,6 +119,18 @@ def _login_page(
     return HTMLResponse(body, status_code=status, headers={"cache-control": "no-store"})
 
 
+def _secure_context(request: Request) -> bool:
+    """Whether the browser will keep a Secure cookie from this request: HTTPS (here or at a
+    proxy in front) or a loopback host name."""
+    from crossway.server.admin_auth import _hostname, _is_loopback
+
+    if request.url.scheme == "https":
+        return True
+    if request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower() == "https":
+        return True
+    return _is_loopback(_hostname(request.headers.get("host", "")))
+
+
 def _safe_next(value: str | None) -> str:
     """Where to go after signing in: a console path only (never another site)."""
     if not value or not value.startswith("/ui") or value.startswith("//") or "\\" in value:
@@ -127,6 +153,19 @@ def create_console(console: Console) -> ASGIApp:
         *_login_routes(console),
         *page_routes(console),
     ]
-    app = Starlette(routes=routes)
+
+    async def failed(request: Request, exc: Exception) -> Response:
+        log.error("console %s %s failed", request.method, request.url.path, exc_info=exc)
+        return HTMLResponse(
+            bare_page("Something went wrong", "This page failed: the gateway's log says why."),
+            status_code=500,
+        )
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 404)
+        detail = "There is no such console page." if status == 404 else str(exc)
+        return HTMLResponse(bare_page("Not found" if status == 404 else "Error", detail), status)
+
+    app = Starlette(routes=routes, exception_handlers={Exception: failed, HTTPException: not_found})
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="static")
     return SecurityHeaders(ConsoleGate(app, view=console.view, access=console.access))
