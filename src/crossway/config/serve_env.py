@@ -79,15 +79,23 @@ class ServeEnv:
     """The `crossway serve` settings found in the environment; None where a variable is unset."""
 
     listen_host: str | None = None
+    """`CROSSWAY_HOST`: the data-plane bind address."""
     listen_port: int | None = None
+    """`CROSSWAY_PORT`, else `PORT`: the data-plane port."""
     listen_port_variable: str | None = None
     """Which variable gave `listen_port` (`CROSSWAY_PORT` or `PORT`)."""
     admin_host: str | None = None
+    """`CROSSWAY_ADMIN_HOST`: the admin-plane bind address."""
     admin_port: int | None = None
+    """`CROSSWAY_ADMIN_PORT`: the admin-plane port."""
     workers: int | None = None
+    """`CROSSWAY_WORKERS`: worker processes when `--workers` is not given."""
     config_path: str | None = None
+    """`CROSSWAY_CONFIG`: the config file when `--config` is not given."""
     log_level: LogLevel | None = None
+    """`CROSSWAY_LOG_LEVEL`, folded to lower case."""
     log_format: LogFormat | None = None
+    """`CROSSWAY_LOG_FORMAT`, folded to lower case."""
 
 
 def read_serve_env(environ: Mapping[str, str] | None = None) -> ServeEnv:
