@@ -288,11 +288,6 @@ def test_crossway_workers_is_the_default_and_the_flag_wins(tmp_path: Path) -> No
     assert served.proc.returncode == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="admin.py ConfigView.current() re-reads the file with load_config, not "
-    "crossway.config.serve_env.load_serving_config (remove this mark once it does)",
-)
 def test_the_admin_plane_shows_the_effective_listener(tmp_path: Path) -> None:
     port, admin = free_port(), free_port()
     path = tmp_path / "c.yaml"

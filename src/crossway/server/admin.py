@@ -22,8 +22,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from crossway import __version__
-from crossway.config import Config, ConfigError, load_config
+from crossway.config import Config, ConfigError
 from crossway.config.secrets import redacted_dump
+from crossway.config.serve_env import load_serving_config
 from crossway.server.admin_a2a import a2a_task_routes
 from crossway.server.admin_agents import agent_paths, agent_routes
 from crossway.server.admin_jwt import AdminAuth
@@ -64,7 +65,7 @@ class ConfigView:
             if stamp is not None and stamp == self._stamp:
                 return self.config
             try:
-                self.config = load_config(self.path)
+                self.config = load_serving_config(self.path)
                 self.error = None
             except ConfigError as exc:
                 self.error = str(exc)
