@@ -114,6 +114,7 @@ def test_replicas_run_the_image_with_its_healthcheck_and_a_drain_window() -> Non
         assert service["read_only"] is True and "/tmp" in service["tmpfs"]
         assert any(v.endswith(":/var/lib/crossway") for v in service["volumes"])
         assert service["stop_signal"] == "SIGTERM"
+        assert service["init"] is True  # SIGTERM reaches crossway, children are reaped
         grace = int(service["stop_grace_period"].rstrip("s"))
         assert grace > config.listen.drain_seconds
         published = {p.rsplit(":", 1)[1] for p in service["ports"]}
