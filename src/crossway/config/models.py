@@ -80,6 +80,11 @@ class AdminConfig(StrictModel):
     `/healthz` and `/readyz` requires it (or `jwt`). Unset (and no `jwt`): the admin plane is
     open on a loopback `host` (not to browsers for the sensitive API routes) and closed beyond
     loopback."""
+    tls: ListenTls | None = None
+    """Serve the admin plane (API and console) over HTTPS: `cert_file` and `key_file`; with
+    `client_ca_file` and `client_auth`, callers need a client certificate as well. The
+    console's session cookie is `Secure`: beyond loopback, serve it over HTTPS (here or at a
+    proxy in front)."""
     jwt: AdminJwtConfig | None = None
     """Admins by JWT/OIDC as well as (or instead of) `token`: a valid token with the admin
     role is accepted wherever the admin token is."""

@@ -119,7 +119,7 @@ def serve(
         "https" if tls else "http",
         config.listen.host,
         config.listen.port,
-        f"http://{config.admin.host}:{config.admin.port}" if admin else "off",
+        _admin_url(config) if admin else "off",
     )
     try:
         server.serve()
@@ -183,7 +183,7 @@ def _serve_single(path: str, config: Config, logging_options: dict[str, Any]) ->
             "https" if config.listen.tls else "http",
             config.listen.host,
             config.listen.port,
-            f"http://{config.admin.host}:{config.admin.port}" if admin else "off",
+            _admin_url(config) if admin else "off",
         )
         try:
             await server.serve()
@@ -203,6 +203,11 @@ def _granian_logging(log_level: LogLevel, log_format: LogFormat) -> dict[str, An
         "log_level": LogLevels(log_level),
         "log_dictconfig": logging_config(log_level, log_format),
     }
+
+
+def _admin_url(config: Config) -> str:
+    scheme = "https" if config.admin.tls is not None else "http"
+    return f"{scheme}://{config.admin.host}:{config.admin.port}"
 
 
 def tls_options(tls: ListenTls | None) -> dict[str, Any]:
@@ -255,9 +260,35 @@ def _admin_server(path: str, config: Config, multiproc_dir: str | None) -> Any:
         access_log=False,
         lifespan="on",  # closes the stores the key routes opened,
     )
+    if config.admin.tls is not None:
+        _admin_tls(uv_config, config.admin.tls)
     server = uvicorn.Server(uv_config)
     server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
     return server
+
+
+def _admin_tls(uv_config: Any, tls: ListenTls) -> None:
+    """HTTPS for the admin plane: uvicorn's TLS options, then the minimum version and CRLs
+    on the context it builds (loaded here, so `serve()` keeps it)."""
+    import ssl
+
+    uv_config.ssl_certfile = tls.cert_file
+    uv_config.ssl_keyfile = tls.key_file
+    if tls.client_auth != "none" and tls.client_ca_file is not None:
+        uv_config.ssl_ca_certs = tls.client_ca_file
+        uv_config.ssl_cert_reqs = (
+            ssl.CERT_REQUIRED if tls.client_auth == "required" else ssl.CERT_OPTIONAL
+        )
+    uv_config.load()
+    context: ssl.SSLContext = uv_config.ssl
+    context.minimum_version = (
+        ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    )
+    if tls.client_auth != "none":
+        for crl in tls.client_crl_files:
+            context.load_verify_locations(cafile=crl)
+        if tls.client_crl_files:
+            context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
 
 
 def _start_admin(path: str, config: Config, multiproc_dir: str) -> Any:
