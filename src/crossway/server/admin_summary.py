@@ -10,21 +10,24 @@ Guardrails pages and for scripts.
                           (route, key, user, team, model, tool, agent, trace_id, status)
     GET /summary/guards   guard decisions in the window per guard, detector, action and
                           direction (counts only, never the matched text) and the newest
-                          entries that had some (`limit`, default 20); same window and filters
+                          entries that had some (`limit`, default 20); same window and
+                          filters; and `crossway_guard_decisions_total` since the start
 
 Latency percentiles are approximate: SQL counts durations into fixed bins
 (`LATENCY_EDGES_MS`), and a percentile is interpolated inside its bin as Prometheus'
 `histogram_quantile` does. Without `end` the window is widened to whole buckets (multiples of
 `bucket` since the Unix epoch), so consecutive calls share their buckets: the answer is kept
 and brought up to date with only the entries written since (the store's id range tells which;
-a prune starts it afresh). Same rule as `/logs`; with the request log off the answer is 409
-`request_log_off`, saying how to turn it on.
+a prune starts it afresh). Same rule as `/logs`. With the request log off `/summary` answers
+409 `request_log_off`, saying how to turn it on; `/summary/guards` still answers the metric
+counters, with `request_log.enabled: false` and that message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import threading
 import time
 import urllib.parse
@@ -33,6 +36,8 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, Final
 
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -69,6 +74,9 @@ CACHED_WINDOWS: Final = 32
 QUANTILES: Final = (0.5, 0.95, 0.99)
 SUMMARY_PARAMS: Final = ("start", "end", "bucket", "top", *FILTERS, "status")
 GUARD_PARAMS: Final = ("start", "end", *FILTERS, "status", "limit")
+GUARD_GROUP: Final = ("guard", "detector", "action", "direction")
+GUARD_METRIC: Final = "crossway_guard_decisions"
+"""The guard decision counter's family name (its samples end in `_total`)."""
 REQUEST_LOG_OFF: Final = (
     "the request log is off: set telemetry.request_log.enabled: true to keep request "
     "summaries and guard decisions"
@@ -268,16 +276,19 @@ def summary_routes(view: ConfigSource, probe: Any) -> list[Route]:
     rollups = Rollups()
     guard_rollups = Rollups()
     rollup_group = ("bucket", "bin", *DIMENSIONS)
-    guard_group = ("guard", "detector", "action", "direction")
+    guard_group = GUARD_GROUP
 
-    async def allowed(request: Request) -> Path | None:
+    async def allowed(request: Request, *, need_log: bool = True) -> tuple[Path | None, bool]:
+        """The store to read (None: nothing written yet) and whether the log is on."""
         cfg: Config = await asyncio.to_thread(view.current)
         _check_change_allowed(request, cfg.admin, ACTION)
         settings = cfg.telemetry.request_log
         if settings is None or not settings.enabled:
-            raise GatewayError(REQUEST_LOG_OFF, status=409, code="request_log_off")
+            if need_log:
+                raise GatewayError(REQUEST_LOG_OFF, status=409, code="request_log_off")
+            return None, False
         path = log_path(cfg)
-        return path if path.exists() else None
+        return (path if path.exists() else None), True
 
     def summarize(path: Path | None, window: Window, top: int) -> Json:
         table: dict[tuple[Any, ...], list[float]] = {}
@@ -296,7 +307,7 @@ def summary_routes(view: ConfigSource, probe: Any) -> list[Route]:
                 store.close()
         return build_summary(window, table, top)
 
-    def guards(path: Path | None, window: Window, limit: int) -> Json:
+    def guards(path: Path | None, log_on: bool, window: Window, limit: int) -> Json:
         table: dict[tuple[Any, ...], list[float]] = {}
         recent: list[Json] = []
         if path is not None:
@@ -322,11 +333,13 @@ def summary_routes(view: ConfigSource, probe: Any) -> list[Route]:
             "end": window.end,
             "decisions": decisions,
             "recent": [_recent(entry) for entry in recent],
+            "metrics": guard_metrics(metric_registry()),
+            "request_log": {"enabled": log_on, "message": None if log_on else REQUEST_LOG_OFF},
         }
 
     async def get_summary(request: Request) -> Response:
         try:
-            path = await allowed(request)
+            path, _ = await allowed(request)
             window, top = parse_window(request, SUMMARY_PARAMS)
             return _json(await asyncio.to_thread(_guarded_read, summarize, path, window, top))
         except GatewayError as exc:
@@ -334,15 +347,43 @@ def summary_routes(view: ConfigSource, probe: Any) -> list[Route]:
 
     async def get_guards(request: Request) -> Response:
         try:
-            path = await allowed(request)
+            path, log_on = await allowed(request, need_log=False)
             window, limit = parse_window(request, GUARD_PARAMS)
-            return _json(await asyncio.to_thread(_guarded_read, guards, path, window, limit))
+            body = await asyncio.to_thread(_guarded_read, guards, path, log_on, window, limit)
+            return _json(body)
         except GatewayError as exc:
             return _error(exc)
 
     return [
         Route("/summary", get_summary, methods=["GET"]),
         Route("/summary/guards", get_guards, methods=["GET"]),
+    ]
+
+
+def metric_registry() -> CollectorRegistry:
+    """Every worker's metrics, as the admin plane's `/metrics` reads them (the multiprocess
+    directory `crossway serve` sets up, or this process's registry)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path or not os.path.isdir(path):
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    return registry
+
+
+def guard_metrics(registry: CollectorRegistry) -> list[Json]:
+    """`crossway_guard_decisions_total` since the gateway started, per label set (summed over
+    workers), most findings first."""
+    totals: dict[tuple[str, ...], float] = defaultdict(float)
+    for family in registry.collect():
+        if family.name != GUARD_METRIC:
+            continue
+        for sample in family.samples:
+            if sample.name == GUARD_METRIC + "_total":
+                totals[tuple(sample.labels.get(k, "") for k in GUARD_GROUP)] += sample.value
+    return [
+        {**dict(zip(GUARD_GROUP, labels, strict=True)), "findings": int(value)}
+        for labels, value in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))
     ]
 
 
@@ -429,8 +470,25 @@ def summary_paths() -> Json:
             "end": number,
             "decisions": {"type": "array", "items": decision},
             "recent": {"type": "array", "items": recent},
+            "request_log": doc._obj(
+                {"enabled": {"type": "boolean"}, "message": {"type": ["string", "null"]}},
+                ["enabled"],
+            ),
+            "metrics": {
+                "type": "array",
+                "description": "`crossway_guard_decisions_total` since the gateway started.",
+                "items": doc._obj(
+                    {
+                        "guard": text,
+                        "detector": text,
+                        "action": text,
+                        "direction": text,
+                        "findings": {"type": "integer"},
+                    }
+                ),
+            },
         },
-        ["start", "end", "decisions", "recent"],
+        ["start", "end", "decisions", "recent", "metrics", "request_log"],
     )
     window = [
         doc._query("start", "Window start (Unix seconds or RFC 3339; default end - 1 h).", text),
@@ -470,7 +528,7 @@ def summary_paths() -> Json:
                 "Guard decisions in the request log by guard, detector, action and direction "
                 "(counts, never the matched text), and the newest entries that had some.",
                 doc._ok(guards),
-                errors=(400, 401, 403, 409, 503),
+                errors=(400, 401, 403, 503),
                 params=[
                     *window,
                     doc._query(
