@@ -9,7 +9,10 @@ against deploy/k8s."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +136,18 @@ def test_config_without_the_secret_is_refused() -> None:
     text = str(info.value)
     for problem in ("CROSSWAY_ADMIN_TOKEN", "REDIS_URL", "OPENAI_BASE_URL"):
         assert problem in text
+
+
+def test_crossway_validate_accepts_the_container_config_with_its_environment() -> None:
+    command = [sys.executable, "-m", "crossway", "validate", "--config", str(CONTAINER_CONFIG)]
+    base = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV}
+    ok = subprocess.run(command, env={**base, **CONFIG_ENV}, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == f"{CONTAINER_CONFIG}: ok (1 routes, 1 backends)"
+    refused = subprocess.run(command, env=base, capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "environment variable CROSSWAY_ADMIN_TOKEN is not set" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def test_probes_and_ports_match_the_config() -> None:
