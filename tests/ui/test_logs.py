@@ -148,7 +148,7 @@ def test_filters_paging_and_detail_in_the_browser(
     page.locator("table.logs tbody tr a").first.click()
     page.wait_for_url(re.compile(r"/ui/logs/\d+$"))
     main = page.locator("main").inner_text()
-    for text in ("sample_add", "Trace id", "Policy decisions", "Prompt (as stored, redacted)"):
+    for text in ("sample_add", "Trace id", "Policy decisions", "Request contents (as stored"):
         assert text in main
     assert "hello <EMAIL>" in main  # the stored (redacted) prompt, pretty-printed
     trace = page.locator("code.trace").inner_text()
@@ -175,6 +175,11 @@ def test_bad_filters_and_unknown_entries_say_why(page: Any, loaded_stack: Stack)
     answer = page.goto(loaded_stack.console + "/logs?status=abc")
     assert answer is not None and answer.status == 400
     assert "status must be an HTTP status" in page.get_by_role("alert").inner_text()
+    # Through the htmx search too (htmx swaps only 2xx answers: the error is in the banner).
+    page.get_by_label("Status", exact=True).fill("6xx")
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_url(re.compile(r"status=6xx"))
+    page.get_by_role("alert").filter(has_text="status must be").wait_for()
     answer = page.goto(loaded_stack.console + "/logs?start=yesterday")
     assert answer is not None and answer.status == 400
     assert (

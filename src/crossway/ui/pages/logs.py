@@ -112,11 +112,13 @@ def routes(console: Console) -> list[BaseRoute]:
         answer = await console.api.get(cfg, "/logs", **api_params(query, time.time()))
         rows = answer.body.get("logs", []) if answer.ok else []
         next_cursor = answer.body.get("next_cursor") if answer.ok else None
+        # htmx swaps only 2xx answers: its search gets 200 with the error in the banner.
+        htmx = request.headers.get("hx-request") == "true"
         return render(
             request,
             "logs.html",
             "logs",
-            status=200 if answer.ok or answer.status >= 500 else answer.status,
+            status=200 if answer.ok or htmx else answer.status,
             rows=rows,
             error=None if answer.ok else answer.error,
             values=query,
