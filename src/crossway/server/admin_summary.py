@@ -33,6 +33,7 @@ import time
 import urllib.parse
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Hashable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -87,17 +88,29 @@ _EDGES: Final = [*(float(e) for e in LATENCY_EDGES_MS), math.inf]
 class Window:
     """The time range and bucket size of one call, and the store query behind it."""
 
-    def __init__(self, query: Query, start: float, end: float, bucket: float) -> None:
+    def __init__(
+        self, query: Query, start: float, end: float, bucket: float, *, aligned: bool = False
+    ) -> None:
         self.query = query
         self.start = start
         self.end = end
         self.bucket = bucket
+        self.aligned = aligned
+        """Whole buckets since the epoch: calls with other starts share the same buckets."""
         self.count = max(1, math.ceil((end - start) / bucket - 1e-9))
 
+    @property
+    def origin(self) -> float:
+        """Where bucket 0 starts: the epoch for an aligned window, else the window's start."""
+        return 0.0 if self.aligned else self.start
+
     def key(self) -> Hashable:
+        """What the kept aggregates are kept under (an aligned window's range is not part of
+        it: the buckets slide with the window)."""
         q = self.query
         equals = tuple(sorted((q.equals or {}).items()))
-        return (self.start, self.end, self.bucket, equals, q.status, q.status_class)
+        span = None if self.aligned else (self.start, self.end)
+        return (span, self.bucket, equals, q.status, q.status_class)
 
 
 def round_bucket(span: float) -> float:
@@ -161,45 +174,70 @@ def parse_window(request: Request, allowed: tuple[str, ...]) -> tuple[Window, in
         status=query.status,
         status_class=query.status_class,
     )
-    return Window(store_query, start, end, bucket), number
+    return Window(store_query, start, end, bucket, aligned=query.end is None), number
+
+
+Table = dict[tuple[Any, ...], list[float]]
+"""Aggregates: `{group values: sums}`."""
+Fetch = Callable[[float, float, tuple[int, int]], list[Json]]
+"""The store's aggregate rows for entries in a time range (start, end) and id range."""
 
 
 class Rollups:
-    """Aggregate rows kept per window and store, brought up to date with the entries written
-    since (additive sums: ids above the last seen one); dropped when the store was pruned."""
+    """Aggregate rows kept per store and window key, brought up to date with only what they
+    lack: the entries written since (ids above the highest seen; sums are additive) and, as an
+    aligned window slides, the time it newly covers (buckets it left are dropped). A prune (the
+    lowest id moved) starts afresh."""
 
     def __init__(self, keep: int = CACHED_WINDOWS) -> None:
         self._keep = keep
         self._lock = threading.Lock()
-        self._entries: OrderedDict[
-            Hashable, tuple[tuple[int, int], dict[tuple[Any, ...], list[float]]]
-        ]
+        self._entries: OrderedDict[Hashable, tuple[tuple[int, int], tuple[float, float], Table]]
         self._entries = OrderedDict()
 
     def rows(
         self,
         key: Hashable,
         ids: tuple[int, int],
-        fetch: Callable[[tuple[int, int]], list[Json]],
+        span: tuple[float, float],
+        fetch: Fetch,
         group: tuple[str, ...],
         sums: tuple[str, ...],
-    ) -> dict[tuple[Any, ...], list[float]]:
-        """`{group values: sums}` over the entries with ids in `ids` (lowest, highest)."""
+        first_bucket: Callable[[float], Any] | None = None,
+    ) -> Table:
+        """The aggregates over the entries with ids in `ids` (lowest, highest) and times in
+        `span`; `first_bucket(start)` (for bucketed groups, whose first value is the bucket)
+        gives the oldest bucket to keep."""
         with self._lock:
             held = self._entries.get(key)
+        start, end = span
+        parts: list[tuple[float, float, tuple[int, int]]] = []
         if held is not None and held[0][0] == ids[0] and held[0][1] <= ids[1]:
-            seen, table = held
-            since = (seen[1], ids[1])
-            table = {k: list(v) for k, v in table.items()} if since[0] < since[1] else table
+            seen, (covered_start, covered_end), table = held
+            old = (ids[0] - 1, seen[1])
+            if start < covered_start:
+                parts.append((start, covered_start, old))
+            if end > covered_end:
+                parts.append((covered_end, end, old))
+            covered = (min(start, covered_start), max(end, covered_end))
+            if seen[1] < ids[1]:
+                parts.append((*covered, (seen[1], ids[1])))
         else:
-            since, table = (ids[0] - 1, ids[1]), {}
-        if since[0] < since[1]:
-            for row in fetch(since):
-                values = table.setdefault(tuple(row[g] for g in group), [0.0] * len(sums))
-                for i, name in enumerate(sums):
-                    values[i] += row[name] or 0
+            table, covered = {}, span
+            parts.append((start, end, (ids[0] - 1, ids[1])))
+        if parts:
+            table = {k: list(v) for k, v in table.items()}
+            for part_start, part_end, part_ids in parts:
+                for row in fetch(part_start, part_end, part_ids):
+                    values = table.setdefault(tuple(row[g] for g in group), [0.0] * len(sums))
+                    for i, name in enumerate(sums):
+                        values[i] += row[name] or 0
+        if first_bucket is not None and covered[0] < start:  # the window slid on
+            oldest = first_bucket(start)
+            table = {k: v for k, v in table.items() if k[0] >= oldest}
+            covered = (start, covered[1])
         with self._lock:
-            self._entries[key] = (ids, table)
+            self._entries[key] = (ids, covered, table)
             self._entries.move_to_end(key)
             while len(self._entries) > self._keep:
                 self._entries.popitem(last=False)
@@ -229,7 +267,7 @@ def _totals(values: list[float]) -> Json:
     return out
 
 
-def build_summary(window: Window, table: dict[tuple[Any, ...], list[float]], top: int) -> Json:
+def build_summary(window: Window, table: Table, top: int) -> Json:
     """The `/summary` body from the rollup rows (bucket, bin, *DIMENSIONS) -> SUM_FIELDS."""
     width = len(SUM_FIELDS)
     per_bucket: dict[int, list[float]] = defaultdict(lambda: [0.0] * width)
@@ -237,7 +275,11 @@ def build_summary(window: Window, table: dict[tuple[Any, ...], list[float]], top
     all_bins: dict[int, float] = defaultdict(float)
     per_dim: dict[str, dict[str, list[float]]] = {d: {} for d in DIMENSIONS}
     total = [0.0] * width
-    for (bucket, latency_bin, *dims), values in table.items():
+    offset = round((window.start - window.origin) / window.bucket)
+    for (absolute, latency_bin, *dims), values in table.items():
+        bucket = absolute - offset
+        if not 0 <= bucket < window.count:
+            continue  # kept for a wider window than this call's
         sums = per_bucket[bucket]
         for i, value in enumerate(values):
             sums[i] += value
@@ -299,9 +341,16 @@ def summary_routes(view: ConfigSource, probe: Any) -> list[Route]:
                 table = rollups.rows(
                     (str(path), window.key()),
                     ids,
-                    lambda span: store.rollup(window.query, window.start, window.bucket, span),
+                    (window.start, window.end),
+                    lambda start, end, span: store.rollup(
+                        replace(window.query, start=start, end=end),
+                        window.origin,
+                        window.bucket,
+                        span,
+                    ),
                     rollup_group,
                     SUM_FIELDS,
+                    lambda start: round((start - window.origin) / window.bucket),
                 )
             finally:
                 store.close()
@@ -314,10 +363,14 @@ def summary_routes(view: ConfigSource, probe: Any) -> list[Route]:
             store = RequestLogFile(path)
             try:
                 ids = store.id_range()
+                # Counts for the whole window, not per bucket: kept per exact window.
                 table = guard_rollups.rows(
-                    (str(path), window.key()),
+                    (str(path), window.key(), window.start, window.end),
                     ids,
-                    lambda span: store.guard_counts(window.query, span),
+                    (window.start, window.end),
+                    lambda start, end, span: store.guard_counts(
+                        replace(window.query, start=start, end=end), span
+                    ),
                     guard_group,
                     ("findings", "requests"),
                 )
