@@ -102,6 +102,21 @@ def _price(price: Price | None) -> Json | None:
     }
 
 
+def _price_source(
+    upstream: str | None, backend: LlmBackendConfig, prices: PriceTable, bundled: PriceTable
+) -> str | None:
+    """`configured` (the backend's `prices` by name), `configured prefix` (a configured price
+    of a shorter name), `bundled` (Crossway's table), or None without a price."""
+    if not upstream:
+        return None
+    price = prices.lookup(upstream)
+    if price is None:
+        return None
+    if upstream in backend.prices:
+        return "configured"
+    return "bundled" if bundled.lookup(upstream) == price else "configured prefix"
+
+
 async def shared_cooldowns(name: str, backend: LlmBackendConfig) -> Json | None:
     """Cooldowns in effect now in the backend's shared store: `{deployment: until}`, or the
     store's error; None when the backend has no shared store."""
@@ -179,6 +194,7 @@ def describe_backend(
         ejections[key] = ejections.get(key, 0.0) + value
     shared_until = (shared or {}).get("until") or {}
     prices = PriceTable({k: Price(**v.model_dump()) for k, v in backend.prices.items()})
+    bundled = PriceTable()
     models = []
     for route in backend.models:
         targets = []
@@ -199,6 +215,7 @@ def describe_backend(
                     "context_window": target.context_window,
                     "price": _price(prices.lookup(upstream)) if upstream else None,
                     "price_configured": upstream in backend.prices if upstream else False,
+                    "price_source": _price_source(upstream, backend, prices, bundled),
                     "attempts": {r: int(tried.get(r, 0)) for r in ("ok", "retry", "error")},
                     "ejections": int(ejections.get(key, 0)),
                     "cooldown_until": shared_until.get(key),
@@ -319,6 +336,10 @@ def _schema() -> Json:
             "context_window": {"type": ["integer", "null"]},
             "price": price,
             "price_configured": {"type": "boolean"},
+            "price_source": {
+                "enum": ["configured", "configured prefix", "bundled", None],
+                "description": "Where the price comes from.",
+            },
             "attempts": _obj({k: {"type": "integer"} for k in ("ok", "retry", "error")}),
             "ejections": {"type": "integer", "description": "Cooldowns entered (all workers)."},
             "cooldown_until": {

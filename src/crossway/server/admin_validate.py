@@ -6,7 +6,8 @@
     POST /config/validate   body: the YAML text (any text content type, at most
                             `MAX_CONFIG_BYTES`); answer `{"valid": bool, "errors": [{"loc",
                             "line", "column", "message"}]}`, every problem the loader finds,
-                            each at its key path and line (1-based; column of the key)
+                            each at its key path and line (1-based; column of the key), in
+                            line order
 
 The text goes through `crossway.config.parse_config` with this process's environment for
 `${VAR}` interpolation, then the `crossway serve` environment overrides, exactly as a reload
@@ -17,6 +18,7 @@ interpolates holds the gateway's secrets, although no error ever echoes a value)
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 from pathlib import Path
@@ -147,7 +149,9 @@ def validate_text(text: str, env: Any = None) -> Json:
     try:
         config: Config = parse_config(text, SOURCE, environ)
     except ConfigError as exc:
-        return {"valid": False, "errors": [locate(p, text, tree) for p in exc.problems]}
+        errors = [locate(p, text, tree) for p in exc.problems]
+        errors.sort(key=lambda e: (e["line"] is None, e["line"] or 0, e["column"] or 0))
+        return {"valid": False, "errors": errors}
     try:  # what a serving gateway applies next (`load_serving_config`)
         apply_env_overrides(config, environ)
     except ConfigError as exc:
@@ -221,6 +225,13 @@ def holds_literal_secret(text: str, env: Any = None) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=4)
+def _file_holds_literal_secret(text: str) -> bool:
+    """`holds_literal_secret` for the file's text, remembered: the file seldom changes, and
+    parsing it again costs tens of milliseconds on every page view."""
+    return holds_literal_secret(text)
+
+
 def validate_routes(view: ConfigSource, probe: Any) -> list[Route]:
     """`GET /config/file` and `POST /config/validate`."""
 
@@ -233,7 +244,7 @@ def validate_routes(view: ConfigSource, probe: Any) -> list[Route]:
                 text = await asyncio.to_thread(Path(path).read_text, encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
                 raise ServiceUnavailable(f"cannot read the config file {path}: {exc}") from None
-            literal = await asyncio.to_thread(holds_literal_secret, text)
+            literal = await asyncio.to_thread(_file_holds_literal_secret, text)
             return _json(
                 {"path": path, "text": None if literal else text, "literal_secrets": literal}
             )
