@@ -63,9 +63,7 @@ def _server_ms(url: str, token: str | None, runs: int = 7) -> float:
     return statistics.median(times)
 
 
-def test_tasks_decisions_and_catalog(
-    page: Any, browser: Any, console_stack: Stack, tmp_path: Path
-) -> None:
+def test_tasks_decisions_and_catalog(page: Any, console_stack: Stack, tmp_path: Path) -> None:
     direct_id = f"direct-{uuid.uuid4().hex[:8]}"
     routed_id = f"routed-{uuid.uuid4().hex[:8]}"
     direct_task = _run(
@@ -131,16 +129,12 @@ def test_tasks_decisions_and_catalog(
     page.goto(console_stack.console + "/a2a/tasks/no-such-task")
     assert "no task 'no-such-task' is recorded" in page.get_by_role("alert").inner_text()
 
-    phone = browser.new_context(viewport=PHONE)
-    try:
-        small = phone.new_page()
-        sign_in(small, console_stack)
-        small.goto(console_stack.console + "/a2a")
-        screenshot(small, "a2a-phone", tmp_path)
-        small.goto(console_stack.console + f"/a2a/tasks/{routed_task}")
-        screenshot(small, "a2a-task-phone", tmp_path)
-    finally:
-        phone.close()
+    page.set_viewport_size(PHONE)
+    for name, path in (("a2a-phone", "/a2a"), ("a2a-task-phone", f"/a2a/tasks/{routed_task}")):
+        page.goto(console_stack.console + path)
+        screenshot(page, name, tmp_path)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"{name}: the page is {width} px wide on a phone"
 
     for path in ("/a2a", f"/a2a/tasks/{routed_task}"):
         median = _server_ms(console_stack.console + path, console_stack.token)
