@@ -42,8 +42,11 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium for one test module. Not for the session: while Playwright's sync API is
+    open, its event loop stays current in this thread and asyncio tests elsewhere could not
+    run theirs. (So a module using it holds no async tests.)"""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
