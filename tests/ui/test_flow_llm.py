@@ -78,7 +78,7 @@ def test_key_chat_logs_spend_revoke(page: Any, traced_stack: Stack, tmp_path: Pa
 
     # Create a key on the Keys page: the secret is shown once, in the answer's body.
     page.get_by_role("navigation", name="Console").get_by_role("link", name="Keys").click()
-    form = page.locator("form.keyform")
+    form = page.locator("form#new-key")
     form.get_by_label("Name", exact=True).fill("flow-key")
     form.get_by_label("User", exact=True).fill("ann")
     form.get_by_label("Team", exact=True).fill("research")

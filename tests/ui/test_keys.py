@@ -41,7 +41,7 @@ def _api(stack: Stack, path: str, body: Any = None, method: str | None = None) -
 def _create_in_ui(page: Any, stack: Stack, **fields: str) -> str:
     """Fill and send the create form; the secret shown."""
     page.goto(stack.console + "/keys")
-    form = page.locator("form.keyform")
+    form = page.locator("form#new-key")
     for label, value in fields.items():
         form.get_by_label(label, exact=True).fill(value)
     form.get_by_role("button", name="Create key").click()
@@ -77,18 +77,18 @@ def _until_raises(call: Any, error: type[Exception]) -> None:
 def test_form_errors_keep_what_was_typed(page: Any, console_stack: Stack) -> None:
     sign_in(page, console_stack)
     page.goto(console_stack.console + "/keys")
-    form = page.locator("form.keyform")
+    form = page.locator("form#new-key")
     form.get_by_label("Name", exact=True).fill("typo-key")
     form.get_by_label("Budget (USD)").fill("lots")
     form.get_by_role("button", name="Create key").click()
     alert = page.get_by_role("alert").inner_text()
     assert "max_budget: expected a number" in alert
-    assert page.locator("form.keyform input[name=name]").input_value() == "typo-key"
+    assert page.locator("form#new-key input[name=name]").input_value() == "typo-key"
     assert page.locator(".secret").count() == 0
     # The API's own checks show as its message (rpm must be at least 1).
-    page.locator("form.keyform input[name=max_budget]").fill("")
-    page.locator("form.keyform input[name=rpm]").fill("0")
-    page.locator("form.keyform").get_by_role("button", name="Create key").click()
+    page.locator("form#new-key input[name=max_budget]").fill("")
+    page.locator("form#new-key input[name=rpm]").fill("0")
+    page.locator("form#new-key").get_by_role("button", name="Create key").click()
     assert "rpm" in page.get_by_role("alert").inner_text()
     assert page.locator(".secret").count() == 0
     status, listed = _api(console_stack, "/keys")
@@ -240,3 +240,26 @@ def test_api_budgets_with_the_list_and_spend_per_interval(console_stack: Stack) 
         status, error = _api(console_stack, query)
         assert status == 400, query
         assert error["error"]["param"] == param, query
+
+
+def test_set_a_users_budget_from_the_page(page: Any, console_stack: Stack) -> None:
+    sign_in(page, console_stack)
+    page.goto(console_stack.console + "/keys")
+    form = page.locator("form[action='/ui/keys/budgets']")
+    form.get_by_label("For a").select_option("user")
+    form.get_by_label("Team or user id").fill("dora")
+    form.get_by_label("Budget (USD)").fill("-1")
+    form.get_by_role("button", name="Save budget").click()
+    assert "max_budget" in page.get_by_role("alert").inner_text()
+    assert page.locator("form[action='/ui/keys/budgets'] input[name=id]").input_value() == "dora"
+    form = page.locator("form[action='/ui/keys/budgets']")
+    form.get_by_label("Budget (USD)").fill("12.5")
+    form.get_by_label("Budget period").select_option("weekly")
+    form.get_by_label("Requests per minute").fill("30")
+    form.get_by_role("button", name="Save budget").click()
+    page.wait_for_url(re.compile(r"saved=user"))
+    assert "Saved user dora" in page.get_by_role("status").inner_text()
+    row = page.locator("#users + .scroll table tr", has_text="dora").inner_text()
+    assert "store" in row and "of $12.50" in row and "weekly" in row and "30 rpm" in row
+    status, stored = _api(console_stack, "/users/dora")
+    assert status == 200 and stored["max_budget"] == 12.5 and stored["rpm"] == 30

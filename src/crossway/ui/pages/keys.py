@@ -2,6 +2,7 @@
 
     GET  /ui/keys                 keys (revoked too), teams, users, spend charts, the create form
     POST /ui/keys                 create a key: the secret is shown once, on the answer page
+    POST /ui/keys/budgets         store a team's or a user's budget and limits (PUT /teams/{id})
     GET  /ui/keys/{id}            one key: budget, spend over time and by model, recent
                                   requests, the edit form
     POST /ui/keys/{id}            change its scopes and limits (PATCH /keys/{id})
@@ -111,6 +112,26 @@ def key_fields(form: FormData, *, creating: bool) -> dict[str, Any]:
     if metadata or not creating:
         body["metadata"] = metadata or None
     return body
+
+
+def principal_fields(form: FormData) -> tuple[str, str, dict[str, Any]]:
+    """`(kind, id, body)` of `PUT /teams/{id}` or `PUT /users/{id}` from the budget form."""
+    kind = _text(form, "kind")
+    if kind not in ("team", "user"):
+        raise FormError("kind: team or user")
+    principal_id = _text(form, "id")
+    if not principal_id:
+        raise FormError(f"id: which {kind}?")
+    body: dict[str, Any] = {}
+    for name, number_kind in (("max_budget", float), ("rpm", int), ("tpm", int)):
+        number = _number(form, name, number_kind)
+        if number is not None:
+            body[name] = number
+    period = _text(form, "budget_period") or "total"
+    if period not in PERIODS:
+        raise FormError(f"budget_period: one of {', '.join(PERIODS)}")
+    body["budget_period"] = period
+    return kind, principal_id, body
 
 
 def form_values(form: FormData | None) -> dict[str, str]:
@@ -264,6 +285,8 @@ def routes(console: Console) -> list[BaseRoute]:
         form: FormData | None = None,
         error: str | None = None,
         status: int = 200,
+        principal_form: FormData | None = None,
+        principal_error: str | None = None,
     ) -> Response:
         cfg = config_of(request)
         api = console.api
@@ -325,10 +348,31 @@ def routes(console: Console) -> list[BaseRoute]:
             error=error,
             values=form_values(form),
             periods=PERIODS,
+            principal_error=principal_error,
+            principal_values=form_values(principal_form),
+            saved=request.query_params.get("saved"),
         )
 
     async def show(request: Request) -> Response:
         return await list_page(request)
+
+    async def set_principal(request: Request) -> Response:
+        cfg = config_of(request)
+        form = await request.form()
+        try:
+            kind, principal_id, body = principal_fields(form)
+        except FormError as exc:
+            return await list_page(
+                request, principal_form=form, principal_error=str(exc), status=400
+            )
+        path = f"/{kind}s/" + urllib.parse.quote(principal_id, safe="")
+        answer = await console.api.call(cfg, "PUT", path, json=body)
+        if not answer.ok:
+            return await list_page(
+                request, principal_form=form, principal_error=answer.error, status=answer.status
+            )
+        saved = urllib.parse.urlencode({"saved": f"{kind} {principal_id}"})
+        return RedirectResponse(f"/ui/keys?{saved}#budgets", 303)
 
     async def create(request: Request) -> Response:
         cfg = config_of(request)
@@ -471,6 +515,7 @@ def routes(console: Console) -> list[BaseRoute]:
     return [
         Route("/ui/keys", show, methods=["GET"]),
         Route("/ui/keys", create, methods=["POST"]),
+        Route("/ui/keys/budgets", set_principal, methods=["POST"]),
         Route("/ui/keys/{key_id}", detail, methods=["GET"]),
         Route("/ui/keys/{key_id}", update, methods=["POST"]),
         Route("/ui/keys/{key_id}/rotate", confirm("rotate"), methods=["GET"]),
