@@ -187,7 +187,7 @@ def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> AdminPlane:
         *key_routes(view, key_stores),
         *log_routes(view),
         *summary_routes(view, probe),
-        *model_routes(view, probe),
+        *model_routes(view, probe, registry),
         *mcp_routes(view, probe),
         *agent_routes(view, probe),
         *validate_routes(view, probe),
