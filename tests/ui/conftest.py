@@ -33,6 +33,8 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 """Headless Chromium as root on a closed network (no background connections)."""
+STACK_READY_SECONDS = 90.0
+"""Five sample processes and the gateway start together: slow on a loaded 2-core machine."""
 
 
 def chromium_path() -> str:
@@ -106,6 +108,7 @@ def start_stack(config: Path, tmp: Path, *, token: str | None) -> Stack:
     try:
         wait_for(
             lambda: proc.poll() is not None or http_status(stack.admin + "/readyz") == 200,
+            timeout=STACK_READY_SECONDS,
             what="the console stack",
         )
     except BaseException:

@@ -50,7 +50,7 @@ def line_chart(
     x_format: Formatter = _clock,
 ) -> Markup:
     """Lines over time: `series` is (name, [(unix seconds, value), ...]) each."""
-    pad_left, pad_right, pad_top, pad_bottom = 48, 12, 10, 38
+    pad_right, pad_top, pad_bottom = 12, 10, 38
     points = [p for _, values in series for p in values]
     if not points:
         return _empty(title, width, height)
@@ -59,6 +59,9 @@ def line_chart(
     y_max = max(max(p[1] for p in points), 0.0)
     if y_max <= 0 or not math.isfinite(y_max):
         y_max = 1.0
+    # Room for the longest axis label (about 6.5 px a character at 11 px).
+    widest = max(len(y_format(y_max * f)) for f in (0.0, 0.5, 1.0))
+    pad_left = max(36, min(width // 3, int(widest * 6.5) + 10))
     if x_max == x_min:
         x_max = x_min + 1.0
     plot_w = width - pad_left - pad_right
