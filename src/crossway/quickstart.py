@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 CONFIG = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
-READY_SECONDS = 30.0
+READY_SECONDS = 60.0
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
