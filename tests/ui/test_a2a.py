@@ -57,8 +57,8 @@ def _server_ms(url: str, token: str | None, runs: int = 7) -> float:
     for _ in range(runs):
         start = time.perf_counter()
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
-            assert r.status == 200
-            r.read()
+            assert r.status == 200 and r.geturl() == url  # the page itself, not the login form
+            assert b"<h1>" in r.read()
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
 
@@ -100,13 +100,13 @@ def test_tasks_decisions_and_catalog(page: Any, console_stack: Stack, tmp_path: 
     screenshot(page, "a2a", tmp_path)
 
     # Tasks by state: both completed; the filter shows them, another state does not.
-    page.get_by_role("navigation", name="Task states").get_by_role("link", name="completed").click()
+    page.get_by_role("group", name="Task states").get_by_role("link", name="completed").click()
     assert "state=completed" in page.url
     tasks = page.locator("table.tasks")
     assert tasks.get_by_role("link", name=direct_task).is_visible()
     assert tasks.get_by_role("link", name=routed_task).is_visible()
     screenshot(page, "a2a-completed", tmp_path)
-    page.get_by_role("navigation", name="Task states").get_by_role("link", name="failed").click()
+    page.get_by_role("group", name="Task states").get_by_role("link", name="failed").click()
     assert page.get_by_text("No task is in state failed.").is_visible()
 
     # The direct task's detail: its agent and history (submitted -> working -> completed).
