@@ -316,6 +316,8 @@ def build_summary(window: Window, table: Table, top: int) -> Json:
 def summary_routes(view: ConfigSource, probe: Any) -> list[Route]:
     """The admin plane's `/summary` routes over the store `view.current()` names."""
     rollups = Rollups()
+    built: dict[Hashable, tuple[Table, Json]] = {}
+    memo_lock = threading.Lock()
     guard_rollups = Rollups()
     rollup_group = ("bucket", "bin", *DIMENSIONS)
     guard_group = GUARD_GROUP
@@ -354,7 +356,18 @@ def summary_routes(view: ConfigSource, probe: Any) -> list[Route]:
                 )
             finally:
                 store.close()
-        return build_summary(window, table, top)
+        # The same aggregates for the same window: the body built last time still holds.
+        memo_key = (str(path), window.key(), window.start, window.end, top)
+        with memo_lock:
+            held = built.get(memo_key)
+        if held is not None and held[0] is table:
+            return held[1]
+        body = build_summary(window, table, top)
+        with memo_lock:
+            built[memo_key] = (table, body)
+            while len(built) > CACHED_WINDOWS:
+                built.pop(next(iter(built)))
+        return body
 
     def guards(path: Path | None, log_on: bool, window: Window, limit: int) -> Json:
         table: dict[tuple[Any, ...], list[float]] = {}
