@@ -163,3 +163,53 @@ def test_id_range(store: RequestLogFile) -> None:
     assert store.id_range() == (1, 5)
     store.prune(max_rows=3, older_than=0)
     assert store.id_range() == (3, 5)
+
+
+def test_guard_queries_read_only_guarded_entries(tmp_path: Path) -> None:
+    """A file from before the `guards` column gets it and the partial index on open, and the
+    guard queries search that index (not every entry's last column)."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE request_log (id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL,"
+        " request_id TEXT, trace_id TEXT, route TEXT, backend TEXT, kind TEXT, method TEXT,"
+        " path TEXT, status INTEGER, duration_ms REAL, key TEXT, user TEXT, team TEXT,"
+        " model TEXT, provider TEXT, tool TEXT, agent TEXT, cost REAL, usage TEXT, request TEXT,"
+        " response TEXT, truncated INTEGER NOT NULL DEFAULT 0)"
+    )
+    old.commit()
+    old.close()
+    log = RequestLogFile(path)
+    try:
+        conn = log.db()
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM request_log WHERE time >= ? AND time < ?"
+            " AND guards IS NOT NULL ORDER BY time DESC, id DESC LIMIT 5",
+            (T0, T0 + 10),
+        ).fetchall()
+        assert "request_log_guarded" in str(plan)
+        log.insert(
+            [
+                entry(
+                    T0,
+                    guards=[
+                        {
+                            "guard": "g",
+                            "detector": "d",
+                            "action": "log",
+                            "direction": "request",
+                            "count": 1,
+                        }
+                    ],
+                )
+            ]
+        )
+        assert store_count(log) == 1
+    finally:
+        log.close()
+
+
+def store_count(log: RequestLogFile) -> int:
+    return sum(c["findings"] for c in log.guard_counts(Query(), (0, 10)))

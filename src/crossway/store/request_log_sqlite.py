@@ -63,6 +63,12 @@ _SCHEMA: Final = (
 )
 _ADDED_COLUMNS: Final = (("guards", "TEXT"),)
 """Columns later versions added: a file written by an older Crossway gets them on open."""
+_ADDED_INDEXES: Final = (
+    # The entries with guard decisions (usually few): the Guardrails page's counts and recent
+    # list read only them instead of every entry's last column (past its stored contents).
+    "CREATE INDEX IF NOT EXISTS request_log_guarded ON request_log (time) WHERE guards IS NOT NULL",
+)
+"""Indexes on added columns (created after the columns are)."""
 FILTERS: Final = ("route", "key", "user", "team", "model", "tool", "agent", "trace_id")
 """Columns the query matches exactly."""
 LATENCY_EDGES_MS: Final = (
@@ -167,6 +173,8 @@ class RequestLogFile:
                         conn.execute(f'ALTER TABLE request_log ADD COLUMN "{column}" {kind}')
                     except sqlite3.OperationalError:  # another worker added it just now
                         pass
+            for statement in _ADDED_INDEXES:
+                conn.execute(statement)
             self._conn = conn
         return self._conn
 
