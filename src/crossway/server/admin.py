@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -161,6 +161,7 @@ def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> AdminPlane:
         )
 
     key_stores = KeyStores()
+    closers: list[Callable[[], Awaitable[None]]] = []
     auth = AdminAuth()
     console_access = ConsoleAccess(auth)
 
@@ -173,6 +174,8 @@ def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> AdminPlane:
         finally:
             await probe.aclose()
             await auth.aclose()
+            for close in closers:
+                await close()
             await console.api.aclose()
 
     workers_mode = "single" if multiproc_dir is None else "multiprocess"
@@ -189,7 +192,7 @@ def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> AdminPlane:
         *summary_routes(view, probe),
         *model_routes(view, probe, registry),
         *mcp_routes(view, probe),
-        *agent_routes(view, probe),
+        *agent_routes(view, probe, closers),
         *validate_routes(view, probe),
     ]
     extra = {

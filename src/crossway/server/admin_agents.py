@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from starlette.requests import Request
@@ -72,10 +73,22 @@ class _Catalog:
             self._registries[name] = (config, registry, time.monotonic())
             return registry
 
+    async def aclose(self) -> None:
+        """Close every registry (their HTTP sessions), at the admin plane's shutdown."""
+        async with self._lock:
+            registries, self._registries = self._registries, {}
+        for _, registry, _ in registries.values():
+            await registry.close()
 
-def agent_routes(view: Any, probe: Any) -> list[Route]:
-    """`GET /a2a/agents` and `GET /a2a/decisions`, reading backends from `view.current()`."""
+
+def agent_routes(
+    view: Any, probe: Any, closers: list[Callable[[], Awaitable[None]]] | None = None
+) -> list[Route]:
+    """`GET /a2a/agents` and `GET /a2a/decisions`, reading backends from `view.current()`;
+    what must be closed at shutdown is added to `closers`."""
     catalog = _Catalog()
+    if closers is not None:
+        closers.append(catalog.aclose)
 
     async def config(request: Request) -> Config:
         cfg: Config = await asyncio.to_thread(view.current)
