@@ -198,6 +198,7 @@ class Rollups:
         self._lock = threading.Lock()
         self._entries: OrderedDict[Hashable, tuple[tuple[int, int], tuple[float, float], Table]]
         self._entries = OrderedDict()
+        self._turns: dict[Hashable, threading.Lock] = {}
 
     def rows(
         self,
@@ -211,7 +212,23 @@ class Rollups:
     ) -> Table:
         """The aggregates over the entries with ids in `ids` (lowest, highest) and times in
         `span`; `first_bucket(start)` (for bucketed groups, whose first value is the bucket)
-        gives the oldest bucket to keep."""
+        gives the oldest bucket to keep. Calls for one key take turns: a second one waiting
+        on a long first scan then finds its result kept, instead of scanning again."""
+        with self._lock:
+            turn = self._turns.setdefault(key, threading.Lock())
+        with turn:
+            return self._rows(key, ids, span, fetch, group, sums, first_bucket)
+
+    def _rows(
+        self,
+        key: Hashable,
+        ids: tuple[int, int],
+        span: tuple[float, float],
+        fetch: Fetch,
+        group: tuple[str, ...],
+        sums: tuple[str, ...],
+        first_bucket: Callable[[float], Any] | None,
+    ) -> Table:
         with self._lock:
             held = self._entries.get(key)
         start, end = span
@@ -244,7 +261,8 @@ class Rollups:
             self._entries[key] = (ids, covered, table)
             self._entries.move_to_end(key)
             while len(self._entries) > self._keep:
-                self._entries.popitem(last=False)
+                dropped, _ = self._entries.popitem(last=False)
+                self._turns.pop(dropped, None)
         return table
 
 

@@ -6,13 +6,16 @@ model, tool and agent; upstream health and cooldowns.
 Read through the admin API: `GET /summary` (the request log's aggregates), `GET /stats` (the
 metrics: requests in flight, uptime, totals since the start), `GET /readyz` (upstream
 reachability, stores) and `GET /models` (LLM deployments' ejections and cooldowns). With the
-request log off the page shows the metrics alone and says how to turn the log on.
+request log off the page shows the metrics alone and says how to turn the log on. After a page
+the other windows' summaries are asked for in the background, so that choosing one finds them
+kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -22,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from crossway.config import Config
 from crossway.ui.api import ApiAnswer
 from crossway.ui.charts import line_chart
 from crossway.ui.console import config_of
@@ -29,6 +33,8 @@ from crossway.ui.render import render
 
 if TYPE_CHECKING:
     from crossway.ui.console import Console
+
+log = logging.getLogger("crossway.ui")
 
 WINDOWS: Final = (("1h", "1 hour", 3600), ("24h", "24 hours", 86400), ("7d", "7 days", 604800))
 """The window selector: (value of `window`, label, seconds)."""
@@ -152,6 +158,27 @@ def cooldown_rows(models: ApiAnswer) -> list[dict[str, Any]]:
 
 
 def routes(console: Console) -> list[BaseRoute]:
+    pending: set[asyncio.Task[None]] = set()
+
+    def prefetch(cfg: Config, others: list[int]) -> None:
+        """Ask the API for the other windows in the background, so that choosing one finds
+        its aggregates kept (the first 7-day summary after a start scans every entry); one
+        round at a time, and none while one runs."""
+        if pending:
+            return
+
+        async def fetch() -> None:
+            for seconds in others:
+                try:
+                    await console.api.get(cfg, "/summary", start=f"{time.time() - seconds:.3f}")
+                except Exception:  # only a warm-up: the page asks again when it needs it
+                    log.debug("summary prefetch failed", exc_info=True)
+                    return
+
+        task = asyncio.get_running_loop().create_task(fetch())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
     async def page(request: Request) -> Response:
         cfg = config_of(request)
         chosen = request.query_params.get("window", DEFAULT_WINDOW)
@@ -167,6 +194,8 @@ def routes(console: Console) -> list[BaseRoute]:
         )
         log_off = summary.status == 409
         data = summary.body if summary.ok and isinstance(summary.body, dict) else None
+        if data is not None:
+            prefetch(cfg, [s for key, s in spans.items() if key != chosen])
         stats_body = stats.body if stats.ok and isinstance(stats.body, dict) else {}
         ready_body = ready.body if isinstance(ready.body, dict) else {}
         return render(
