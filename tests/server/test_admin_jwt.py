@@ -114,3 +114,34 @@ def test_admin_jwt_needs_an_audience(tmp_path: Path) -> None:
     path.write_text(f"admin:\n  jwt:\n    secret: {SECRET}\n    algorithms: [HS256]\n")
     with pytest.raises(ConfigError, match="audiences"):
         load_config(str(path))
+
+
+async def test_jwt_only_admin_plane_guards_reads_on_loopback_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With only `admin.jwt` (no token), the pin and task reads need the JWT as the token
+    would: configured admin credentials are never optional."""
+    monkeypatch.setenv("CROSSWAY_DATA_DIR", str(tmp_path / "data"))
+    path = tmp_path / "crossway.yaml"
+    path.write_text(ADMIN.replace("  host: 0.0.0.0\n", "  host: 127.0.0.1\n"))
+    app = create_admin_app(ConfigView(str(path), load_config(str(path))), None)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.ensure_future(server.serve())
+    while not server.started:
+        assert not task.done()
+        await asyncio.sleep(0.01)
+    try:
+        async with aiohttp.ClientSession() as http:
+            base = f"http://127.0.0.1:{port}"
+            good = {"authorization": f"Bearer {token(['gateway-admin'])}"}
+            for route in ("/pins", "/a2a/tasks", "/keys", "/logs"):
+                async with http.get(base + route) as resp:
+                    assert resp.status == 401, route
+                async with http.get(base + route, headers=good) as resp:
+                    assert resp.status == 200, route
+    finally:
+        server.should_exit = True
+        await task

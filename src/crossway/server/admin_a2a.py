@@ -58,7 +58,7 @@ def a2a_task_routes(view: ConfigSource) -> list[Route]:
 
     async def config(request: Request) -> Config:
         cfg: Config = await asyncio.to_thread(view.current)
-        if cfg.admin.token is not None:
+        if cfg.admin.protected:
             _check_token(request, cfg.admin)
         return cfg
 

@@ -52,7 +52,7 @@ def pin_routes(view: ConfigSource) -> list[Route]:
     async def list_pins(request: Request) -> Response:
         try:
             cfg = await config()
-            if cfg.admin.token is not None:
+            if cfg.admin.protected:
                 _check_token(request, cfg.admin)
             wanted = request.query_params.get("backend")
             entries: list[dict[str, Any]] = []
@@ -72,7 +72,7 @@ def pin_routes(view: ConfigSource) -> list[Route]:
     async def get_pin(request: Request) -> Response:
         try:
             cfg = await config()
-            if cfg.admin.token is not None:
+            if cfg.admin.protected:
                 _check_token(request, cfg.admin)
             name, server, tool = _target(request)
             backend = _backend(cfg, name)
