@@ -112,3 +112,23 @@ def test_login_goes_only_to_console_paths(page: Any, console_stack: Stack) -> No
     page.get_by_label("Admin token").fill(console_stack.token)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(console_stack.console + "/")
+
+
+def test_no_page_breaks_the_content_security_policy(page: Any, console_stack: Stack) -> None:
+    """Every page runs under the CSP as sent: no refused script, style or connection, and no
+    script error."""
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on(
+        "response",
+        lambda r: problems.append(f"{r.status} {r.url}") if r.status == 404 else None,
+    )
+    sign_in(page, console_stack)
+    for name in PAGES:
+        page.get_by_role("navigation", name="Console").get_by_role(
+            "link", name=name, exact=True
+        ).click()
+        page.wait_for_load_state("networkidle")
+        assert page.locator("h1").inner_text() == name
+    assert not problems, problems
