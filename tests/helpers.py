@@ -19,7 +19,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,6 +152,35 @@ def start_gateway(
         yield gw
     finally:
         gw.stop()
+
+
+@contextlib.asynccontextmanager
+async def serve_admin(config_path: Path) -> AsyncIterator[str]:
+    """The admin plane of `config_path` (`create_admin_app`, single-process metrics) under
+    uvicorn on a free loopback port, whatever its `admin.host` says (as a container's 0.0.0.0
+    is reached); yields its base URL."""
+    import asyncio
+
+    import uvicorn
+
+    from crossway.config import load_config
+    from crossway.server.admin import ConfigView, create_admin_app
+
+    path = str(config_path)
+    app = create_admin_app(ConfigView(path, load_config(path)), None)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.ensure_future(server.serve())
+    while not server.started:
+        assert not task.done(), "the admin server stopped before it started"
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 def missing_component(why: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
@@ -11,11 +10,9 @@ from pathlib import Path
 import aiohttp
 import jwt
 import pytest
-import uvicorn
 
 from crossway.config import ConfigError, load_config
-from crossway.server.admin import ConfigView, create_admin_app
-from tests.helpers import free_port
+from tests.helpers import serve_admin
 
 SECRET = "an-hmac-secret-of-at-least-32-characters!"
 ADMIN = f"""admin:
@@ -46,20 +43,8 @@ async def admin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     monkeypatch.setenv("CROSSWAY_DATA_DIR", str(tmp_path / "data"))
     path = tmp_path / "crossway.yaml"
     path.write_text(ADMIN)
-    app = create_admin_app(ConfigView(str(path), load_config(str(path))), None)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.ensure_future(server.serve())
-    while not server.started:
-        assert not task.done()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with serve_admin(path) as base:
+        yield base
 
 
 async def test_admin_role_opens_the_api(admin: str) -> None:
@@ -124,24 +109,12 @@ async def test_jwt_only_admin_plane_guards_reads_on_loopback_too(
     monkeypatch.setenv("CROSSWAY_DATA_DIR", str(tmp_path / "data"))
     path = tmp_path / "crossway.yaml"
     path.write_text(ADMIN.replace("  host: 0.0.0.0\n", "  host: 127.0.0.1\n"))
-    app = create_admin_app(ConfigView(str(path), load_config(str(path))), None)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.ensure_future(server.serve())
-    while not server.started:
-        assert not task.done()
-        await asyncio.sleep(0.01)
-    try:
+    async with serve_admin(path) as base:
         async with aiohttp.ClientSession() as http:
-            base = f"http://127.0.0.1:{port}"
+            base = base
             good = {"authorization": f"Bearer {token(['gateway-admin'])}"}
             for route in ("/pins", "/a2a/tasks", "/keys", "/logs"):
                 async with http.get(base + route) as resp:
                     assert resp.status == 401, route
                 async with http.get(base + route, headers=good) as resp:
                     assert resp.status == 200, route
-    finally:
-        server.should_exit = True
-        await task

@@ -4,7 +4,6 @@ page rendering them."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,12 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-import uvicorn
 
-from crossway.config import load_config
-from crossway.server.admin import ConfigView, create_admin_app
 from crossway.telemetry import metrics
-from tests.helpers import RedisServer, free_port
+from tests.helpers import RedisServer, serve_admin
 
 TOKEN = "h5-models-admin-token-0123456789"
 
@@ -62,21 +58,9 @@ async def served(
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)  # this process's metrics
     path = tmp_path / "crossway.yaml"
     path.write_text(CONFIG.replace("REDIS_URL", redis_url))
-    app = create_admin_app(ConfigView(str(path), load_config(str(path))), None)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.ensure_future(server.serve())
-    while not server.started:
-        assert not task.done(), "the admin server stopped before it started"
-        await asyncio.sleep(0.01)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+    async with serve_admin(path) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
             yield client
-    finally:
-        server.should_exit = True
-        await task
 
 
 AUTH = {"authorization": f"Bearer {TOKEN}"}

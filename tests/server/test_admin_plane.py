@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-import uvicorn
 
-from crossway.config import load_config
-from crossway.server.admin import ConfigView, create_admin_app
-from tests.helpers import free_port
+from tests.helpers import serve_admin
 
 TOKEN = "admin-plane-test-token"
 
@@ -26,20 +22,8 @@ async def admin(
     monkeypatch.setenv("CROSSWAY_DATA_DIR", str(tmp_path / "data"))
     path = tmp_path / "crossway.yaml"
     path.write_text(f"admin: {request.param}\n")
-    app = create_admin_app(ConfigView(str(path), load_config(str(path))), None)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.ensure_future(server.serve())
-    while not server.started:
-        assert not task.done()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with serve_admin(path) as base:
+        yield base
 
 
 ROUTES = ("/metrics", "/config", "/stats", "/pins", "/keys", "/logs", "/openapi.json")

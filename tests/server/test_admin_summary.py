@@ -5,7 +5,6 @@ a prune, never the matched text, and the time on a 100,000-entry store."""
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -16,12 +15,9 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-import uvicorn
 
-from crossway.config import load_config
-from crossway.server.admin import ConfigView, create_admin_app
 from crossway.store.request_log_sqlite import RequestLogFile
-from tests.helpers import free_port
+from tests.helpers import serve_admin
 from tests.ui.logstore import fill_request_log
 
 TOKEN = "summary-test-token"
@@ -44,20 +40,8 @@ async def served(tmp_path: Path, text: str) -> AsyncIterator[str]:
     """The admin app under uvicorn on a free loopback port."""
     path = tmp_path / "crossway.yaml"
     path.write_text(text)
-    app = create_admin_app(ConfigView(str(path), load_config(str(path))), None)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.ensure_future(server.serve())
-    while not server.started:
-        assert not task.done(), "the admin server stopped before it started"
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with serve_admin(path) as base:
+        yield base
 
 
 async def get(url: str, path: str, *, token: str | None = TOKEN, **headers: str) -> tuple[int, Any]:

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
-from crossway.config import load_config
-from crossway.server.admin import ConfigView, create_admin_app
 from crossway.server.admin_validate import MAX_CONFIG_BYTES, validate_text
-from tests.helpers import free_port
+from tests.helpers import serve_admin
 
 TOKEN = "h5-validate-admin-token-0123456789"
 
@@ -70,21 +66,9 @@ async def served(
     monkeypatch.setenv("H5_ADMIN_TOKEN", TOKEN)
     path = tmp_path / "crossway.yaml"
     path.write_text(text)
-    app = create_admin_app(ConfigView(str(path), load_config(str(path))), None)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.ensure_future(server.serve())
-    while not server.started:
-        assert not task.done(), "the admin server stopped before it started"
-        await asyncio.sleep(0.01)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+    async with serve_admin(path) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
             yield client, path
-    finally:
-        server.should_exit = True
-        await task
 
 
 def _auth() -> dict[str, str]:

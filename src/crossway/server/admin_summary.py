@@ -39,8 +39,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
-from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -49,6 +48,7 @@ from crossway.config import Config
 from crossway.errors import BadRequest, GatewayError
 from crossway.server.admin_auth import _check_change_allowed
 from crossway.server.admin_logs import ACTION, log_path, parse_query
+from crossway.server.admin_models import default_registry
 from crossway.server.admin_pins import _error, _json
 from crossway.server.admin_stats import quantile
 from crossway.store.request_log_sqlite import (
@@ -451,7 +451,7 @@ def summary_routes(view: ConfigSource, probe: Any) -> list[Route]:
             "end": window.end,
             "decisions": decisions,
             "recent": [_recent(entry) for entry in recent],
-            "metrics": guard_metrics(metric_registry()),
+            "metrics": guard_metrics(default_registry()),
             "request_log": {"enabled": log_on, "message": None if log_on else REQUEST_LOG_OFF},
         }
 
@@ -476,17 +476,6 @@ def summary_routes(view: ConfigSource, probe: Any) -> list[Route]:
         Route("/summary", get_summary, methods=["GET"]),
         Route("/summary/guards", get_guards, methods=["GET"]),
     ]
-
-
-def metric_registry() -> CollectorRegistry:
-    """Every worker's metrics, as the admin plane's `/metrics` reads them (the multiprocess
-    directory `crossway serve` sets up, or this process's registry)."""
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not path or not os.path.isdir(path):
-        return REGISTRY
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
-    return registry
 
 
 def guard_metrics(registry: CollectorRegistry) -> list[Json]:
