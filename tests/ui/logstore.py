@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import random
+import shutil
+import sqlite3
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -18,8 +21,32 @@ KEYS = tuple(f"key-{i:03d}" for i in range(40))
 TEAMS = ("research", "support", "platform")
 
 
+_BUILT: dict[tuple[int, float], tuple[Path, float]] = {}
+"""Stores already written in this test process: (rows, span) -> (file, when it was written)."""
+
+
 def fill_request_log(path: Path, rows: int = 100_000, *, span: float = 7 * 86400) -> None:
-    """Write `rows` entries spread over the last `span` seconds (LLM, MCP and A2A)."""
+    """Write `rows` entries spread over the last `span` seconds (LLM, MCP and A2A) to `path`.
+
+    The first store of a size is written once per test process and copied after that, its
+    times moved forward by the time since (the same entries, ending now)."""
+    built = _BUILT.get((rows, span))
+    if built is None:
+        master = Path(tempfile.mkdtemp(prefix="crossway-logstore-")) / "request-log.sqlite3"
+        _write(master, rows, span)
+        built = _BUILT[(rows, span)] = (master, time.time())
+    master, written = built
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(master, path)
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            conn.execute("UPDATE request_log SET time = time + ?", (time.time() - written,))
+    finally:
+        conn.close()
+
+
+def _write(path: Path, rows: int, span: float) -> None:
     rng = random.Random(14)
     now = time.time()
     store = RequestLogFile(path)
