@@ -102,3 +102,24 @@ async def test_login_over_plain_http_beyond_loopback_explains_https(admin: str) 
             admin + "/ui/login", data=form, headers=behind_tls, allow_redirects=False
         ) as resp:
             assert resp.status == 303
+
+
+@pytest.mark.parametrize("admin", [f"{{host: 0.0.0.0, token: {TOKEN}}}"], indirect=True)
+async def test_csrf_site_check_behind_a_proxy_that_rewrites_host(admin: str) -> None:
+    """nginx's default `proxy_pass` sends the upstream's name as Host; the browser's Origin then
+    matches X-Forwarded-Host. Another site's Origin is still refused."""
+    import re
+
+    proxied = {"host": "127.0.0.1:15000", "x-forwarded-host": "admin.example.com"}
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        async with http.get(admin + "/ui/login", headers=proxied) as resp:
+            found = re.search(r'name="csrf" value="([^"]+)"', await resp.text())
+            assert found is not None
+            cookie = resp.headers["set-cookie"].split(";")[0]
+        form = {"csrf": found.group(1), "next": "/ui/", "token": TOKEN}
+        for origin, status in (("https://evil.example", 403), ("https://admin.example.com", 303)):
+            headers = {**proxied, "cookie": cookie, "origin": origin, "x-forwarded-proto": "https"}
+            async with http.post(
+                admin + "/ui/login", data=form, headers=headers, allow_redirects=False
+            ) as resp:
+                assert resp.status == status, origin

@@ -123,14 +123,20 @@ def same_site(scope: Scope) -> bool:
     """Whether a request comes from the console's own pages (or from no page at all)."""
     if _header(scope, b"sec-fetch-site") in ("cross-site", "same-site"):
         return False
-    host = _header(scope, b"host") or ""
+    # Behind a proxy that rewrites Host, the name the browser used is in X-Forwarded-Host: a
+    # page of another site cannot set that header (not without a CORS preflight, never
+    # answered here), and the session's CSRF token is required besides.
+    hosts = {_header(scope, b"host") or ""}
+    forwarded = _header(scope, b"x-forwarded-host")
+    if forwarded:
+        hosts.add(forwarded.split(",")[0].strip())
     for name in (b"origin", b"referer"):
         value = _header(scope, name)
         if value is None:
             continue
         if value == "null":
             return False
-        return urllib.parse.urlsplit(value).netloc == host
+        return urllib.parse.urlsplit(value).netloc in hosts
     return True
 
 
