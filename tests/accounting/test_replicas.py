@@ -284,8 +284,16 @@ def test_a_key_budget_under_concurrent_load_on_all_replicas(cluster: Cluster) ->
             return str(exc.code)
         return "ok"
 
-    with ThreadPoolExecutor(max_workers=3 * per_replica) as pool:
-        results = list(pool.map(call, range(48)))
+    # One pool per replica, `per_replica` threads each: the bound's premise is at most that
+    # many calls in flight at one replica (one shared pool let refused calls, which return at
+    # once, leave more than `per_replica` of one replica's calls in flight together).
+    pools = [ThreadPoolExecutor(max_workers=per_replica) for _ in range(3)]
+    try:
+        futures = [pools[n % 3].submit(call, n) for n in range(48)]
+        results = [f.result() for f in futures]
+    finally:
+        for pool in pools:
+            pool.shutdown()
     admitted = results.count("ok")
     assert set(results) == {"ok", "budget_exceeded"}, set(results)
     wait_for(
