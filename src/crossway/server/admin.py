@@ -39,8 +39,6 @@ from crossway.server.admin_probe import ProbeCollector, UpstreamProbe
 from crossway.server.admin_stats import stats_route
 from crossway.server.admin_summary import summary_paths, summary_routes
 from crossway.server.admin_validate import validate_paths, validate_routes
-from crossway.ui import Console, create_console
-from crossway.ui.access import ConsoleAccess
 
 
 class ConfigView:
@@ -163,7 +161,6 @@ def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> AdminPlane:
     key_stores = KeyStores()
     closers: list[Callable[[], Awaitable[None]]] = []
     auth = AdminAuth()
-    console_access = ConsoleAccess(auth)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -176,7 +173,6 @@ def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> AdminPlane:
             await auth.aclose()
             for close in closers:
                 await close()
-            await console.api.aclose()
 
     workers_mode = "single" if multiproc_dir is None else "multiprocess"
     routes = [
@@ -205,14 +201,24 @@ def create_admin_app(view: ConfigView, multiproc_dir: str | None) -> AdminPlane:
     }
     routes.append(openapi_route(build_document(extra)))
     api = Starlette(lifespan=lifespan, routes=routes)
-    console = Console(
-        view=view,
-        access=console_access,
-        probe=probe,
-        registry=registry,
-        started=started,
-        workers_mode=workers_mode,
-    )
-    plane = AdminPlane(api, create_console(console), view, auth)
-    console.api.bind(plane, auth.console_headers())
+
+    def console() -> Any:
+        """The console's app, built at its first request: a gateway whose console nobody
+        opens never imports it (Jinja2, the pages)."""
+        from crossway.ui import Console, create_console
+        from crossway.ui.access import ConsoleAccess
+
+        state = Console(
+            view=view,
+            access=ConsoleAccess(auth),
+            probe=probe,
+            registry=registry,
+            started=started,
+            workers_mode=workers_mode,
+        )
+        state.api.bind(plane, auth.console_headers())
+        closers.append(state.api.aclose)
+        return create_console(state)
+
+    plane = AdminPlane(api, console, view, auth)
     return plane

@@ -9,6 +9,7 @@ rules apply (`crossway.server.admin_auth`), as before.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Final
 
 from starlette.routing import BaseRoute
@@ -25,11 +26,23 @@ PROBES: Final = frozenset({"/healthz", "/readyz"})
 class AdminPlane:
     """ASGI app: `/ui...` to the console, the rest to the admin API (lifespan included)."""
 
-    def __init__(self, api: Any, console: ASGIApp, view: Any, auth: AdminAuth) -> None:
+    def __init__(
+        self, api: Any, console: Callable[[], ASGIApp], view: Any, auth: AdminAuth
+    ) -> None:
         self.api = api
-        self.console = console
+        self._make_console = console
+        self._console: ASGIApp | None = None
+        self._console_lock = asyncio.Lock()
         self.view = view
         self.auth = auth
+
+    async def console(self) -> ASGIApp:
+        """The console's app, made (in a thread: it imports its modules) at first use."""
+        if self._console is None:
+            async with self._console_lock:
+                if self._console is None:
+                    self._console = await asyncio.to_thread(self._make_console)
+        return self._console
 
     @property
     def routes(self) -> list[BaseRoute]:
@@ -43,7 +56,8 @@ class AdminPlane:
             return
         path: str = scope.get("path", "")
         if path == "/ui" or path.startswith("/ui/"):
-            await self.console(scope, receive, send)
+            console = await self.console()
+            await console(scope, receive, send)
             return
         if scope["type"] == "http":
             refusal = await self._authenticate(scope, path)
