@@ -1,8 +1,10 @@
-"""Who may use the admin API's sensitive routes (tool pins, virtual keys, budgets, spend).
+"""Who may use the admin API's sensitive routes (tool pins, virtual keys, budgets, spend, logs).
 
-With `admin.token` set, a route needs it as a Bearer token. Without one, it is served only while
-the admin plane listens on loopback, and never to a browser (a request with an `Origin`
-header): a web page the operator visits cannot reach it through their browser.
+With admin credentials configured (`admin.token`, `admin.jwt`), a route needs them (the admin
+plane's front door checked them: `crossway.server.admin_plane`). Without any, it is served only
+while the admin plane listens on loopback, and never to a browser (a request with an `Origin`
+header): a web page the operator visits cannot reach it through their browser (the console
+reaches it in process, behind its own login-free loopback rules and CSRF checks).
 """
 
 from __future__ import annotations
