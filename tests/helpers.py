@@ -109,6 +109,7 @@ def start_gateway(
 ) -> Iterator[Gateway]:
     """Start `crossway serve` with `config` (YAML text; `{port}` and `{admin_port}` are filled in
     when the text has no `listen:`/`admin:` section) and wait until it is ready."""
+    port_given = port is not None
     port = port or free_port()
     admin_port = admin_port or free_port()
     tmpdir = Path(tempfile.mkdtemp(prefix="crossway-test-"))
@@ -117,6 +118,8 @@ def start_gateway(
         text = f"listen:\n  port: {port}\n" + text
     if "admin:" not in text:
         text = f"admin:\n  port: {admin_port}\n" + text
+    # Whether `port` is surely the data plane's (this function set it, or the caller said so).
+    own_port = "listen:" not in textwrap.dedent(config) or port_given
     config_path = tmpdir / "config.yaml"
     config_path.write_text(text)
     log_path = tmpdir / "crossway.log"
@@ -149,6 +152,12 @@ def start_gateway(
         )
         if proc.poll() is not None:
             raise RuntimeError(f"gateway exited with {proc.returncode}:\n{gw.log()}")
+        if own_port:
+            # A single-process server can report ready a moment before its socket accepts.
+            wait_for(
+                lambda: proc.poll() is not None or _accepts(port),
+                what="the data plane's listener",
+            )
         yield gw
     finally:
         gw.stop()
@@ -181,6 +190,14 @@ async def serve_admin(config_path: Path) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False
 
 
 def missing_component(why: str) -> None:
